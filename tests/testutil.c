@@ -1,0 +1,45 @@
+/* Test harness: PETSc around check. Every rank runs the same suite (collective tests need all
+ * ranks); the failure count is reduced so the exit status is non-zero if any rank failed. */
+#include "testutil.h"
+#include "sgm/schema.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int sgm_test_main(int argc, char **argv, Suite *s)
+{
+  int nfailed = 0, total = 0, rank;
+  if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
+  if (sgm_register_all()) return 1;
+  MPI_Comm_rank(PETSC_COMM_WORLD, &rank);
+  SRunner *sr = srunner_create(s);
+  srunner_set_fork_status(sr, CK_NOFORK);
+  srunner_run_all(sr, rank == 0 ? CK_NORMAL : CK_SILENT);
+  nfailed = srunner_ntests_failed(sr);
+  if (rank != 0 && nfailed) {
+    /* Other ranks are silent; say which rank failed. */
+    fprintf(stderr, "[rank %d] %d test(s) failed\n", rank, nfailed);
+  }
+  srunner_free(sr);
+  MPI_Allreduce(&nfailed, &total, 1, MPI_INT, MPI_SUM, PETSC_COMM_WORLD);
+  if (PetscFinalize()) return 1;
+  return total == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+MPI_Comm sgm_test_comm(void) { return PETSC_COMM_WORLD; }
+
+const char *sgm_test_tmpdir(const char *tag)
+{
+  static char path[512];
+  int rank;
+  MPI_Comm_rank(PETSC_COMM_WORLD, &rank);
+  if (rank == 0) {
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(path, sizeof path, "%s/sgm_test_%s_XXXXXX", base, tag);
+    if (!mkdtemp(path)) path[0] = '\0';
+  }
+  MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, PETSC_COMM_WORLD);
+  return path;
+}

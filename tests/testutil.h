@@ -1,0 +1,20 @@
+/* Shared helpers for the check-based tests: MPI/PETSc initialisation around a check suite, and
+ * paths of test data. Tests run without fork (CK_FORK=no) because MPI is initialised. */
+#ifndef SGM_TESTUTIL_H
+#define SGM_TESTUTIL_H
+
+#include <check.h>
+#include <petscsys.h>
+
+/// Initialises PETSc (and MPI), registers all schema tables and stages, runs `s` with
+/// CK_NORMAL output on rank 0 (CK_SILENT elsewhere), finalises, and returns the exit status
+/// (0 when every test passed on every rank).
+int sgm_test_main(int argc, char **argv, Suite *s);
+
+/// Communicator of the test (PETSC_COMM_WORLD).
+MPI_Comm sgm_test_comm(void);
+
+/// A fresh empty temporary directory (same path on every rank; collective). Caller frees nothing.
+const char *sgm_test_tmpdir(const char *tag);
+
+#endif
