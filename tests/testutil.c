@@ -28,7 +28,10 @@ int sgm_test_main(int argc, char **argv, Suite *s)
   return total == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-MPI_Comm sgm_test_comm(void) { return PETSC_COMM_WORLD; }
+MPI_Comm sgm_test_comm(void)
+{
+  return PETSC_COMM_WORLD;
+}
 
 const char *sgm_test_tmpdir(const char *tag)
 {

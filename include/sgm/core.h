@@ -14,16 +14,16 @@
 #define SGM_ERR_USER PETSC_ERR_USER_INPUT
 
 /// Wraps an HDF5 call (herr_t or hid_t): a negative return becomes a PETSc error.
-#define SgmCallH5(call)                                                                          \
-  do {                                                                                           \
-    if ((call) < 0) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 call failed: %s", #call);      \
+#define SgmCallH5(call)                                                                            \
+  do {                                                                                             \
+    if ((call) < 0) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 call failed: %s", #call);        \
   } while (0)
 
 /// Like SgmCallH5 for calls that return a handle: assigns it, then checks it.
-#define SgmCallH5H(lhs, call)                                                                    \
-  do {                                                                                           \
-    (lhs) = (call);                                                                              \
-    if ((lhs) < 0) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 call failed: %s", #call);       \
+#define SgmCallH5H(lhs, call)                                                                      \
+  do {                                                                                             \
+    (lhs) = (call);                                                                                \
+    if ((lhs) < 0) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 call failed: %s", #call);         \
   } while (0)
 
 /// Logs on rank 0 of comm (collective-free: other ranks return at once).

@@ -51,7 +51,6 @@ void sgm_rng_normal4(uint64_t seed, uint32_t purpose, uint64_t id, uint64_t step
                      double z[4]);
 
 /// n standard normals for (seed, purpose, id, step): counters sub = 0, 1, ... take 4 each.
-void sgm_rng_normals(uint64_t seed, uint32_t purpose, uint64_t id, uint64_t step, int n,
-                     double *z);
+void sgm_rng_normals(uint64_t seed, uint32_t purpose, uint64_t id, uint64_t step, int n, double *z);
 
 #endif

@@ -15,8 +15,8 @@
 typedef struct SgmMetrics_ *SgmMetrics;
 
 typedef struct {
-  MPI_Comm comm;       /* all ranks of the run */
-  SgmConfig cfg;       /* resolved configuration (same on every rank) */
+  MPI_Comm comm; /* all ranks of the run */
+  SgmConfig cfg; /* resolved configuration (same on every rank) */
   char outdir[PETSC_MAX_PATH_LEN];
   uint64_t seed;       /* [run] seed */
   PetscBool overwrite; /* [run] overwrite */
@@ -43,8 +43,8 @@ PetscErrorCode sgm_metrics_destroy(SgmMetrics *m);
 /// Throttled progress reporter for long loops (rank 0 prints at most every `interval` seconds:
 /// done/total, rate in `unit`/s, elapsed, ETA).
 typedef struct SgmProgress_ *SgmProgress;
-PetscErrorCode sgm_progress_create(MPI_Comm comm, const char *label, int64_t total, double units_per_item,
-                                   const char *unit, SgmProgress *p);
+PetscErrorCode sgm_progress_create(MPI_Comm comm, const char *label, int64_t total,
+                                   double units_per_item, const char *unit, SgmProgress *p);
 PetscErrorCode sgm_progress_update(SgmProgress p, int64_t done);
 /// Prints the final line (total time, mean rate) and frees.
 PetscErrorCode sgm_progress_destroy(SgmProgress *p);

@@ -10,13 +10,13 @@
 
 #include <petscsys.h>
 
-#define SGM_KEY_TYPE_LIST(X)                                                                     \
-  X(REAL, "float")                                                                               \
-  X(INT, "integer")                                                                              \
-  X(BOOL, "boolean")                                                                             \
-  X(STRING, "string")                                                                            \
-  X(REAL_ARRAY, "array of floats")                                                               \
-  X(INT_ARRAY, "array of integers")                                                              \
+#define SGM_KEY_TYPE_LIST(X)                                                                       \
+  X(REAL, "float")                                                                                 \
+  X(INT, "integer")                                                                                \
+  X(BOOL, "boolean")                                                                               \
+  X(STRING, "string")                                                                              \
+  X(REAL_ARRAY, "array of floats")                                                                 \
+  X(INT_ARRAY, "array of integers")                                                                \
   X(STRING_ARRAY, "array of strings")
 
 typedef enum {
@@ -28,8 +28,8 @@ typedef enum {
 /// One key. `def` is the default as a TOML literal ("0.1", "\"exact\"", "[64, 64]") or NULL;
 /// `required` keys have no default and must be given; optional keys with def == NULL are unset
 /// unless given (sgm_config_is_set tells). Integers accept any TOML integer; floats accept integers
-/// too. `min`/`max` bound reals, integers and every array element (use -INFINITY/INFINITY for none);
-/// `choices` is "a|b|c" for strings (NULL for free text); `unit` is "" for dimensionless.
+/// too. `min`/`max` bound reals, integers and every array element (use -INFINITY/INFINITY for
+/// none); `choices` is "a|b|c" for strings (NULL for free text); `unit` is "" for dimensionless.
 typedef struct {
   const char *name;
   SgmKeyType type;

@@ -30,20 +30,20 @@ struct SgmTomlValue {
     struct {
       char *str; /* NUL-terminated UTF-8; may contain embedded NUL via \u0000 */
       size_t len;
-    } s;                   /* STRING and DATETIME */
-    int64_t i;             /* INTEGER */
-    double f;              /* FLOAT */
-    int b;                 /* BOOLEAN */
+    } s;       /* STRING and DATETIME */
+    int64_t i; /* INTEGER */
+    double f;  /* FLOAT */
+    int b;     /* BOOLEAN */
     struct {
       SgmTomlValue **items;
       size_t n;
-    } arr;                 /* ARRAY */
+    } arr; /* ARRAY */
     struct {
-      char **keys;         /* in document order */
+      char **keys; /* in document order */
       SgmTomlValue **vals;
-      int *key_line;       /* line of each key's definition */
+      int *key_line; /* line of each key's definition */
       size_t n;
-    } tab;                 /* TABLE */
+    } tab; /* TABLE */
   } u;
 };
 
