@@ -56,6 +56,10 @@ add_library(SGM::deps ALIAS sgm_deps)
 target_include_directories(sgm_deps INTERFACE ${HDF5_PAR_INCLUDE} ${FFTW_INCLUDE} ${CBLAS_INCLUDE})
 target_link_libraries(sgm_deps INTERFACE PkgConfig::SLEPC PkgConfig::PETSC ${HDF5_PAR_LIB}
   ${FFTW_MPI_LIB} ${FFTW_LIB} ${OPENBLAS_LIB} MPI::MPI_C)
+# PETSC_SUCCESS arrived in PETSc 3.19; Debian 12 ships 3.18, where success is plain 0.
+if(PETSC_VERSION VERSION_LESS 3.19)
+  target_compile_definitions(sgm_deps INTERFACE PETSC_SUCCESS=0)
+endif()
 # Versions reported by `sgm_hpc --version`.
 set(SGM_PETSC_VERSION "${PETSC_VERSION}")
 set(SGM_SLEPC_VERSION "${SLEPC_VERSION}")

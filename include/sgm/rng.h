@@ -8,7 +8,8 @@
  *   key     = { seed & 0xffffffff, seed >> 32 }
  *   counter = { sub, step & 0xffffffff, (step >> 32) & 0xffff | purpose << 16, id }
  *
- * so step < 2^48, id < 2^32, purpose < 2^16, sub < 2^32. One counter gives 4 uint32.
+ * so step < 2^48, id < 2^32, purpose < 2^16. One counter gives 4 uint32; the normal generators
+ * also use the mirror counter sub | 2^31, so callers keep sub < 2^31.
  */
 #ifndef SGM_RNG_H
 #define SGM_RNG_H
