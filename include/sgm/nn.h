@@ -1,0 +1,143 @@
+/* Layers of the score networks: plain functions over flat float arrays (llm.c style).
+ *
+ * Owns: linear (CBLAS sgemm, PyTorch (out, in) weight layout), GELU (exact erf form), SiLU, ReLU,
+ * LayerNorm, row-wise softmax, scaled dot-product multi-head attention with an optional key mask,
+ * residual add, and the sinusoidal (Fourier) time embedding.
+ *
+ * Every layer has four functions:
+ *   _forward        out from inp; saves what the others need (means, rstds, probabilities) in
+ *                   buffers the caller owns. Nothing is allocated inside a layer.
+ *   _backward       ACCUMULATES (+=) into input and parameter gradients (any may be NULL).
+ *   _jvp            forward-mode tangent: tout = J(inp) tinp with the parameters fixed.
+ *   _jvp_backward   reverse-over-forward: for a loss that depends on the tangent output, it
+ *                   accumulates dtout^T d(tout)/d(inp, tinp, params) into dinp, dtinp, dparams.
+ *                   The full VJP of (inp, tinp) -> (out, tout) is _backward(dout) plus
+ *                   _jvp_backward(dtout); a model calls both.
+ * Shape letters: B batch, T tokens (Tq queries, Tk keys), C channels, OC output channels,
+ * NH heads, hs = C/NH head size, F frequencies, N element count. Arrays are row-major, the last
+ * letter fastest. Weights and activations are float; reductions that feed a division (LayerNorm
+ * statistics, softmax sums, bias-free dot products of attention) accumulate in double.
+ * All functions are serial and thread-safe on disjoint outputs; no MPI, no PETSc.
+ */
+#ifndef SGM_NN_H
+#define SGM_NN_H
+
+#include <stddef.h>
+
+/// Pointwise activation kinds used by the models.
+typedef enum { SGM_NN_ACT_GELU = 0, SGM_NN_ACT_SILU = 1, SGM_NN_ACT_RELU = 2 } SgmNnAct;
+
+/// out (BT,OC) = inp (BT,C) @ weight^T + bias; weight (OC,C), bias (OC) or NULL. One sgemm.
+void sgm_nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           int BT, int C, int OC);
+/// Triple-loop reference of sgm_nn_linear_forward (double accumulation), used by the tests.
+void sgm_nn_linear_forward_naive(float *out, const float *inp, const float *weight,
+                                 const float *bias, int BT, int C, int OC);
+/// dinp (BT,C) += dout @ weight; dweight (OC,C) += dout^T @ inp; dbias (OC) += sum_rows dout.
+/// dout (BT,OC), inp (BT,C), weight (OC,C). Any of dinp, dweight, dbias may be NULL.
+void sgm_nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int BT, int C, int OC);
+/// Triple-loop reference of sgm_nn_linear_backward.
+void sgm_nn_linear_backward_naive(float *dinp, float *dweight, float *dbias, const float *dout,
+                                  const float *inp, const float *weight, int BT, int C, int OC);
+/// tout (BT,OC) = tinp (BT,C) @ weight^T (no bias: the map is affine). BT may count several
+/// tangent directions stacked row-wise, since the tangent does not depend on the primal.
+void sgm_nn_linear_jvp(float *tout, const float *tinp, const float *weight, int BT, int C, int OC);
+/// Reverse-over-forward of the linear tangent: dtinp (BT,C) += dtout @ weight,
+/// dweight (OC,C) += dtout^T @ tinp. (No dinp term: the tangent does not depend on inp.)
+void sgm_nn_linear_jvp_backward(float *dtinp, float *dweight, const float *dtout, const float *tinp,
+                                const float *weight, int BT, int C, int OC);
+
+/// out (N) = act(inp (N)). GELU is the exact form x Phi(x) (PyTorch approximate='none').
+void sgm_nn_act_forward(SgmNnAct act, float *out, const float *inp, int N);
+/// dinp (N) += act'(inp) dout.
+void sgm_nn_act_backward(SgmNnAct act, float *dinp, const float *dout, const float *inp, int N);
+/// tout (N) = act'(inp) tinp.
+void sgm_nn_act_jvp(SgmNnAct act, float *tout, const float *tinp, const float *inp, int N);
+/// dinp (N) += act''(inp) tinp dtout; dtinp (N) += act'(inp) dtout. Either may be NULL.
+void sgm_nn_act_jvp_backward(SgmNnAct act, float *dinp, float *dtinp, const float *dtout,
+                             const float *inp, const float *tinp, int N);
+/// The named activations, as thin wrappers of the sgm_nn_act_* dispatchers.
+void sgm_nn_gelu_forward(float *out, const float *inp, int N);
+void sgm_nn_gelu_backward(float *dinp, const float *dout, const float *inp, int N);
+void sgm_nn_gelu_jvp(float *tout, const float *tinp, const float *inp, int N);
+void sgm_nn_silu_forward(float *out, const float *inp, int N);
+void sgm_nn_silu_backward(float *dinp, const float *dout, const float *inp, int N);
+void sgm_nn_silu_jvp(float *tout, const float *tinp, const float *inp, int N);
+void sgm_nn_relu_forward(float *out, const float *inp, int N);
+void sgm_nn_relu_backward(float *dinp, const float *dout, const float *inp, int N);
+void sgm_nn_relu_jvp(float *tout, const float *tinp, const float *inp, int N);
+
+/// LayerNorm over the last axis (eps = 1e-5, PyTorch default): out (BT,C), mean (BT), rstd (BT)
+/// saved; inp (BT,C), weight (C), bias (C).
+void sgm_nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, int BT, int C);
+/// dinp (BT,C), dweight (C), dbias (C) accumulate; dout (BT,C); mean, rstd from the forward.
+void sgm_nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                               const float *inp, const float *weight, const float *mean,
+                               const float *rstd, int BT, int C);
+/// tout (BT,C) = weight * rstd (tinp - mean(tinp) - xhat mean(xhat tinp)), xhat the normalised
+/// input. tinp (BT,C).
+void sgm_nn_layernorm_jvp(float *tout, const float *tinp, const float *inp, const float *weight,
+                          const float *mean, const float *rstd, int BT, int C);
+/// Reverse-over-forward: dinp, dtinp (BT,C), dweight (C) accumulate from dtout (BT,C).
+void sgm_nn_layernorm_jvp_backward(float *dinp, float *dtinp, float *dweight, const float *dtout,
+                                   const float *inp, const float *tinp, const float *weight,
+                                   const float *mean, const float *rstd, int BT, int C);
+
+/// Row-wise softmax: probs (BT,V) from inp (BT,V); mask (V) or NULL: entries with mask 0 get
+/// probability 0 (at least one entry must be valid).
+void sgm_nn_softmax_forward(float *probs, const float *inp, const float *mask, int BT, int V);
+/// dinp (BT,V) += probs (dout - sum(probs dout)).
+void sgm_nn_softmax_backward(float *dinp, const float *dout, const float *probs, int BT, int V);
+/// tout (BT,V) = probs (tinp - sum(probs tinp)).
+void sgm_nn_softmax_jvp(float *tout, const float *tinp, const float *probs, int BT, int V);
+/// Reverse-over-forward: dinp, dtinp (BT,V) accumulate from dtout (BT,V).
+void sgm_nn_softmax_jvp_backward(float *dinp, float *dtinp, const float *dtout, const float *probs,
+                                 const float *tinp, int BT, int V);
+
+/// Multi-head scaled dot-product attention, softmax(q k^T / sqrt(hs)) v per head.
+///   out (B,Tq,C); att (B,NH,Tq,Tk) saved probabilities;
+///   q (B,Tq,ldq) rows of which the first C are used, k and v (B,Tk,ldkv) likewise, so one packed
+///   in_proj output qkv (B,T,3C) is passed as q = qkv, k = qkv + C, v = qkv + 2C, ldq = ldkv = 3C;
+///   mask (B,Tk) or NULL: keys with mask 0 are ignored (each batch row needs one valid key).
+void sgm_nn_attention_forward(float *out, float *att, const float *q, const float *k,
+                              const float *v, const float *mask, int B, int Tq, int Tk, int C,
+                              int NH, int ldq, int ldkv);
+/// dq (B,Tq,ldq), dk, dv (B,Tk,ldkv) accumulate from dout (B,Tq,C); scratch (Tk) floats.
+void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                               const float *att, const float *q, const float *k, const float *v,
+                               int B, int Tq, int Tk, int C, int NH, int ldq, int ldkv);
+/// Tangent: tout (B,Tq,C) from tq (B,Tq,ldq), tk, tv (B,Tk,ldkv); saves the tangent of the
+/// pre-softmax scores ts (B,NH,Tq,Tk) (0 on masked keys) for the reverse-over-forward.
+void sgm_nn_attention_jvp(float *tout, float *ts, const float *tq, const float *tk, const float *tv,
+                          const float *att, const float *q, const float *k, const float *v,
+                          const float *mask, int B, int Tq, int Tk, int C, int NH, int ldq,
+                          int ldkv);
+/// Reverse-over-forward: from dtout (B,Tq,C) accumulates dq, dtq (B,Tq,ldq) and dk, dv, dtk, dtv
+/// (B,Tk,ldkv); scratch (2 Tk) floats.
+void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, float *dtk,
+                                   float *dtv, float *scratch, const float *dtout, const float *att,
+                                   const float *ts, const float *q, const float *k, const float *v,
+                                   const float *tq, const float *tk, const float *tv, int B, int Tq,
+                                   int Tk, int C, int NH, int ldq, int ldkv);
+
+/// out (N) = a (N) + b (N); also the tangent rule (the map is linear).
+void sgm_nn_residual_forward(float *out, const float *a, const float *b, int N);
+/// da (N) += dout, db (N) += dout (either may be NULL).
+void sgm_nn_residual_backward(float *da, float *db, const float *dout, int N);
+
+/// Sinusoidal time embedding: out (B,2F) = [sin(freq_f t_b) | cos(freq_f t_b)];
+/// t (B), freq (F) fixed angular frequencies (no parameters).
+void sgm_nn_fourier_forward(float *out, const float *t, const float *freq, int B, int F);
+/// dt (B) += sum_f freq_f (cos dout_sin - sin dout_cos).
+void sgm_nn_fourier_backward(float *dt, const float *dout, const float *t, const float *freq, int B,
+                             int F);
+/// tout (B,2F) = tt_b freq_f [cos | -sin].
+void sgm_nn_fourier_jvp(float *tout, const float *tt, const float *t, const float *freq, int B,
+                        int F);
+/// Reverse-over-forward: dt (B), dtt (B) accumulate from dtout (B,2F).
+void sgm_nn_fourier_jvp_backward(float *dt, float *dtt, const float *dtout, const float *t,
+                                 const float *tt, const float *freq, int B, int F);
+
+#endif

@@ -1,0 +1,2 @@
+# nn module: layers and score-network models (forward, backward, JVP, reverse-over-forward).
+sgm_unit_test(test_nn_layers SOURCES test_nn_layers.c TIMEOUT 60)

@@ -1,0 +1,562 @@
+/* Layer tests: every backward, tangent (JVP) and reverse-over-forward (backward through the JVP)
+ * against central finite differences, and the sgemm path against the triple-loop reference.
+ *
+ * Finite differences: the layers run in float, the scalar losses L = r.out (+ s.tout) are summed
+ * in double, step h = 1e-2 on O(1) inputs. Truncation is O(h^2) ~ 1e-4 and rounding
+ * ~ 1e-7 sqrt(n)/h ~ 1e-5 of the gradient scale, so a check passes when
+ *   max_i |analytic_i - fd_i| <= FD_TOL * max(max_i |fd_i|, max_i |analytic_i|),  FD_TOL = 1e-2,
+ * while a wrong or missing term gives an error of order 1. Every array (inputs, parameters,
+ * tangents) is checked, at up to 64 strided entries each.
+ */
+#include "testutil.h"
+#include "sgm/nn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FD_H      1e-2f
+#define FD_TOL    1e-2
+#define BLAS_RTOL 1e-5
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static double urand(void)
+{
+  rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+  return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static float *rnd(size_t n, double lo, double hi)
+{
+  float *a = malloc(n * sizeof *a);
+  for (size_t i = 0; i < n; i++) a[i] = (float)(lo + (hi - lo) * urand());
+  return a;
+}
+static float *zeros(size_t n)
+{
+  return calloc(n, sizeof(float));
+}
+
+/* A layer under test: arrays x[a] (inputs and parameters) with tangents tx[a] (NULL for
+ * parameters, which are fixed in the JVP), gradient buffers gx[a], gtx[a]; callbacks run the
+ * forward, the tangent, the backward from dout, the reverse-over-forward from dtout. */
+typedef struct {
+  int n;
+  const char *name[8];
+  float *x[8], *tx[8], *gx[8], *gtx[8];
+  size_t len[8];
+  float *out, *tout, *dout, *dtout;
+  size_t nout;
+  void (*fwd)(void);
+  void (*jvp)(void);
+  void (*bwd)(void);
+  void (*jvpb)(void);
+} Prob;
+
+static Prob P;
+
+static void prob_add(const char *name, float *x, float *tx, size_t len)
+{
+  int a = P.n++;
+  P.name[a] = name, P.x[a] = x, P.tx[a] = tx, P.len[a] = len;
+  P.gx[a] = zeros(len);
+  P.gtx[a] = tx ? zeros(len) : NULL;
+}
+static void prob_out(size_t nout)
+{
+  free(P.out), free(P.tout), free(P.dout), free(P.dtout);
+  P.nout = nout;
+  P.out = zeros(nout), P.tout = zeros(nout);
+  P.dout = rnd(nout, -1, 1), P.dtout = rnd(nout, -1, 1);
+}
+static void prob_free(void)
+{
+  for (int a = 0; a < P.n; a++) free(P.x[a]), free(P.tx[a]), free(P.gx[a]), free(P.gtx[a]);
+  free(P.out), free(P.tout), free(P.dout), free(P.dtout);
+  memset(&P, 0, sizeof P);
+}
+static double dotd(const float *a, const float *b, size_t n)
+{
+  double s = 0.0;
+  for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+  return s;
+}
+static double loss(int with_tangent)
+{
+  P.fwd();
+  double L = dotd(P.out, P.dout, P.nout);
+  if (with_tangent) {
+    P.jvp();
+    L += dotd(P.tout, P.dtout, P.nout);
+  }
+  return L;
+}
+static double rel_err(const float *g, const double *fd, size_t n)
+{
+  double e = 0.0, s = 1e-12;
+  for (size_t i = 0; i < n; i++) {
+    e = fmax(e, fabs(g[i] - fd[i]));
+    s = fmax(s, fmax(fabs(fd[i]), fabs(g[i])));
+  }
+  return e / s;
+}
+
+/* Compares g (analytic dL/dv) with central differences of L over up to 64 entries of v. */
+static void check_grad(const char *what, float *v, const float *g, size_t len, int with_tangent)
+{
+  size_t stride = len > 64 ? len / 64 : 1, m = 0;
+  float gs[80];
+  double fd[80];
+  for (size_t i = 0; i < len && m < 80; i += stride, m++) {
+    float v0 = v[i];
+    v[i] = v0 + FD_H;
+    double Lp = loss(with_tangent);
+    v[i] = v0 - FD_H;
+    double Lm = loss(with_tangent);
+    v[i] = v0;
+    fd[m] = (Lp - Lm) / (2.0 * FD_H);
+    gs[m] = g[i];
+  }
+  double e = rel_err(gs, fd, m);
+  if (getenv("SGM_NN_TEST_VERBOSE")) printf("  %-28s rel err %.2e\n", what, e);
+  ck_assert_msg(e <= FD_TOL, "%s: relative error %.3g > %.1g", what, e, FD_TOL);
+}
+
+static void check_backward(void)
+{
+  for (int a = 0; a < P.n; a++) memset(P.gx[a], 0, P.len[a] * sizeof(float));
+  P.fwd();
+  P.bwd();
+  for (int a = 0; a < P.n; a++) {
+    char w[64];
+    snprintf(w, sizeof w, "backward d%s", P.name[a]);
+    check_grad(w, P.x[a], P.gx[a], P.len[a], 0);
+  }
+}
+
+static void check_jvp(void)
+{
+  size_t n = P.nout;
+  float *op = zeros(n), *tout = zeros(n);
+  double *fd = malloc(n * sizeof *fd);
+  P.fwd();
+  P.jvp();
+  memcpy(tout, P.tout, n * sizeof(float));
+  for (int sgn = 1; sgn >= -1; sgn -= 2) {
+    for (int a = 0; a < P.n; a++)
+      if (P.tx[a])
+        for (size_t i = 0; i < P.len[a]; i++) P.x[a][i] += sgn * FD_H * P.tx[a][i];
+    P.fwd();
+    if (sgn == 1)
+      memcpy(op, P.out, n * sizeof(float));
+    else
+      for (size_t i = 0; i < n; i++) fd[i] = ((double)op[i] - P.out[i]) / (2.0 * FD_H);
+    for (int a = 0; a < P.n; a++)
+      if (P.tx[a])
+        for (size_t i = 0; i < P.len[a]; i++) P.x[a][i] -= sgn * FD_H * P.tx[a][i];
+  }
+  double e = rel_err(tout, fd, n);
+  if (getenv("SGM_NN_TEST_VERBOSE")) printf("  %-28s rel err %.2e\n", "jvp", e);
+  ck_assert_msg(e <= FD_TOL, "jvp: relative error %.3g > %.1g", e, FD_TOL);
+  free(op), free(tout), free(fd);
+}
+
+static void check_jvp_backward(void)
+{
+  for (int a = 0; a < P.n; a++) {
+    memset(P.gx[a], 0, P.len[a] * sizeof(float));
+    if (P.gtx[a]) memset(P.gtx[a], 0, P.len[a] * sizeof(float));
+  }
+  P.fwd();
+  P.jvp();
+  P.bwd();
+  P.jvpb();
+  for (int a = 0; a < P.n; a++) {
+    char w[64];
+    snprintf(w, sizeof w, "jvp_backward d%s", P.name[a]);
+    check_grad(w, P.x[a], P.gx[a], P.len[a], 1);
+    if (P.tx[a]) {
+      snprintf(w, sizeof w, "jvp_backward dt%s", P.name[a]);
+      check_grad(w, P.tx[a], P.gtx[a], P.len[a], 1);
+    }
+  }
+}
+
+static void check_all(void)
+{
+  check_backward();
+  check_jvp();
+  check_jvp_backward();
+}
+
+/* ---- linear ---- */
+enum { LB = 6, LC = 7, LOC = 5 };
+static void lin_fwd(void)
+{
+  sgm_nn_linear_forward(P.out, P.x[0], P.x[1], P.x[2], LB, LC, LOC);
+}
+static void lin_jvp(void)
+{
+  sgm_nn_linear_jvp(P.tout, P.tx[0], P.x[1], LB, LC, LOC);
+}
+static void lin_bwd(void)
+{
+  sgm_nn_linear_backward(P.gx[0], P.gx[1], P.gx[2], P.dout, P.x[0], P.x[1], LB, LC, LOC);
+}
+static void lin_jvpb(void)
+{
+  sgm_nn_linear_jvp_backward(P.gtx[0], P.gx[1], P.dtout, P.tx[0], P.x[1], LB, LC, LOC);
+}
+
+START_TEST(test_linear_fd)
+{
+  prob_add("inp", rnd(LB * LC, -1, 1), rnd(LB * LC, -1, 1), LB * LC);
+  prob_add("weight", rnd(LOC * LC, -1, 1), NULL, LOC * LC);
+  prob_add("bias", rnd(LOC, -1, 1), NULL, LOC);
+  prob_out(LB * LOC);
+  P.fwd = lin_fwd, P.jvp = lin_jvp, P.bwd = lin_bwd, P.jvpb = lin_jvpb;
+  check_all();
+  prob_free();
+}
+END_TEST
+
+START_TEST(test_linear_blas_vs_naive)
+{
+  /* Sizes that are not multiples of any SIMD width; accumulation starts from non-zero buffers. */
+  const int BT = 37, C = 29, OC = 23;
+  float *x = rnd(BT * C, -1, 1), *w = rnd(OC * C, -1, 1), *b = rnd(OC, -1, 1);
+  float *dy = rnd(BT * OC, -1, 1);
+  float *y1 = zeros(BT * OC), *y2 = zeros(BT * OC);
+  float *dx1 = rnd(BT * C, -1, 1), *dw1 = rnd(OC * C, -1, 1), *db1 = rnd(OC, -1, 1);
+  float *dx2 = malloc(BT * C * sizeof(float)), *dw2 = malloc(OC * C * sizeof(float)),
+        *db2 = malloc(OC * sizeof(float));
+  memcpy(dx2, dx1, BT * C * sizeof(float));
+  memcpy(dw2, dw1, OC * C * sizeof(float));
+  memcpy(db2, db1, OC * sizeof(float));
+  sgm_nn_linear_forward(y1, x, w, b, BT, C, OC);
+  sgm_nn_linear_forward_naive(y2, x, w, b, BT, C, OC);
+  sgm_nn_linear_backward(dx1, dw1, db1, dy, x, w, BT, C, OC);
+  sgm_nn_linear_backward_naive(dx2, dw2, db2, dy, x, w, BT, C, OC);
+  struct {
+    const char *n;
+    float *a, *b;
+    int len;
+  } c[] = {{"out", y1, y2, BT * OC},
+           {"dinp", dx1, dx2, BT * C},
+           {"dweight", dw1, dw2, OC * C},
+           {"dbias", db1, db2, OC}};
+  for (int k = 0; k < 4; k++) {
+    double e = 0.0, s = 0.0;
+    for (int i = 0; i < c[k].len; i++) {
+      e = fmax(e, fabs(c[k].a[i] - c[k].b[i]));
+      s = fmax(s, fabs(c[k].b[i]));
+    }
+    ck_assert_msg(e <= BLAS_RTOL * s, "%s: sgemm vs naive %.3g (scale %.3g)", c[k].n, e, s);
+  }
+  free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1), free(dw1), free(db1);
+  free(dx2), free(dw2), free(db2);
+}
+END_TEST
+
+/* ---- activations ---- */
+enum { AN = 40 };
+static SgmNnAct act_kind;
+static void act_fwd(void)
+{
+  sgm_nn_act_forward(act_kind, P.out, P.x[0], AN);
+}
+static void act_jvp(void)
+{
+  sgm_nn_act_jvp(act_kind, P.tout, P.tx[0], P.x[0], AN);
+}
+static void act_bwd(void)
+{
+  sgm_nn_act_backward(act_kind, P.gx[0], P.dout, P.x[0], AN);
+}
+static void act_jvpb(void)
+{
+  sgm_nn_act_jvp_backward(act_kind, P.gx[0], P.gtx[0], P.dtout, P.x[0], P.tx[0], AN);
+}
+
+START_TEST(test_activations_fd)
+{
+  act_kind = (SgmNnAct)_i;
+  float *x = rnd(AN, -3, 3);
+  /* ReLU: keep inputs away from the kink so the finite difference is of a smooth function. */
+  for (int i = 0; i < AN; i++)
+    if (fabsf(x[i]) < 0.2f) x[i] = x[i] < 0 ? -0.2f - x[i] : 0.2f + x[i];
+  prob_add("inp", x, rnd(AN, -1, 1), AN);
+  prob_out(AN);
+  P.fwd = act_fwd, P.jvp = act_jvp, P.bwd = act_bwd, P.jvpb = act_jvpb;
+  check_all();
+  prob_free();
+}
+END_TEST
+
+START_TEST(test_gelu_values)
+{
+  /* Exact GELU x Phi(x) (not the tanh approximation): independent values from erf tables. */
+  const float x[4] = {-2.0f, -0.5f, 0.5f, 3.0f};
+  const double ref[4] = {-0.04550026389635842, -0.15426876936299344, 0.34573123063700656,
+                         2.9959502039924083};
+  float y[4];
+  sgm_nn_gelu_forward(y, x, 4);
+  for (int i = 0; i < 4; i++) ck_assert_double_eq_tol(y[i], ref[i], 1e-6);
+}
+END_TEST
+
+/* ---- LayerNorm ---- */
+enum { NB = 5, NC = 9 };
+static float ln_mean[NB], ln_rstd[NB];
+static void ln_fwd(void)
+{
+  sgm_nn_layernorm_forward(P.out, ln_mean, ln_rstd, P.x[0], P.x[1], P.x[2], NB, NC);
+}
+static void ln_jvp(void)
+{
+  sgm_nn_layernorm_jvp(P.tout, P.tx[0], P.x[0], P.x[1], ln_mean, ln_rstd, NB, NC);
+}
+static void ln_bwd(void)
+{
+  sgm_nn_layernorm_backward(P.gx[0], P.gx[1], P.gx[2], P.dout, P.x[0], P.x[1], ln_mean, ln_rstd, NB,
+                            NC);
+}
+static void ln_jvpb(void)
+{
+  sgm_nn_layernorm_jvp_backward(P.gx[0], P.gtx[0], P.gx[1], P.dtout, P.x[0], P.tx[0], P.x[1],
+                                ln_mean, ln_rstd, NB, NC);
+}
+
+START_TEST(test_layernorm_fd)
+{
+  prob_add("inp", rnd(NB * NC, -2, 2), rnd(NB * NC, -1, 1), NB * NC);
+  prob_add("weight", rnd(NC, 0.5, 1.5), NULL, NC);
+  prob_add("bias", rnd(NC, -1, 1), NULL, NC);
+  prob_out(NB * NC);
+  P.fwd = ln_fwd, P.jvp = ln_jvp, P.bwd = ln_bwd, P.jvpb = ln_jvpb;
+  check_all();
+  /* Independent property: with weight 1, bias 0 each row has mean 0 and variance 1/(1+eps/var). */
+  for (int i = 0; i < NC; i++) P.x[1][i] = 1.0f, P.x[2][i] = 0.0f;
+  ln_fwd();
+  for (int r = 0; r < NB; r++) {
+    double m = 0.0, v = 0.0;
+    for (int i = 0; i < NC; i++) m += P.out[r * NC + i];
+    for (int i = 0; i < NC; i++) v += P.out[r * NC + i] * P.out[r * NC + i];
+    ck_assert_double_eq_tol(m / NC, 0.0, 1e-6);
+    ck_assert_double_eq_tol(v / NC, 1.0, 1e-3);
+  }
+  prob_free();
+}
+END_TEST
+
+/* ---- softmax ---- */
+enum { SB = 4, SV = 7 };
+static float sm_mask[SV] = {1, 1, 0, 1, 1, 0, 1};
+static const float *sm_use_mask;
+static void sm_fwd(void)
+{
+  sgm_nn_softmax_forward(P.out, P.x[0], sm_use_mask, SB, SV);
+}
+static void sm_jvp(void)
+{
+  sgm_nn_softmax_jvp(P.tout, P.tx[0], P.out, SB, SV);
+}
+static void sm_bwd(void)
+{
+  sgm_nn_softmax_backward(P.gx[0], P.dout, P.out, SB, SV);
+}
+static void sm_jvpb(void)
+{
+  sgm_nn_softmax_jvp_backward(P.gx[0], P.gtx[0], P.dtout, P.out, P.tx[0], SB, SV);
+}
+
+START_TEST(test_softmax_fd)
+{
+  sm_use_mask = _i ? sm_mask : NULL;
+  prob_add("inp", rnd(SB * SV, -2, 2), rnd(SB * SV, -1, 1), SB * SV);
+  prob_out(SB * SV);
+  P.fwd = sm_fwd, P.jvp = sm_jvp, P.bwd = sm_bwd, P.jvpb = sm_jvpb;
+  check_all();
+  sm_fwd();
+  for (int r = 0; r < SB; r++) {
+    double s = 0.0;
+    for (int j = 0; j < SV; j++) {
+      s += P.out[r * SV + j];
+      if (sm_use_mask && sm_mask[j] == 0.0f) ck_assert_float_eq(P.out[r * SV + j], 0.0f);
+    }
+    ck_assert_double_eq_tol(s, 1.0, 1e-6);
+  }
+  prob_free();
+}
+END_TEST
+
+/* ---- attention: packed qkv (self-attention) and the centre-only form (Tq = 1) ---- */
+enum { AB = 2, AT = 5, ACH = 8, ANH = 2 };
+static float att_mask[AB * AT] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0};
+static float att_p[AB * ANH * AT * AT], att_ts[AB * ANH * AT * AT], att_scr[2 * AT];
+static int att_centre; /* 0: q, k, v from one packed (B,T,3C); 1: q (B,1,C), kv (B,T,2C) */
+static const float *att_m;
+static void att_fwd(void)
+{
+  if (!att_centre)
+    sgm_nn_attention_forward(P.out, att_p, P.x[0], P.x[0] + ACH, P.x[0] + 2 * ACH, att_m, AB, AT,
+                             AT, ACH, ANH, 3 * ACH, 3 * ACH);
+  else
+    sgm_nn_attention_forward(P.out, att_p, P.x[0], P.x[1], P.x[1] + ACH, att_m, AB, 1, AT, ACH, ANH,
+                             ACH, 2 * ACH);
+}
+static void att_jvp(void)
+{
+  if (!att_centre)
+    sgm_nn_attention_jvp(P.tout, att_ts, P.tx[0], P.tx[0] + ACH, P.tx[0] + 2 * ACH, att_p, P.x[0],
+                         P.x[0] + ACH, P.x[0] + 2 * ACH, att_m, AB, AT, AT, ACH, ANH, 3 * ACH,
+                         3 * ACH);
+  else
+    sgm_nn_attention_jvp(P.tout, att_ts, P.tx[0], P.tx[1], P.tx[1] + ACH, att_p, P.x[0], P.x[1],
+                         P.x[1] + ACH, att_m, AB, 1, AT, ACH, ANH, ACH, 2 * ACH);
+}
+static void att_bwd(void)
+{
+  if (!att_centre)
+    sgm_nn_attention_backward(P.gx[0], P.gx[0] + ACH, P.gx[0] + 2 * ACH, att_scr, P.dout, att_p,
+                              P.x[0], P.x[0] + ACH, P.x[0] + 2 * ACH, AB, AT, AT, ACH, ANH, 3 * ACH,
+                              3 * ACH);
+  else
+    sgm_nn_attention_backward(P.gx[0], P.gx[1], P.gx[1] + ACH, att_scr, P.dout, att_p, P.x[0],
+                              P.x[1], P.x[1] + ACH, AB, 1, AT, ACH, ANH, ACH, 2 * ACH);
+}
+static void att_jvpb(void)
+{
+  if (!att_centre)
+    sgm_nn_attention_jvp_backward(
+        P.gx[0], P.gx[0] + ACH, P.gx[0] + 2 * ACH, P.gtx[0], P.gtx[0] + ACH, P.gtx[0] + 2 * ACH,
+        att_scr, P.dtout, att_p, att_ts, P.x[0], P.x[0] + ACH, P.x[0] + 2 * ACH, P.tx[0],
+        P.tx[0] + ACH, P.tx[0] + 2 * ACH, AB, AT, AT, ACH, ANH, 3 * ACH, 3 * ACH);
+  else
+    sgm_nn_attention_jvp_backward(P.gx[0], P.gx[1], P.gx[1] + ACH, P.gtx[0], P.gtx[1],
+                                  P.gtx[1] + ACH, att_scr, P.dtout, att_p, att_ts, P.x[0], P.x[1],
+                                  P.x[1] + ACH, P.tx[0], P.tx[1], P.tx[1] + ACH, AB, 1, AT, ACH,
+                                  ANH, ACH, 2 * ACH);
+}
+
+START_TEST(test_attention_fd)
+{
+  /* _i bit 0: key mask on/off; bit 1: centre-only (one query row of a separate q array). */
+  att_m = (_i & 1) ? att_mask : NULL;
+  att_centre = (_i >> 1) & 1;
+  if (!att_centre) {
+    prob_add("qkv", rnd(AB * AT * 3 * ACH, -1.5, 1.5), rnd(AB * AT * 3 * ACH, -1, 1),
+             AB * AT * 3 * ACH);
+    prob_out(AB * AT * ACH);
+  } else {
+    prob_add("q", rnd(AB * ACH, -1.5, 1.5), rnd(AB * ACH, -1, 1), AB * ACH);
+    prob_add("kv", rnd(AB * AT * 2 * ACH, -1.5, 1.5), rnd(AB * AT * 2 * ACH, -1, 1),
+             AB * AT * 2 * ACH);
+    prob_out(AB * ACH);
+  }
+  P.fwd = att_fwd, P.jvp = att_jvp, P.bwd = att_bwd, P.jvpb = att_jvpb;
+  check_all();
+  if (att_m) {
+    /* A masked key gets probability 0 and its value cannot change the output. */
+    att_fwd();
+    for (int h = 0; h < ANH; h++)
+      ck_assert_float_eq(att_p[((1 * ANH + h) * (att_centre ? 1 : AT)) * AT + 2], 0.0f);
+  }
+  prob_free();
+}
+END_TEST
+
+START_TEST(test_attention_reference)
+{
+  /* Independent reference: one head, two keys, q.k known; out = p0 v0 + p1 v1 with
+   * p = softmax(q.k / sqrt(hs)) computed by hand. */
+  const int C = 2;
+  float q[2] = {1.0f, 0.0f}, kv[2 * 4] = {2.0f, 0.0f, 1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 3.0f};
+  float out[2], att[2];
+  sgm_nn_attention_forward(out, att, q, kv, kv + C, NULL, 1, 1, 2, C, 1, C, 2 * C);
+  double s0 = 2.0 / sqrt(2.0), s1 = 0.0;
+  double p0 = exp(s0) / (exp(s0) + exp(s1)), p1 = 1.0 - p0;
+  ck_assert_double_eq_tol(att[0], p0, 1e-6);
+  ck_assert_double_eq_tol(out[0], p0 * 1.0, 1e-6);
+  ck_assert_double_eq_tol(out[1], p1 * 3.0, 1e-6);
+}
+END_TEST
+
+/* ---- residual and Fourier time embedding ---- */
+enum { RN = 11, FB = 4, FF = 3 };
+static float ff_freq[FF] = {1.0f, 3.0f, 7.5f};
+static void res_fwd(void)
+{
+  sgm_nn_residual_forward(P.out, P.x[0], P.x[1], RN);
+}
+static void res_jvp(void)
+{
+  sgm_nn_residual_forward(P.tout, P.tx[0], P.tx[1], RN);
+}
+static void res_bwd(void)
+{
+  sgm_nn_residual_backward(P.gx[0], P.gx[1], P.dout, RN);
+}
+static void res_jvpb(void)
+{
+  sgm_nn_residual_backward(P.gtx[0], P.gtx[1], P.dtout, RN);
+}
+static void ff_fwd(void)
+{
+  sgm_nn_fourier_forward(P.out, P.x[0], ff_freq, FB, FF);
+}
+static void ff_jvp(void)
+{
+  sgm_nn_fourier_jvp(P.tout, P.tx[0], P.x[0], ff_freq, FB, FF);
+}
+static void ff_bwd(void)
+{
+  sgm_nn_fourier_backward(P.gx[0], P.dout, P.x[0], ff_freq, FB, FF);
+}
+static void ff_jvpb(void)
+{
+  sgm_nn_fourier_jvp_backward(P.gx[0], P.gtx[0], P.dtout, P.x[0], P.tx[0], ff_freq, FB, FF);
+}
+
+START_TEST(test_residual_fourier_fd)
+{
+  prob_add("a", rnd(RN, -1, 1), rnd(RN, -1, 1), RN);
+  prob_add("b", rnd(RN, -1, 1), rnd(RN, -1, 1), RN);
+  prob_out(RN);
+  P.fwd = res_fwd, P.jvp = res_jvp, P.bwd = res_bwd, P.jvpb = res_jvpb;
+  check_all();
+  prob_free();
+  prob_add("t", rnd(FB, 0, 1), rnd(FB, -1, 1), FB);
+  prob_out(FB * 2 * FF);
+  P.fwd = ff_fwd, P.jvp = ff_jvp, P.bwd = ff_bwd, P.jvpb = ff_jvpb;
+  check_all();
+  ff_fwd();
+  ck_assert_double_eq_tol(P.out[1], sin(3.0 * P.x[0][0]), 1e-6);
+  ck_assert_double_eq_tol(P.out[FF + 2], cos(7.5 * P.x[0][0]), 1e-6);
+  prob_free();
+}
+END_TEST
+
+static Suite *nn_layers_suite(void)
+{
+  Suite *s = suite_create("nn_layers");
+  TCase *tc = tcase_create("layers");
+  /* A failed ck_assert leaves a test early (no fork): release what it left before the next. */
+  tcase_add_checked_fixture(tc, prob_free, NULL);
+  tcase_add_test(tc, test_linear_fd);
+  tcase_add_test(tc, test_linear_blas_vs_naive);
+  tcase_add_loop_test(tc, test_activations_fd, 0, 3);
+  tcase_add_test(tc, test_gelu_values);
+  tcase_add_test(tc, test_layernorm_fd);
+  tcase_add_loop_test(tc, test_softmax_fd, 0, 2);
+  tcase_add_loop_test(tc, test_attention_fd, 0, 4);
+  tcase_add_test(tc, test_attention_reference);
+  tcase_add_test(tc, test_residual_fourier_fd);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(int argc, char **argv)
+{
+  return sgm_test_main(argc, argv, nn_layers_suite());
+}
