@@ -1,0 +1,69 @@
+/* Box, periodic images and the space decomposition of particle systems.
+ *
+ * Owns: minimum-image arithmetic, the rank grid (a periodic PETSc DMDA in 1D or 2D whose cells are
+ * at least one interaction range wide) and the maths that maps a position to its owner rank. The
+ * maths is pure arithmetic on (rank, size, dims, ncell) so a serial unit test can check a 256-rank
+ * layout piece by piece; the DMDA only chooses the rank grid and is checked against it.
+ *
+ * Ownership is defined by the cell index c = floor(x * ncell / L) alone, never by comparing with
+ * patch edges, so every rank computes the same owner for the same double.
+ */
+#ifndef SGM_DOMAIN_H
+#define SGM_DOMAIN_H
+
+#include <petscdm.h>
+#include <petscdmda.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+
+/* PETSc < 3.19 has no PETSC_SUCCESS. */
+#ifndef PETSC_SUCCESS
+#define PETSC_SUCCESS 0
+#endif
+
+/// Minimum image of a displacement component for a box edge L (round half to even).
+static inline double sgm_min_image(double dx, double L)
+{
+  return dx - L * nearbyint(dx / L);
+}
+
+/// Wraps a coordinate into [0, L).
+static inline double sgm_wrap(double x, double L)
+{
+  double y = x - L * floor(x / L);
+  return (y >= L || y < 0.0) ? 0.0 : y;
+}
+
+/// Rank grid and cell grid of a decomposition. Ranks are numbered x fastest, as in a DMDA.
+typedef struct {
+  int dim;          /* 1 or 2 */
+  int dims[2];      /* ranks per dimension (dims[1] = 1 in 1D) */
+  int64_t ncell[2]; /* DMDA cells per dimension (ncell[1] = 1 in 1D) */
+  double L[2];      /* box edges */
+} SgmDecomp;
+
+/// PETSc's default split of n cells over p pieces: piece i starts at *start and has *count
+/// = n/p + (i < n%p) cells. Pure.
+void sgm_decomp_split(int64_t n, int p, int i, int64_t *start, int64_t *count);
+/// Rank coordinates (x fastest) of `rank`. Pure.
+void sgm_decomp_coords(const SgmDecomp *d, int rank, int coords[2]);
+/// Rank at coordinates, wrapped periodically. Pure.
+int sgm_decomp_rank(const SgmDecomp *d, const int coords[2]);
+/// Patch of `rank`: [lo, hi) per dimension. Pure.
+void sgm_decomp_patch(const SgmDecomp *d, int rank, double lo[2], double hi[2]);
+/// Cell index of a wrapped coordinate along dimension k, in [0, ncell[k]). Pure.
+int64_t sgm_decomp_cell(const SgmDecomp *d, int k, double x);
+/// Rank coordinate along k that owns cell c. Pure.
+int sgm_decomp_coord_of_cell(const SgmDecomp *d, int k, int64_t c);
+/// Owner rank of a wrapped position x[dim]. Pure.
+int sgm_decomp_owner(const SgmDecomp *d, const double *x);
+
+/// Collective on comm: builds the periodic DMDA (1D or 2D) with ncell[k] = floor(L[k]/width)
+/// cells (width = max(rc, cell_size)); `grid` (NULL or dims, 0 = decide) hints the rank grid.
+/// Fills d from DMDAGetInfo and checks DMDAGetOwnershipRanges against sgm_decomp_split.
+/// *da may be NULL (it is destroyed then); otherwise the caller destroys it.
+PetscErrorCode sgm_decomp_create(MPI_Comm comm, int dim, const double L[2], double width,
+                                 const int grid[2], SgmDecomp *d, DM *da);
+
+#endif

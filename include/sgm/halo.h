@@ -1,0 +1,52 @@
+/* Particles (structure of arrays, ghosts after locals) and the one halo engine that moves them.
+ *
+ * Owns: SgmParticles storage, migration of particles to their owner ranks and the ghost
+ * exchange. Both go through the same face-by-face machinery: x faces, then y faces (corner ghosts
+ * arrive in 4 messages in 2D), a local copy when the neighbour is this rank, persistent send and
+ * receive buffers that grow. Migration forwards particles hop by hop until none is misplaced, so
+ * a particle may cross any number of patches in one step. The ghost exchange records its pattern
+ * so that any per-particle field (orientations, scores...) can be forwarded along it later
+ * (sgm_halo_forward) without repacking positions.
+ *
+ * Ghost positions: x holds canonical (wrapped) coordinates for every particle so that pair
+ * displacements are computed identically on every decomposition (minimum image of canonical
+ * doubles); xb holds the unwrapped image position used for binning and for picking the right
+ * periodic copy.
+ */
+#ifndef SGM_HALO_H
+#define SGM_HALO_H
+
+#include "sgm/domain.h"
+
+typedef struct {
+  int dim;
+  int64_t nlocal, nghost, cap;
+  int64_t *id; /* [cap] global ids */
+  double *x;   /* [cap*dim] canonical positions */
+  double *g;   /* [cap*dim] orientations (locals; ghosts after sgm_halo_forward) */
+  double *xb;  /* [cap*dim] image positions (binning) */
+  double *f;   /* [cap*dim] forces (locals) */
+} SgmParticles;
+
+/// Makes room for n particles in total (locals + ghosts), keeping contents. Not collective.
+PetscErrorCode sgm_particles_reserve(SgmParticles *p, int64_t n);
+/// Frees the arrays.
+void sgm_particles_free(SgmParticles *p);
+
+typedef struct SgmHalo_ *SgmHalo;
+
+/// Collective: halo engine for decomposition d with ghost width w (>= interaction range).
+PetscErrorCode sgm_halo_create(MPI_Comm comm, const SgmDecomp *d, double w, SgmHalo *h);
+/// Frees; accepts NULL. Not collective.
+PetscErrorCode sgm_halo_destroy(SgmHalo *h);
+/// Collective: drops ghosts and moves every local particle (id, x, g) to its owner rank.
+PetscErrorCode sgm_halo_migrate(SgmHalo h, SgmParticles *p);
+/// Collective: rebuilds the ghosts (id, x, xb) of p from the current locals.
+PetscErrorCode sgm_halo_exchange(SgmHalo h, SgmParticles *p);
+/// Collective: forwards field[(nlocal+nghost)*ncomp] (locals filled) into the ghost slots along
+/// the pattern of the last exchange.
+PetscErrorCode sgm_halo_forward(SgmHalo h, SgmParticles *p, double *field, int ncomp);
+/// Messages and bytes sent so far (statistics).
+void sgm_halo_stats(SgmHalo h, int64_t *nmsg, int64_t *nbytes);
+
+#endif

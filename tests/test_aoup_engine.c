@@ -1,0 +1,232 @@
+/* MPI tests of the AOUP engine: halo and migration under stress, forces against all pairs,
+ * bitwise rank-count invariance against a serial reference computed in the same process, restart
+ * identity, and the 1D ring force through the periodic boundary. */
+#include "testutil.h"
+#include "sgm/aoup.h"
+#include "sgm/rng.h"
+
+#include <string.h>
+
+static SgmAoupParams params(int dim, int64_t n, double L, int periodic)
+{
+  SgmAoupParams p;
+  memset(&p, 0, sizeof p);
+  p.dim = dim, p.n = n, p.L = L, p.periodic = periodic;
+  p.mu = 1.0, p.v0 = 1.0, p.gamma = 1.0, p.eps = 0.1, p.a = 1.0, p.k = 2.5, p.beta = 7.5;
+  p.softplus_cut = 16.0, p.dt = 0.01, p.g_exact = 1, p.seed = 12345;
+  strcpy(p.potential, "softplus");
+  return p;
+}
+
+/* Full state in id order on every rank. */
+static void gather_full(SgmAoup s, double **x, double **g)
+{
+  int64_t start, count;
+  double *bx, *bg;
+  const int dim = s->p.dim;
+  ck_assert_int_eq(sgm_aoup_gather_block(s, &start, &count, &bx, &bg), 0);
+  int *cnt = malloc(sizeof(int) * (size_t)s->size), *dsp = malloc(sizeof(int) * (size_t)s->size);
+  int mine = (int)(count * dim);
+  MPI_Allgather(&mine, 1, MPI_INT, cnt, 1, MPI_INT, s->comm);
+  for (int r = 0, o = 0; r < s->size; r++) dsp[r] = o, o += cnt[r];
+  *x = malloc(sizeof(double) * (size_t)(s->p.n * dim));
+  *g = malloc(sizeof(double) * (size_t)(s->p.n * dim));
+  MPI_Allgatherv(bx, mine, MPI_DOUBLE, *x, cnt, dsp, MPI_DOUBLE, s->comm);
+  MPI_Allgatherv(bg, mine, MPI_DOUBLE, *g, cnt, dsp, MPI_DOUBLE, s->comm);
+  PetscFree(bx);
+  PetscFree(bg);
+  free(cnt), free(dsp);
+}
+
+/* Reference force on particle i from the full state: all pairs in id order, minimum image. */
+static void ref_force(const SgmAoup s, const double *x, int64_t i, double f[2])
+{
+  const int dim = s->p.dim;
+  double fs[2] = {0, 0};
+  for (int64_t j = 0; j < s->p.n; j++) {
+    if (j == i) continue;
+    double d[2] = {0, 0}, r2 = 0;
+    for (int c = 0; c < dim; c++) {
+      d[c] = x[i * dim + c] - x[j * dim + c];
+      if (s->p.periodic) d[c] = sgm_min_image(d[c], s->p.L);
+      r2 += d[c] * d[c];
+    }
+    if (r2 >= s->rc * s->rc || r2 == 0) continue;
+    double r = sqrt(r2), m = s->pot->force(r, s->p.a, s->p.k, s->p.beta) / r;
+    fs[0] += m * d[0], fs[1] += m * d[1];
+  }
+  for (int c = 0; c < dim; c++) f[c] = s->p.mu * fs[c] - s->p.mu * s->p.trap_A * x[i * dim + c];
+}
+
+static void check_forces_allpairs(SgmAoup s)
+{
+  double *x, *g;
+  gather_full(s, &x, &g);
+  ck_assert_int_eq(sgm_aoup_forces(s), 0);
+  for (int64_t i = 0; i < s->part.nlocal; i++) {
+    double f[2];
+    int64_t id = s->part.id[i];
+    ref_force(s, x, id, f);
+    for (int c = 0; c < s->p.dim; c++) ck_assert(f[c] == s->part.f[i * s->p.dim + c]);
+  }
+  /* forwarded payload: ghosts receive the orientation of the particle they copy */
+  if (s->halo) {
+    ck_assert_int_eq(sgm_halo_forward(s->halo, &s->part, s->part.g, s->p.dim), 0);
+    for (int64_t i = s->part.nlocal; i < s->part.nlocal + s->part.nghost; i++)
+      for (int c = 0; c < s->p.dim; c++)
+        ck_assert(s->part.g[i * s->p.dim + c] == g[s->part.id[i] * s->p.dim + c]);
+  }
+  free(x), free(g);
+}
+
+START_TEST(test_halo_migration_stress)
+{
+  for (int dim = 1; dim <= 2; dim++) {
+    SgmAoupParams p = params(dim, dim == 2 ? 800 : 120, dim == 2 ? 30.0 : 100.0, 1);
+    SgmAoup s;
+    ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
+    ck_assert_int_eq(sgm_aoup_init_random(s, 0), 0);
+    for (int round = 0; round < 25; round++) {
+      /* fast particles: jumps up to 1.5 box lengths, crossing many patches at once */
+      for (int64_t i = 0; i < s->part.nlocal; i++) {
+        double u[4];
+        sgm_rng_uniform4(99, SGM_RNG_TEST, (uint64_t)s->part.id[i], (uint64_t)round, 0, u);
+        for (int c = 0; c < dim; c++) {
+          double jump = (round % 5 == 0) ? 3.0 * (u[c] - 0.5) * p.L : 0.3 * (u[c] - 0.5);
+          s->part.x[i * dim + c] = sgm_wrap(s->part.x[i * dim + c] + jump, p.L);
+        }
+      }
+      ck_assert_int_eq(sgm_halo_migrate(s->halo, &s->part), 0);
+      for (int64_t i = 0; i < s->part.nlocal; i++)
+        ck_assert_int_eq(sgm_decomp_owner(&s->decomp, &s->part.x[i * dim]), s->rank);
+      ck_assert_int_eq(sgm_aoup_check(s), 0);
+      if (round % 5 == 0) check_forces_allpairs(s); /* also checks ids exactly */
+    }
+    sgm_aoup_destroy(&s);
+  }
+}
+END_TEST
+
+static void run_and_compare(SgmAoupParams p, int relax, int nsteps)
+{
+  SgmAoup s, r;
+  double *x, *g, *xr, *gr;
+  ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
+  ck_assert_int_eq(sgm_aoup_init_random(s, relax), 0);
+  for (int t = 0; t < nsteps; t++) ck_assert_int_eq(sgm_aoup_step(s), 0);
+  gather_full(s, &x, &g);
+  /* serial reference, computed by every rank on its own */
+  ck_assert_int_eq(sgm_aoup_create(PETSC_COMM_SELF, &p, &r), 0);
+  ck_assert_int_eq(sgm_aoup_init_random(r, relax), 0);
+  for (int t = 0; t < nsteps; t++) ck_assert_int_eq(sgm_aoup_step(r), 0);
+  gather_full(r, &xr, &gr);
+  int64_t moved = 0;
+  for (int64_t i = 0; i < p.n * p.dim; i++) {
+    ck_assert_msg(x[i] == xr[i], "x[%lld] differs: %.17g vs %.17g", (long long)i, x[i], xr[i]);
+    ck_assert(g[i] == gr[i]);
+    moved += isfinite(x[i]);
+  }
+  ck_assert_int_eq(moved, p.n * p.dim);
+  ck_assert_int_eq(s->step, nsteps);
+  free(x), free(g), free(xr), free(gr);
+  sgm_aoup_destroy(&s);
+  sgm_aoup_destroy(&r);
+}
+
+START_TEST(test_rank_invariance_2d)
+{
+  SgmAoupParams p = params(2, 400, sqrt(400 * M_PI / 0.5), 1);
+  run_and_compare(p, 20, 150);
+  p.eps = 0.0, p.g_exact = 0;
+  strcpy(p.potential, "harmonic");
+  p.dt = 0.05;
+  run_and_compare(p, 20, 150);
+}
+END_TEST
+
+START_TEST(test_rank_invariance_1d_and_open)
+{
+  SgmAoupParams p = params(1, 40, 120.0, 1);
+  run_and_compare(p, 10, 200);
+  p = params(2, 64, 12.0, 0); /* trap, replicated mode */
+  p.trap_A = 0.05;
+  run_and_compare(p, 10, 200);
+}
+END_TEST
+
+START_TEST(test_restart_identity)
+{
+  SgmAoupParams p = params(2, 300, 40.0, 1);
+  SgmAoup a, b;
+  double *xa, *ga, *xb, *gb;
+  ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &a), 0);
+  ck_assert_int_eq(sgm_aoup_init_random(a, 5), 0);
+  for (int t = 0; t < 60; t++) ck_assert_int_eq(sgm_aoup_step(a), 0);
+  gather_full(a, &xa, &ga);
+  for (int t = 0; t < 60; t++) ck_assert_int_eq(sgm_aoup_step(a), 0);
+  /* "restart": a fresh engine from the state at step 60 */
+  int64_t *id = malloc(sizeof(int64_t) * (size_t)p.n);
+  for (int64_t i = 0; i < p.n; i++) id[i] = i;
+  ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &b), 0);
+  ck_assert_int_eq(sgm_aoup_set_state(b, p.n, id, xa, ga, 60), 0);
+  for (int t = 0; t < 60; t++) ck_assert_int_eq(sgm_aoup_step(b), 0);
+  free(xa), free(ga);
+  gather_full(a, &xa, &ga);
+  gather_full(b, &xb, &gb);
+  ck_assert(memcmp(xa, xb, sizeof(double) * (size_t)(p.n * 2)) == 0);
+  ck_assert(memcmp(ga, gb, sizeof(double) * (size_t)(p.n * 2)) == 0);
+  free(xa), free(ga), free(xb), free(gb), free(id);
+  sgm_aoup_destroy(&a);
+  sgm_aoup_destroy(&b);
+}
+END_TEST
+
+START_TEST(test_ring_force)
+{
+  /* two disks on a ring of length 10 at 0.5 and 9.7: distance 0.8 through the boundary */
+  SgmAoupParams p = params(1, 2, 10.0, 1);
+  strcpy(p.potential, "harmonic");
+  p.k = 1.0;
+  SgmAoup s;
+  int64_t id[2] = {0, 1};
+  double x[2] = {0.5, 9.7}, g[2] = {0, 0};
+  ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
+  ck_assert_int_eq(sgm_aoup_set_state(s, 2, id, x, g, 0), 0);
+  ck_assert_int_eq(sgm_aoup_forces(s), 0);
+  for (int64_t i = 0; i < s->part.nlocal; i++) {
+    double expect = (s->part.id[i] == 0 ? 1.0 : -1.0) * (2.0 - 0.8);
+    ck_assert_double_eq_tol(s->part.f[i], expect, 1e-12);
+  }
+  /* softplus: k softplus(2a - r) */
+  sgm_aoup_destroy(&s);
+  strcpy(p.potential, "softplus");
+  p.L = 20.0, x[1] = 19.7; /* the softplus range 2a + 16/beta needs a longer ring */
+  ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
+  ck_assert_int_eq(sgm_aoup_set_state(s, 2, id, x, g, 0), 0);
+  ck_assert_int_eq(sgm_aoup_forces(s), 0);
+  for (int64_t i = 0; i < s->part.nlocal; i++) {
+    double expect = (s->part.id[i] == 0 ? 1.0 : -1.0) * log1p(exp(7.5 * 1.2)) / 7.5;
+    ck_assert_double_eq_tol(s->part.f[i], expect, 1e-12);
+  }
+  sgm_aoup_destroy(&s);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+  Suite *s = suite_create("aoup_engine");
+  TCase *t = tcase_create("engine");
+  tcase_set_timeout(t, 120);
+  tcase_add_test(t, test_ring_force);
+  tcase_add_test(t, test_halo_migration_stress);
+  tcase_add_test(t, test_rank_invariance_2d);
+  tcase_add_test(t, test_rank_invariance_1d_and_open);
+  tcase_add_test(t, test_restart_identity);
+  suite_add_tcase(s, t);
+  return s;
+}
+
+int main(int argc, char **argv)
+{
+  return sgm_test_main(argc, argv, suite());
+}
