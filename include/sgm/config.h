@@ -22,6 +22,11 @@ PetscErrorCode sgm_config_create(MPI_Comm comm, const char *path, int nset, cons
 PetscErrorCode sgm_config_create_from_string(MPI_Comm comm, const char *name, const char *text,
                                              int nset, const char *const *sets, SgmConfig *cfg);
 
+/// Validates `len` bytes of TOML text with overrides, writing every problem to errfp exactly as
+/// sgm_config_create reports them. Returns the number of problems. Not collective (no MPI).
+int sgm_config_check_text(const char *name, const char *text, size_t len, int nset,
+                          const char *const *sets, FILE *errfp);
+
 /// Frees; accepts NULL and NULLs the handle. Not collective.
 PetscErrorCode sgm_config_destroy(SgmConfig *cfg);
 

@@ -230,11 +230,14 @@ static void fmt_real(Str *s, double v)
   else {
     char buf[40];
     snprintf(buf, sizeof buf, "%.17g", v);
-    /* shortest text that reads back to the same double */
-    for (int prec = 1; prec <= 17; prec++) {
-      snprintf(buf, sizeof buf, "%.*g", prec, v);
-      if (strtod(buf, NULL) == v) break;
-    }
+    /* integers below 2^53 as such; otherwise the shortest text that reads back exactly */
+    if (v == floor(v) && fabs(v) < 9007199254740992.0)
+      snprintf(buf, sizeof buf, "%.0f", v);
+    else
+      for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+      }
     if (!strpbrk(buf, ".eEn")) strcat(buf, ".0");
     str_printf(s, "%s", buf);
   }
@@ -546,6 +549,7 @@ static void apply_value(Entry **pe, int *pne, int *cap, const SgmTableSpec *t, c
   }
   if (!assign(x, v, why, sizeof why)) {
     msg_add(ms, line, "%s[%s] %s: %s", where, t->name, key, why);
+    x->set = 1; /* given, though invalid: not also "required key missing" */
     return;
   }
   x->set = 1;
@@ -724,6 +728,7 @@ static int resolve(const char *source, const char *text, size_t len, int nset,
     fprintf(errfp, "%s:%s\n", source, err);
     free_entries(*pe, *pne);
     *pe = NULL;
+    for (int i = 0; i < ms.n; i++) free(ms.m[i].msg);
     free(ms.m);
     return 1;
   }
@@ -750,6 +755,16 @@ static int resolve(const char *source, const char *text, size_t len, int nset,
     *pe = NULL;
   }
   return nbad;
+}
+
+int sgm_config_check_text(const char *name, const char *text, size_t len, int nset,
+                          const char *const *sets, FILE *errfp)
+{
+  Entry *e = NULL;
+  int ne = 0;
+  int bad = resolve(name, text, len, nset, sets, &e, &ne, errfp);
+  free_entries(e, ne);
+  return bad;
 }
 
 static PetscErrorCode insert_petsc_options(SgmConfig cfg)

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# End-to-end command line: --help, --version, --check (prints every key, writes nothing), usage
+# errors (exit 2), a run creates its directory and run.toml, another run refuses that directory
+# and leaves it untouched, PETSc options reach PETSc.
+#   e2e_cli.sh SGM_HPC MPIEXEC [MPIEXEC_FLAGS...]
+set -uo pipefail
+exe=$1; shift
+mpi=("$@")
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+check() { # name, condition (string evaluated by bash)
+  if eval "$2"; then echo "ok   $1"; pass=$((pass + 1)); else echo "FAIL $1"; fail=$((fail + 1)); fi
+}
+cat >"$tmp/in.toml" <<TOML
+[run]
+name = "cli"
+output = "$tmp/out"
+stages = []
+seed = 7
+TOML
+
+"$exe" --help >"$tmp/o" 2>&1; rc=$?
+check "help exits 0" "[[ $rc -eq 0 ]]"
+check "help names docs/input.md and stages" "grep -q 'docs/input.md' $tmp/o && grep -q '^stages' $tmp/o"
+
+"$exe" --version >"$tmp/o" 2>&1; rc=$?
+check "version exits 0" "[[ $rc -eq 0 ]]"
+for lib in MPI PETSc SLEPc HDF5 FFTW OpenBLAS; do
+  check "version names $lib" "grep -q '^  $lib' $tmp/o"
+done
+
+"${mpi[@]}" -n 2 "$exe" --check --set run.seed=11 "$tmp/in.toml" >"$tmp/o" 2>&1; rc=$?
+check "check exits 0" "[[ $rc -eq 0 ]]"
+check "check prints set keys with line" "grep -Eq '^name +=  *\"cli\" +# set, line 2' $tmp/o"
+check "check prints --set value" "grep -Eq '^seed += 11 +# set by --set' $tmp/o"
+check "check prints defaults" "grep -Eq '^overwrite += false +# default' $tmp/o"
+check "check prints units" "grep -Eq '^progress_interval += 5.0 +# default; unit: s' $tmp/o"
+check "check printed once (rank 0 only)" "[[ \$(grep -c '^\[run\]' $tmp/o) -eq 1 ]]"
+check "check creates nothing" "[[ ! -e $tmp/out ]]"
+
+"$exe" --bogus "$tmp/in.toml" >"$tmp/o" 2>&1; rc=$?
+check "unknown option exits 2" "[[ $rc -eq 2 ]] && grep -q 'unknown option --bogus' $tmp/o"
+"$exe" >"$tmp/o" 2>&1; rc=$?
+check "missing input exits 2" "[[ $rc -eq 2 ]] && grep -q 'no input file' $tmp/o"
+"$exe" "$tmp/nonexistent.toml" >"$tmp/o" 2>&1; rc=$?
+check "unreadable input exits 2" "[[ $rc -eq 2 ]] && grep -q 'cannot open' $tmp/o"
+
+"${mpi[@]}" -n 2 "$exe" "$tmp/in.toml" -log_view >"$tmp/o" 2>&1; rc=$?
+check "run exits 0" "[[ $rc -eq 0 ]]"
+check "run writes run.toml" "grep -q 'name = \"cli\"' $tmp/out/run.toml"
+check "PETSc option -log_view works" "grep -q 'Performance Summary' $tmp/o"
+
+before=$(cd "$tmp/out" && ls -A && stat -c "%n %Y %s" * && md5sum run.toml)
+sed 's/name = "cli"/name = "other"/' "$tmp/in.toml" >"$tmp/other.toml"
+"${mpi[@]}" -n 2 "$exe" "$tmp/other.toml" >"$tmp/o" 2>&1; rc=$?
+after=$(cd "$tmp/out" && ls -A && stat -c "%n %Y %s" * && md5sum run.toml)
+check "another run's directory: exit 2" "[[ $rc -eq 2 ]] && grep -q 'holds the outputs of run \"cli\"' $tmp/o"
+check "another run's directory: untouched" "[[ \"\$before\" == \"\$after\" ]]"
+"${mpi[@]}" -n 2 "$exe" --set run.overwrite=true "$tmp/other.toml" >"$tmp/o" 2>&1; rc=$?
+check "overwrite = true takes the directory" "[[ $rc -eq 0 ]] && grep -q 'name = \"other\"' $tmp/out/run.toml"
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
