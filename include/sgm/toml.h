@@ -61,4 +61,13 @@ const SgmTomlValue *sgm_toml_get(const SgmTomlValue *table, const char *key);
 /// Name of a type, for messages ("string", "integer", ...).
 const char *sgm_toml_type_name(SgmTomlType t);
 
+/// Deepest nesting of tables and arrays (dotted-key parts, headers, inline tables, arrays) that
+/// sgm_toml_parse accepts; deeper documents fail with an error instead of exhausting the stack.
+#define SGM_TOML_MAX_DEPTH 256
+
+/// Canonical text form of a tree (format: tests/data/toml/README.md): one line per leaf in
+/// document order, `dotted.key[0] = type:value`. Returns a malloc'd NUL-terminated string the
+/// caller frees ("" for an empty table), or NULL when out of memory. Used by tests and fuzzing.
+char *sgm_toml_dump(const SgmTomlValue *root);
+
 #endif
