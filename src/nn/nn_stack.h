@@ -1,0 +1,91 @@
+/* Private to src/nn: the activation arena, the parameter size table builder and the MLP stack
+ * that the models share. Not installed; models are used through include/sgm/nn_models.h.
+ *
+ * An activation buffer (SgmNnBuf) has four faces carved from four slabs sized once at model
+ * creation: the primal activation a (n floats), its tangents t (max_tan * n, direction-major),
+ * and the gradients g (n) and gt (max_tan * n) of a loss with respect to both. A backward pass
+ * zeroes the gradient slabs once and every layer accumulates into them (llm.c's grads_acts).
+ */
+#ifndef SGM_NN_STACK_H
+#define SGM_NN_STACK_H
+
+#include "sgm/nn.h"
+#include "sgm/nn_params.h"
+
+#include <petscsys.h>
+#include <stdint.h>
+
+#define SGM_NN_MAX_STACK 8
+
+typedef struct {
+  float *a, *t, *g, *gt;
+  size_t n; /* floats per face (tangent faces hold max_tan * n) */
+} SgmNnBuf;
+
+typedef struct {
+  SgmNnBuf **bufs;
+  int nbufs, cap;
+  int max_tan;
+  size_t total;                         /* sum of n */
+  float *acts, *tacts, *gacts, *gtacts; /* the four slabs */
+} SgmNnArena;
+
+/// Registers buf with n floats; pointers are set by sgm_nn_arena_alloc.
+PetscErrorCode sgm_nn_arena_reserve(SgmNnArena *ar, SgmNnBuf *buf, size_t n);
+/// Allocates the four slabs and resolves every registered buffer.
+PetscErrorCode sgm_nn_arena_alloc(SgmNnArena *ar);
+/// Zeroes the gradient faces (g for all, gt for the first ntan directions of each buffer).
+void sgm_nn_arena_zero_grad(SgmNnArena *ar, int ntan);
+PetscErrorCode sgm_nn_arena_free(SgmNnArena *ar);
+
+/// Size table under construction: views are appended, offsets assigned in order.
+typedef struct {
+  SgmParams *p;
+  int cap;
+} SgmNnParamBuilder;
+
+/// Appends a tensor (ndim 1 or 2) and returns its index in p->tensors.
+PetscErrorCode sgm_nn_params_add(SgmNnParamBuilder *pb, const char *name, int ndim, int s0, int s1,
+                                 int *index);
+/// Allocates params and grads (zeroed) for the table built so far.
+PetscErrorCode sgm_nn_params_alloc(SgmNnParamBuilder *pb);
+/// Fills tensor `index` with U(-bound, bound) from the counter-based RNG
+/// (seed, SGM_RNG_NN_INIT, id = index, step = 0, sub = element / 4), or with `value` if bound 0.
+void sgm_nn_params_fill(SgmParams *p, int index, uint64_t seed, double bound, float value);
+
+static inline float *sgm_nn_param(const SgmParams *p, int index)
+{
+  return p->params + p->tensors[index].offset;
+}
+static inline float *sgm_nn_grad(const SgmParams *p, int index)
+{
+  return p->grads + p->tensors[index].offset;
+}
+
+/// An MLP: nl linear layers dims[0] -> ... -> dims[nl], activation between (none at the end).
+/// Names: prefix.{2l}.weight / .bias, as nn.Sequential(Linear, Act, Linear, ...) would have them.
+typedef struct {
+  int nl;
+  int dims[SGM_NN_MAX_STACK + 1];
+  int w[SGM_NN_MAX_STACK], b[SGM_NN_MAX_STACK];
+  SgmNnAct act;
+  SgmNnBuf pre[SGM_NN_MAX_STACK];  /* (rows, dims[l+1]); pre[nl-1] is the output */
+  SgmNnBuf post[SGM_NN_MAX_STACK]; /* act(pre[l]) for l < nl-1 */
+} SgmNnStack;
+
+/// Defines tensors and buffers for up to max_rows rows. Weights kaiming-uniform (PyTorch Linear
+/// default: U(+-1/sqrt(fan_in)) for weight and bias) are drawn by sgm_nn_stack_init.
+PetscErrorCode sgm_nn_stack_define(SgmNnStack *s, SgmNnParamBuilder *pb, SgmNnArena *ar,
+                                   const char *prefix, int nl, const int *dims, SgmNnAct act,
+                                   int max_rows);
+void sgm_nn_stack_init(SgmNnStack *s, SgmParams *p, uint64_t seed);
+/// inp (rows, dims[0]) -> pre[nl-1].a (rows, dims[nl]).
+void sgm_nn_stack_forward(SgmNnStack *s, const SgmParams *p, const float *inp, int rows);
+/// tinp (ntan, rows, dims[0]) -> pre[nl-1].t (ntan, rows, dims[nl]).
+void sgm_nn_stack_jvp(SgmNnStack *s, const SgmParams *p, const float *tinp, int rows, int ntan);
+/// From pre[nl-1].g (and .gt for ntan > 0): accumulates parameter gradients and, if not NULL,
+/// dinp (rows, dims[0]) and dtinp (ntan, rows, dims[0]). tinp may be NULL when ntan = 0.
+void sgm_nn_stack_backward(SgmNnStack *s, SgmParams *p, const float *inp, const float *tinp,
+                           float *dinp, float *dtinp, int rows, int ntan);
+
+#endif

@@ -1,0 +1,213 @@
+/* Shared machinery of the models: activation arena, parameter size table, MLP stack.
+ *
+ * Owns: where every activation, tangent and gradient lives (four slabs, one allocation each,
+ * sized at model creation for a maximum batch and a maximum number of tangent directions), the
+ * construction of the SgmParams size table with PyTorch-default initialisation from the
+ * counter-based RNG, and the MLP stack used as the MLP model, the transformers' embeddings, their
+ * decoder. The stack's backward is written once for both uses: with ntan = 0 it is the ordinary
+ * backward; with ntan > 0 it is the reverse-over-forward through the tangent pass as well
+ * (activations contribute f''(pre) tpre gt to the primal gradient). Memory is traded for
+ * simplicity: gradients of every activation are stored (llm.c's grads_acts) rather than
+ * recomputed, so backward needs no allocation and reads like the forward in reverse.
+ */
+#include "sgm/nn_models.h"
+#include "nn_stack.h"
+
+#include "sgm/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+PetscErrorCode sgm_nn_arena_reserve(SgmNnArena *ar, SgmNnBuf *buf, size_t n)
+{
+  PetscFunctionBeginUser;
+  if (ar->nbufs == ar->cap) {
+    int cap = ar->cap ? 2 * ar->cap : 64;
+    PetscCall(PetscRealloc(sizeof(SgmNnBuf *) * (size_t)cap, &ar->bufs));
+    ar->cap = cap;
+  }
+  ar->bufs[ar->nbufs++] = buf;
+  buf->n = n;
+  ar->total += n;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_arena_alloc(SgmNnArena *ar)
+{
+  const size_t nt = (size_t)(ar->max_tan > 0 ? ar->max_tan : 1) * ar->total;
+  PetscFunctionBeginUser;
+  PetscCall(PetscCalloc1(ar->total, &ar->acts));
+  PetscCall(PetscCalloc1(ar->total, &ar->gacts));
+  PetscCall(PetscCalloc1(nt, &ar->tacts));
+  PetscCall(PetscCalloc1(nt, &ar->gtacts));
+  size_t off = 0;
+  for (int i = 0; i < ar->nbufs; i++) {
+    SgmNnBuf *b = ar->bufs[i];
+    const size_t tm = (size_t)(ar->max_tan > 0 ? ar->max_tan : 1);
+    b->a = ar->acts + off;
+    b->g = ar->gacts + off;
+    b->t = ar->tacts + tm * off;
+    b->gt = ar->gtacts + tm * off;
+    off += b->n;
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+void sgm_nn_arena_zero_grad(SgmNnArena *ar, int ntan)
+{
+  memset(ar->gacts, 0, ar->total * sizeof(float));
+  if (ntan > 0)
+    for (int i = 0; i < ar->nbufs; i++)
+      memset(ar->bufs[i]->gt, 0, (size_t)ntan * ar->bufs[i]->n * sizeof(float));
+}
+
+PetscErrorCode sgm_nn_arena_free(SgmNnArena *ar)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscFree(ar->acts));
+  PetscCall(PetscFree(ar->gacts));
+  PetscCall(PetscFree(ar->tacts));
+  PetscCall(PetscFree(ar->gtacts));
+  PetscCall(PetscFree(ar->bufs));
+  memset(ar, 0, sizeof *ar);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_params_add(SgmNnParamBuilder *pb, const char *name, int ndim, int s0, int s1,
+                                 int *index)
+{
+  SgmParams *p = pb->p;
+  PetscFunctionBeginUser;
+  if (p->ntensors == pb->cap) {
+    int cap = pb->cap ? 2 * pb->cap : 32;
+    PetscCall(PetscRealloc(sizeof(SgmTensorView) * (size_t)cap, &p->tensors));
+    pb->cap = cap;
+  }
+  SgmTensorView *v = &p->tensors[p->ntensors];
+  memset(v, 0, sizeof *v);
+  PetscCheck(strlen(name) < SGM_NN_NAME_LEN, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ,
+             "tensor name too long: %s", name);
+  snprintf(v->name, sizeof v->name, "%s", name);
+  v->ndim = ndim;
+  v->shape[0] = s0;
+  v->shape[1] = ndim > 1 ? s1 : 0;
+  v->size = (size_t)s0 * (ndim > 1 ? (size_t)s1 : 1);
+  v->offset = p->nparams;
+  p->nparams += v->size;
+  *index = p->ntensors++;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_params_alloc(SgmNnParamBuilder *pb)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscCalloc1(pb->p->nparams, &pb->p->params));
+  PetscCall(PetscCalloc1(pb->p->nparams, &pb->p->grads));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+void sgm_nn_params_fill(SgmParams *p, int index, uint64_t seed, double bound, float value)
+{
+  float *w = sgm_nn_param(p, index);
+  const size_t n = p->tensors[index].size;
+  for (size_t i = 0; i < n; i += 4) {
+    double u[4];
+    if (bound != 0.0)
+      sgm_rng_uniform4(seed, SGM_RNG_NN_INIT, (uint64_t)index, 0, (uint32_t)(i / 4), u);
+    for (size_t k = 0; k < 4 && i + k < n; k++)
+      w[i + k] = bound != 0.0 ? (float)(bound * (2.0 * u[k] - 1.0)) : value;
+  }
+}
+
+PetscErrorCode sgm_nn_stack_define(SgmNnStack *s, SgmNnParamBuilder *pb, SgmNnArena *ar,
+                                   const char *prefix, int nl, const int *dims, SgmNnAct act,
+                                   int max_rows)
+{
+  char name[SGM_NN_NAME_LEN];
+  PetscFunctionBeginUser;
+  PetscCheck(nl >= 1 && nl <= SGM_NN_MAX_STACK, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "%s: %d linear layers (1..%d allowed)", prefix, nl, SGM_NN_MAX_STACK);
+  memset(s, 0, sizeof *s);
+  s->nl = nl;
+  s->act = act;
+  for (int l = 0; l <= nl; l++) {
+    PetscCheck(dims[l] > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: width %d", prefix,
+               dims[l]);
+    s->dims[l] = dims[l];
+  }
+  for (int l = 0; l < nl; l++) {
+    snprintf(name, sizeof name, "%s.%d.weight", prefix, 2 * l);
+    PetscCall(sgm_nn_params_add(pb, name, 2, dims[l + 1], dims[l], &s->w[l]));
+    snprintf(name, sizeof name, "%s.%d.bias", prefix, 2 * l);
+    PetscCall(sgm_nn_params_add(pb, name, 1, dims[l + 1], 0, &s->b[l]));
+    PetscCall(sgm_nn_arena_reserve(ar, &s->pre[l], (size_t)max_rows * dims[l + 1]));
+    if (l < nl - 1)
+      PetscCall(sgm_nn_arena_reserve(ar, &s->post[l], (size_t)max_rows * dims[l + 1]));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+void sgm_nn_stack_init(SgmNnStack *s, SgmParams *p, uint64_t seed)
+{
+  for (int l = 0; l < s->nl; l++) {
+    double bound = 1.0 / sqrt((double)s->dims[l]);
+    sgm_nn_params_fill(p, s->w[l], seed, bound, 0.0f);
+    sgm_nn_params_fill(p, s->b[l], seed, bound, 0.0f);
+  }
+}
+
+void sgm_nn_stack_forward(SgmNnStack *s, const SgmParams *p, const float *inp, int rows)
+{
+  const float *x = inp;
+  for (int l = 0; l < s->nl; l++) {
+    sgm_nn_linear_forward(s->pre[l].a, x, sgm_nn_param(p, s->w[l]), sgm_nn_param(p, s->b[l]), rows,
+                          s->dims[l], s->dims[l + 1]);
+    if (l < s->nl - 1) {
+      sgm_nn_act_forward(s->act, s->post[l].a, s->pre[l].a, rows * s->dims[l + 1]);
+      x = s->post[l].a;
+    }
+  }
+}
+
+void sgm_nn_stack_jvp(SgmNnStack *s, const SgmParams *p, const float *tinp, int rows, int ntan)
+{
+  const float *tx = tinp;
+  for (int l = 0; l < s->nl; l++) {
+    const size_t n = (size_t)rows * s->dims[l + 1];
+    sgm_nn_linear_jvp(s->pre[l].t, tx, sgm_nn_param(p, s->w[l]), ntan * rows, s->dims[l],
+                      s->dims[l + 1]);
+    if (l < s->nl - 1) {
+      /* tangents are direction-major with stride n = rows * width (not the buffer capacity) */
+      for (int d = 0; d < ntan; d++)
+        sgm_nn_act_jvp(s->act, s->post[l].t + d * n, s->pre[l].t + d * n, s->pre[l].a, (int)n);
+      tx = s->post[l].t;
+    }
+  }
+}
+
+void sgm_nn_stack_backward(SgmNnStack *s, SgmParams *p, const float *inp, const float *tinp,
+                           float *dinp, float *dtinp, int rows, int ntan)
+{
+  for (int l = s->nl - 1; l >= 0; l--) {
+    const int C = s->dims[l], OC = s->dims[l + 1];
+    const float *x = l > 0 ? s->post[l - 1].a : inp;
+    const float *tx = l > 0 ? s->post[l - 1].t : tinp;
+    float *dx = l > 0 ? s->post[l - 1].g : dinp;
+    float *dtx = l > 0 ? s->post[l - 1].gt : dtinp;
+    const float *W = sgm_nn_param(p, s->w[l]);
+    sgm_nn_linear_backward(dx, sgm_nn_grad(p, s->w[l]), sgm_nn_grad(p, s->b[l]), s->pre[l].g, x, W,
+                           rows, C, OC);
+    if (ntan > 0)
+      sgm_nn_linear_jvp_backward(dtx, sgm_nn_grad(p, s->w[l]), s->pre[l].gt, tx, W, ntan * rows, C,
+                                 OC);
+    if (l > 0) {
+      const size_t n = (size_t)rows * C;
+      SgmNnBuf *pre = &s->pre[l - 1], *post = &s->post[l - 1];
+      sgm_nn_act_backward(s->act, pre->g, post->g, pre->a, (int)n);
+      for (int d = 0; d < ntan; d++)
+        sgm_nn_act_jvp_backward(s->act, pre->g, pre->gt + d * n, post->gt + d * n, pre->a,
+                                pre->t + d * n, (int)n);
+    }
+  }
+}
