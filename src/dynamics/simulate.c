@@ -1,0 +1,308 @@
+/* The `simulate` stage: equilibration, then production with a frame every `frame_every` steps.
+ *
+ * Files: trajectory.h5 is written under its temporary name frame by frame and renamed when the
+ * run completes; checkpoint.h5 (tmp + rename) records the state, the step and the number of
+ * frames written. A stop signal finishes the step, writes a checkpoint and returns; --restart
+ * reads the checkpoint, truncates the temporary trajectory to the recorded frame count and
+ * continues, so the interrupted and restarted run writes exactly the bytes of an uninterrupted
+ * one (random numbers are counter-based: there is no generator state to lose).
+ */
+#include "sgm/simulate.h"
+#include "sgm/h5md.h"
+#include "sgm/core.h"
+
+#include <string.h>
+#include <unistd.h>
+
+static PetscLogEvent ev_write;
+
+PetscErrorCode sgm_aoup_params_from_config(SgmConfig cfg, uint64_t seed, SgmAoupParams *p)
+{
+  int64_t v;
+  const char *s;
+  PetscBool set;
+  PetscFunctionBeginUser;
+  memset(p, 0, sizeof(*p));
+  PetscCall(sgm_config_get_int(cfg, "system.dim", &v));
+  p->dim = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "system.n", &p->n));
+  PetscCall(sgm_config_get_string(cfg, "system.boundary", &s));
+  p->periodic = !strcmp(s, "periodic");
+  PetscCall(sgm_config_get_real(cfg, "system.mu", &p->mu));
+  PetscCall(sgm_config_get_real(cfg, "system.v0", &p->v0));
+  PetscCall(sgm_config_get_real(cfg, "system.gamma", &p->gamma));
+  PetscCall(sgm_config_get_real(cfg, "system.eps", &p->eps));
+  PetscCall(sgm_config_get_real(cfg, "system.a", &p->a));
+  PetscCall(sgm_config_get_real(cfg, "system.k", &p->k));
+  PetscCall(sgm_config_get_real(cfg, "system.beta", &p->beta));
+  PetscCall(sgm_config_get_real(cfg, "system.softplus_cut", &p->softplus_cut));
+  PetscCall(sgm_config_get_real(cfg, "system.trap_A", &p->trap_A));
+  PetscCall(sgm_config_get_string(cfg, "system.potential", &s));
+  PetscCall(PetscStrncpy(p->potential, s, sizeof p->potential));
+  PetscCall(sgm_config_is_set(cfg, "system.L", &set));
+  if (set)
+    PetscCall(sgm_config_get_real(cfg, "system.L", &p->L));
+  else {
+    double phi;
+    PetscCall(sgm_config_get_real(cfg, "system.phi", &phi));
+    p->L = p->dim == 2 ? sqrt((double)p->n * M_PI * p->a * p->a / phi)
+                       : 2.0 * (double)p->n * p->a / phi;
+  }
+  PetscCall(sgm_config_get_real(cfg, "simulate.dt", &p->dt));
+  PetscCall(sgm_config_get_string(cfg, "simulate.g_update", &s));
+  p->g_exact = !strcmp(s, "exact");
+  PetscCall(sgm_config_get_real(cfg, "simulate.cell_size", &p->cell_size));
+  PetscCall(sgm_config_is_set(cfg, "simulate.grid", &set));
+  if (set) {
+    int n;
+    const int64_t *gr;
+    PetscCall(sgm_config_get_int_array(cfg, "simulate.grid", &n, &gr));
+    PetscCheck(n == p->dim, PETSC_COMM_SELF, SGM_ERR_USER,
+               "[simulate] grid has %d entries, [system] dim is %d", n, p->dim);
+    for (int k = 0; k < n; k++) p->grid[k] = (int)gr[k];
+  }
+  PetscCheck(p->trap_A == 0.0 || !p->periodic, PETSC_COMM_SELF, SGM_ERR_USER,
+             "[system] trap_A = %g needs boundary = \"open\" (a trap in a periodic box is not "
+             "periodic)",
+             p->trap_A);
+  p->seed = seed;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+typedef struct {
+  SgmRun *run;
+  SgmAoup s;
+  const char *group;
+  char traj_tmp[PETSC_MAX_PATH_LEN];
+  int64_t nframes;
+} Sim;
+
+static PetscErrorCode write_frame(Sim *m)
+{
+  int64_t start, count;
+  double *x, *g;
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
+  PetscCall(sgm_aoup_gather_block(m->s, &start, &count, &x, &g));
+  PetscCall(sgm_h5md_append(m->run->comm, m->traj_tmp, m->group, m->nframes, m->s->step,
+                            (double)m->s->step * m->s->p.dt, m->s->p.dim, start, count, x, g));
+  m->nframes++;
+  PetscCall(PetscFree(x));
+  PetscCall(PetscFree(g));
+  PetscCall(PetscLogEventEnd(ev_write, 0, 0, 0, 0));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode write_checkpoint(Sim *m)
+{
+  int64_t start, count;
+  double *x, *g;
+  char tmp[PETSC_MAX_PATH_LEN];
+  SgmCheckpointHeader h = {m->s->step, m->nframes, m->s->p.seed, m->s->p.dim, m->s->p.n};
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
+  /* gather_block checks exactly that every id is present once: conservation at every checkpoint */
+  PetscCall(sgm_aoup_gather_block(m->s, &start, &count, &x, &g));
+  PetscCall(sgm_run_tmp_path(m->run, "checkpoint.h5", tmp, sizeof tmp));
+  PetscCall(sgm_checkpoint_write(m->run->comm, tmp, &h, start, count, x, g,
+                                 sgm_config_resolved_toml(m->run->cfg)));
+  PetscCall(sgm_run_commit_file(m->run, "checkpoint.h5"));
+  PetscCall(PetscFree(x));
+  PetscCall(PetscFree(g));
+  PetscCall(PetscLogEventEnd(ev_write, 0, 0, 0, 0));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode file_exists(MPI_Comm comm, const char *path, PetscBool *e)
+{
+  PetscMPIInt rank;
+  int v = 0;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (!rank) v = access(path, F_OK) == 0;
+  PetscCallMPI(MPI_Bcast(&v, 1, MPI_INT, 0, comm));
+  *e = v ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode start_fresh(Sim *m, const SgmH5mdInfo *info)
+{
+  SgmConfig cfg = m->run->cfg;
+  const char *init;
+  int64_t relax;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_string(cfg, "simulate.init", &init));
+  PetscCall(sgm_config_get_int(cfg, "simulate.relax_steps", &relax));
+  if (!strcmp(init, "random"))
+    PetscCall(sgm_aoup_init_random(m->s, (int)relax));
+  else {
+    const char *file;
+    PetscBool set, exists;
+    int64_t frame;
+    double *x, *g;
+    int64_t *id, step, n = m->s->p.n;
+    const int dim = m->s->p.dim;
+    PetscCall(sgm_config_is_set(cfg, "simulate.init_file", &set));
+    PetscCheck(set, m->run->comm, SGM_ERR_USER, "[simulate] init = \"file\" needs init_file");
+    PetscCall(sgm_config_get_string(cfg, "simulate.init_file", &file));
+    PetscCall(sgm_config_get_int(cfg, "simulate.init_frame", &frame));
+    PetscCall(file_exists(m->run->comm, file, &exists));
+    PetscCheck(exists, m->run->comm, SGM_ERR_USER, "[simulate] init_file %s does not exist", file);
+    PetscCall(PetscMalloc3(n * dim, &x, n * dim, &g, n, &id));
+    PetscCall(sgm_h5md_read_frame(m->run->comm, file, m->group, frame, dim, n, x, g, &step));
+    for (int64_t i = 0; i < n; i++) id[i] = i;
+    PetscCall(sgm_aoup_set_state(m->s, n, id, x, g, 0));
+    PetscCall(PetscFree3(x, g, id));
+  }
+  PetscCall(sgm_h5md_create(m->run->comm, m->traj_tmp, info));
+  m->nframes = 0;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode start_restart(Sim *m)
+{
+  SgmCheckpointHeader h;
+  double *x, *g;
+  int64_t *id;
+  PetscBool exists;
+  const SgmAoupParams *p = &m->s->p;
+  PetscFunctionBeginUser;
+  PetscCall(file_exists(m->run->comm, m->run->restart, &exists));
+  PetscCheck(exists, m->run->comm, SGM_ERR_USER, "--restart %s: no such file", m->run->restart);
+  PetscCall(sgm_checkpoint_read(m->run->comm, m->run->restart, &h, &x, &g));
+  PetscCheck(h.n == p->n && h.dim == p->dim && h.seed == p->seed, m->run->comm, SGM_ERR_USER,
+             "%s was written for N = %lld, d = %d, seed = %llu; the input has N = %lld, d = %d, "
+             "seed = %llu",
+             m->run->restart, (long long)h.n, h.dim, (unsigned long long)h.seed, (long long)p->n,
+             p->dim, (unsigned long long)p->seed);
+  PetscCall(PetscMalloc1(h.n, &id));
+  for (int64_t i = 0; i < h.n; i++) id[i] = i;
+  PetscCall(sgm_aoup_set_state(m->s, h.n, id, x, g, h.step));
+  PetscCall(PetscFree(id));
+  PetscCall(PetscFree(x));
+  PetscCall(PetscFree(g));
+  PetscCall(file_exists(m->run->comm, m->traj_tmp, &exists));
+  PetscCheck(exists, m->run->comm, SGM_ERR_USER,
+             "restart: the partial trajectory %s of the interrupted run is missing", m->traj_tmp);
+  PetscCall(sgm_h5md_truncate(m->run->comm, m->traj_tmp, m->group, h.nframes));
+  m->nframes = h.nframes;
+  PetscCall(sgm_log(m->run->comm, "simulate: restarting from %s at step %lld (%lld frames)\n",
+                    m->run->restart, (long long)h.step, (long long)h.nframes));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_stage_simulate(SgmRun *run)
+{
+  SgmConfig cfg = run->cfg;
+  SgmAoupParams p;
+  Sim m;
+  int64_t n_equil, n_steps, frame_every, ckpt_every, stop_after;
+  const char *author;
+  static int registered;
+  PetscFunctionBeginUser;
+  if (!registered) {
+    PetscClassId cid;
+    PetscCall(PetscClassIdRegister("SGM simulate", &cid));
+    PetscCall(PetscLogEventRegister("SgmWrite", cid, &ev_write));
+    registered = 1;
+  }
+  memset(&m, 0, sizeof m);
+  m.run = run;
+  PetscCall(sgm_aoup_params_from_config(cfg, run->seed, &p));
+  PetscCall(sgm_config_get_int(cfg, "simulate.n_equil", &n_equil));
+  PetscCall(sgm_config_get_int(cfg, "simulate.n_steps", &n_steps));
+  PetscCall(sgm_config_get_int(cfg, "simulate.frame_every", &frame_every));
+  PetscCall(sgm_config_get_int(cfg, "simulate.checkpoint_every", &ckpt_every));
+  PetscCall(sgm_config_get_int(cfg, "simulate.stop_after", &stop_after));
+  PetscCall(sgm_config_get_string(cfg, "simulate.group", &m.group));
+  PetscCall(sgm_config_get_string(cfg, "run.name", &author));
+  PetscCall(sgm_run_check_writable(run, "trajectory.h5"));
+  PetscCall(sgm_run_check_writable(run, "trajectory.xdmf"));
+  PetscCall(sgm_run_tmp_path(run, "trajectory.h5", m.traj_tmp, sizeof m.traj_tmp));
+
+  PetscCall(sgm_aoup_create(run->comm, &p, &m.s));
+  const char *pn[] = {"dim", "n", "L", "mu",   "v0",     "gamma",
+                      "eps", "a", "k", "beta", "trap_A", "dt"};
+  const double pv[] = {p.dim, (double)p.n, p.L, p.mu,   p.v0,     p.gamma,
+                       p.eps, p.a,         p.k, p.beta, p.trap_A, p.dt};
+  SgmH5mdInfo info = {p.dim, p.n, p.periodic, p.L, m.group, author, sgm_config_resolved_toml(cfg),
+                      12,    pn,  pv};
+  if (run->restart)
+    PetscCall(start_restart(&m));
+  else
+    PetscCall(start_fresh(&m, &info));
+  if (p.periodic)
+    PetscCall(sgm_log(run->comm,
+                      "simulate: N = %lld AOUP in d = %d, periodic L = %g (phi = %.4g), rank grid "
+                      "%d x %d, %lld x %lld cells, interaction range %g\n",
+                      (long long)p.n, p.dim, p.L,
+                      p.dim == 2 ? (double)p.n * M_PI * p.a * p.a / (p.L * p.L)
+                                 : 2.0 * (double)p.n * p.a / p.L,
+                      m.s->decomp.dims[0], m.s->decomp.dims[1], (long long)m.s->decomp.ncell[0],
+                      (long long)m.s->decomp.ncell[1], m.s->rc));
+  else
+    PetscCall(sgm_log(
+        run->comm, "simulate: N = %lld AOUP in d = %d, open space, trap A = %g (replicated mode)\n",
+        (long long)p.n, p.dim, p.trap_A));
+
+  const int64_t total = n_equil + n_steps, first = m.s->step;
+  SgmProgress prog;
+  PetscBool stop = PETSC_FALSE;
+  PetscCall(sgm_progress_create(run->comm, "simulate", total - first, (double)p.n, "particle-steps",
+                                &prog));
+  double t0 = MPI_Wtime();
+  for (;;) {
+    const int64_t st = m.s->step;
+    if (st >= n_equil && (st - n_equil) % frame_every == 0 &&
+        (st - n_equil) / frame_every == m.nframes)
+      PetscCall(write_frame(&m));
+    if (st >= total) break;
+    PetscCall(sgm_aoup_step(m.s));
+    PetscCall(sgm_progress_update(prog, m.s->step - first));
+    if (ckpt_every > 0 && m.s->step % ckpt_every == 0 && m.s->step < total) {
+      PetscCall(sgm_aoup_check(m.s));
+      PetscCall(write_checkpoint(&m));
+    }
+    PetscCall(sgm_stop_requested(run->comm, &stop));
+    if (stop_after > 0 && m.s->step - first >= stop_after && m.s->step < total) stop = PETSC_TRUE;
+    if (stop) break;
+  }
+  double wall = MPI_Wtime() - t0;
+  PetscCall(sgm_progress_destroy(&prog));
+  const double psteps = (double)(m.s->step - first) * (double)p.n;
+  PetscCall(sgm_aoup_check(m.s));
+  PetscCall(write_checkpoint(&m));
+  if (stop) {
+    PetscCall(sgm_log(run->comm,
+                      "simulate: stop requested; checkpoint written at step %lld (%lld frames). "
+                      "Continue with --restart %s/checkpoint.h5\n",
+                      (long long)m.s->step, (long long)m.nframes, run->outdir));
+    PetscCall(sgm_metrics_set(run->metrics, "simulate", "interrupted_at_step", (double)m.s->step));
+  } else {
+    char xtmp[PETSC_MAX_PATH_LEN], tfin[PETSC_MAX_PATH_LEN];
+    PetscCall(sgm_run_commit_file(run, "trajectory.h5"));
+    PetscCall(sgm_run_path(run, "trajectory.h5", tfin, sizeof tfin));
+    PetscCall(sgm_run_tmp_path(run, "trajectory.xdmf", xtmp, sizeof xtmp));
+    PetscCall(sgm_xdmf_write_trajectory(run->comm, xtmp, tfin, "trajectory.h5", m.group));
+    PetscCall(sgm_run_commit_file(run, "trajectory.xdmf"));
+  }
+  /* headline numbers: throughput and a physics sanity value (<|g|^2>/d -> 1 at stationarity) */
+  double g2 = 0, g2all;
+  for (int64_t i = 0; i < m.s->part.nlocal * p.dim; i++) g2 += m.s->part.g[i] * m.s->part.g[i];
+  PetscCallMPI(MPI_Allreduce(&g2, &g2all, 1, MPI_DOUBLE, MPI_SUM, run->comm));
+  PetscCall(sgm_log(
+      run->comm,
+      "simulate: %lld steps of %lld particles in %.3f s: %.4g particle-steps/s; %lld frames\n",
+      (long long)(m.s->step - first), (long long)p.n, wall, wall > 0 ? psteps / wall : 0.0,
+      (long long)m.nframes));
+  PetscCall(sgm_metrics_set(run->metrics, "simulate", "particle_steps_per_s",
+                            wall > 0 ? psteps / wall : 0.0));
+  PetscCall(sgm_metrics_set(run->metrics, "simulate", "steps", (double)m.s->step));
+  PetscCall(sgm_metrics_set(run->metrics, "simulate", "frames", (double)m.nframes));
+  PetscCall(sgm_metrics_set(run->metrics, "simulate", "n_particles", (double)p.n));
+  PetscCall(sgm_metrics_set(run->metrics, "simulate", "box_L", p.L));
+  PetscCall(
+      sgm_metrics_set(run->metrics, "simulate", "g2_mean_per_dim", g2all / ((double)p.n * p.dim)));
+  PetscCall(sgm_aoup_destroy(&m.s));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
