@@ -8,3 +8,6 @@ set_tests_properties(e2e_invalid_inputs PROPERTIES LABELS "e2e" TIMEOUT 300 PROC
 add_test(NAME e2e_cli COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_cli.sh
   $<TARGET_FILE:sgm_hpc> ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
 set_tests_properties(e2e_cli PROPERTIES LABELS "e2e" TIMEOUT 300 PROCESSORS 2)
+# docs/input.md is the program's own --input-doc output: they cannot diverge.
+add_test(NAME docs_input_current COMMAND sh -c "$<TARGET_FILE:sgm_hpc> --input-doc | diff -u ${CMAKE_SOURCE_DIR}/docs/input.md -")
+set_tests_properties(docs_input_current PROPERTIES LABELS "e2e")

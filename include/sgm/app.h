@@ -14,6 +14,7 @@ typedef struct {
   const char *input; /* input.toml */
   int check;         /* --check */
   int help, version; /* --help, --version */
+  int input_doc;     /* --input-doc */
   int nset;          /* --set table.key=value ... */
   const char **sets;
   const char *restart; /* --restart FILE */
@@ -29,6 +30,8 @@ void sgm_args_free(SgmArgs *args);
 /// Prints --help / --version (rank 0). Collective.
 PetscErrorCode sgm_print_help(MPI_Comm comm);
 PetscErrorCode sgm_print_version(MPI_Comm comm);
+/// Writes the input reference (docs/input.md) from the registered schema. Not collective.
+PetscErrorCode sgm_print_input_doc(FILE *fp);
 
 /// Creates the run context from a validated configuration: output directory created (collective),
 /// ownership checked against another run's outputs, the resolved configuration saved as run.toml.

@@ -23,6 +23,8 @@ void sgm_args_parse(int argc, char **argv, SgmArgs *a)
       a->help = 1;
     else if (!strcmp(s, "--version"))
       a->version = 1;
+    else if (!strcmp(s, "--input-doc"))
+      a->input_doc = 1;
     else if (!strcmp(s, "--set") || !strcmp(s, "--restart")) {
       if (i + 1 >= argc) {
         snprintf(a->error, sizeof a->error, "%s needs an argument", s);
@@ -49,7 +51,7 @@ void sgm_args_parse(int argc, char **argv, SgmArgs *a)
         a->petsc_argv[a->petsc_argc++] = argv[++i];
     }
   }
-  if (!a->input && !a->help && !a->version)
+  if (!a->input && !a->help && !a->version && !a->input_doc)
     snprintf(a->error, sizeof a->error,
              "no input file given (usage: sgm_hpc [options] input.toml)");
 }

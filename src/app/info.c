@@ -25,6 +25,7 @@ PetscErrorCode sgm_print_help(MPI_Comm comm)
             "  --set t.k=v       override key k of table [t] (value in TOML syntax; a bare "
             "word is a string)\n"
             "  --restart FILE    continue from a checkpoint written by an earlier run\n"
+            "  --input-doc       print the input reference (docs/input.md) of this build\n"
             "  PETSc options     e.g. -log_view, -help; also settable in a [petsc] table\n\n"
             "stages ([run] stages = [...], run in order):\n"));
   for (int i = 0; i < n; i++) PetscCall(sgm_log(comm, "  %-10s %s\n", names[i], docs[i]));

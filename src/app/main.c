@@ -44,6 +44,12 @@ static PetscErrorCode run_program(const SgmArgs *args, PetscErrorCode *status)
 
   PetscFunctionBeginUser;
   PetscCall(sgm_register_all());
+  if (args->input_doc) {
+    int rank;
+    PetscCallMPI(MPI_Comm_rank(comm, &rank));
+    if (rank == 0) PetscCall(sgm_print_input_doc(stdout));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
   if (args->help || args->version) {
     if (args->version) PetscCall(sgm_print_version(comm));
     if (args->help) PetscCall(sgm_print_help(comm));

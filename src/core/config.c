@@ -736,7 +736,7 @@ static int resolve(const char *source, const char *text, size_t len, int nset,
   for (int i = 0; i < nset; i++) apply_override(pe, pne, &cap, sets[i], &ms);
   check_required(*pe, *pne, root, &ms);
   sgm_toml_free(root);
-  qsort(ms.m, (size_t)ms.n, sizeof *ms.m, msg_cmp);
+  if (ms.n) qsort(ms.m, (size_t)ms.n, sizeof *ms.m, msg_cmp);
   for (int i = 0; i < ms.n; i++) {
     if (ms.m[i].line > 0)
       fprintf(errfp, "%s:%d: %s\n", source, ms.m[i].line, ms.m[i].msg);
