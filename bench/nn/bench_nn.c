@@ -12,10 +12,13 @@
  * model object once one exists. OpenBLAS is pinned to 1 thread (openblas_set_num_threads(1)).
  * Every result is one line "RESULT name key=value ..." (median and best over the repetitions).
  *
- * usage: bench_nn [--config big|small] [--batch B] [--reps R] [--only sgemm,optim,fwd]
+ * usage: bench_nn [--config big|small] [--batch B] [--reps R] [--only sgemm,optim,fwd,model]
  */
 #include "sgm/nn.h"
 #include "sgm/nn_optim.h"
+#ifdef SGM_BENCH_HAVE_TRANSFORMER
+#include "sgm/nn_models.h"
+#endif
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -94,6 +97,19 @@ static void bench_sgemm(const char *name, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb
 }
 
 /* ---- (c) the local particle transformer forward, composed from nn.h layers ---------------- */
+
+/* Time per layer kind inside the composed forward (summed over the timed repetitions; the
+   timer calls add ~1 us per layer call). */
+enum { PH_LINEAR, PH_ATTENTION, PH_GELU, PH_LAYERNORM, PH_OTHER, NPHASE };
+static const char *const phase_names[NPHASE] = {"linear", "attention", "gelu", "layernorm",
+                                                "other"};
+static double phase_time[NPHASE];
+#define TIMED(ph, call)                                                                            \
+  do {                                                                                             \
+    const double t0_ = now();                                                                      \
+    call;                                                                                          \
+    phase_time[ph] += now() - t0_;                                                                 \
+  } while (0)
 
 typedef struct {
   float *w, *b;
@@ -192,11 +208,11 @@ static void net_create(Net *n, const Config *cfg, int B)
 static void embed(Net *n, const Lin *m, const float *inp, int col)
 {
   const int BT = n->B * n->T, eh = n->cfg.emb_hidden, half = n->cfg.de / 2, d = n->cfg.de;
-  sgm_nn_linear_forward(n->h1, inp, m[0].w, m[0].b, BT, 2, eh);
-  sgm_nn_gelu_forward(n->h1, n->h1, BT * eh);
-  sgm_nn_linear_forward(n->h2, n->h1, m[1].w, m[1].b, BT, eh, eh);
-  sgm_nn_gelu_forward(n->h2, n->h2, BT * eh);
-  sgm_nn_linear_forward(n->e, n->h2, m[2].w, m[2].b, BT, eh, half);
+  TIMED(PH_LINEAR, sgm_nn_linear_forward(n->h1, inp, m[0].w, m[0].b, BT, 2, eh));
+  TIMED(PH_GELU, sgm_nn_gelu_forward(n->h1, n->h1, BT * eh));
+  TIMED(PH_LINEAR, sgm_nn_linear_forward(n->h2, n->h1, m[1].w, m[1].b, BT, eh, eh));
+  TIMED(PH_GELU, sgm_nn_gelu_forward(n->h2, n->h2, BT * eh));
+  TIMED(PH_LINEAR, sgm_nn_linear_forward(n->e, n->h2, m[2].w, m[2].b, BT, eh, half));
   for (int r = 0; r < BT; r++)
     memcpy(n->X + (size_t)r * d + col, n->e + (size_t)r * half, sizeof(float) * (size_t)half);
 }
@@ -210,26 +226,28 @@ static void net_forward(Net *n)
   for (int l = 0; l < cfg->n_layers; l++) {
     const Layer *L = &n->layers[l];
     /* X <- LN(X + MHSA(X)); X <- LN(X + FFN(X))   (post-norm, as model.py) */
-    sgm_nn_linear_forward(n->qkv, n->X, L->qkv.w, L->qkv.b, BT, d, 3 * d);
-    sgm_nn_attention_forward(n->ao, n->att, n->qkv, n->qkv + d, n->qkv + 2 * d, NULL, B, T, T, d,
-                             cfg->n_heads, 3 * d, 3 * d);
-    sgm_nn_linear_forward(n->res, n->ao, L->proj.w, L->proj.b, BT, d, d);
-    sgm_nn_residual_forward(n->res, n->res, n->X, BT * d);
-    sgm_nn_layernorm_forward(n->X1, n->mean, n->rstd, n->res, L->ln1w, L->ln1b, BT, d);
-    sgm_nn_linear_forward(n->f1, n->X1, L->ff1.w, L->ff1.b, BT, d, f);
-    sgm_nn_gelu_forward(n->f1g, n->f1, BT * f);
-    sgm_nn_linear_forward(n->res, n->f1g, L->ff2.w, L->ff2.b, BT, f, d);
-    sgm_nn_residual_forward(n->res, n->res, n->X1, BT * d);
-    sgm_nn_layernorm_forward(n->X, n->mean, n->rstd, n->res, L->ln2w, L->ln2b, BT, d);
+    TIMED(PH_LINEAR, sgm_nn_linear_forward(n->qkv, n->X, L->qkv.w, L->qkv.b, BT, d, 3 * d));
+    TIMED(PH_ATTENTION, sgm_nn_attention_forward(n->ao, n->att, n->qkv, n->qkv + d, n->qkv + 2 * d,
+                                                 NULL, B, T, T, d, cfg->n_heads, 3 * d, 3 * d));
+    TIMED(PH_LINEAR, sgm_nn_linear_forward(n->res, n->ao, L->proj.w, L->proj.b, BT, d, d));
+    TIMED(PH_OTHER, sgm_nn_residual_forward(n->res, n->res, n->X, BT * d));
+    TIMED(PH_LAYERNORM,
+          sgm_nn_layernorm_forward(n->X1, n->mean, n->rstd, n->res, L->ln1w, L->ln1b, BT, d));
+    TIMED(PH_LINEAR, sgm_nn_linear_forward(n->f1, n->X1, L->ff1.w, L->ff1.b, BT, d, f));
+    TIMED(PH_GELU, sgm_nn_gelu_forward(n->f1g, n->f1, BT * f));
+    TIMED(PH_LINEAR, sgm_nn_linear_forward(n->res, n->f1g, L->ff2.w, L->ff2.b, BT, f, d));
+    TIMED(PH_OTHER, sgm_nn_residual_forward(n->res, n->res, n->X1, BT * d));
+    TIMED(PH_LAYERNORM,
+          sgm_nn_layernorm_forward(n->X, n->mean, n->rstd, n->res, L->ln2w, L->ln2b, BT, d));
   }
   for (int b = 0; b < B; b++)
     memcpy(n->c + (size_t)b * d, n->X + (size_t)b * T * d, sizeof(float) * (size_t)d);
   const int dh = cfg->dec_hidden;
-  sgm_nn_linear_forward(n->d1, n->c, n->dec[0].w, n->dec[0].b, B, d, dh);
-  sgm_nn_gelu_forward(n->d1g, n->d1, B * dh);
-  sgm_nn_linear_forward(n->d2, n->d1g, n->dec[1].w, n->dec[1].b, B, dh, dh);
-  sgm_nn_gelu_forward(n->d2g, n->d2, B * dh);
-  sgm_nn_linear_forward(n->out, n->d2g, n->dec[2].w, n->dec[2].b, B, dh, 2);
+  TIMED(PH_LINEAR, sgm_nn_linear_forward(n->d1, n->c, n->dec[0].w, n->dec[0].b, B, d, dh));
+  TIMED(PH_GELU, sgm_nn_gelu_forward(n->d1g, n->d1, B * dh));
+  TIMED(PH_LINEAR, sgm_nn_linear_forward(n->d2, n->d1g, n->dec[1].w, n->dec[1].b, B, dh, dh));
+  TIMED(PH_GELU, sgm_nn_gelu_forward(n->d2g, n->d2, B * dh));
+  TIMED(PH_LINEAR, sgm_nn_linear_forward(n->out, n->d2g, n->dec[2].w, n->dec[2].b, B, dh, 2));
 }
 
 /* model.py flops_forward(cfg)["total_matmul"]: matmul FLOPs per centre particle. */
@@ -253,12 +271,16 @@ static void bench_forward(const Config *cfg, int B, int reps, size_t *nparams)
   *nparams = n.nparams;
   double *t = malloc(sizeof(double) * (size_t)reps), med, best;
   net_forward(&n); /* warm-up: page faults of the activations */
+  memset(phase_time, 0, sizeof phase_time);
   for (int r = 0; r < reps; r++) {
     const double t0 = now();
     net_forward(&n);
     t[r] = now() - t0;
   }
   stats(t, reps, &med, &best);
+  printf("RESULT fwd_layers_breakdown");
+  for (int ph = 0; ph < NPHASE; ph++) printf(" %s_s=%.6f", phase_names[ph], phase_time[ph] / reps);
+  printf("\n");
   const double fl = flops_forward(cfg) * B;
   double chk = 0;
   for (int i = 0; i < 2 * B; i++) chk += fabs(n.out[i]);
@@ -271,6 +293,120 @@ static void bench_forward(const Config *cfg, int B, int reps, size_t *nparams)
   free(t);
   /* the process exits right after; the OS reclaims the buffers */
 }
+
+/* ---- (d) the model object of include/sgm/nn_models.h, when the library has it -------------- */
+
+#ifdef SGM_BENCH_HAVE_TRANSFORMER
+/* Standard normal from the LCG (Box-Muller); only the timing depends on these values. */
+static double randn(unsigned *seed)
+{
+  *seed = *seed * 1664525u + 1013904223u;
+  const double u1 = ((double)(*seed >> 8) + 1.0) / 16777217.0;
+  *seed = *seed * 1664525u + 1013904223u;
+  const double u2 = (double)(*seed >> 8) / 16777216.0;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static void report_model(const char *name, const Config *cfg, int B, size_t np, double *t, int reps,
+                         double flop_mult)
+{
+  double med, best;
+  stats(t, reps, &med, &best);
+  const double fl = flop_mult * flops_forward(cfg) * B;
+  printf("RESULT %s config=%s B=%d nparams=%zu median_s=%.6f best_s=%.6f particles_per_s=%.2f "
+         "particles_per_s_best=%.2f gflops=%.2f gflops_best=%.2f\n",
+         name, cfg->name, B, np, med, best, B / med, B / best, fl / med / 1e9, fl / best / 1e9);
+  fflush(stdout);
+}
+
+/* model.py's LocalParticleTransformer through sgm_nn_transformer_*: forward (centre-only last
+   block, and full), a DSM training step as bench.py's train() (noise, forward, loss gradient,
+   zero_grad, backward, Adam), and the divergence d s / d g_centre (forward + 2 JVPs; torch: 1
+   forward + 2 backward). FLOP multipliers as in bench.py (forward F, train 3F, divergence 3F). */
+static void bench_model(const Config *cfg, int B, int reps)
+{
+  const int T = cfg->K + 1;
+  const double sigma = 0.01;
+  SgmNnTransformerConfig tc = {.dim = 2,
+                               .gdim = 2,
+                               .out_dim = 2,
+                               .d_model = cfg->de,
+                               .n_layers = cfg->n_layers,
+                               .n_heads = cfg->n_heads,
+                               .mlp_hidden = cfg->ff_hidden,
+                               .embed_hidden = cfg->emb_hidden,
+                               .embed_depth = 2,
+                               .dec_hidden = cfg->dec_hidden,
+                               .dec_depth = 2,
+                               .act = SGM_NN_ACT_GELU};
+  SgmNnTransformer m;
+  SgmOptim opt;
+  SgmOptimSettings os;
+  unsigned seed = 11;
+  if (sgm_nn_transformer_create_local(&tc, cfg->K, B, 2, 1234, &m)) exit(1);
+  SgmParams *p = sgm_nn_transformer_params(m);
+  sgm_optim_settings_default(&os);
+  os.schedule = sgm_optim_schedule_constant(1e-4);
+  if (sgm_optim_create("adam", p->nparams, &os, &opt)) exit(1);
+  const size_t nt = (size_t)B * T * 2;
+  float *dx = malloc(nt * sizeof(float)), *g = malloc(nt * sizeof(float));
+  float *dxn = malloc(nt * sizeof(float)), *gn = malloc(nt * sizeof(float));
+  float *out = malloc((size_t)B * 2 * sizeof(float)), *dout = malloc((size_t)B * 2 * sizeof(float));
+  float *xi = malloc((size_t)B * 4 * sizeof(float)), *div = malloc((size_t)B * sizeof(float));
+  for (int b = 0; b < B; b++)
+    for (int j = 0; j < T; j++) {
+      const double th =
+          6.283185307179586 * (double)((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0;
+      float *x = dx + ((size_t)b * T + j) * 2, *o = g + ((size_t)b * T + j) * 2;
+      x[0] = j ? (float)(3.0 * randn(&seed)) : 0.0f;
+      x[1] = j ? (float)(3.0 * randn(&seed)) : 0.0f;
+      o[0] = (float)cos(th);
+      o[1] = (float)sin(th);
+    }
+  double *t = malloc(sizeof(double) * (size_t)reps);
+  for (int full = 0; full < 2; full++) {
+    sgm_nn_transformer_set_centre_only(m, !full);
+    sgm_nn_transformer_forward(m, out, dx, g, NULL, B);
+    for (int r = 0; r < reps; r++) {
+      const double t0 = now();
+      sgm_nn_transformer_forward(m, out, dx, g, NULL, B);
+      t[r] = now() - t0;
+    }
+    report_model(full ? "fwd_model_full" : "fwd_model", cfg, B, p->nparams, t, reps, 1.0);
+  }
+  sgm_nn_transformer_set_centre_only(m, 1);
+  for (int r = -1; r < reps; r++) {
+    const double t0 = now();
+    for (int i = 0; i < 4 * B; i++) xi[i] = (float)randn(&seed); /* xi_g (B,2) | xi_x (B,2) */
+    memcpy(gn, g, nt * sizeof(float));
+    for (int b = 0; b < B; b++) {
+      gn[(size_t)b * T * 2] += (float)(sigma * xi[2 * b]);
+      gn[(size_t)b * T * 2 + 1] += (float)(sigma * xi[2 * b + 1]);
+      for (int j = 0; j < T; j++)
+        for (int a = 0; a < 2; a++)
+          dxn[((size_t)b * T + j) * 2 + a] =
+              j ? dx[((size_t)b * T + j) * 2 + a] - (float)(sigma * xi[2 * B + 2 * b + a]) : 0.0f;
+    }
+    sgm_nn_transformer_forward(m, out, dxn, gn, NULL, B);
+    for (int i = 0; i < 2 * B; i++) dout[i] = (float)(2.0 * (out[i] + xi[i] / sigma) / B);
+    sgm_nn_params_zero_grad(p);
+    sgm_nn_transformer_backward(m, dout);
+    sgm_optim_step(opt, p->params, p->grads, NULL);
+    if (r >= 0) t[r] = now() - t0;
+  }
+  report_model("train_model", cfg, B, p->nparams, t, reps, 3.0);
+  for (int r = -1; r < reps; r++) {
+    const double t0 = now();
+    sgm_nn_transformer_forward(m, out, dx, g, NULL, B);
+    sgm_nn_transformer_divergence(m, SGM_NN_INPUT_G, div);
+    if (r >= 0) t[r] = now() - t0;
+  }
+  report_model("div_model", cfg, B, p->nparams, t, reps, 3.0);
+  sgm_optim_destroy(&opt);
+  sgm_nn_transformer_destroy(&m);
+  free(dx), free(g), free(dxn), free(gn), free(out), free(dout), free(xi), free(div), free(t);
+}
+#endif
 
 /* ---- (b) optimiser step over nparams ------------------------------------------------------ */
 
@@ -308,7 +444,7 @@ int main(int argc, char **argv)
 {
   const Config *cfg = &BIG;
   int B = 256, reps = 5;
-  const char *only = "sgemm,optim,fwd";
+  const char *only = "sgemm,optim,fwd,model";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--config") && i + 1 < argc) {
       i++;
@@ -320,9 +456,10 @@ int main(int argc, char **argv)
     } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
       only = argv[++i];
     } else {
-      fprintf(stderr,
-              "usage: %s [--config big|small] [--batch B] [--reps R] [--only sgemm,optim,fwd]\n",
-              argv[0]);
+      fprintf(
+          stderr,
+          "usage: %s [--config big|small] [--batch B] [--reps R] [--only sgemm,optim,fwd,model]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -340,6 +477,12 @@ int main(int argc, char **argv)
   }
   size_t nparams = 0;
   if (strstr(only, "fwd")) bench_forward(cfg, B, reps, &nparams);
+#ifdef SGM_BENCH_HAVE_TRANSFORMER
+  if (strstr(only, "model")) bench_model(cfg, B, reps);
+#else
+  if (strstr(only, "model"))
+    printf("bench_nn: no local transformer in this library: model skipped\n");
+#endif
   if (!nparams) nparams = cfg == &BIG ? 1914114 : 71746; /* model.py n_params */
   if (strstr(only, "optim")) {
     bench_optim("adam", nparams, 0.0, reps * 4);
