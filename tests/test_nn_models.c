@@ -281,6 +281,365 @@ START_TEST(test_mlp_init)
 }
 END_TEST
 
+/* ---------------- transformers ---------------- */
+enum { TB = 3, TT = 5, TD = 2, TG = 2, TO = 2, TNT = 2, TMAX = TB * TT * 4 };
+static SgmNnTransformer tf;
+static int tB, tlocal;
+static float t_x[TMAX], t_g[TMAX], t_mask[TB * TT], t_out[TMAX], t_r[TMAX];
+static float t_tx[TNT * TMAX], t_tg[TNT * TMAX], t_tout[TNT * TMAX], t_s[TNT * TMAX];
+static float t_div[TB * TT], t_q[TB * TT];
+
+static SgmNnTransformerConfig tf_config(void)
+{
+  SgmNnTransformerConfig c = {.dim = TD,
+                              .gdim = TG,
+                              .out_dim = TO,
+                              .d_model = 8,
+                              .n_layers = 2,
+                              .n_heads = 2,
+                              .mlp_hidden = 12,
+                              .embed_hidden = 8,
+                              .embed_depth = 1,
+                              .dec_hidden = 8,
+                              .dec_depth = 1,
+                              .act = SGM_NN_ACT_GELU};
+  return c;
+}
+static size_t t_nout(void)
+{
+  return (size_t)(tlocal ? tB : tB * TT) * TO;
+}
+static size_t t_ndiv(void)
+{
+  return (size_t)(tlocal ? tB : tB * TT);
+}
+static void tf_data(void)
+{
+  const int R = tB * TT;
+  fill(t_x, (size_t)R * TD, -1, 1);
+  fill(t_g, (size_t)R * TG, -1, 1);
+  fill(t_r, TMAX, -1, 1), fill(t_q, TB * TT, -1, 1);
+  fill(t_tx, TNT * TMAX, -1, 1), fill(t_tg, TNT * TMAX, -1, 1), fill(t_s, TNT * TMAX, -1, 1);
+  for (int i = 0; i < R; i++) t_mask[i] = 1.0f;
+  if (tlocal) {
+    for (int b = 0; b < tB; b++)
+      for (int a = 0; a < TD; a++) t_x[(size_t)b * TT * TD + a] = 0.0f; /* centre displacement */
+    t_mask[1 * TT + 3] = 0.0f;                                          /* absent neighbours */
+    t_mask[2 * TT + 2] = 0.0f, t_mask[2 * TT + 4] = 0.0f;
+  }
+}
+static void ptf_setup(void)
+{
+  SgmNnTransformerConfig c = tf_config();
+  tB = 2, tlocal = 0;
+  /* max_tan 4 < N * D = 10 directions: the divergence runs in three chunks */
+  ck_assert_int_eq(sgm_nn_transformer_create_particle(&c, TT, tB, 4, 11, &tf), 0);
+  tf_data();
+}
+static void ltf_setup(void)
+{
+  SgmNnTransformerConfig c = tf_config();
+  tB = TB, tlocal = 1;
+  ck_assert_int_eq(sgm_nn_transformer_create_local(&c, TT - 1, tB, TNT, 13, &tf), 0);
+  tf_data();
+}
+static void tf_teardown(void)
+{
+  sgm_nn_transformer_destroy(&tf);
+  ck_assert_ptr_null(tf);
+}
+static void tf_fwd(float *out)
+{
+  ck_assert_int_eq(sgm_nn_transformer_forward(tf, out, t_x, t_g, tlocal ? t_mask : NULL, tB), 0);
+}
+static double tf_loss_out(void)
+{
+  tf_fwd(t_out);
+  return dotd(t_out, t_r, t_nout());
+}
+static double tf_loss_jvp(void)
+{
+  double L = tf_loss_out();
+  sgm_nn_transformer_jvp(tf, t_tout, t_tx, t_tg, TNT);
+  return L + dotd(t_tout, t_s, TNT * t_nout());
+}
+static SgmNnInput t_which;
+static double tf_loss_div(void)
+{
+  double L = tf_loss_out();
+  sgm_nn_transformer_divergence(tf, t_which, t_div);
+  return L + dotd(t_div, t_q, t_ndiv());
+}
+
+START_TEST(test_tf_backward_fd)
+{
+  SgmParams *p = sgm_nn_transformer_params(tf);
+  sgm_nn_params_zero_grad(p);
+  tf_loss_out();
+  sgm_nn_transformer_backward(tf, t_r);
+  float *g = grads_copy(p);
+  check_param_grads(tlocal ? "ltf bwd" : "ptf bwd", p, g, tf_loss_out);
+  free(g);
+}
+END_TEST
+
+START_TEST(test_tf_jvp_fd)
+{
+  const size_t R = (size_t)tB * TT, no = t_nout();
+  float op[TMAX], om[TMAX], x0[TMAX], g0[TMAX];
+  memcpy(x0, t_x, sizeof x0), memcpy(g0, t_g, sizeof g0);
+  tf_loss_out();
+  sgm_nn_transformer_jvp(tf, t_tout, t_tx, t_tg, TNT);
+  for (int d = 0; d < TNT; d++) {
+    for (int sg = 1; sg >= -1; sg -= 2) {
+      for (size_t i = 0; i < R * TD; i++) t_x[i] = x0[i] + sg * FD_H * t_tx[d * R * TD + i];
+      for (size_t i = 0; i < R * TG; i++) t_g[i] = g0[i] + sg * FD_H * t_tg[d * R * TG + i];
+      tf_fwd(sg > 0 ? op : om);
+    }
+    double e = 0.0, sc = 0.1;
+    for (size_t i = 0; i < no; i++) {
+      double fd = ((double)op[i] - om[i]) / (2 * FD_H);
+      e = fmax(e, fabs(t_tout[d * no + i] - fd));
+      sc = fmax(sc, fabs(fd));
+    }
+    if (verbose()) printf("  tf jvp dir %d rel err %.2e\n", d, e / sc);
+    ck_assert_msg(e / sc <= FD_TOL, "jvp direction %d: relative error %.3g", d, e / sc);
+  }
+  memcpy(t_x, x0, sizeof x0), memcpy(t_g, g0, sizeof g0);
+}
+END_TEST
+
+START_TEST(test_tf_jvp_backward_fd)
+{
+  SgmParams *p = sgm_nn_transformer_params(tf);
+  sgm_nn_params_zero_grad(p);
+  tf_loss_jvp();
+  sgm_nn_transformer_jvp_backward(tf, t_r, t_s);
+  float *g = grads_copy(p);
+  check_param_grads(tlocal ? "ltf rof" : "ptf rof", p, g, tf_loss_jvp);
+  free(g);
+}
+END_TEST
+
+/* Trace of the FD Jacobian of each particle's (or centre's) score w.r.t. its own input. */
+static void fd_trace(SgmNnInput which, double *tr)
+{
+  const int din = which == SGM_NN_INPUT_X ? TD : TG;
+  float *in = which == SGM_NN_INPUT_X ? t_x : t_g;
+  float op[TMAX], om[TMAX];
+  const int per = tlocal ? 1 : TT;
+  memset(tr, 0, sizeof(double) * tB * per);
+  for (int i = 0; i < per; i++) {
+    for (int a = 0; a < din; a++) {
+      for (int sg = 1; sg >= -1; sg -= 2) {
+        for (int b = 0; b < tB; b++) {
+          if (tlocal && which == SGM_NN_INPUT_X) /* moving the centre moves every displacement */
+            for (int j = 1; j < TT; j++) t_x[((size_t)b * TT + j) * TD + a] -= sg * FD_H;
+          else
+            in[((size_t)b * TT + i) * din + a] += sg * FD_H;
+        }
+        tf_fwd(sg > 0 ? op : om);
+        for (int b = 0; b < tB; b++) {
+          if (tlocal && which == SGM_NN_INPUT_X)
+            for (int j = 1; j < TT; j++) t_x[((size_t)b * TT + j) * TD + a] += sg * FD_H;
+          else
+            in[((size_t)b * TT + i) * din + a] -= sg * FD_H;
+        }
+      }
+      for (int b = 0; b < tB; b++) {
+        const size_t o = ((size_t)b * per + i) * TO + a; /* score part starts at 0: TO == din */
+        tr[b * per + i] += ((double)op[o] - om[o]) / (2 * FD_H);
+      }
+    }
+  }
+}
+
+START_TEST(test_tf_divergence)
+{
+  for (int w = 0; w < 2; w++) {
+    SgmNnInput which = w ? SGM_NN_INPUT_G : SGM_NN_INPUT_X;
+    double tr[TB * TT];
+    tf_loss_out();
+    ck_assert_int_eq(sgm_nn_transformer_divergence(tf, which, t_div), 0);
+    fd_trace(which, tr);
+    /* error relative to the largest |trace| (the traces are O(1e-2) at initialisation) */
+    double e = 0.0, sc = 0.0;
+    for (size_t k = 0; k < t_ndiv(); k++) {
+      if (verbose()) printf("  div[%zu] %.6f FD trace %.6f\n", k, t_div[k], tr[k]);
+      e = fmax(e, fabs(t_div[k] - tr[k]));
+      sc = fmax(sc, fabs(tr[k]));
+    }
+    ck_assert_double_gt(sc, 0.0);
+    ck_assert_msg(e <= FD_TOL * sc, "%s divergence vs FD trace: error %.3g, scale %.3g",
+                  w ? "g" : "x", e, sc);
+  }
+}
+END_TEST
+
+START_TEST(test_tf_divergence_backward_fd)
+{
+  SgmParams *p = sgm_nn_transformer_params(tf);
+  t_which = SGM_NN_INPUT_X;
+  sgm_nn_params_zero_grad(p);
+  tf_loss_out();
+  sgm_nn_transformer_divergence(tf, t_which, t_div);
+  sgm_nn_transformer_divergence_backward(tf, t_which, t_r, t_q);
+  float *g = grads_copy(p);
+  check_param_grads(tlocal ? "ltf div" : "ptf div", p, g, tf_loss_div);
+  /* recomputing the tangents (no divergence call before) gives the same gradient */
+  sgm_nn_params_zero_grad(p);
+  tf_loss_out();
+  sgm_nn_transformer_divergence_backward(tf, t_which, t_r, t_q);
+  ck_assert_double_le(max_rel_diff(p->grads, g, p->nparams), 1e-6);
+  free(g);
+}
+END_TEST
+
+START_TEST(test_ptf_permutation_equivariance)
+{
+  const int perm[TT] = {3, 0, 4, 1, 2};
+  float x2[TMAX], g2[TMAX], o1[TMAX], o2[TMAX], x0[TMAX], g0[TMAX];
+  float d1[TB * TT], d2[TB * TT];
+  tf_fwd(o1);
+  sgm_nn_transformer_divergence(tf, SGM_NN_INPUT_X, d1);
+  memcpy(x0, t_x, sizeof x0), memcpy(g0, t_g, sizeof g0);
+  for (int b = 0; b < tB; b++)
+    for (int i = 0; i < TT; i++) {
+      memcpy(x2 + ((size_t)b * TT + i) * TD, t_x + ((size_t)b * TT + perm[i]) * TD, TD * 4);
+      memcpy(g2 + ((size_t)b * TT + i) * TG, t_g + ((size_t)b * TT + perm[i]) * TG, TG * 4);
+    }
+  memcpy(t_x, x2, sizeof x2), memcpy(t_g, g2, sizeof g2);
+  tf_fwd(o2);
+  sgm_nn_transformer_divergence(tf, SGM_NN_INPUT_X, d2);
+  memcpy(t_x, x0, sizeof x0), memcpy(t_g, g0, sizeof g0);
+  double e = 0.0, s = 0.0, ed = 0.0, sd = 0.0;
+  for (int b = 0; b < tB; b++)
+    for (int i = 0; i < TT; i++) {
+      for (int a = 0; a < TO; a++) {
+        e = fmax(e,
+                 fabs(o2[((size_t)b * TT + i) * TO + a] - o1[((size_t)b * TT + perm[i]) * TO + a]));
+        s = fmax(s, fabs(o1[((size_t)b * TT + perm[i]) * TO + a]));
+      }
+      ed = fmax(ed, fabs(d2[b * TT + i] - d1[b * TT + perm[i]]));
+      sd = fmax(sd, fabs(d1[b * TT + perm[i]]));
+    }
+  ck_assert_msg(e <= SYM_TOL * s, "permutation: output error %.3g (scale %.3g)", e, s);
+  ck_assert_msg(ed <= SYM_TOL * sd, "permutation: divergence error %.3g (scale %.3g)", ed, sd);
+}
+END_TEST
+
+START_TEST(test_ltf_neighbour_order_and_absent)
+{
+  const int perm[TT] = {0, 4, 2, 1, 3}; /* centre stays token 0 */
+  float x2[TMAX], g2[TMAX], m2[TB * TT], o1[TMAX], o2[TMAX], d1[TB], d2[TB];
+  float x0[TMAX], g0[TMAX], m0[TB * TT];
+  tf_fwd(o1);
+  sgm_nn_transformer_divergence(tf, SGM_NN_INPUT_X, d1);
+  memcpy(x0, t_x, sizeof x0), memcpy(g0, t_g, sizeof g0), memcpy(m0, t_mask, sizeof m0);
+  for (int b = 0; b < tB; b++)
+    for (int j = 0; j < TT; j++) {
+      memcpy(x2 + ((size_t)b * TT + j) * TD, t_x + ((size_t)b * TT + perm[j]) * TD, TD * 4);
+      memcpy(g2 + ((size_t)b * TT + j) * TG, t_g + ((size_t)b * TT + perm[j]) * TG, TG * 4);
+      m2[b * TT + j] = t_mask[b * TT + perm[j]];
+    }
+  memcpy(t_x, x2, sizeof x2), memcpy(t_g, g2, sizeof g2), memcpy(t_mask, m2, sizeof m2);
+  tf_fwd(o2);
+  sgm_nn_transformer_divergence(tf, SGM_NN_INPUT_X, d2);
+  ck_assert_double_le(max_rel_diff(o2, o1, t_nout()), SYM_TOL);
+  ck_assert_double_le(max_rel_diff(d2, d1, tB), SYM_TOL);
+  /* the data of an absent neighbour cannot matter: exactly the same output */
+  memcpy(t_x, x0, sizeof x0), memcpy(t_g, g0, sizeof g0), memcpy(t_mask, m0, sizeof m0);
+  for (int a = 0; a < TD; a++) t_x[(1 * TT + 3) * TD + a] = 5.0f + a;
+  for (int a = 0; a < TG; a++) t_g[(1 * TT + 3) * TG + a] = -3.0f;
+  tf_fwd(o2);
+  for (size_t i = 0; i < t_nout(); i++) ck_assert_float_eq(o2[i], o1[i]);
+  memcpy(t_x, x0, sizeof x0), memcpy(t_g, g0, sizeof g0);
+}
+END_TEST
+
+START_TEST(test_ltf_translation_invariance)
+{
+  /* Windows built from absolute positions in a periodic box with minimum-image displacements:
+   * translating every particle (wrapping into the box) must not change the output. */
+  const double Lbox = 3.0;
+  double pos[TB][TT][TD];
+  float o1[TMAX], o2[TMAX];
+  for (int b = 0; b < tB; b++)
+    for (int j = 0; j < TT; j++)
+      for (int a = 0; a < TD; a++) pos[b][j][a] = Lbox * urand();
+  for (int pass = 0; pass < 2; pass++) {
+    const double shift[TD] = {pass ? 1.7 : 0.0, pass ? -2.45 : 0.0};
+    for (int b = 0; b < tB; b++)
+      for (int j = 0; j < TT; j++)
+        for (int a = 0; a < TD; a++) {
+          double xc = fmod(pos[b][0][a] + shift[a] + 2 * Lbox, Lbox);
+          double xj = fmod(pos[b][j][a] + shift[a] + 2 * Lbox, Lbox);
+          double dx = xj - xc;
+          dx -= Lbox * nearbyint(dx / Lbox);
+          t_x[((size_t)b * TT + j) * TD + a] = (float)dx;
+        }
+    tf_fwd(pass ? o2 : o1);
+  }
+  double s = 0.0;
+  for (size_t i = 0; i < t_nout(); i++) s = fmax(s, fabs(o1[i]));
+  ck_assert_double_gt(s, 0.0);
+  /* displacements agree to double rounding before the float cast: allow float-level error */
+  ck_assert_double_le(max_rel_diff(o2, o1, t_nout()), SYM_TOL);
+}
+END_TEST
+
+START_TEST(test_ltf_centre_only_equals_full)
+{
+  SgmParams *p = sgm_nn_transformer_params(tf);
+  float o1[TMAX], o2[TMAX], d1[TB], d2[TB];
+  float *g1, *g2;
+  for (int full = 0; full < 2; full++) {
+    sgm_nn_transformer_set_centre_only(tf, !full);
+    sgm_nn_params_zero_grad(p);
+    tf_fwd(full ? o2 : o1);
+    sgm_nn_transformer_divergence(tf, SGM_NN_INPUT_X, full ? d2 : d1);
+    sgm_nn_transformer_divergence_backward(tf, SGM_NN_INPUT_X, t_r, t_q);
+    if (full)
+      g2 = grads_copy(p);
+    else
+      g1 = grads_copy(p);
+  }
+  sgm_nn_transformer_set_centre_only(tf, 1);
+  ck_assert_double_le(max_rel_diff(o2, o1, t_nout()), SYM_TOL);
+  ck_assert_double_le(max_rel_diff(d2, d1, tB), SYM_TOL);
+  ck_assert_double_le(max_rel_diff(g2, g1, p->nparams), 1e-4);
+  free(g1), free(g2);
+}
+END_TEST
+
+START_TEST(test_tf_names_and_init)
+{
+  SgmParams *p = sgm_nn_transformer_params(tf);
+  const char *names[] = {"embed_x.0.weight",
+                         "embed_g.2.bias",
+                         "blocks.0.attn.in_proj_weight",
+                         "blocks.1.attn.out_proj.bias",
+                         "blocks.1.norm2.weight",
+                         "decoder.2.weight"};
+  for (int k = 0; k < 6; k++) ck_assert_msg(sgm_nn_params_find(p, names[k]) >= 0, "%s", names[k]);
+  int w = sgm_nn_params_find(p, "blocks.0.attn.in_proj_weight");
+  int bi = sgm_nn_params_find(p, "blocks.0.attn.in_proj_bias");
+  int ln = sgm_nn_params_find(p, "blocks.0.norm1.weight");
+  ck_assert_int_eq(p->tensors[w].shape[0], 24);
+  ck_assert_int_eq(p->tensors[w].shape[1], 8);
+  const double xav = sqrt(6.0 / (8 + 24));
+  double mx = 0.0;
+  for (size_t i = 0; i < p->tensors[w].size; i++)
+    mx = fmax(mx, fabs(p->params[p->tensors[w].offset + i]));
+  ck_assert_double_le(mx, xav);
+  ck_assert_double_ge(mx, 0.7 * xav);
+  for (size_t i = 0; i < p->tensors[bi].size; i++)
+    ck_assert_float_eq(p->params[p->tensors[bi].offset + i], 0.0f);
+  for (size_t i = 0; i < p->tensors[ln].size; i++)
+    ck_assert_float_eq(p->params[p->tensors[ln].offset + i], 1.0f);
+}
+END_TEST
+
 static Suite *nn_models_suite(void)
 {
   Suite *s = suite_create("nn_models");
@@ -292,6 +651,27 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tc, test_mlp_divergence);
   tcase_add_test(tc, test_mlp_init);
   suite_add_tcase(s, tc);
+  TCase *tp = tcase_create("particle_transformer");
+  tcase_add_checked_fixture(tp, ptf_setup, tf_teardown);
+  tcase_add_test(tp, test_tf_backward_fd);
+  tcase_add_test(tp, test_tf_jvp_fd);
+  tcase_add_test(tp, test_tf_jvp_backward_fd);
+  tcase_add_test(tp, test_tf_divergence);
+  tcase_add_test(tp, test_tf_divergence_backward_fd);
+  tcase_add_test(tp, test_ptf_permutation_equivariance);
+  tcase_add_test(tp, test_tf_names_and_init);
+  suite_add_tcase(s, tp);
+  TCase *tl = tcase_create("local_transformer");
+  tcase_add_checked_fixture(tl, ltf_setup, tf_teardown);
+  tcase_add_test(tl, test_tf_backward_fd);
+  tcase_add_test(tl, test_tf_jvp_fd);
+  tcase_add_test(tl, test_tf_jvp_backward_fd);
+  tcase_add_test(tl, test_tf_divergence);
+  tcase_add_test(tl, test_tf_divergence_backward_fd);
+  tcase_add_test(tl, test_ltf_neighbour_order_and_absent);
+  tcase_add_test(tl, test_ltf_translation_invariance);
+  tcase_add_test(tl, test_ltf_centre_only_equals_full);
+  suite_add_tcase(s, tl);
   return s;
 }
 

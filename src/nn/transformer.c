@@ -1,0 +1,690 @@
+/* Particle transformer (App. E, eq. 91) and spatially local per-particle transformer (App. F.6).
+ *
+ * Owns: one implementation of both. Tokens are particles (particle mode, T = N, full attention)
+ * or a centre and its K gathered neighbours (local mode, T = K + 1, key mask for absent
+ * neighbours, output read from token 0). Each token is [phi_x(x) | phi_g(g)] from two MLP
+ * stacks, followed by L post-norm encoder blocks and a row-wise MLP decoder.
+ *
+ * Trade-offs. (1) In local mode the last block computes keys and values for all tokens but the
+ * query, out_proj, both LayerNorms and psi for the centre token only: the centre's output does
+ * not depend on the other tokens' last-block outputs, so the result is identical while the last
+ * block's token-wise work shrinks by a factor T (about 15% of a 4-layer model); it can be
+ * switched off to test exactly that. (2) Every tangent pass is direction-major, so the linear
+ * layers process all directions in one sgemm of ntan * rows; attention, LayerNorm and the
+ * activations loop over directions because they read the primal. (3) The backward is written
+ * once for the plain backward (ntan = 0) and the reverse-over-forward (ntan > 0): each layer
+ * calls its _backward for the primal cotangent and its _jvp_backward per direction. (4) The
+ * particle-mode divergence needs N * dim one-hot JVPs; they run in chunks of max_tan directions,
+ * each chunk followed by its reverse-over-forward when a gradient is wanted, so memory is bounded
+ * by max_tan, not by N * dim.
+ */
+#include "sgm/nn_models.h"
+
+#include "nn_stack.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+  SgmNnBuf qkv;                        /* (R,3C); centre-only block: kv (R,2C) then q (B,C) */
+  SgmNnBuf att;                        /* (B,NH,Tq,T) probabilities; tangent face: score tangents */
+  SgmNnBuf ay, ao, r1, n1, f, r2, n2;  /* (rows,C) */
+  SgmNnBuf h, ha;                      /* (rows,H) */
+  SgmNnBuf mean1, rstd1, mean2, rstd2; /* (rows) */
+  SgmNnBuf xc;                         /* (B,C) centre rows of the block input */
+  int win, bin, wo, bo, n1w, n1b, w1, b1, w2, b2, n2w, n2b;
+} Block;
+
+struct SgmNnTransformer_ {
+  SgmNnTransformerConfig cfg;
+  int local, T, max_batch, max_tan, centre_only, C, Cx, H, dout;
+  SgmParams params;
+  SgmNnArena ar;
+  SgmNnStack ex, eg, dec;
+  SgmNnBuf xin, gin, X0, decin;
+  Block *blk;
+  float *mask, *scratch;
+  float *tx, *tg, *tout, *dtout; /* divergence scratch */
+  int B, ntan, use_mask, div_valid;
+};
+
+static inline const float *P_(const SgmNnTransformer m, int i)
+{
+  return sgm_nn_param(&m->params, i);
+}
+static inline float *G_(const SgmNnTransformer m, int i)
+{
+  return sgm_nn_grad(&m->params, i);
+}
+
+static PetscErrorCode transformer_create(const SgmNnTransformerConfig *cfg, int local, int T,
+                                         int max_batch, int max_tan, uint64_t seed,
+                                         SgmNnTransformer *mp)
+{
+  SgmNnTransformer m;
+  char name[SGM_NN_NAME_LEN];
+  int dims[SGM_NN_MAX_STACK + 1];
+  PetscFunctionBeginUser;
+  PetscCheck(
+      cfg->dim > 0 && cfg->gdim >= 0 && cfg->out_dim > 0 && cfg->n_layers >= 1 &&
+          cfg->n_heads >= 1 && cfg->d_model % cfg->n_heads == 0 && cfg->mlp_hidden > 0 &&
+          (cfg->gdim == 0 || cfg->d_model % 2 == 0),
+      PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+      "transformer: need dim, out_dim, n_layers, n_heads, mlp_hidden > 0, n_heads | d_model, "
+      "d_model even when gdim > 0");
+  PetscCheck(cfg->embed_depth >= 0 && cfg->embed_depth < SGM_NN_MAX_STACK && cfg->dec_depth >= 0 &&
+                 cfg->dec_depth < SGM_NN_MAX_STACK &&
+                 (cfg->embed_depth == 0 || cfg->embed_hidden > 0) &&
+                 (cfg->dec_depth == 0 || cfg->dec_hidden > 0),
+             PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "transformer: bad embedding/decoder depth");
+  PetscCheck(T >= 1 && max_batch > 0 && max_tan >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "transformer: tokens %d, max_batch %d, max_tan %d", T, max_batch, max_tan);
+  PetscCall(PetscNew(&m));
+  m->cfg = *cfg;
+  m->local = local;
+  m->centre_only = local;
+  m->T = T;
+  m->max_batch = max_batch;
+  m->max_tan = max_tan;
+  m->ar.max_tan = max_tan;
+  m->C = cfg->d_model;
+  m->Cx = cfg->gdim > 0 ? m->C / 2 : m->C;
+  m->H = cfg->mlp_hidden;
+  m->dout = cfg->out_dim;
+  const int C = m->C, H = m->H, L = cfg->n_layers, NH = cfg->n_heads;
+  const size_t R = (size_t)max_batch * T;
+  SgmNnParamBuilder pb = {&m->params, 0};
+  SgmNnArena *ar = &m->ar;
+
+  PetscCall(sgm_nn_arena_reserve(ar, &m->xin, R * cfg->dim));
+  dims[0] = cfg->dim;
+  for (int l = 1; l <= cfg->embed_depth; l++) dims[l] = cfg->embed_hidden;
+  dims[cfg->embed_depth + 1] = m->Cx;
+  PetscCall(sgm_nn_stack_define(&m->ex, &pb, ar, "embed_x", cfg->embed_depth + 1, dims, cfg->act,
+                                (int)R));
+  if (cfg->gdim > 0) {
+    PetscCall(sgm_nn_arena_reserve(ar, &m->gin, R * cfg->gdim));
+    dims[0] = cfg->gdim;
+    dims[cfg->embed_depth + 1] = C - m->Cx;
+    PetscCall(sgm_nn_stack_define(&m->eg, &pb, ar, "embed_g", cfg->embed_depth + 1, dims, cfg->act,
+                                  (int)R));
+  }
+  PetscCall(sgm_nn_arena_reserve(ar, &m->X0, R * C));
+  PetscCall(PetscCalloc1(L, &m->blk));
+  for (int l = 0; l < L; l++) {
+    Block *b = &m->blk[l];
+#define ADD(field, nd, s0, s1, suffix)                                                             \
+  do {                                                                                             \
+    snprintf(name, sizeof name, "blocks.%d.%s", l, suffix);                                        \
+    PetscCall(sgm_nn_params_add(&pb, name, nd, s0, s1, &b->field));                                \
+  } while (0)
+    ADD(win, 2, 3 * C, C, "attn.in_proj_weight");
+    ADD(bin, 1, 3 * C, 0, "attn.in_proj_bias");
+    ADD(wo, 2, C, C, "attn.out_proj.weight");
+    ADD(bo, 1, C, 0, "attn.out_proj.bias");
+    ADD(n1w, 1, C, 0, "norm1.weight");
+    ADD(n1b, 1, C, 0, "norm1.bias");
+    ADD(w1, 2, H, C, "linear1.weight");
+    ADD(b1, 1, H, 0, "linear1.bias");
+    ADD(w2, 2, C, H, "linear2.weight");
+    ADD(b2, 1, C, 0, "linear2.bias");
+    ADD(n2w, 1, C, 0, "norm2.weight");
+    ADD(n2b, 1, C, 0, "norm2.bias");
+#undef ADD
+    SgmNnBuf *rc[] = {&b->ay, &b->ao, &b->r1, &b->n1, &b->f, &b->r2, &b->n2};
+    PetscCall(sgm_nn_arena_reserve(ar, &b->qkv, R * 3 * C));
+    PetscCall(sgm_nn_arena_reserve(ar, &b->att, (size_t)max_batch * NH * T * T));
+    for (int k = 0; k < 7; k++) PetscCall(sgm_nn_arena_reserve(ar, rc[k], R * C));
+    PetscCall(sgm_nn_arena_reserve(ar, &b->h, R * H));
+    PetscCall(sgm_nn_arena_reserve(ar, &b->ha, R * H));
+    PetscCall(sgm_nn_arena_reserve(ar, &b->mean1, R));
+    PetscCall(sgm_nn_arena_reserve(ar, &b->rstd1, R));
+    PetscCall(sgm_nn_arena_reserve(ar, &b->mean2, R));
+    PetscCall(sgm_nn_arena_reserve(ar, &b->rstd2, R));
+    PetscCall(sgm_nn_arena_reserve(ar, &b->xc, (size_t)max_batch * C));
+  }
+  PetscCall(sgm_nn_arena_reserve(ar, &m->decin, (size_t)max_batch * C));
+  dims[0] = C;
+  for (int l = 1; l <= cfg->dec_depth; l++) dims[l] = cfg->dec_hidden;
+  dims[cfg->dec_depth + 1] = cfg->out_dim;
+  PetscCall(
+      sgm_nn_stack_define(&m->dec, &pb, ar, "decoder", cfg->dec_depth + 1, dims, cfg->act, (int)R));
+  PetscCall(sgm_nn_params_alloc(&pb));
+  PetscCall(sgm_nn_arena_alloc(ar));
+
+  sgm_nn_stack_init(&m->ex, &m->params, seed);
+  if (cfg->gdim > 0) sgm_nn_stack_init(&m->eg, &m->params, seed);
+  sgm_nn_stack_init(&m->dec, &m->params, seed);
+  for (int l = 0; l < L; l++) {
+    Block *b = &m->blk[l];
+    sgm_nn_params_fill(&m->params, b->win, seed, sqrt(6.0 / (C + 3.0 * C)), 0.0f);
+    sgm_nn_params_fill(&m->params, b->bin, seed, 0.0, 0.0f);
+    sgm_nn_params_fill(&m->params, b->wo, seed, 1.0 / sqrt((double)C), 0.0f);
+    sgm_nn_params_fill(&m->params, b->bo, seed, 0.0, 0.0f);
+    sgm_nn_params_fill(&m->params, b->n1w, seed, 0.0, 1.0f);
+    sgm_nn_params_fill(&m->params, b->n1b, seed, 0.0, 0.0f);
+    sgm_nn_params_fill(&m->params, b->w1, seed, 1.0 / sqrt((double)C), 0.0f);
+    sgm_nn_params_fill(&m->params, b->b1, seed, 1.0 / sqrt((double)C), 0.0f);
+    sgm_nn_params_fill(&m->params, b->w2, seed, 1.0 / sqrt((double)H), 0.0f);
+    sgm_nn_params_fill(&m->params, b->b2, seed, 1.0 / sqrt((double)H), 0.0f);
+    sgm_nn_params_fill(&m->params, b->n2w, seed, 0.0, 1.0f);
+    sgm_nn_params_fill(&m->params, b->n2b, seed, 0.0, 0.0f);
+  }
+  const size_t nt = (size_t)(max_tan > 0 ? max_tan : 1);
+  const size_t nout = local ? (size_t)max_batch * cfg->out_dim : R * cfg->out_dim;
+  PetscCall(PetscCalloc1((size_t)max_batch * T, &m->mask));
+  PetscCall(PetscCalloc1(2 * (size_t)T, &m->scratch));
+  PetscCall(PetscCalloc1(nt * R * cfg->dim, &m->tx));
+  PetscCall(PetscCalloc1(nt * R * (cfg->gdim > 0 ? cfg->gdim : 1), &m->tg));
+  PetscCall(PetscCalloc1(nt * nout, &m->tout));
+  PetscCall(PetscCalloc1(nt * nout, &m->dtout));
+  *mp = m;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_transformer_create_particle(const SgmNnTransformerConfig *cfg, int N,
+                                                  int max_batch, int max_tan, uint64_t seed,
+                                                  SgmNnTransformer *m)
+{
+  PetscFunctionBeginUser;
+  PetscCall(transformer_create(cfg, 0, N, max_batch, max_tan, seed, m));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_transformer_create_local(const SgmNnTransformerConfig *cfg, int K,
+                                               int max_batch, int max_tan, uint64_t seed,
+                                               SgmNnTransformer *m)
+{
+  PetscFunctionBeginUser;
+  PetscCall(transformer_create(cfg, 1, K + 1, max_batch, max_tan, seed, m));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_transformer_destroy(SgmNnTransformer *mp)
+{
+  PetscFunctionBeginUser;
+  if (!mp || !*mp) PetscFunctionReturn(PETSC_SUCCESS);
+  SgmNnTransformer m = *mp;
+  PetscCall(sgm_nn_arena_free(&m->ar));
+  PetscCall(PetscFree(m->params.params));
+  PetscCall(PetscFree(m->params.grads));
+  PetscCall(PetscFree(m->params.tensors));
+  PetscCall(PetscFree(m->blk));
+  PetscCall(PetscFree(m->mask));
+  PetscCall(PetscFree(m->scratch));
+  PetscCall(PetscFree(m->tx));
+  PetscCall(PetscFree(m->tg));
+  PetscCall(PetscFree(m->tout));
+  PetscCall(PetscFree(m->dtout));
+  PetscCall(PetscFree(*mp));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+SgmParams *sgm_nn_transformer_params(SgmNnTransformer m)
+{
+  return &m->params;
+}
+
+void sgm_nn_transformer_set_centre_only(SgmNnTransformer m, int centre_only)
+{
+  m->centre_only = m->local && centre_only;
+  m->div_valid = 0;
+}
+
+int sgm_nn_transformer_tokens(SgmNnTransformer m)
+{
+  return m->T;
+}
+
+/* Is block l computed for the centre token only? */
+static inline int centre_block(const SgmNnTransformer m, int l)
+{
+  return m->centre_only && l == m->cfg.n_layers - 1;
+}
+/* Block input activation: the previous block's output or the embedding. */
+static inline SgmNnBuf *block_in(SgmNnTransformer m, int l)
+{
+  return l == 0 ? &m->X0 : &m->blk[l - 1].n2;
+}
+/* The decoder's input buffer and row count. */
+static inline SgmNnBuf *dec_in(SgmNnTransformer m, int *rows)
+{
+  const int L = m->cfg.n_layers;
+  if (!m->local) {
+    *rows = m->B * m->T;
+    return &m->blk[L - 1].n2;
+  }
+  *rows = m->B;
+  return m->centre_only ? &m->blk[L - 1].n2 : &m->decin;
+}
+
+/* dst[b] = src[b*T] for rows of width C, for the primal (dir < 0) or tangent direction dir. */
+static void gather_centre(float *dst, const float *src, int B, int T, int C)
+{
+  for (int b = 0; b < B; b++)
+    memcpy(dst + (size_t)b * C, src + (size_t)b * T * C, (size_t)C * sizeof(float));
+}
+static void scatter_add_centre(float *dst, const float *src, int B, int T, int C)
+{
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < C; c++) dst[(size_t)b * T * C + c] += src[(size_t)b * C + c];
+}
+
+PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const float *x,
+                                          const float *g, const float *mask, int B)
+{
+  const int T = m->T, C = m->C, H = m->H, NH = m->cfg.n_heads, L = m->cfg.n_layers;
+  const int D = m->cfg.dim, Dg = m->cfg.gdim, R = B * T;
+  PetscFunctionBeginUser;
+  PetscCheck(B >= 0 && B <= m->max_batch, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "transformer: batch %d > max_batch %d", B, m->max_batch);
+  PetscCheck(Dg == 0 || g, PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
+             "transformer: orientations missing");
+  m->B = B;
+  m->ntan = 0;
+  m->div_valid = 0;
+  m->use_mask = m->local && mask != NULL;
+  if (m->use_mask) memcpy(m->mask, mask, (size_t)R * sizeof(float));
+  const float *mk = m->use_mask ? m->mask : NULL;
+
+  memcpy(m->xin.a, x, (size_t)R * D * sizeof(float));
+  sgm_nn_stack_forward(&m->ex, &m->params, m->xin.a, R);
+  const float *ex = m->ex.pre[m->ex.nl - 1].a;
+  if (Dg > 0) {
+    memcpy(m->gin.a, g, (size_t)R * Dg * sizeof(float));
+    sgm_nn_stack_forward(&m->eg, &m->params, m->gin.a, R);
+    const float *eg = m->eg.pre[m->eg.nl - 1].a;
+    for (int r = 0; r < R; r++) {
+      memcpy(m->X0.a + (size_t)r * C, ex + (size_t)r * m->Cx, (size_t)m->Cx * sizeof(float));
+      memcpy(m->X0.a + (size_t)r * C + m->Cx, eg + (size_t)r * (C - m->Cx),
+             (size_t)(C - m->Cx) * sizeof(float));
+    }
+  } else {
+    memcpy(m->X0.a, ex, (size_t)R * C * sizeof(float));
+  }
+
+  for (int l = 0; l < L; l++) {
+    Block *b = &m->blk[l];
+    const float *X = block_in(m, l)->a;
+    int rows;
+    const float *xres; /* the residual stream entering the block, rows x C */
+    if (!centre_block(m, l)) {
+      rows = R;
+      xres = X;
+      sgm_nn_linear_forward(b->qkv.a, X, P_(m, b->win), P_(m, b->bin), R, C, 3 * C);
+      sgm_nn_attention_forward(b->ay.a, b->att.a, b->qkv.a, b->qkv.a + C, b->qkv.a + 2 * C, mk, B,
+                               T, T, C, NH, 3 * C, 3 * C);
+    } else {
+      float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
+      rows = B;
+      gather_centre(b->xc.a, X, B, T, C);
+      xres = b->xc.a;
+      sgm_nn_linear_forward(kv, X, P_(m, b->win) + (size_t)C * C, P_(m, b->bin) + C, R, C, 2 * C);
+      sgm_nn_linear_forward(q, b->xc.a, P_(m, b->win), P_(m, b->bin), B, C, C);
+      sgm_nn_attention_forward(b->ay.a, b->att.a, q, kv, kv + C, mk, B, 1, T, C, NH, C, 2 * C);
+    }
+    sgm_nn_linear_forward(b->ao.a, b->ay.a, P_(m, b->wo), P_(m, b->bo), rows, C, C);
+    sgm_nn_residual_forward(b->r1.a, xres, b->ao.a, rows * C);
+    sgm_nn_layernorm_forward(b->n1.a, b->mean1.a, b->rstd1.a, b->r1.a, P_(m, b->n1w), P_(m, b->n1b),
+                             rows, C);
+    sgm_nn_linear_forward(b->h.a, b->n1.a, P_(m, b->w1), P_(m, b->b1), rows, C, H);
+    sgm_nn_act_forward(m->cfg.act, b->ha.a, b->h.a, rows * H);
+    sgm_nn_linear_forward(b->f.a, b->ha.a, P_(m, b->w2), P_(m, b->b2), rows, H, C);
+    sgm_nn_residual_forward(b->r2.a, b->n1.a, b->f.a, rows * C);
+    sgm_nn_layernorm_forward(b->n2.a, b->mean2.a, b->rstd2.a, b->r2.a, P_(m, b->n2w), P_(m, b->n2b),
+                             rows, C);
+  }
+  if (m->local && !m->centre_only) gather_centre(m->decin.a, m->blk[L - 1].n2.a, B, T, C);
+  int rows;
+  SgmNnBuf *di = dec_in(m, &rows);
+  sgm_nn_stack_forward(&m->dec, &m->params, di->a, rows);
+  memcpy(out, m->dec.pre[m->dec.nl - 1].a, (size_t)rows * m->dout * sizeof(float));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const float *tx,
+                                      const float *tg, int ntan)
+{
+  const int B = m->B, T = m->T, C = m->C, H = m->H, NH = m->cfg.n_heads, L = m->cfg.n_layers;
+  const int D = m->cfg.dim, Dg = m->cfg.gdim, R = B * T;
+  const SgmNnAct act = m->cfg.act;
+  const float *mk = m->use_mask ? m->mask : NULL;
+  PetscFunctionBeginUser;
+  PetscCheck(ntan >= 1 && ntan <= m->max_tan, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "transformer: %d tangent directions, max_tan %d", ntan, m->max_tan);
+  m->ntan = ntan;
+  m->div_valid = 0;
+  if (tx)
+    memcpy(m->xin.t, tx, (size_t)ntan * R * D * sizeof(float));
+  else
+    memset(m->xin.t, 0, (size_t)ntan * R * D * sizeof(float));
+  sgm_nn_stack_jvp(&m->ex, &m->params, m->xin.t, R, ntan);
+  const float *ext = m->ex.pre[m->ex.nl - 1].t;
+  if (Dg > 0) {
+    if (tg)
+      memcpy(m->gin.t, tg, (size_t)ntan * R * Dg * sizeof(float));
+    else
+      memset(m->gin.t, 0, (size_t)ntan * R * Dg * sizeof(float));
+    sgm_nn_stack_jvp(&m->eg, &m->params, m->gin.t, R, ntan);
+    const float *egt = m->eg.pre[m->eg.nl - 1].t;
+    for (size_t r = 0; r < (size_t)ntan * R; r++) {
+      memcpy(m->X0.t + r * C, ext + r * m->Cx, (size_t)m->Cx * sizeof(float));
+      memcpy(m->X0.t + r * C + m->Cx, egt + r * (C - m->Cx), (size_t)(C - m->Cx) * sizeof(float));
+    }
+  } else {
+    memcpy(m->X0.t, ext, (size_t)ntan * R * C * sizeof(float));
+  }
+
+  for (int l = 0; l < L; l++) {
+    Block *b = &m->blk[l];
+    const SgmNnBuf *Xb = block_in(m, l);
+    int rows;
+    const float *xres_t;
+    if (!centre_block(m, l)) {
+      rows = R;
+      xres_t = Xb->t;
+      sgm_nn_linear_jvp(b->qkv.t, Xb->t, P_(m, b->win), ntan * R, C, 3 * C);
+      for (int d = 0; d < ntan; d++) {
+        const float *qt = b->qkv.t + (size_t)d * R * 3 * C;
+        sgm_nn_attention_jvp(b->ay.t + (size_t)d * R * C, b->att.t + (size_t)d * B * NH * T * T, qt,
+                             qt + C, qt + 2 * C, b->att.a, b->qkv.a, b->qkv.a + C, b->qkv.a + 2 * C,
+                             mk, B, T, T, C, NH, 3 * C, 3 * C);
+      }
+    } else {
+      const float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
+      float *kvt = b->qkv.t, *qt = b->qkv.t + (size_t)ntan * R * 2 * C;
+      rows = B;
+      for (int d = 0; d < ntan; d++)
+        gather_centre(b->xc.t + (size_t)d * B * C, Xb->t + (size_t)d * R * C, B, T, C);
+      xres_t = b->xc.t;
+      sgm_nn_linear_jvp(kvt, Xb->t, P_(m, b->win) + (size_t)C * C, ntan * R, C, 2 * C);
+      sgm_nn_linear_jvp(qt, b->xc.t, P_(m, b->win), ntan * B, C, C);
+      for (int d = 0; d < ntan; d++) {
+        const float *kvd = kvt + (size_t)d * R * 2 * C;
+        sgm_nn_attention_jvp(b->ay.t + (size_t)d * B * C, b->att.t + (size_t)d * B * NH * T,
+                             qt + (size_t)d * B * C, kvd, kvd + C, b->att.a, q, kv, kv + C, mk, B,
+                             1, T, C, NH, C, 2 * C);
+      }
+    }
+    const size_t nC = (size_t)rows * C, nH = (size_t)rows * H;
+    sgm_nn_linear_jvp(b->ao.t, b->ay.t, P_(m, b->wo), ntan * rows, C, C);
+    sgm_nn_residual_forward(b->r1.t, xres_t, b->ao.t, (int)(ntan * nC));
+    for (int d = 0; d < ntan; d++)
+      sgm_nn_layernorm_jvp(b->n1.t + d * nC, b->r1.t + d * nC, b->r1.a, P_(m, b->n1w), b->mean1.a,
+                           b->rstd1.a, rows, C);
+    sgm_nn_linear_jvp(b->h.t, b->n1.t, P_(m, b->w1), ntan * rows, C, H);
+    for (int d = 0; d < ntan; d++)
+      sgm_nn_act_jvp(act, b->ha.t + d * nH, b->h.t + d * nH, b->h.a, (int)nH);
+    sgm_nn_linear_jvp(b->f.t, b->ha.t, P_(m, b->w2), ntan * rows, H, C);
+    sgm_nn_residual_forward(b->r2.t, b->n1.t, b->f.t, (int)(ntan * nC));
+    for (int d = 0; d < ntan; d++)
+      sgm_nn_layernorm_jvp(b->n2.t + d * nC, b->r2.t + d * nC, b->r2.a, P_(m, b->n2w), b->mean2.a,
+                           b->rstd2.a, rows, C);
+  }
+  if (m->local && !m->centre_only)
+    for (int d = 0; d < ntan; d++)
+      gather_centre(m->decin.t + (size_t)d * B * C, m->blk[L - 1].n2.t + (size_t)d * R * C, B, T,
+                    C);
+  int rows;
+  SgmNnBuf *di = dec_in(m, &rows);
+  sgm_nn_stack_jvp(&m->dec, &m->params, di->t, rows, ntan);
+  memcpy(tout, m->dec.pre[m->dec.nl - 1].t, (size_t)ntan * rows * m->dout * sizeof(float));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Backward through forward (ntan = 0) or through forward and tangent (ntan > 0), from the
+ * gradients already placed on the decoder output (g and, for ntan > 0, gt faces). */
+static void transformer_backward(SgmNnTransformer m, int ntan)
+{
+  const int B = m->B, T = m->T, C = m->C, H = m->H, NH = m->cfg.n_heads, L = m->cfg.n_layers;
+  const int Dg = m->cfg.gdim, R = B * T;
+  const SgmNnAct act = m->cfg.act;
+  SgmParams *p = &m->params;
+  float *scr = m->scratch;
+  int rows;
+  SgmNnBuf *di = dec_in(m, &rows);
+  sgm_nn_stack_backward(&m->dec, p, di->a, di->t, di->g, di->gt, rows, ntan);
+  if (m->local && !m->centre_only) {
+    SgmNnBuf *n2 = &m->blk[L - 1].n2;
+    scatter_add_centre(n2->g, m->decin.g, B, T, C);
+    for (int d = 0; d < ntan; d++)
+      scatter_add_centre(n2->gt + (size_t)d * R * C, m->decin.gt + (size_t)d * B * C, B, T, C);
+  }
+  for (int l = L - 1; l >= 0; l--) {
+    Block *b = &m->blk[l];
+    SgmNnBuf *Xb = block_in(m, l);
+    const int cb = centre_block(m, l);
+    rows = cb ? B : R;
+    const size_t nC = (size_t)rows * C, nH = (size_t)rows * H;
+    /* norm2, residual 2 */
+    sgm_nn_layernorm_backward(b->r2.g, G_(m, b->n2w), G_(m, b->n2b), b->n2.g, b->r2.a,
+                              P_(m, b->n2w), b->mean2.a, b->rstd2.a, rows, C);
+    for (int d = 0; d < ntan; d++)
+      sgm_nn_layernorm_jvp_backward(b->r2.g, b->r2.gt + d * nC, G_(m, b->n2w), b->n2.gt + d * nC,
+                                    b->r2.a, b->r2.t + d * nC, P_(m, b->n2w), b->mean2.a,
+                                    b->rstd2.a, rows, C);
+    sgm_nn_residual_backward(b->n1.g, b->f.g, b->r2.g, (int)nC);
+    sgm_nn_residual_backward(b->n1.gt, b->f.gt, b->r2.gt, (int)(ntan * nC));
+    /* psi */
+    sgm_nn_linear_backward(b->ha.g, G_(m, b->w2), G_(m, b->b2), b->f.g, b->ha.a, P_(m, b->w2), rows,
+                           H, C);
+    if (ntan)
+      sgm_nn_linear_jvp_backward(b->ha.gt, G_(m, b->w2), b->f.gt, b->ha.t, P_(m, b->w2),
+                                 ntan * rows, H, C);
+    sgm_nn_act_backward(act, b->h.g, b->ha.g, b->h.a, (int)nH);
+    for (int d = 0; d < ntan; d++)
+      sgm_nn_act_jvp_backward(act, b->h.g, b->h.gt + d * nH, b->ha.gt + d * nH, b->h.a,
+                              b->h.t + d * nH, (int)nH);
+    sgm_nn_linear_backward(b->n1.g, G_(m, b->w1), G_(m, b->b1), b->h.g, b->n1.a, P_(m, b->w1), rows,
+                           C, H);
+    if (ntan)
+      sgm_nn_linear_jvp_backward(b->n1.gt, G_(m, b->w1), b->h.gt, b->n1.t, P_(m, b->w1),
+                                 ntan * rows, C, H);
+    /* norm1, residual 1 */
+    sgm_nn_layernorm_backward(b->r1.g, G_(m, b->n1w), G_(m, b->n1b), b->n1.g, b->r1.a,
+                              P_(m, b->n1w), b->mean1.a, b->rstd1.a, rows, C);
+    for (int d = 0; d < ntan; d++)
+      sgm_nn_layernorm_jvp_backward(b->r1.g, b->r1.gt + d * nC, G_(m, b->n1w), b->n1.gt + d * nC,
+                                    b->r1.a, b->r1.t + d * nC, P_(m, b->n1w), b->mean1.a,
+                                    b->rstd1.a, rows, C);
+    SgmNnBuf *xres = cb ? &b->xc : Xb;
+    sgm_nn_residual_backward(xres->g, b->ao.g, b->r1.g, (int)nC);
+    sgm_nn_residual_backward(xres->gt, b->ao.gt, b->r1.gt, (int)(ntan * nC));
+    /* out_proj */
+    sgm_nn_linear_backward(b->ay.g, G_(m, b->wo), G_(m, b->bo), b->ao.g, b->ay.a, P_(m, b->wo),
+                           rows, C, C);
+    if (ntan)
+      sgm_nn_linear_jvp_backward(b->ay.gt, G_(m, b->wo), b->ao.gt, b->ay.t, P_(m, b->wo),
+                                 ntan * rows, C, C);
+    /* attention and in_proj */
+    if (!cb) {
+      const float *q = b->qkv.a;
+      float *dq = b->qkv.g;
+      sgm_nn_attention_backward(dq, dq + C, dq + 2 * C, scr, b->ay.g, b->att.a, q, q + C, q + 2 * C,
+                                B, T, T, C, NH, 3 * C, 3 * C);
+      for (int d = 0; d < ntan; d++) {
+        const size_t o = (size_t)d * R * 3 * C;
+        const float *qt = b->qkv.t + o;
+        float *dqt = b->qkv.gt + o;
+        sgm_nn_attention_jvp_backward(dq, dq + C, dq + 2 * C, dqt, dqt + C, dqt + 2 * C, scr,
+                                      b->ay.gt + (size_t)d * R * C, b->att.a,
+                                      b->att.t + (size_t)d * B * NH * T * T, q, q + C, q + 2 * C,
+                                      qt, qt + C, qt + 2 * C, B, T, T, C, NH, 3 * C, 3 * C);
+      }
+      sgm_nn_linear_backward(Xb->g, G_(m, b->win), G_(m, b->bin), b->qkv.g, Xb->a, P_(m, b->win), R,
+                             C, 3 * C);
+      if (ntan)
+        sgm_nn_linear_jvp_backward(Xb->gt, G_(m, b->win), b->qkv.gt, Xb->t, P_(m, b->win), ntan * R,
+                                   C, 3 * C);
+    } else {
+      const float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
+      float *dkv = b->qkv.g, *dq = b->qkv.g + (size_t)R * 2 * C;
+      const float *kvt = b->qkv.t, *qt = b->qkv.t + (size_t)ntan * R * 2 * C;
+      float *dkvt = b->qkv.gt, *dqt = b->qkv.gt + (size_t)ntan * R * 2 * C;
+      sgm_nn_attention_backward(dq, dkv, dkv + C, scr, b->ay.g, b->att.a, q, kv, kv + C, B, 1, T, C,
+                                NH, C, 2 * C);
+      for (int d = 0; d < ntan; d++) {
+        const size_t okv = (size_t)d * R * 2 * C, oq = (size_t)d * B * C;
+        sgm_nn_attention_jvp_backward(dq, dkv, dkv + C, dqt + oq, dkvt + okv, dkvt + okv + C, scr,
+                                      b->ay.gt + oq, b->att.a, b->att.t + (size_t)d * B * NH * T, q,
+                                      kv, kv + C, qt + oq, kvt + okv, kvt + okv + C, B, 1, T, C, NH,
+                                      C, 2 * C);
+      }
+      const float *Wq = P_(m, b->win), *Wkv = P_(m, b->win) + (size_t)C * C;
+      float *dWq = G_(m, b->win), *dWkv = G_(m, b->win) + (size_t)C * C;
+      sgm_nn_linear_backward(b->xc.g, dWq, G_(m, b->bin), dq, b->xc.a, Wq, B, C, C);
+      sgm_nn_linear_backward(Xb->g, dWkv, G_(m, b->bin) + C, dkv, Xb->a, Wkv, R, C, 2 * C);
+      if (ntan) {
+        sgm_nn_linear_jvp_backward(b->xc.gt, dWq, dqt, b->xc.t, Wq, ntan * B, C, C);
+        sgm_nn_linear_jvp_backward(Xb->gt, dWkv, dkvt, Xb->t, Wkv, ntan * R, C, 2 * C);
+      }
+      scatter_add_centre(Xb->g, b->xc.g, B, T, C);
+      for (int d = 0; d < ntan; d++)
+        scatter_add_centre(Xb->gt + (size_t)d * R * C, b->xc.gt + (size_t)d * B * C, B, T, C);
+    }
+  }
+  /* embeddings */
+  SgmNnBuf *exo = &m->ex.pre[m->ex.nl - 1];
+  for (size_t r = 0; r < (size_t)R; r++)
+    for (int c = 0; c < m->Cx; c++) exo->g[r * m->Cx + c] += m->X0.g[r * C + c];
+  for (size_t r = 0; r < (size_t)ntan * R; r++)
+    for (int c = 0; c < m->Cx; c++) exo->gt[r * m->Cx + c] += m->X0.gt[r * C + c];
+  sgm_nn_stack_backward(&m->ex, p, m->xin.a, m->xin.t, NULL, NULL, R, ntan);
+  if (Dg > 0) {
+    SgmNnBuf *ego = &m->eg.pre[m->eg.nl - 1];
+    const int Cg = C - m->Cx;
+    for (size_t r = 0; r < (size_t)R; r++)
+      for (int c = 0; c < Cg; c++) ego->g[r * Cg + c] += m->X0.g[r * C + m->Cx + c];
+    for (size_t r = 0; r < (size_t)ntan * R; r++)
+      for (int c = 0; c < Cg; c++) ego->gt[r * Cg + c] += m->X0.gt[r * C + m->Cx + c];
+    sgm_nn_stack_backward(&m->eg, p, m->gin.a, m->gin.t, NULL, NULL, R, ntan);
+  }
+}
+
+static size_t out_size(const SgmNnTransformer m)
+{
+  return (size_t)(m->local ? m->B : m->B * m->T) * m->dout;
+}
+
+PetscErrorCode sgm_nn_transformer_backward(SgmNnTransformer m, const float *dout)
+{
+  PetscFunctionBeginUser;
+  sgm_nn_arena_zero_grad(&m->ar, 0);
+  memcpy(m->dec.pre[m->dec.nl - 1].g, dout, out_size(m) * sizeof(float));
+  transformer_backward(m, 0);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_transformer_jvp_backward(SgmNnTransformer m, const float *dout,
+                                               const float *dtout)
+{
+  const int ntan = m->ntan;
+  SgmNnBuf *o = &m->dec.pre[m->dec.nl - 1];
+  PetscFunctionBeginUser;
+  PetscCheck(ntan > 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "transformer: jvp_backward before jvp");
+  sgm_nn_arena_zero_grad(&m->ar, ntan);
+  if (dout) memcpy(o->g, dout, out_size(m) * sizeof(float));
+  memcpy(o->gt, dtout, (size_t)ntan * out_size(m) * sizeof(float));
+  transformer_backward(m, ntan);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Divergence geometry: input width, first score component, number of directions. */
+static PetscErrorCode div_setup(const SgmNnTransformer m, SgmNnInput which, int *din, int *o0,
+                                int *ndir)
+{
+  const int D = m->cfg.dim, Dg = m->cfg.gdim;
+  PetscFunctionBeginUser;
+  *din = which == SGM_NN_INPUT_X ? D : Dg;
+  PetscCheck(*din > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "transformer: no such input");
+  *o0 = (which == SGM_NN_INPUT_G && m->dout == D + Dg) ? D : 0;
+  PetscCheck(*o0 + *din <= m->dout, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
+             "transformer: out_dim %d has no score part for an input of width %d", m->dout, *din);
+  *ndir = m->local ? *din : m->T * *din;
+  PetscCheck(m->max_tan >= (m->local ? *din : 1), PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "transformer: divergence needs max_tan >= %d", m->local ? *din : 1);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* One-hot tangents for directions [d0, d0 + nc) into m->tx or m->tg. */
+static void div_tangents(SgmNnTransformer m, SgmNnInput which, int din, int d0, int nc)
+{
+  const int B = m->B, T = m->T, R = B * T;
+  float *t = which == SGM_NN_INPUT_X ? m->tx : m->tg;
+  memset(t, 0, (size_t)nc * R * din * sizeof(float));
+  for (int k = 0; k < nc; k++) {
+    const int d = d0 + k;
+    float *tk = t + (size_t)k * R * din;
+    if (!m->local) {
+      const int i = d / din, a = d % din; /* particle i, coordinate a */
+      for (int b = 0; b < B; b++) tk[((size_t)b * T + i) * din + a] = 1.0f;
+    } else if (which == SGM_NN_INPUT_X) {
+      /* d(x_j - x_c)/dx_c = -I on every neighbour; the centre's displacement is constant 0 */
+      for (int b = 0; b < B; b++)
+        for (int j = 1; j < T; j++) tk[((size_t)b * T + j) * din + d] = -1.0f;
+    } else {
+      for (int b = 0; b < B; b++) tk[(size_t)b * T * din + d] = 1.0f;
+    }
+  }
+}
+
+/* Index into a (nc, out) tangent output of the score component paired with direction d. */
+static inline size_t div_index(const SgmNnTransformer m, int k, int b, int d, int din, int o0)
+{
+  const size_t os = out_size(m);
+  if (!m->local) {
+    const int i = d / din, a = d % din;
+    return (size_t)k * os + ((size_t)b * m->T + i) * m->dout + o0 + a;
+  }
+  return (size_t)k * os + (size_t)b * m->dout + o0 + d;
+}
+
+PetscErrorCode sgm_nn_transformer_divergence(SgmNnTransformer m, SgmNnInput which, float *div)
+{
+  int din, o0, ndir;
+  PetscFunctionBeginUser;
+  PetscCall(div_setup(m, which, &din, &o0, &ndir));
+  const int B = m->B, per = m->local ? 1 : m->T, chunk = m->max_tan;
+  memset(div, 0, (size_t)B * per * sizeof(float));
+  for (int d0 = 0; d0 < ndir; d0 += chunk) {
+    const int nc = ndir - d0 < chunk ? ndir - d0 : chunk;
+    div_tangents(m, which, din, d0, nc);
+    PetscCall(sgm_nn_transformer_jvp(m, m->tout, which == SGM_NN_INPUT_X ? m->tx : NULL,
+                                     which == SGM_NN_INPUT_G ? m->tg : NULL, nc));
+    for (int k = 0; k < nc; k++) {
+      const int d = d0 + k, i = m->local ? 0 : d / din;
+      for (int b = 0; b < B; b++)
+        div[(size_t)b * per + i] += m->tout[div_index(m, k, b, d, din, o0)];
+    }
+  }
+  m->div_valid = ndir <= chunk ? 1 + (int)which : 0;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_transformer_divergence_backward(SgmNnTransformer m, SgmNnInput which,
+                                                      const float *dout, const float *ddiv)
+{
+  int din, o0, ndir;
+  PetscFunctionBeginUser;
+  PetscCall(div_setup(m, which, &din, &o0, &ndir));
+  const int B = m->B, per = m->local ? 1 : m->T, chunk = m->max_tan;
+  const int reuse = m->div_valid == 1 + (int)which;
+  for (int d0 = 0; d0 < ndir; d0 += chunk) {
+    const int nc = ndir - d0 < chunk ? ndir - d0 : chunk;
+    if (!reuse) {
+      div_tangents(m, which, din, d0, nc);
+      PetscCall(sgm_nn_transformer_jvp(m, m->tout, which == SGM_NN_INPUT_X ? m->tx : NULL,
+                                       which == SGM_NN_INPUT_G ? m->tg : NULL, nc));
+    }
+    memset(m->dtout, 0, (size_t)nc * out_size(m) * sizeof(float));
+    for (int k = 0; k < nc; k++) {
+      const int d = d0 + k, i = m->local ? 0 : d / din;
+      for (int b = 0; b < B; b++)
+        m->dtout[div_index(m, k, b, d, din, o0)] = ddiv[(size_t)b * per + i];
+    }
+    /* the primal cotangent enters once; later chunks add only their tangent terms */
+    PetscCall(sgm_nn_transformer_jvp_backward(m, d0 == 0 ? dout : NULL, m->dtout));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
