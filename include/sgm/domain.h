@@ -22,10 +22,15 @@
 #define PETSC_SUCCESS 0
 #endif
 
-/// Minimum image of a displacement component for a box edge L (round half to even).
+/// Minimum image of a displacement component for a box edge L: dx - L nearbyint(dx / L) (round
+/// half to even), computed without a division for |dx| <= 1.5 L (the case of two wrapped
+/// coordinates) with bitwise the same result.
 static inline double sgm_min_image(double dx, double L)
 {
-  return dx - L * nearbyint(dx / L);
+  const double h = 0.5 * L;
+  if (dx > h) return dx <= 3.0 * h ? dx - L : dx - L * nearbyint(dx / L);
+  if (dx < -h) return dx >= -3.0 * h ? dx + L : dx - L * nearbyint(dx / L);
+  return dx;
 }
 
 /// Wraps a coordinate into [0, L).

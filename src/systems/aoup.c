@@ -334,38 +334,41 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
 
   PetscCall(PetscLogEventBegin(ev_forces, 0, 0, 0, 0));
   const SgmCells *C = &s->cells;
+  const int harmonic = fpair == sgm_force_harmonic, periodic = s->p.periodic;
   for (int64_t i = 0; i < P->nlocal; i++) {
     const double *xi = P->x + i * dim, *xbi = P->xb + i * dim;
-    int64_t ci = C->cell[i], cx = ci % C->nc[0], cy = ci / C->nc[0];
-    size_t nnb = 0;
-    for (int64_t yy = cy - 1; yy <= cy + 1; yy++) {
-      if (yy < 0 || yy >= C->nc[1]) continue;
-      for (int64_t xx = cx - 1; xx <= cx + 1; xx++) {
-        if (xx < 0 || xx >= C->nc[0]) continue;
-        const int64_t cell = xx + yy * C->nc[0];
-        for (int64_t q = C->start[cell]; q < C->start[cell + 1]; q++) {
-          const int64_t j = C->order[q];
-          if (j == i) continue;
-          const double *xj = P->x + j * dim, *xbj = P->xb + j * dim;
-          double d[2] = {0, 0}, r2 = 0;
-          int far = 0;
-          for (int c = 0; c < dim; c++) {
-            if (s->p.periodic) {
-              /* pick the periodic copy nearest to i, then the canonical displacement */
-              if (fabs(xbi[c] - xbj[c]) >= halfL) far = 1;
-              d[c] = sgm_min_image(xi[c] - xj[c], L);
-            } else
-              d[c] = xi[c] - xj[c];
-            r2 += d[c] * d[c];
-          }
-          if (far || r2 >= rc2 || r2 == 0.0) continue;
-          const double r = sqrt(r2), m = fpair(r, a, k, beta) / r;
-          PetscCall(nb_reserve(s, nnb + 1));
-          s->nb_id[nnb] = P->id[j];
-          s->nb_f[2 * nnb] = m * d[0];
-          s->nb_f[2 * nnb + 1] = m * d[1];
-          nnb++;
+    const int64_t ci = C->cell[i], cx = ci % C->nc[0], cy = ci / C->nc[0];
+    const int64_t y0 = cy > 0 ? cy - 1 : 0, y1 = cy + 1 < C->nc[1] ? cy + 1 : C->nc[1] - 1;
+    const int64_t x0 = cx > 0 ? cx - 1 : 0, x1 = cx + 1 < C->nc[0] ? cx + 1 : C->nc[0] - 1;
+    size_t ncand = 0, nnb = 0;
+    for (int64_t yy = y0; yy <= y1; yy++)
+      ncand += (size_t)(C->start[x1 + 1 + yy * C->nc[0]] - C->start[x0 + yy * C->nc[0]]);
+    PetscCall(nb_reserve(s, ncand));
+    for (int64_t yy = y0; yy <= y1; yy++) {
+      /* the cells x0..x1 of a row are contiguous in the CSR order */
+      const int64_t q0 = C->start[x0 + yy * C->nc[0]], q1 = C->start[x1 + 1 + yy * C->nc[0]];
+      for (int64_t q = q0; q < q1; q++) {
+        const int64_t j = C->order[q];
+        const double *xj = P->x + j * dim;
+        double d[2] = {0, 0}, r2 = 0;
+        for (int c = 0; c < dim; c++) {
+          d[c] = periodic ? sgm_min_image(xi[c] - xj[c], L) : xi[c] - xj[c];
+          r2 += d[c] * d[c];
         }
+        if (r2 >= rc2 || j == i || r2 == 0.0) continue;
+        if (periodic) {
+          /* several periodic copies of j may be present: keep the one nearest to i */
+          const double *xbj = P->xb + j * dim;
+          int far = 0;
+          for (int c = 0; c < dim; c++) far |= fabs(xbi[c] - xbj[c]) >= halfL;
+          if (far) continue;
+        }
+        const double r = sqrt(r2);
+        const double m = (harmonic ? k * (2.0 * a - r) : fpair(r, a, k, beta)) / r;
+        s->nb_id[nnb] = P->id[j];
+        s->nb_f[2 * nnb] = m * d[0];
+        s->nb_f[2 * nnb + 1] = m * d[1];
+        nnb++;
       }
     }
     /* insertion sort by partner id: the sum order is then the same on every decomposition */
