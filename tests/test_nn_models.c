@@ -592,7 +592,7 @@ START_TEST(test_ltf_centre_only_equals_full)
 {
   SgmParams *p = sgm_nn_transformer_params(tf);
   float o1[TMAX], o2[TMAX], d1[TB], d2[TB];
-  float *g1, *g2;
+  float *g1 = NULL, *g2 = NULL;
   for (int full = 0; full < 2; full++) {
     sgm_nn_transformer_set_centre_only(tf, !full);
     sgm_nn_params_zero_grad(p);
