@@ -174,6 +174,30 @@ START_TEST(test_restart_identity)
 }
 END_TEST
 
+START_TEST(test_example_inputs)
+{
+  /* every example input validates and builds an engine (one rank each) */
+  const char *names[] = {"aoup_ring",      "aoup_trap",       "aoup_mips_4096",
+                         "aoup_mips_8192", "aoup_mips_16384", "aoup_mips_32768"};
+  ck_assert_int_eq(sgm_schema_register(&sgm_table_system), 0);
+  ck_assert_int_eq(sgm_schema_register(&sgm_table_simulate), 0);
+  for (int i = 0; i < 6; i++) {
+    char path[1024];
+    SgmConfig cfg;
+    SgmAoupParams p;
+    SgmAoup s;
+    snprintf(path, sizeof path, "%s/input/%s.toml", SGM_SOURCE_DIR, names[i]);
+    ck_assert_msg(sgm_config_create(sgm_test_comm(), path, 0, NULL, &cfg) == 0, "%s", path);
+    ck_assert_int_eq(sgm_aoup_params_from_config(cfg, 1, &p), 0);
+    ck_assert_int_eq(sgm_aoup_create(PETSC_COMM_SELF, &p, &s), 0);
+    if (!strncmp(names[i], "aoup_mips", 9))
+      ck_assert_double_eq_tol(p.n * M_PI / (p.L * p.L), 0.5, 1e-12);
+    sgm_aoup_destroy(&s);
+    sgm_config_destroy(&cfg);
+  }
+}
+END_TEST
+
 START_TEST(test_signal_stops)
 {
   /* last test: the stop flag cannot be cleared */
@@ -201,6 +225,7 @@ static Suite *suite(void)
   tcase_set_timeout(t, 120);
   tcase_add_test(t, test_stage_layout);
   tcase_add_test(t, test_restart_identity);
+  tcase_add_test(t, test_example_inputs);
   tcase_add_test(t, test_signal_stops);
   suite_add_tcase(s, t);
   return s;
