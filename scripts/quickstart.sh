@@ -9,6 +9,13 @@ cmake --build build -j"$(nproc)" --target sgm_hpc
 mpiflags=(--oversubscribe)
 [[ $(id -u) -eq 0 ]] && mpiflags+=(--allow-run-as-root)
 mpiexec "${mpiflags[@]}" -n 2 build/sgm_hpc --set run.overwrite=true input/quickstart.toml
+python=$(scripts/find-python.sh)
+"$python" postprocess/plot_snapshot.py out/quickstart >/dev/null
 echo
-echo "quickstart outputs (out/quickstart/):"
-ls -l out/quickstart/
+echo "quickstart outputs:"
+echo "  out/quickstart/trajectory.h5    H5MD trajectory (positions, orientations g, ids, box)"
+echo "  out/quickstart/trajectory.xdmf  open in ParaView as a time series of point clouds"
+echo "  out/quickstart/checkpoint.h5    continue with: build/sgm_hpc --restart out/quickstart/checkpoint.h5 ..."
+echo "  out/quickstart/metrics.json     headline numbers of each stage"
+echo "  out/quickstart/run.toml         the resolved configuration"
+echo "  out/quickstart/snapshot.png     last frame coloured by local packing fraction + histogram"

@@ -2,11 +2,17 @@
  * A new module adds its lines here and nowhere else. */
 #include "sgm/app.h"
 #include "sgm/schema.h"
+#include "sgm/simulate.h"
 
 PetscErrorCode sgm_register_all(void)
 {
   PetscFunctionBeginUser;
   PetscCall(sgm_schema_register(&sgm_table_run));
   PetscCall(sgm_schema_register(&sgm_table_petsc));
+  PetscCall(sgm_schema_register(&sgm_table_system));
+  PetscCall(sgm_schema_register(&sgm_table_simulate));
+  PetscCall(sgm_stage_register("simulate", sgm_stage_simulate,
+                               "integrate the system's SDE: equilibration, then frames to "
+                               "trajectory.h5 (H5MD) with checkpoints"));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
