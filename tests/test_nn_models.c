@@ -383,6 +383,44 @@ START_TEST(test_tf_backward_fd)
 }
 END_TEST
 
+/* dL/dx and dL/dg from input_grad after backward (L = r.out) or after jvp_backward
+ * (L = r.out + s.tout, so the reverse-over-forward's input terms are checked too). */
+START_TEST(test_tf_input_grad_fd)
+{
+  const size_t R = (size_t)tB * TT;
+  for (int rof = 0; rof < 2; rof++) {
+    float dx[TMAX] = {0}, dg[TMAX] = {0};
+    double (*loss)(void) = rof ? tf_loss_jvp : tf_loss_out;
+    loss();
+    if (rof)
+      sgm_nn_transformer_jvp_backward(tf, t_r, t_s);
+    else
+      sgm_nn_transformer_backward(tf, t_r);
+    sgm_nn_transformer_input_grad(tf, dx, dg);
+    for (int w = 0; w < 2; w++) {
+      float *in = w ? t_g : t_x, *an = w ? dg : dx;
+      const size_t n = R * (w ? TG : TD);
+      double e = 0.0, sc = 0.0;
+      for (size_t i = 0; i < n; i++) {
+        float v0 = in[i];
+        in[i] = v0 + FD_H;
+        double Lp = loss();
+        in[i] = v0 - FD_H;
+        double Lm = loss();
+        in[i] = v0;
+        double fd = (Lp - Lm) / (2 * FD_H);
+        e = fmax(e, fabs(an[i] - fd));
+        sc = fmax(sc, fabs(fd));
+      }
+      if (verbose()) printf("  input grad %s rof %d rel err %.2e\n", w ? "g" : "x", rof, e / sc);
+      ck_assert_double_gt(sc, 0.0);
+      ck_assert_msg(e <= FD_TOL * sc, "d%s (rof %d): error %.3g, scale %.3g", w ? "g" : "x", rof, e,
+                    sc);
+    }
+  }
+}
+END_TEST
+
 START_TEST(test_tf_jvp_fd)
 {
   const size_t R = (size_t)tB * TT, no = t_nout();
@@ -682,6 +720,7 @@ static Suite *nn_models_suite(void)
   tcase_add_checked_fixture(tp, ptf_setup, tf_teardown);
   tcase_add_test(tp, test_tf_backward_fd);
   tcase_add_test(tp, test_tf_jvp_fd);
+  tcase_add_test(tp, test_tf_input_grad_fd);
   tcase_add_test(tp, test_tf_jvp_backward_fd);
   tcase_add_test(tp, test_tf_divergence);
   tcase_add_test(tp, test_tf_divergence_backward_fd);
@@ -692,6 +731,7 @@ static Suite *nn_models_suite(void)
   tcase_add_checked_fixture(tl, ltf_setup, tf_teardown);
   tcase_add_test(tl, test_tf_backward_fd);
   tcase_add_test(tl, test_tf_jvp_fd);
+  tcase_add_test(tl, test_tf_input_grad_fd);
   tcase_add_test(tl, test_tf_jvp_backward_fd);
   tcase_add_test(tl, test_tf_divergence);
   tcase_add_test(tl, test_tf_divergence_backward_fd);

@@ -163,6 +163,10 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
 /// After jvp: accumulates dL/dparams for L(out, tout); dout or NULL, dtout (ntan, out shape).
 PetscErrorCode sgm_nn_transformer_jvp_backward(SgmNnTransformer m, const float *dout,
                                                const float *dtout);
+/// After sgm_nn_transformer_backward or _jvp_backward (or a one-chunk _divergence_backward):
+/// dx (B,T,D) += dL/dx and dg (B,T,gdim) += dL/dg of the loss of that backward (either may be
+/// NULL). In local mode x is the displacement input.
+PetscErrorCode sgm_nn_transformer_input_grad(SgmNnTransformer m, float *dx, float *dg);
 /// div: (B,N) in particle mode, (B) in local mode (see above).
 PetscErrorCode sgm_nn_transformer_divergence(SgmNnTransformer m, SgmNnInput which, float *div);
 /// Accumulates dL/dparams for L(out, div); dout or NULL, ddiv shaped as div.

@@ -550,7 +550,7 @@ static void transformer_backward(SgmNnTransformer m, int ntan)
     for (int c = 0; c < m->Cx; c++) exo->g[r * m->Cx + c] += m->X0.g[r * C + c];
   for (size_t r = 0; r < (size_t)ntan * R; r++)
     for (int c = 0; c < m->Cx; c++) exo->gt[r * m->Cx + c] += m->X0.gt[r * C + c];
-  sgm_nn_stack_backward(&m->ex, p, m->xin.a, m->xin.t, NULL, NULL, R, ntan);
+  sgm_nn_stack_backward(&m->ex, p, m->xin.a, m->xin.t, m->xin.g, NULL, R, ntan);
   if (Dg > 0) {
     SgmNnBuf *ego = &m->eg.pre[m->eg.nl - 1];
     const int Cg = C - m->Cx;
@@ -558,7 +558,7 @@ static void transformer_backward(SgmNnTransformer m, int ntan)
       for (int c = 0; c < Cg; c++) ego->g[r * Cg + c] += m->X0.g[r * C + m->Cx + c];
     for (size_t r = 0; r < (size_t)ntan * R; r++)
       for (int c = 0; c < Cg; c++) ego->gt[r * Cg + c] += m->X0.gt[r * C + m->Cx + c];
-    sgm_nn_stack_backward(&m->eg, p, m->gin.a, m->gin.t, NULL, NULL, R, ntan);
+    sgm_nn_stack_backward(&m->eg, p, m->gin.a, m->gin.t, m->gin.g, NULL, R, ntan);
   }
 }
 
@@ -587,6 +587,17 @@ PetscErrorCode sgm_nn_transformer_jvp_backward(SgmNnTransformer m, const float *
   if (dout) memcpy(o->g, dout, out_size(m) * sizeof(float));
   memcpy(o->gt, dtout, (size_t)ntan * out_size(m) * sizeof(float));
   transformer_backward(m, ntan);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_transformer_input_grad(SgmNnTransformer m, float *dx, float *dg)
+{
+  const size_t R = (size_t)m->B * m->T;
+  PetscFunctionBeginUser;
+  if (dx)
+    for (size_t i = 0; i < R * m->cfg.dim; i++) dx[i] += m->xin.g[i];
+  if (dg && m->cfg.gdim > 0)
+    for (size_t i = 0; i < R * m->cfg.gdim; i++) dg[i] += m->gin.g[i];
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
