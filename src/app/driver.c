@@ -112,8 +112,14 @@ PetscErrorCode sgm_run_stages(SgmRun *run)
     PetscCall(sgm_stage_find(stages[i], &fn));
     PetscCheck(fn, run->comm, SGM_ERR_USER, "unknown stage %s", stages[i]);
     PetscCall(sgm_log(run->comm, "== stage %s (%d/%d) ==\n", stages[i], i + 1, n));
+    /* Each stage is a PETSc log stage, so -log_view breaks events down by stage. */
+    PetscLogStage logstage;
+    PetscCall(PetscLogStageGetId(stages[i], &logstage));
+    if (logstage < 0) PetscCall(PetscLogStageRegister(stages[i], &logstage));
     double t0 = MPI_Wtime();
+    PetscCall(PetscLogStagePush(logstage));
     PetscCall(fn(run));
+    PetscCall(PetscLogStagePop());
     PetscCall(sgm_metrics_set(run->metrics, stages[i], "wall_time_s", MPI_Wtime() - t0));
     PetscCall(sgm_metrics_flush(run->metrics));
     PetscCall(sgm_log(run->comm, "== stage %s done in %.2f s ==\n", stages[i], MPI_Wtime() - t0));
