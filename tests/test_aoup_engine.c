@@ -212,6 +212,26 @@ START_TEST(test_ring_force)
 }
 END_TEST
 
+START_TEST(test_nonfinite_stops)
+{
+  /* an absurd stiffness makes the step overflow. On a communicator of several ranks PETSc 3.18
+   * ends the other ranks of a collective error, so the error path is checked on PETSC_COMM_SELF
+   * (each rank on its own); the allreduce makes every rank of a real run raise it. */
+  SgmAoupParams p = params(2, 2, 20.0, 1);
+  strcpy(p.potential, "harmonic");
+  p.k = 1e308, p.dt = 10.0;
+  SgmAoup s;
+  int64_t id[2] = {0, 1};
+  double x[4] = {5.0, 5.0, 5.5, 5.0}, g[4] = {0, 0, 0, 0};
+  ck_assert_int_eq(sgm_aoup_create(PETSC_COMM_SELF, &p, &s), 0);
+  ck_assert_int_eq(sgm_aoup_set_state(s, 2, id, x, g, 0), 0);
+  PetscErrorCode e1 = sgm_aoup_step(s);
+  PetscErrorCode e2 = e1 ? 0 : sgm_aoup_step(s);
+  ck_assert_int_eq(e1 ? e1 : e2, PETSC_ERR_FP);
+  sgm_aoup_destroy(&s);
+}
+END_TEST
+
 static Suite *suite(void)
 {
   Suite *s = suite_create("aoup_engine");
@@ -222,6 +242,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_rank_invariance_2d);
   tcase_add_test(t, test_rank_invariance_1d_and_open);
   tcase_add_test(t, test_restart_identity);
+  tcase_add_test(t, test_nonfinite_stops);
   suite_add_tcase(s, t);
   return s;
 }

@@ -23,9 +23,8 @@ int64_t sgm_cells_index(const SgmCells *c, const double *x)
 {
   int64_t idx = 0, stride = 1;
   for (int k = 0; k < c->dim; k++) {
-    int64_t i = (int64_t)floor((x[k] - c->lo[k]) / c->width[k]);
-    if (i < 0) i = 0;
-    if (i >= c->nc[k]) i = c->nc[k] - 1;
+    double v = floor((x[k] - c->lo[k]) / c->width[k]);
+    int64_t i = !(v >= 0.0) ? 0 : v >= (double)c->nc[k] ? c->nc[k] - 1 : (int64_t)v;
     idx += i * stride;
     stride *= c->nc[k];
   }

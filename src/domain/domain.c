@@ -46,10 +46,10 @@ void sgm_decomp_patch(const SgmDecomp *d, int rank, double lo[2], double hi[2])
 int64_t sgm_decomp_cell(const SgmDecomp *d, int k, double x)
 {
   if (k >= d->dim) return 0;
-  int64_t c = (int64_t)floor(x * ((double)d->ncell[k] / d->L[k]));
-  if (c < 0) c = 0;
-  if (c >= d->ncell[k]) c = d->ncell[k] - 1;
-  return c;
+  double v = floor(x * ((double)d->ncell[k] / d->L[k]));
+  if (!(v >= 0.0)) return 0; /* also NaN: never convert it to an integer */
+  if (v >= (double)d->ncell[k]) return d->ncell[k] - 1;
+  return (int64_t)v;
 }
 
 int sgm_decomp_coord_of_cell(const SgmDecomp *d, int k, int64_t c)

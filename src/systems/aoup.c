@@ -17,6 +17,8 @@
 static PetscClassId sgm_aoup_classid;
 static PetscLogEvent ev_cells, ev_halo, ev_forces, ev_integrate, ev_migrate;
 
+static PetscErrorCode check_finite(SgmAoup s, int q0, int nq);
+
 static PetscErrorCode aoup_log_init(void)
 {
   static int done = 0;
@@ -211,6 +213,7 @@ PetscErrorCode sgm_aoup_init_random(SgmAoup s, int relax_steps)
       PetscCall(sgm_halo_migrate(s->halo, &s->part));
     }
   }
+  PetscCall(check_finite(s, 1, 1));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -270,24 +273,27 @@ static PetscErrorCode nb_reserve(SgmAoup s, size_t n)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Raises the same error on every rank if any rank found a non-finite value: the smallest
- * (id, quantity) wins. */
-static PetscErrorCode check_finite(SgmAoup s, const double *v, const char *what0, int q0)
+/* Raises the same error on every rank if any rank found a non-finite force, position or g
+ * (quantities q0 .. q0+nq-1 in that order): one allreduce for all, and the smallest
+ * (id, quantity) wins so every rank prints the same message. */
+static PetscErrorCode check_finite(SgmAoup s, int q0, int nq)
 {
   const int dim = s->p.dim;
   static const char *names[] = {"force", "position", "orientation g"};
+  const double *arr[3] = {s->part.f, s->part.x, s->part.g};
   int64_t bad = INT64_MAX, gbad;
   PetscFunctionBeginUser;
-  (void)what0;
-  for (int64_t i = 0; i < s->part.nlocal; i++)
-    for (int c = 0; c < dim; c++)
-      if (!isfinite(v[i * dim + c])) {
-        int64_t key = s->part.id[i] * 4 + q0;
-        if (key < bad) bad = key;
-      }
+  for (int q = q0; q < q0 + nq; q++)
+    for (int64_t i = 0; i < s->part.nlocal; i++)
+      for (int c = 0; c < dim; c++)
+        if (!isfinite(arr[q][i * dim + c])) {
+          int64_t key = s->part.id[i] * 4 + q;
+          if (key < bad) bad = key;
+        }
   PetscCallMPI(MPI_Allreduce(&bad, &gbad, 1, MPIU_INT64, MPI_MIN, s->comm));
   PetscCheck(gbad == INT64_MAX, s->comm, PETSC_ERR_FP,
-             "non-finite %s of particle %" PRId64 " at step %" PRId64 " (dt too large?)",
+             "non-finite %s of particle %" PRId64 " in the step to step %" PRId64
+             " (time step too large for the forces?)",
              names[gbad % 4], gbad / 4, s->step);
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -389,7 +395,6 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
     for (int c = 0; c < dim; c++) P->f[i * dim + c] = mu * fs[c] - mu * A * xi[c];
   }
   PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
-  PetscCall(check_finite(s, P->f, "force", 0));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -421,8 +426,7 @@ PetscErrorCode sgm_aoup_step(SgmAoup s)
   }
   PetscCall(PetscLogEventEnd(ev_integrate, 0, 0, 0, 0));
   s->step++;
-  PetscCall(check_finite(s, P->x, "position", 1));
-  PetscCall(check_finite(s, P->g, "orientation", 2));
+  PetscCall(check_finite(s, 0, 3));
   if (s->p.periodic) {
     PetscCall(PetscLogEventBegin(ev_migrate, 0, 0, 0, 0));
     PetscCall(sgm_halo_migrate(s->halo, P));
