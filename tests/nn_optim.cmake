@@ -1,5 +1,8 @@
 # Optimisers, schedules, model.h5 (src/nn/optim.c, schedule.c, nn_io.c).
 sgm_unit_test(test_nn_optim SOURCES test_nn_optim.c)
+# The same checks on 2 and 4 ranks: model.h5 is read on rank 0 and broadcast, and a refused file
+# must fail on every rank.
+sgm_mpi_test(test_nn_optim_mpi SOURCES test_nn_optim.c RANKS 2 4)
 
 # The nn benchmark (bench/nn/run.sh drives it next to the PyTorch anchor). Not a test.
 add_executable(bench_nn ${CMAKE_SOURCE_DIR}/bench/nn/bench_nn.c)

@@ -13,7 +13,11 @@
 # then prints every C/torch ratio (particles/s or GFLOP/s; > 1 means C is faster).
 #
 # usage: bench/nn/run.sh [--config big|small] [--batch B] [--reps R] [--quick] [--build DIR]
-#   --quick   tiny torch plan (B=64, 1 rep) and 2 C reps: a smoke test, not a measurement
+#                        [--torch-plan subset|full]
+#   --quick       tiny torch plan (B=64, 1 rep) and 2 C reps: a smoke test, not a measurement
+#   --torch-plan  big config only: subset (default: forward and train at B=256, ~2 min) or full
+#                 (adds the divergence and B=1024, ~13 min)
+# Torch and C are compared at the same B when torch measured it (bench.py uses B=256 and 1024).
 # Needs: a build with bench_nn (cmake --build BUILD --target bench_nn), Debian's /usr/bin/python3
 # with python3-torch and python3-scipy (the anchor's window builder).
 set -euo pipefail
@@ -22,6 +26,7 @@ CONFIG=big
 BATCH=256
 REPS=3
 QUICK=0
+PLAN=subset
 BUILD=$ROOT/build
 while [ $# -gt 0 ]; do
   case $1 in
@@ -29,8 +34,9 @@ while [ $# -gt 0 ]; do
     --batch) BATCH=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
     --quick) QUICK=1; REPS=2; shift ;;
+    --torch-plan) PLAN=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
-    *) echo "usage: $0 [--config big|small] [--batch B] [--reps R] [--quick] [--build DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--config big|small] [--batch B] [--reps R] [--quick] [--build DIR] [--torch-plan subset|full]" >&2; exit 2 ;;
   esac
 done
 case $CONFIG in big|small) ;; *) echo "--config must be big or small" >&2; exit 2 ;; esac
@@ -49,7 +55,7 @@ echo "== C, before torch"
 
 echo "== PyTorch anchor (1 thread)"
 TORCH_ARGS=(--config "$CONFIG" --threads 1)
-[ "$CONFIG" = big ] && TORCH_ARGS+=(--plan subset)
+[ "$CONFIG" = big ] && TORCH_ARGS+=(--plan "$PLAN")
 [ "$QUICK" = 1 ] && TORCH_ARGS+=(--quick)
 "$PY" "$ANCHOR/bench.py" "${TORCH_ARGS[@]}" | tee "$LOG/torch.log"
 # Adam step over the same model's parameters (bench.py times it only inside the train step).
@@ -112,13 +118,23 @@ def both(key, field):
     return vals
 
 
-def show(label, cvals, tval, unit):
+def show(label, cvals, tval, unit, cbest=None, tbest=None):
     if not cvals or tval is None:
-        print(f"  {label:44s} n/a")
+        print(f"  {label:46s} n/a")
         return
     cs = " / ".join(f"{v:.4g}" for v in cvals)
     rs = " / ".join(f"{v / tval:.3f}" for v in cvals)
-    print(f"  {label:44s} C {cs} {unit}  torch {tval:.4g}  ratio {rs}")
+    line = f"  {label:46s} C {cs} {unit}  torch {tval:.4g}  ratio {rs}"
+    if cbest and tbest:
+        line += f"  | best: C {max(cbest):.4g} torch {tbest:.4g} ratio {max(cbest) / tbest:.3f}"
+    print(line)
+
+
+def model_row(label, ckey, trow):
+    if trow is None:
+        return
+    show(label, both(ckey, "particles_per_s"), trow["pps"], "particles/s",
+         both(ckey, "particles_per_s_best"), B_t / trow["best"])
 
 
 tb = [k[1] for k in torch_rows]
@@ -132,26 +148,30 @@ if probes:
 for key in ("sgemm_qkv_fwd", "sgemm_proj_fwd", "sgemm_qkv_bwd_input", "sgemm_qkv_bwd_weight"):
     v = both(key, "gflops")
     if v:
-        print(f"  {key:44s} C {' / '.join(f'{x:.4g}' for x in v)} GFLOP/s")
+        print(f"  {key:46s} C {' / '.join(f'{x:.4g}' for x in v)} GFLOP/s")
 fwd = torch_rows.get(("fwd", Bt))
 train = torch_rows.get(("train", Bt))
 div = torch_rows.get(("div_bwd", Bt))
-if fwd:
-    show("forward, layers composed in bench_nn", both("fwd_layers", "particles_per_s"), fwd["pps"], "particles/s")
-    show("forward, model object (centre-only last block)", both("fwd_model", "particles_per_s"), fwd["pps"], "particles/s")
-    show("forward, model object (full last block)", both("fwd_model_full", "particles_per_s"), fwd["pps"], "particles/s")
-    if both("sgemm_qkv_fwd", "gflops"):
-        g = both("sgemm_qkv_fwd", "gflops")[0]
-        print(f"  {'torch forward GFLOP/s / C sgemm(qkv) rate':44s} {fwd['gflops']:.4g} / {g:.4g} = {fwd['gflops'] / g:.3f}")
-if train:
-    show("train step (fwd + DSM loss + bwd + Adam)", both("train_model", "particles_per_s"), train["pps"], "particles/s")
-if div:
-    show("divergence d s/d g_centre", both("div_model", "particles_per_s"), div["pps"], "particles/s")
+B_t = Bt
+model_row("forward, layers composed in bench_nn", "fwd_layers", fwd)
+model_row("forward, model (centre-only last block)", "fwd_model", fwd)
+model_row("forward, model (full last block, as torch)", "fwd_model_full", fwd)
+model_row("train step (noise+fwd+DSM loss+bwd+Adam)", "train_model", train)
+model_row("divergence d s/d g_centre (C: 2 JVPs)", "div_model", div)
+if fwd and both("sgemm_qkv_fwd", "gflops"):
+    g = both("sgemm_qkv_fwd", "gflops")[0]
+    print(f"  {'torch forward GFLOP/s / C sgemm(qkv) rate':46s} {fwd['gflops']:.4g} / {g:.4g} = {fwd['gflops'] / g:.3f}")
+for r in (c1, c2):
+    br = r.get("fwd_layers_breakdown")
+    if br:
+        tot = sum(float(v) for v in br.values())
+        print(f"  {'C composed forward, time share':46s} " + ", ".join(
+            f"{k[:-2]} {float(v) / tot:.0%}" for k, v in br.items()))
 if torch_adam:
     ta = float(torch_adam["median_s"])
     v = both("optim_adam", "median_s")
     if v:
-        print(f"  {'Adam step, ' + torch_adam['nparams'] + ' params':44s} C {' / '.join(f'{x * 1e3:.3g}' for x in v)} ms  torch {ta * 1e3:.3g} ms  "
+        print(f"  {'Adam step, ' + torch_adam['nparams'] + ' params':46s} C {' / '.join(f'{x * 1e3:.3g}' for x in v)} ms  torch {ta * 1e3:.3g} ms  "
               f"ratio {' / '.join(f'{ta / x:.3f}' for x in v)}")
 if not any(k in c1 for k in ("fwd_model", "train_model")):
     print("  model object: not built into this library yet (no sgm_nn_transformer_*), only layers/sgemm/optimiser compared")
