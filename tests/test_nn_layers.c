@@ -393,7 +393,7 @@ END_TEST
 /* ---- attention: packed qkv (self-attention) and the centre-only form (Tq = 1) ---- */
 enum { AB = 2, AT = 5, ACH = 8, ANH = 2 };
 static float att_mask[AB * AT] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0};
-static float att_p[AB * ANH * AT * AT], att_ts[AB * ANH * AT * AT], att_scr[2 * AT];
+static float att_p[AB * ANH * AT * AT], att_ts[AB * ANH * AT * AT], att_scr[3 * AT * AT];
 static int att_centre; /* 0: q, k, v from one packed (B,T,3C); 1: q (B,1,C), kv (B,T,2C) */
 static const float *att_m;
 static void att_fwd(void)
@@ -408,12 +408,12 @@ static void att_fwd(void)
 static void att_jvp(void)
 {
   if (!att_centre)
-    sgm_nn_attention_jvp(P.tout, att_ts, P.tx[0], P.tx[0] + ACH, P.tx[0] + 2 * ACH, att_p, P.x[0],
-                         P.x[0] + ACH, P.x[0] + 2 * ACH, att_m, AB, AT, AT, ACH, ANH, 3 * ACH,
-                         3 * ACH);
+    sgm_nn_attention_jvp(P.tout, att_ts, att_scr, P.tx[0], P.tx[0] + ACH, P.tx[0] + 2 * ACH, att_p,
+                         P.x[0], P.x[0] + ACH, P.x[0] + 2 * ACH, att_m, AB, AT, AT, ACH, ANH,
+                         3 * ACH, 3 * ACH);
   else
-    sgm_nn_attention_jvp(P.tout, att_ts, P.tx[0], P.tx[1], P.tx[1] + ACH, att_p, P.x[0], P.x[1],
-                         P.x[1] + ACH, att_m, AB, 1, AT, ACH, ANH, ACH, 2 * ACH);
+    sgm_nn_attention_jvp(P.tout, att_ts, att_scr, P.tx[0], P.tx[1], P.tx[1] + ACH, att_p, P.x[0],
+                         P.x[1], P.x[1] + ACH, att_m, AB, 1, AT, ACH, ANH, ACH, 2 * ACH);
 }
 static void att_bwd(void)
 {
@@ -463,6 +463,85 @@ START_TEST(test_attention_fd)
       ck_assert_float_eq(att_p[((1 * ANH + h) * (att_centre ? 1 : AT)) * AT + 2], 0.0f);
   }
   prob_free();
+}
+END_TEST
+
+START_TEST(test_attention_blas_vs_naive)
+{
+  /* All four attention functions, sgemm path vs loop reference, packed self-attention with a key
+   * mask and the centre-only form; gradients accumulate onto non-zero buffers. */
+  enum { B = 3, T = 7, C = 12, NH = 3, NQ = B * T * 3 * C };
+  float mask[B * T];
+  for (int i = 0; i < B * T; i++) mask[i] = (i % 5 == 3) ? 0.0f : 1.0f;
+  for (int centre = 0; centre < 2; centre++) {
+    const int Tq = centre ? 1 : T, ldq = centre ? C : 3 * C, ldkv = centre ? 2 * C : 3 * C;
+    float *qa = rnd(NQ, -1.5, 1.5), *kva = rnd(NQ, -1.5, 1.5);
+    float *tqa = rnd(NQ, -1, 1), *tkva = rnd(NQ, -1, 1);
+    const float *q = qa, *k = centre ? kva : qa + C, *v = centre ? kva + C : qa + 2 * C;
+    const float *tq = tqa, *tk = centre ? tkva : tqa + C, *tv = centre ? tkva + C : tqa + 2 * C;
+    float *dout = rnd(B * T * C, -1, 1), *dtout = rnd(B * T * C, -1, 1);
+    float *out[2], *att[2], *tout[2], *ts[2], *g[2][6];
+    float *scr = zeros(3 * T * T);
+    float *g0[6];
+    for (int a = 0; a < 6; a++) g0[a] = rnd(NQ, -1, 1);
+    for (int r = 0; r < 2; r++) {
+      out[r] = zeros(B * T * C), tout[r] = zeros(B * T * C);
+      att[r] = zeros(B * NH * T * T), ts[r] = zeros(B * NH * T * T);
+      for (int a = 0; a < 6; a++) {
+        g[r][a] = malloc(NQ * sizeof(float));
+        memcpy(g[r][a], g0[a], NQ * sizeof(float));
+      }
+      /* gradient views: dq, dtq in g[.][0], g[.][3]; dk, dv, dtk, dtv at the k/v offsets */
+      float *dq = g[r][0], *dtq = g[r][3];
+      float *dk = centre ? g[r][1] : g[r][0] + C, *dv = centre ? g[r][1] + C : g[r][0] + 2 * C;
+      float *dtk = centre ? g[r][4] : g[r][3] + C, *dtv = centre ? g[r][4] + C : g[r][3] + 2 * C;
+      if (r == 0) {
+        sgm_nn_attention_forward(out[r], att[r], q, k, v, mask, B, Tq, T, C, NH, ldq, ldkv);
+        sgm_nn_attention_backward(dq, dk, dv, scr, dout, att[r], q, k, v, B, Tq, T, C, NH, ldq,
+                                  ldkv);
+        sgm_nn_attention_jvp(tout[r], ts[r], scr, tq, tk, tv, att[r], q, k, v, mask, B, Tq, T, C,
+                             NH, ldq, ldkv);
+        sgm_nn_attention_jvp_backward(dq, dk, dv, dtq, dtk, dtv, scr, dtout, att[r], ts[r], q, k, v,
+                                      tq, tk, tv, B, Tq, T, C, NH, ldq, ldkv);
+      } else {
+        sgm_nn_attention_forward_naive(out[r], att[r], q, k, v, mask, B, Tq, T, C, NH, ldq, ldkv);
+        sgm_nn_attention_backward_naive(dq, dk, dv, scr, dout, att[r], q, k, v, B, Tq, T, C, NH,
+                                        ldq, ldkv);
+        sgm_nn_attention_jvp_naive(tout[r], ts[r], scr, tq, tk, tv, att[r], q, k, v, mask, B, Tq, T,
+                                   C, NH, ldq, ldkv);
+        sgm_nn_attention_jvp_backward_naive(dq, dk, dv, dtq, dtk, dtv, scr, dtout, att[r], ts[r], q,
+                                            k, v, tq, tk, tv, B, Tq, T, C, NH, ldq, ldkv);
+      }
+    }
+    struct {
+      const char *n;
+      float *a, *b;
+      size_t len;
+    } c[] = {{"out", out[0], out[1], (size_t)B * Tq * C},
+             {"att", att[0], att[1], (size_t)B * NH * Tq * T},
+             {"tout", tout[0], tout[1], (size_t)B * Tq * C},
+             {"ts", ts[0], ts[1], (size_t)B * NH * Tq * T},
+             {"dq|dk|dv", g[0][0], g[1][0], NQ},
+             {"dkv", g[0][1], g[1][1], NQ},
+             {"dtq|dtk|dtv", g[0][3], g[1][3], NQ},
+             {"dtkv", g[0][4], g[1][4], NQ}};
+    for (int n = 0; n < 8; n++) {
+      double e = 0.0, sc = 0.0;
+      for (size_t i = 0; i < c[n].len; i++) {
+        e = fmax(e, fabs(c[n].a[i] - c[n].b[i]));
+        sc = fmax(sc, fabs(c[n].b[i]));
+      }
+      ck_assert_msg(e <= BLAS_RTOL * sc,
+                    "attention %s (centre %d): sgemm vs naive %.3g (scale %.3g)", c[n].n, centre, e,
+                    sc);
+    }
+    for (int r = 0; r < 2; r++) {
+      free(out[r]), free(tout[r]), free(att[r]), free(ts[r]);
+      for (int a = 0; a < 6; a++) free(g[r][a]);
+    }
+    for (int a = 0; a < 6; a++) free(g0[a]);
+    free(qa), free(kva), free(tqa), free(tkva), free(dout), free(dtout), free(scr);
+  }
 }
 END_TEST
 
@@ -550,6 +629,7 @@ static Suite *nn_layers_suite(void)
   tcase_add_test(tc, test_layernorm_fd);
   tcase_add_loop_test(tc, test_softmax_fd, 0, 2);
   tcase_add_loop_test(tc, test_attention_fd, 0, 4);
+  tcase_add_test(tc, test_attention_blas_vs_naive);
   tcase_add_test(tc, test_attention_reference);
   tcase_add_test(tc, test_residual_fourier_fd);
   suite_add_tcase(s, tc);

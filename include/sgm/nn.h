@@ -16,7 +16,7 @@
  * Shape letters: B batch, T tokens (Tq queries, Tk keys), C channels, OC output channels,
  * NH heads, hs = C/NH head size, F frequencies, N element count. Arrays are row-major, the last
  * letter fastest. Weights and activations are float; reductions that feed a division (LayerNorm
- * statistics, softmax sums, bias-free dot products of attention) accumulate in double.
+ * statistics, softmax sums) accumulate in double; matrix products are sgemm (float).
  * All functions are serial and thread-safe on disjoint outputs; no MPI, no PETSc.
  */
 #ifndef SGM_NN_H
@@ -96,31 +96,53 @@ void sgm_nn_softmax_jvp(float *tout, const float *tinp, const float *probs, int 
 void sgm_nn_softmax_jvp_backward(float *dinp, float *dtinp, const float *dtout, const float *probs,
                                  const float *tinp, int BT, int V);
 
-/// Multi-head scaled dot-product attention, softmax(q k^T / sqrt(hs)) v per head.
+/// Multi-head scaled dot-product attention, softmax(q k^T / sqrt(hs)) v per head; two
+/// cblas_sgemm per (batch, head) around a row-wise softmax.
 ///   out (B,Tq,C); att (B,NH,Tq,Tk) saved probabilities;
 ///   q (B,Tq,ldq) rows of which the first C are used, k and v (B,Tk,ldkv) likewise, so one packed
 ///   in_proj output qkv (B,T,3C) is passed as q = qkv, k = qkv + C, v = qkv + 2C, ldq = ldkv = 3C;
-///   mask (B,Tk) or NULL: keys with mask 0 are ignored (each batch row needs one valid key).
+///   mask (B,Tk) or NULL: keys with mask 0 get probability 0 (each batch row needs one valid
+///   key; the data of masked keys must be finite, it enters the products with weight 0).
 void sgm_nn_attention_forward(float *out, float *att, const float *q, const float *k,
                               const float *v, const float *mask, int B, int Tq, int Tk, int C,
                               int NH, int ldq, int ldkv);
-/// dq (B,Tq,ldq), dk, dv (B,Tk,ldkv) accumulate from dout (B,Tq,C); scratch (Tk) floats.
+/// dq (B,Tq,ldq), dk, dv (B,Tk,ldkv) accumulate from dout (B,Tq,C); scratch (Tq,Tk) floats.
 void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                const float *att, const float *q, const float *k, const float *v,
                                int B, int Tq, int Tk, int C, int NH, int ldq, int ldkv);
 /// Tangent: tout (B,Tq,C) from tq (B,Tq,ldq), tk, tv (B,Tk,ldkv); saves the tangent of the
-/// pre-softmax scores ts (B,NH,Tq,Tk) (0 on masked keys) for the reverse-over-forward.
-void sgm_nn_attention_jvp(float *tout, float *ts, const float *tq, const float *tk, const float *tv,
-                          const float *att, const float *q, const float *k, const float *v,
-                          const float *mask, int B, int Tq, int Tk, int C, int NH, int ldq,
-                          int ldkv);
+/// pre-softmax scores ts (B,NH,Tq,Tk) (0 on masked keys) for the reverse-over-forward;
+/// scratch (Tq,Tk) floats.
+void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *tq, const float *tk,
+                          const float *tv, const float *att, const float *q, const float *k,
+                          const float *v, const float *mask, int B, int Tq, int Tk, int C, int NH,
+                          int ldq, int ldkv);
 /// Reverse-over-forward: from dtout (B,Tq,C) accumulates dq, dtq (B,Tq,ldq) and dk, dv, dtk, dtv
-/// (B,Tk,ldkv); scratch (2 Tk) floats.
+/// (B,Tk,ldkv); scratch (3,Tq,Tk) floats.
 void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, float *dtk,
                                    float *dtv, float *scratch, const float *dtout, const float *att,
                                    const float *ts, const float *q, const float *k, const float *v,
                                    const float *tq, const float *tk, const float *tv, int B, int Tq,
                                    int Tk, int C, int NH, int ldq, int ldkv);
+/// Loop references of the four attention functions (same arguments and scratch sizes; double
+/// accumulation, masked keys skipped), used by the tests.
+void sgm_nn_attention_forward_naive(float *out, float *att, const float *q, const float *k,
+                                    const float *v, const float *mask, int B, int Tq, int Tk, int C,
+                                    int NH, int ldq, int ldkv);
+void sgm_nn_attention_backward_naive(float *dq, float *dk, float *dv, float *scratch,
+                                     const float *dout, const float *att, const float *q,
+                                     const float *k, const float *v, int B, int Tq, int Tk, int C,
+                                     int NH, int ldq, int ldkv);
+void sgm_nn_attention_jvp_naive(float *tout, float *ts, float *scratch, const float *tq,
+                                const float *tk, const float *tv, const float *att, const float *q,
+                                const float *k, const float *v, const float *mask, int B, int Tq,
+                                int Tk, int C, int NH, int ldq, int ldkv);
+void sgm_nn_attention_jvp_backward_naive(float *dq, float *dk, float *dv, float *dtq, float *dtk,
+                                         float *dtv, float *scratch, const float *dtout,
+                                         const float *att, const float *ts, const float *q,
+                                         const float *k, const float *v, const float *tq,
+                                         const float *tk, const float *tv, int B, int Tq, int Tk,
+                                         int C, int NH, int ldq, int ldkv);
 
 /// out (N) = a (N) + b (N); also the tangent rule (the map is linear).
 void sgm_nn_residual_forward(float *out, const float *a, const float *b, int N);

@@ -174,7 +174,7 @@ static PetscErrorCode transformer_create(const SgmNnTransformerConfig *cfg, int 
   const size_t nt = (size_t)(max_tan > 0 ? max_tan : 1);
   const size_t nout = local ? (size_t)max_batch * cfg->out_dim : R * cfg->out_dim;
   PetscCall(PetscCalloc1((size_t)max_batch * T, &m->mask));
-  PetscCall(PetscCalloc1(2 * (size_t)T, &m->scratch));
+  PetscCall(PetscCalloc1(3 * (size_t)T * T, &m->scratch));
   PetscCall(PetscCalloc1(nt * R * cfg->dim, &m->tx));
   PetscCall(PetscCalloc1(nt * R * (cfg->gdim > 0 ? cfg->gdim : 1), &m->tg));
   PetscCall(PetscCalloc1(nt * nout, &m->tout));
@@ -387,9 +387,9 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
       sgm_nn_linear_jvp(b->qkv.t, Xb->t, P_(m, b->win), ntan * R, C, 3 * C);
       for (int d = 0; d < ntan; d++) {
         const float *qt = b->qkv.t + (size_t)d * R * 3 * C;
-        sgm_nn_attention_jvp(b->ay.t + (size_t)d * R * C, b->att.t + (size_t)d * B * NH * T * T, qt,
-                             qt + C, qt + 2 * C, b->att.a, b->qkv.a, b->qkv.a + C, b->qkv.a + 2 * C,
-                             mk, B, T, T, C, NH, 3 * C, 3 * C);
+        sgm_nn_attention_jvp(b->ay.t + (size_t)d * R * C, b->att.t + (size_t)d * B * NH * T * T,
+                             m->scratch, qt, qt + C, qt + 2 * C, b->att.a, b->qkv.a, b->qkv.a + C,
+                             b->qkv.a + 2 * C, mk, B, T, T, C, NH, 3 * C, 3 * C);
       }
     } else {
       const float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
@@ -403,8 +403,8 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
       for (int d = 0; d < ntan; d++) {
         const float *kvd = kvt + (size_t)d * R * 2 * C;
         sgm_nn_attention_jvp(b->ay.t + (size_t)d * B * C, b->att.t + (size_t)d * B * NH * T,
-                             qt + (size_t)d * B * C, kvd, kvd + C, b->att.a, q, kv, kv + C, mk, B,
-                             1, T, C, NH, C, 2 * C);
+                             m->scratch, qt + (size_t)d * B * C, kvd, kvd + C, b->att.a, q, kv,
+                             kv + C, mk, B, 1, T, C, NH, C, 2 * C);
       }
     }
     const size_t nC = (size_t)rows * C, nH = (size_t)rows * H;
