@@ -290,9 +290,37 @@ START_TEST(test_every_default_is_valid)
 }
 END_TEST
 
+/* A cross-key rule: the Euler mode needs x <= 5. */
+static PetscErrorCode t_check(SgmConfig cfg, SgmProblems pb)
+{
+  const char *mode;
+  double x;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_string(cfg, "ttest.mode", &mode));
+  PetscCall(sgm_config_get_real(cfg, "ttest.x", &x));
+  if (!strcmp(mode, "euler") && x > 5)
+    sgm_config_problem(pb, "ttest.x", "x = %g needs mode = \"exact\"", x);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+START_TEST(test_cross_key_check)
+{
+  int nbad;
+  char *msg = check("[ttest]\nreq = 1\nmode = \"euler\"\nx = 6\n", 0, NULL, &nbad);
+  ck_assert_int_eq(nbad, 1);
+  ck_assert_ptr_nonnull(strstr(msg, "in.toml:7: [ttest] x: x = 6 needs mode = \"exact\""));
+  check("[ttest]\nreq = 1\nmode = \"euler\"\nx = 4\n", 0, NULL, &nbad);
+  ck_assert_int_eq(nbad, 0);
+  /* checks run only on an otherwise valid file: no cascade of messages */
+  check("[ttest]\nmode = \"euler\"\nx = 6\n", 0, NULL, &nbad);
+  ck_assert_int_eq(nbad, 1);
+}
+END_TEST
+
 static void register_test_table(void)
 {
   sgm_schema_register(&t_table);
+  sgm_schema_register_check("ttest", t_check);
 }
 
 int main(int argc, char **argv)
@@ -308,6 +336,7 @@ int main(int argc, char **argv)
   tcase_add_test(tc, test_petsc_table);
   tcase_add_test(tc, test_error_returns_user_code_everywhere);
   tcase_add_test(tc, test_every_default_is_valid);
+  tcase_add_test(tc, test_cross_key_check);
   suite_add_tcase(s, tc);
   return sgm_test_main(argc, argv, s);
 }

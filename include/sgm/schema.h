@@ -9,6 +9,7 @@
 #define SGM_SCHEMA_H
 
 #include <petscsys.h>
+#include "sgm/config.h"
 
 #define SGM_KEY_TYPE_LIST(X)                                                                       \
   X(REAL, "float")                                                                                 \
@@ -63,6 +64,17 @@ const SgmKeySpec *sgm_schema_find_key(const char *table, const char *key);
 
 /// Name of a key type ("float", ...).
 const char *sgm_key_type_name(SgmKeyType t);
+
+/// Cross-key checks ("trap_A needs boundary = open"): a function registered for a table runs on
+/// rank 0 during validation, after every key has passed its own type and range checks, and
+/// reports each problem with sgm_config_problem; problems are printed with the others, as
+/// `input.toml:LINE: [table] key: message`, and the run stops before any work.
+typedef struct SgmProblems_ *SgmProblems;
+typedef PetscErrorCode (*SgmConfigCheckFn)(SgmConfig cfg, SgmProblems pb);
+PetscErrorCode sgm_schema_register_check(const char *table, SgmConfigCheckFn fn);
+/// Reports a problem with `key` ("table.key"; its line is the line where it was given).
+void sgm_config_problem(SgmProblems pb, const char *key, const char *fmt, ...)
+    PETSC_ATTRIBUTE_FORMAT(3, 4);
 
 /// Registers every table and every stage of the program (src/app/register.c). Idempotent.
 PetscErrorCode sgm_register_all(void);

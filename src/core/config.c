@@ -636,6 +636,41 @@ static void apply_override(Entry **pe, int *pne, int *cap, const char *set, Msgs
   free(doc.p);
 }
 
+SgmConfigCheckFn sgm_schema_check_at(int i, const char **table);
+
+struct SgmProblems_ {
+  Msgs *ms;
+  Entry *e;
+  int ne;
+};
+
+void sgm_config_problem(SgmProblems pb, const char *key, const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  int line = 0;
+  for (int i = 0; i < pb->ne; i++)
+    if (!strcmp(pb->e[i].full, key)) line = pb->e[i].line;
+  const char *dot = strchr(key, '.');
+  msg_add(pb->ms, line, "[%.*s] %s: %s", dot ? (int)(dot - key) : 0, key, dot ? dot + 1 : key, msg);
+}
+
+/* Cross-key checks of registered tables, on a well-typed configuration. */
+static void run_checks(const char *source, Entry *e, int ne, Msgs *ms)
+{
+  struct SgmConfig_ view = {(char *)source, e, ne, NULL};
+  struct SgmProblems_ pb = {ms, e, ne};
+  const char *table;
+  SgmConfigCheckFn fn;
+  for (int i = 0; (fn = sgm_schema_check_at(i, &table)); i++) {
+    PetscErrorCode ierr = fn(&view, &pb);
+    if (ierr) msg_add(ms, 0, "internal: the checks of [%s] failed with error %d", table, (int)ierr);
+  }
+}
+
 static void check_required(Entry *e, int ne, const SgmTomlValue *root, Msgs *ms)
 {
   for (int i = 0; i < ne; i++) {
@@ -735,6 +770,7 @@ static int resolve(const char *source, const char *text, size_t len, int nset,
   apply_document(pe, pne, &cap, root, &ms);
   for (int i = 0; i < nset; i++) apply_override(pe, pne, &cap, sets[i], &ms);
   check_required(*pe, *pne, root, &ms);
+  if (ms.n == 0) run_checks(source, *pe, *pne, &ms);
   sgm_toml_free(root);
   if (ms.n) qsort(ms.m, (size_t)ms.n, sizeof *ms.m, msg_cmp);
   for (int i = 0; i < ms.n; i++) {

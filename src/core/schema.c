@@ -15,6 +15,12 @@
 static const SgmTableSpec *tables[SGM_MAX_TABLES];
 static int ntables;
 
+static struct {
+  const char *table;
+  SgmConfigCheckFn fn;
+} checks[SGM_MAX_TABLES];
+static int nchecks;
+
 static const char *stage_names[SGM_MAX_STAGES];
 static const char *stage_docs[SGM_MAX_STAGES];
 static SgmStageFn stage_fns[SGM_MAX_STAGES];
@@ -65,6 +71,25 @@ const SgmKeySpec *sgm_schema_find_key(const char *table, const char *key)
   for (const SgmKeySpec *k = t->keys; k->name; k++)
     if (!strcmp(k->name, key)) return k;
   return NULL;
+}
+
+PetscErrorCode sgm_schema_register_check(const char *table, SgmConfigCheckFn fn)
+{
+  PetscFunctionBeginUser;
+  for (int i = 0; i < nchecks; i++)
+    if (checks[i].fn == fn) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCheck(nchecks < SGM_MAX_TABLES, PETSC_COMM_SELF, PETSC_ERR_PLIB, "too many config checks");
+  checks[nchecks].table = table;
+  checks[nchecks++].fn = fn;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Used by config.c: the i-th registered check, or NULL past the end. */
+SgmConfigCheckFn sgm_schema_check_at(int i, const char **table)
+{
+  if (i >= nchecks) return NULL;
+  *table = checks[i].table;
+  return checks[i].fn;
 }
 
 PetscErrorCode sgm_stage_register(const char *name, SgmStageFn fn, const char *doc)
