@@ -107,6 +107,7 @@ enum { MB = 3, MD = 2, MF = 3, MC = 1 };
 static SgmNnMlp mlp;
 static float m_x[MB * MD], m_t[MB], m_c[MB * MC], m_out[MB * MD], m_r[MB * MD], m_q[MB];
 static float m_tx[MD * MB * MD], m_tout[MD * MB * MD], m_s[MD * MB * MD], m_div[MB];
+static float m_tt[MD * MB], m_tc[MD * MB * MC];
 
 static void mlp_setup(void)
 {
@@ -121,7 +122,7 @@ static void mlp_setup(void)
   ck_assert_int_eq(sgm_nn_mlp_create(&cfg, MB, MD, 7, &mlp), 0);
   fill(m_x, MB * MD, -1, 1), fill(m_t, MB, 0, 1), fill(m_c, MB * MC, -1, 1);
   fill(m_r, MB * MD, -1, 1), fill(m_q, MB, -1, 1), fill(m_tx, MD * MB * MD, -1, 1);
-  fill(m_s, MD * MB * MD, -1, 1);
+  fill(m_s, MD * MB * MD, -1, 1), fill(m_tt, MD * MB, -1, 1), fill(m_tc, MD * MB * MC, -1, 1);
 }
 static void mlp_teardown(void)
 {
@@ -136,7 +137,7 @@ static double mlp_loss_out(void)
 static double mlp_loss_jvp(void)
 {
   double L = mlp_loss_out();
-  sgm_nn_mlp_jvp(mlp, m_tout, m_tx, MD);
+  sgm_nn_mlp_jvp(mlp, m_tout, m_tx, m_tt, m_tc, MD);
   return L + dotd(m_tout, m_s, MD * MB * MD);
 }
 static double mlp_loss_div(void)
@@ -178,22 +179,25 @@ END_TEST
 
 START_TEST(test_mlp_jvp_fd)
 {
-  float op[MB * MD], om[MB * MD], x0[MB * MD];
-  memcpy(x0, m_x, sizeof x0);
+  /* tangents on x, t and c together */
+  float op[MB * MD], om[MB * MD], x0[MB * MD], t0[MB], c0[MB * MC];
+  memcpy(x0, m_x, sizeof x0), memcpy(t0, m_t, sizeof t0), memcpy(c0, m_c, sizeof c0);
   mlp_loss_out();
-  sgm_nn_mlp_jvp(mlp, m_tout, m_tx, MD);
+  sgm_nn_mlp_jvp(mlp, m_tout, m_tx, m_tt, m_tc, MD);
   for (int d = 0; d < MD; d++) {
-    for (int i = 0; i < MB * MD; i++) m_x[i] = x0[i] + FD_H * m_tx[d * MB * MD + i];
-    sgm_nn_mlp_forward(mlp, op, m_x, m_t, m_c, MB);
-    for (int i = 0; i < MB * MD; i++) m_x[i] = x0[i] - FD_H * m_tx[d * MB * MD + i];
-    sgm_nn_mlp_forward(mlp, om, m_x, m_t, m_c, MB);
+    for (int sg = 1; sg >= -1; sg -= 2) {
+      for (int i = 0; i < MB * MD; i++) m_x[i] = x0[i] + sg * FD_H * m_tx[d * MB * MD + i];
+      for (int i = 0; i < MB; i++) m_t[i] = t0[i] + sg * FD_H * m_tt[d * MB + i];
+      for (int i = 0; i < MB * MC; i++) m_c[i] = c0[i] + sg * FD_H * m_tc[d * MB * MC + i];
+      sgm_nn_mlp_forward(mlp, sg > 0 ? op : om, m_x, m_t, m_c, MB);
+    }
     for (int i = 0; i < MB * MD; i++) {
       double fd = ((double)op[i] - om[i]) / (2 * FD_H);
       ck_assert_msg(fabs(m_tout[d * MB * MD + i] - fd) <= FD_TOL * fmax(fabs(fd), 0.1),
                     "mlp jvp %g vs fd %g", m_tout[d * MB * MD + i], fd);
     }
   }
-  memcpy(m_x, x0, sizeof x0);
+  memcpy(m_x, x0, sizeof x0), memcpy(m_t, t0, sizeof t0), memcpy(m_c, c0, sizeof c0);
 }
 END_TEST
 

@@ -77,8 +77,10 @@ PetscErrorCode sgm_nn_mlp_forward(SgmNnMlp m, float *out, const float *x, const 
                                   const float *cond, int B);
 /// Accumulates dL/dparams from dout (B,out_dim); dx (B,D) += dL/dx if not NULL.
 PetscErrorCode sgm_nn_mlp_backward(SgmNnMlp m, float *dx, const float *dout);
-/// tout (ntan,B,out_dim) = d out/d x . tx for tx (ntan,B,D); t and cond are held fixed.
-PetscErrorCode sgm_nn_mlp_jvp(SgmNnMlp m, float *tout, const float *tx, int ntan);
+/// tout (ntan,B,out_dim) = d out/d(x,t,c) . (tx, tt, tc) for tx (ntan,B,D), tt (ntan,B),
+/// tc (ntan,B,cond_dim); a NULL tangent is zero (e.g. tt alone gives d out/dt).
+PetscErrorCode sgm_nn_mlp_jvp(SgmNnMlp m, float *tout, const float *tx, const float *tt,
+                              const float *tc, int ntan);
 /// After sgm_nn_mlp_jvp: accumulates dL/dparams for L(out, tout); dout (B,out) or NULL,
 /// dtout (ntan,B,out).
 PetscErrorCode sgm_nn_mlp_jvp_backward(SgmNnMlp m, const float *dout, const float *dtout);

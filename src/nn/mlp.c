@@ -2,9 +2,10 @@
  *
  * Owns: the concatenated input row, the fixed Fourier frequencies of the time input, and the
  * divergence by D one-hot forward-mode JVPs batched into one tangent pass (the tangent of the
- * first linear layer for all D directions is one sgemm of D*B rows). Time and conditioning carry
- * no tangent: the divergence and JVP are with respect to x only. The reverse-over-forward reuses
- * the stack's combined backward, so the divergence gradient costs about one more backward.
+ * first linear layer for all D directions is one sgemm of D*B rows). The JVP takes tangents of
+ * x, t and c (any may be absent); the divergence is with respect to x only. The
+ * reverse-over-forward reuses the stack's combined backward, so the divergence gradient costs about
+ * one more backward.
  */
 #include "sgm/nn_models.h"
 
@@ -21,6 +22,7 @@ struct SgmNnMlp_ {
   SgmNnStack net;
   SgmNnBuf inp;             /* (B, din) */
   float *freq;              /* (F) */
+  float *t;                 /* (max_batch) times of the last forward, for the time tangent */
   float *tx, *tout, *dtout; /* divergence scratch: (max_tan, max_batch, D or dout) */
   int B, ntan, div_valid;
 };
@@ -71,6 +73,7 @@ PetscErrorCode sgm_nn_mlp_create(const SgmNnMlpConfig *cfg, int max_batch, int m
   sgm_nn_stack_init(&m->net, &m->params, seed);
   if (cfg->time_freqs > 0) {
     PetscCall(PetscMalloc1(cfg->time_freqs, &m->freq));
+    PetscCall(PetscCalloc1(max_batch, &m->t));
     for (int k = 0; k < cfg->time_freqs; k++)
       m->freq[k] = (float)exp(log(cfg->time_max_freq) * k / (cfg->time_freqs - 1));
   }
@@ -92,6 +95,7 @@ PetscErrorCode sgm_nn_mlp_destroy(SgmNnMlp *mp)
   PetscCall(PetscFree(m->params.grads));
   PetscCall(PetscFree(m->params.tensors));
   PetscCall(PetscFree(m->freq));
+  PetscCall(PetscFree(m->t));
   PetscCall(PetscFree(m->tx));
   PetscCall(PetscFree(m->tout));
   PetscCall(PetscFree(m->dtout));
@@ -116,6 +120,7 @@ PetscErrorCode sgm_nn_mlp_forward(SgmNnMlp m, float *out, const float *x, const 
   m->B = B;
   m->ntan = 0;
   m->div_valid = 0;
+  if (F) memcpy(m->t, t, (size_t)B * sizeof(float));
   for (int b = 0; b < B; b++) {
     float *row = m->inp.a + (size_t)b * m->din;
     memcpy(row, x + (size_t)b * D, (size_t)D * sizeof(float));
@@ -140,19 +145,25 @@ PetscErrorCode sgm_nn_mlp_backward(SgmNnMlp m, float *dx, const float *dout)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-PetscErrorCode sgm_nn_mlp_jvp(SgmNnMlp m, float *tout, const float *tx, int ntan)
+PetscErrorCode sgm_nn_mlp_jvp(SgmNnMlp m, float *tout, const float *tx, const float *tt,
+                              const float *tcond, int ntan)
 {
-  const int B = m->B, D = m->cfg.in_dim;
+  const int B = m->B, D = m->cfg.in_dim, F = m->cfg.time_freqs, Dc = m->cfg.cond_dim;
   PetscFunctionBeginUser;
   PetscCheck(ntan >= 1 && ntan <= m->max_tan, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
              "mlp: %d tangent directions, max_tan %d", ntan, m->max_tan);
   m->ntan = ntan;
   m->div_valid = 0;
   memset(m->inp.t, 0, (size_t)ntan * B * m->din * sizeof(float));
-  for (int d = 0; d < ntan; d++)
-    for (int b = 0; b < B; b++)
-      memcpy(m->inp.t + ((size_t)d * B + b) * m->din, tx + ((size_t)d * B + b) * D,
-             (size_t)D * sizeof(float));
+  for (int d = 0; d < ntan; d++) {
+    for (int b = 0; b < B; b++) {
+      const size_t db = (size_t)d * B + b;
+      float *row = m->inp.t + db * m->din;
+      if (tx) memcpy(row, tx + db * D, (size_t)D * sizeof(float));
+      if (tt && F) sgm_nn_fourier_jvp(row + D, tt + db, m->t + b, m->freq, 1, F);
+      if (tcond && Dc) memcpy(row + D + 2 * F, tcond + db * Dc, (size_t)Dc * sizeof(float));
+    }
+  }
   sgm_nn_stack_jvp(&m->net, &m->params, m->inp.t, B, ntan);
   memcpy(tout, m->net.pre[m->net.nl - 1].t, (size_t)ntan * B * m->dout * sizeof(float));
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -180,7 +191,7 @@ PetscErrorCode sgm_nn_mlp_divergence(SgmNnMlp m, float *div)
   memset(m->tx, 0, (size_t)D * B * D * sizeof(float));
   for (int d = 0; d < D; d++)
     for (int b = 0; b < B; b++) m->tx[((size_t)d * B + b) * D + d] = 1.0f;
-  PetscCall(sgm_nn_mlp_jvp(m, m->tout, m->tx, D));
+  PetscCall(sgm_nn_mlp_jvp(m, m->tout, m->tx, NULL, NULL, D));
   for (int b = 0; b < B; b++) {
     double s = 0.0;
     for (int d = 0; d < D; d++) s += m->tout[((size_t)d * B + b) * D + d];
