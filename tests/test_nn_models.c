@@ -17,6 +17,7 @@
 #include "testutil.h"
 #include "sgm/nn_models.h"
 
+#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -708,6 +709,113 @@ START_TEST(test_mlp_activations_divergence_backward)
 }
 END_TEST
 
+/* ---------------- against PyTorch (tests/torch_ref/make_nn_ref.py) ----------------
+ * The local transformer of ../shared/anchors/torch/model.py with a key mask, float64 autograd
+ * reference from the same float32 weights and inputs: output, both divergences, parameter
+ * gradients of r.s and of r.s + q.div_x (torch double backward). The C model runs in float, so
+ * the comparison is at TORCH_TOL = 2e-5 relative to the largest reference entry of each array
+ * (observed errors are ~1e-6). */
+#define TORCH_TOL 2e-5
+
+static void h5_read(hid_t f, const char *name, hid_t type, void *buf, size_t n)
+{
+  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+  ck_assert_msg(d >= 0, "%s missing in torch_nn_ref.h5", name);
+  hid_t sp = H5Dget_space(d);
+  ck_assert_int_eq((size_t)H5Sget_simple_extent_npoints(sp), n);
+  ck_assert_int_ge(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf), 0);
+  H5Sclose(sp);
+  H5Dclose(d);
+}
+static int h5_attr_int(hid_t f, const char *name)
+{
+  long long v = 0;
+  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+  ck_assert_int_ge(a, 0);
+  ck_assert_int_ge(H5Aread(a, H5T_NATIVE_LLONG, &v), 0);
+  H5Aclose(a);
+  return (int)v;
+}
+static void cmp_ref(const char *what, const float *c, const double *ref, size_t n)
+{
+  double e = 0.0, sc = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    e = fmax(e, fabs(c[i] - ref[i]));
+    sc = fmax(sc, fabs(ref[i]));
+  }
+  if (verbose()) printf("  torch %-36s rel err %.2e (scale %.2e)\n", what, e / sc, sc);
+  ck_assert_msg(sc > 0.0, "%s: reference is all zero", what);
+  ck_assert_msg(e <= TORCH_TOL * sc, "%s vs torch: error %.3g, scale %.3g", what, e, sc);
+}
+
+START_TEST(test_ltf_vs_torch)
+{
+  hid_t f = H5Fopen(SGM_SOURCE_DIR "/tests/data/torch_nn_ref.h5", H5F_ACC_RDONLY, H5P_DEFAULT);
+  ck_assert_msg(f >= 0, "cannot open tests/data/torch_nn_ref.h5");
+  const int K = h5_attr_int(f, "K"), B = h5_attr_int(f, "B"), T = K + 1;
+  SgmNnTransformerConfig c = {.dim = 2,
+                              .gdim = 2,
+                              .out_dim = 2,
+                              .d_model = h5_attr_int(f, "d_e"),
+                              .n_layers = h5_attr_int(f, "n_layers"),
+                              .n_heads = h5_attr_int(f, "n_heads"),
+                              .mlp_hidden = h5_attr_int(f, "ff_hidden"),
+                              .embed_hidden = h5_attr_int(f, "emb_hidden"),
+                              .embed_depth = 2,
+                              .dec_hidden = h5_attr_int(f, "dec_hidden"),
+                              .dec_depth = 2,
+                              .act = SGM_NN_ACT_GELU};
+  SgmNnTransformer m;
+  ck_assert_int_eq(sgm_nn_transformer_create_local(&c, K, B, 2, 1, &m), 0);
+  SgmParams *p = sgm_nn_transformer_params(m);
+  const size_t R = (size_t)B * T;
+  float *dx = malloc(R * 2 * sizeof(float)), *g = malloc(R * 2 * sizeof(float));
+  float *mask = malloc(R * sizeof(float)), *r = malloc(B * 2 * sizeof(float));
+  float *q = malloc(B * sizeof(float)), *out = malloc(B * 2 * sizeof(float));
+  float *div = malloc(B * sizeof(float));
+  double *ref = malloc(sizeof(double) * (p->nparams > R * 2 ? p->nparams : R * 2));
+  h5_read(f, "dx", H5T_NATIVE_FLOAT, dx, R * 2);
+  h5_read(f, "g", H5T_NATIVE_FLOAT, g, R * 2);
+  h5_read(f, "mask", H5T_NATIVE_FLOAT, mask, R);
+  h5_read(f, "r", H5T_NATIVE_FLOAT, r, (size_t)B * 2);
+  h5_read(f, "q", H5T_NATIVE_FLOAT, q, (size_t)B);
+  char name[128];
+  for (int t = 0; t < p->ntensors; t++) {
+    snprintf(name, sizeof name, "params/%s", p->tensors[t].name);
+    h5_read(f, name, H5T_NATIVE_FLOAT, p->params + p->tensors[t].offset, p->tensors[t].size);
+  }
+  for (int centre_only = 1; centre_only >= 0; centre_only--) {
+    sgm_nn_transformer_set_centre_only(m, centre_only);
+    ck_assert_int_eq(sgm_nn_transformer_forward(m, out, dx, g, mask, B), 0);
+    h5_read(f, "out", H5T_NATIVE_DOUBLE, ref, (size_t)B * 2);
+    cmp_ref("out", out, ref, (size_t)B * 2);
+    sgm_nn_transformer_divergence(m, SGM_NN_INPUT_G, div);
+    h5_read(f, "div_g", H5T_NATIVE_DOUBLE, ref, (size_t)B);
+    cmp_ref("div_g", div, ref, (size_t)B);
+    sgm_nn_transformer_divergence(m, SGM_NN_INPUT_X, div);
+    h5_read(f, "div_x", H5T_NATIVE_DOUBLE, ref, (size_t)B);
+    cmp_ref("div_x", div, ref, (size_t)B);
+    for (int pass = 0; pass < 2; pass++) {
+      sgm_nn_params_zero_grad(p);
+      if (pass == 0) {
+        sgm_nn_transformer_backward(m, r);
+      } else {
+        sgm_nn_transformer_divergence(m, SGM_NN_INPUT_X, div);
+        sgm_nn_transformer_divergence_backward(m, SGM_NN_INPUT_X, r, q);
+      }
+      for (int t = 0; t < p->ntensors; t++) {
+        snprintf(name, sizeof name, "%s/%s", pass ? "grad_div" : "grad_out", p->tensors[t].name);
+        h5_read(f, name, H5T_NATIVE_DOUBLE, ref, p->tensors[t].size);
+        cmp_ref(name, p->grads + p->tensors[t].offset, ref, p->tensors[t].size);
+      }
+    }
+  }
+  H5Fclose(f);
+  sgm_nn_transformer_destroy(&m);
+  free(dx), free(g), free(mask), free(r), free(q), free(out), free(div), free(ref);
+}
+END_TEST
+
 static Suite *nn_models_suite(void)
 {
   Suite *s = suite_create("nn_models");
@@ -743,6 +851,9 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tl, test_ltf_translation_invariance);
   tcase_add_test(tl, test_ltf_centre_only_equals_full);
   suite_add_tcase(s, tl);
+  TCase *tt = tcase_create("torch_reference");
+  tcase_add_test(tt, test_ltf_vs_torch);
+  suite_add_tcase(s, tt);
   return s;
 }
 
