@@ -369,6 +369,11 @@ static double tf_loss_jvp(void)
   return L + dotd(t_tout, t_s, TNT * t_nout());
 }
 static SgmNnInput t_which;
+static void tf_loss_div_x(void)
+{
+  tf_loss_out();
+  sgm_nn_transformer_divergence(tf, SGM_NN_INPUT_X, t_div);
+}
 static double tf_loss_div(void)
 {
   double L = tf_loss_out();
@@ -655,6 +660,37 @@ START_TEST(test_ltf_centre_only_equals_full)
 }
 END_TEST
 
+START_TEST(test_ltf_partial_batch)
+{
+  /* A model built for a larger batch, first run on a full batch of other data (dirtying every
+   * buffer), then on B < max_batch, gives the fixture model's gradients: only the used part of
+   * the arena is zeroed and read. Same seed and config => same parameters. */
+  SgmNnTransformerConfig c = tf_config();
+  SgmNnTransformer big;
+  enum { BB = 2 * TB };
+  float x[BB * TT * TD], g[BB * TT * TG], mk[BB * TT], o[BB * TO], r[BB * TO], q[BB], dv[BB];
+  ck_assert_int_eq(sgm_nn_transformer_create_local(&c, TT - 1, BB, TNT, 13, &big), 0);
+  SgmParams *pb = sgm_nn_transformer_params(big), *p = sgm_nn_transformer_params(tf);
+  ck_assert_int_eq(memcmp(pb->params, p->params, p->nparams * sizeof(float)), 0);
+  fill(x, BB * TT * TD, -1, 1), fill(g, BB * TT * TG, -1, 1), fill(r, BB * TO, -1, 1);
+  fill(q, BB, -1, 1);
+  for (int i = 0; i < BB * TT; i++) mk[i] = 1.0f;
+  sgm_nn_transformer_forward(big, o, x, g, mk, BB);
+  sgm_nn_transformer_divergence_backward(big, SGM_NN_INPUT_X, r, q);
+  sgm_nn_params_zero_grad(pb);
+  sgm_nn_transformer_forward(big, o, t_x, t_g, t_mask, tB);
+  sgm_nn_transformer_divergence(big, SGM_NN_INPUT_X, dv);
+  sgm_nn_transformer_divergence_backward(big, SGM_NN_INPUT_X, t_r, t_q);
+  sgm_nn_params_zero_grad(p);
+  tf_loss_div_x();
+  sgm_nn_transformer_divergence_backward(tf, SGM_NN_INPUT_X, t_r, t_q);
+  ck_assert_double_le(max_rel_diff(o, t_out, (size_t)tB * TO), 1e-6);
+  ck_assert_double_le(max_rel_diff(dv, t_div, (size_t)tB), 1e-6);
+  ck_assert_double_le(max_rel_diff(pb->grads, p->grads, p->nparams), 1e-6);
+  sgm_nn_transformer_destroy(&big);
+}
+END_TEST
+
 START_TEST(test_tf_names_and_init)
 {
   SgmParams *p = sgm_nn_transformer_params(tf);
@@ -850,6 +886,7 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tl, test_ltf_neighbour_order_and_absent);
   tcase_add_test(tl, test_ltf_translation_invariance);
   tcase_add_test(tl, test_ltf_centre_only_equals_full);
+  tcase_add_test(tl, test_ltf_partial_batch);
   suite_add_tcase(s, tl);
   TCase *tt = tcase_create("torch_reference");
   tcase_add_test(tt, test_ltf_vs_torch);

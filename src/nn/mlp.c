@@ -61,6 +61,7 @@ PetscErrorCode sgm_nn_mlp_create(const SgmNnMlpConfig *cfg, int max_batch, int m
   m->max_batch = max_batch;
   m->max_tan = max_tan;
   m->ar.max_tan = max_tan;
+  m->ar.max_batch = max_batch;
   SgmNnParamBuilder pb = {&m->params, 0};
   dims[0] = m->din;
   for (int l = 1; l <= cfg->depth; l++) dims[l] = cfg->hidden;
@@ -136,7 +137,7 @@ PetscErrorCode sgm_nn_mlp_backward(SgmNnMlp m, float *dx, const float *dout)
 {
   const int B = m->B, D = m->cfg.in_dim;
   PetscFunctionBeginUser;
-  sgm_nn_arena_zero_grad(&m->ar, 0);
+  sgm_nn_arena_zero_grad(&m->ar, m->B, 0);
   memcpy(m->net.pre[m->net.nl - 1].g, dout, (size_t)B * m->dout * sizeof(float));
   sgm_nn_stack_backward(&m->net, &m->params, m->inp.a, NULL, dx ? m->inp.g : NULL, NULL, B, 0);
   if (dx)
@@ -175,7 +176,7 @@ PetscErrorCode sgm_nn_mlp_jvp_backward(SgmNnMlp m, const float *dout, const floa
   SgmNnBuf *o = &m->net.pre[m->net.nl - 1];
   PetscFunctionBeginUser;
   PetscCheck(ntan > 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "mlp: jvp_backward before jvp");
-  sgm_nn_arena_zero_grad(&m->ar, ntan);
+  sgm_nn_arena_zero_grad(&m->ar, m->B, ntan);
   if (dout) memcpy(o->g, dout, (size_t)B * m->dout * sizeof(float));
   memcpy(o->gt, dtout, (size_t)ntan * B * m->dout * sizeof(float));
   sgm_nn_stack_backward(&m->net, &m->params, m->inp.a, m->inp.t, NULL, NULL, B, ntan);

@@ -26,16 +26,19 @@ typedef struct {
   SgmNnBuf **bufs;
   int nbufs, cap;
   int max_tan;
+  int max_batch;                        /* every buffer holds max_batch equal per-sample parts */
   size_t total;                         /* sum of n */
   float *acts, *tacts, *gacts, *gtacts; /* the four slabs */
 } SgmNnArena;
 
 /// Registers buf with n floats; pointers are set by sgm_nn_arena_alloc.
 PetscErrorCode sgm_nn_arena_reserve(SgmNnArena *ar, SgmNnBuf *buf, size_t n);
-/// Allocates the four slabs and resolves every registered buffer.
+/// Allocates the four slabs, touches every page once (so no page is first faulted inside a
+/// training step) and resolves every registered buffer.
 PetscErrorCode sgm_nn_arena_alloc(SgmNnArena *ar);
-/// Zeroes the gradient faces (g for all, gt for the first ntan directions of each buffer).
-void sgm_nn_arena_zero_grad(SgmNnArena *ar, int ntan);
+/// Zeroes the gradient faces in use for a batch of B: the first n / max_batch * B floats of g and
+/// ntan times that of gt (tangents are packed direction-major with the used size as stride).
+void sgm_nn_arena_zero_grad(SgmNnArena *ar, int B, int ntan);
 PetscErrorCode sgm_nn_arena_free(SgmNnArena *ar);
 
 /// Size table under construction: views are appended, offsets assigned in order.

@@ -22,6 +22,8 @@
 PetscErrorCode sgm_nn_arena_reserve(SgmNnArena *ar, SgmNnBuf *buf, size_t n)
 {
   PetscFunctionBeginUser;
+  PetscCheck(ar->max_batch > 0 && n % (size_t)ar->max_batch == 0, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "arena buffer of %zu floats is not max_batch = %d equal parts", n, ar->max_batch);
   if (ar->nbufs == ar->cap) {
     int cap = ar->cap ? 2 * ar->cap : 64;
     PetscCall(PetscRealloc(sizeof(SgmNnBuf *) * (size_t)cap, &ar->bufs));
@@ -41,6 +43,11 @@ PetscErrorCode sgm_nn_arena_alloc(SgmNnArena *ar)
   PetscCall(PetscCalloc1(ar->total, &ar->gacts));
   PetscCall(PetscCalloc1(nt, &ar->tacts));
   PetscCall(PetscCalloc1(nt, &ar->gtacts));
+  /* calloc may map pages lazily; fault them in now rather than in the first backward */
+  memset(ar->acts, 0, ar->total * sizeof(float));
+  memset(ar->gacts, 0, ar->total * sizeof(float));
+  memset(ar->tacts, 0, nt * sizeof(float));
+  memset(ar->gtacts, 0, nt * sizeof(float));
   size_t off = 0;
   for (int i = 0; i < ar->nbufs; i++) {
     SgmNnBuf *b = ar->bufs[i];
@@ -54,12 +61,13 @@ PetscErrorCode sgm_nn_arena_alloc(SgmNnArena *ar)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-void sgm_nn_arena_zero_grad(SgmNnArena *ar, int ntan)
+void sgm_nn_arena_zero_grad(SgmNnArena *ar, int B, int ntan)
 {
-  memset(ar->gacts, 0, ar->total * sizeof(float));
-  if (ntan > 0)
-    for (int i = 0; i < ar->nbufs; i++)
-      memset(ar->bufs[i]->gt, 0, (size_t)ntan * ar->bufs[i]->n * sizeof(float));
+  for (int i = 0; i < ar->nbufs; i++) {
+    const size_t used = ar->bufs[i]->n / (size_t)ar->max_batch * (size_t)B;
+    memset(ar->bufs[i]->g, 0, used * sizeof(float));
+    if (ntan > 0) memset(ar->bufs[i]->gt, 0, (size_t)ntan * used * sizeof(float));
+  }
 }
 
 PetscErrorCode sgm_nn_arena_free(SgmNnArena *ar)

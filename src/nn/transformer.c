@@ -88,6 +88,7 @@ static PetscErrorCode transformer_create(const SgmNnTransformerConfig *cfg, int 
   m->max_batch = max_batch;
   m->max_tan = max_tan;
   m->ar.max_tan = max_tan;
+  m->ar.max_batch = max_batch;
   m->C = cfg->d_model;
   m->Cx = cfg->gdim > 0 ? m->C / 2 : m->C;
   m->H = cfg->mlp_hidden;
@@ -570,7 +571,7 @@ static size_t out_size(const SgmNnTransformer m)
 PetscErrorCode sgm_nn_transformer_backward(SgmNnTransformer m, const float *dout)
 {
   PetscFunctionBeginUser;
-  sgm_nn_arena_zero_grad(&m->ar, 0);
+  sgm_nn_arena_zero_grad(&m->ar, m->B, 0);
   memcpy(m->dec.pre[m->dec.nl - 1].g, dout, out_size(m) * sizeof(float));
   transformer_backward(m, 0);
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -583,7 +584,7 @@ PetscErrorCode sgm_nn_transformer_jvp_backward(SgmNnTransformer m, const float *
   SgmNnBuf *o = &m->dec.pre[m->dec.nl - 1];
   PetscFunctionBeginUser;
   PetscCheck(ntan > 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "transformer: jvp_backward before jvp");
-  sgm_nn_arena_zero_grad(&m->ar, ntan);
+  sgm_nn_arena_zero_grad(&m->ar, m->B, ntan);
   if (dout) memcpy(o->g, dout, out_size(m) * sizeof(float));
   memcpy(o->gt, dtout, (size_t)ntan * out_size(m) * sizeof(float));
   transformer_backward(m, ntan);
