@@ -26,6 +26,10 @@
  * LayerNorm weight 1, bias 0. Each tensor's numbers come from the counter-based RNG
  * (seed, SGM_RNG_NN_INIT, id = tensor index, step 0, sub = element / 4), so a model is the same on
  * every rank and independent of the order of creation.
+ * Memory: the arena holds every activation of a max_batch forward (llm.c style, no
+ * recomputation), its gradient, and max_tan tangents and their gradients: (2 + 2 max_tan) times
+ * the activations. The local transformer at d_e = 256, L = 4, K = 64 needs about 25 MB per centre
+ * with max_tan = 2 (about 1.6 GB for max_batch = 64); size max_batch accordingly.
  * All functions are serial (no MPI): data-parallel training reduces params->grads outside.
  */
 #ifndef SGM_NN_MODELS_H
@@ -152,7 +156,8 @@ SgmParams *sgm_nn_transformer_params(SgmNnTransformer m);
 void sgm_nn_transformer_set_centre_only(SgmNnTransformer m, int centre_only);
 /// Tokens per batch element: N (particle) or K+1 (local).
 int sgm_nn_transformer_tokens(SgmNnTransformer m);
-/// Particle: x (B,N,D), g (B,N,gdim) or NULL if gdim = 0, mask NULL, out (B,N,out_dim).
+/// Particle: x (B,N,D), g (B,N,gdim) or NULL if gdim = 0, mask (B,N) or NULL (a 0 marks a
+/// padding particle that no other particle attends to), out (B,N,out_dim).
 /// Local: x = displacements (B,K+1,D), g (B,K+1,gdim), mask (B,K+1) or NULL (all valid),
 /// out (B,out_dim).
 PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const float *x,

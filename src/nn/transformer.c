@@ -149,8 +149,8 @@ static PetscErrorCode transformer_create(const SgmNnTransformerConfig *cfg, int 
   dims[0] = C;
   for (int l = 1; l <= cfg->dec_depth; l++) dims[l] = cfg->dec_hidden;
   dims[cfg->dec_depth + 1] = cfg->out_dim;
-  PetscCall(
-      sgm_nn_stack_define(&m->dec, &pb, ar, "decoder", cfg->dec_depth + 1, dims, cfg->act, (int)R));
+  PetscCall(sgm_nn_stack_define(&m->dec, &pb, ar, "decoder", cfg->dec_depth + 1, dims, cfg->act,
+                                local ? max_batch : (int)R)); /* local: the centre token only */
   PetscCall(sgm_nn_params_alloc(&pb));
   PetscCall(sgm_nn_arena_alloc(ar));
 
@@ -285,7 +285,7 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
   m->B = B;
   m->ntan = 0;
   m->div_valid = 0;
-  m->use_mask = m->local && mask != NULL;
+  m->use_mask = mask != NULL;
   if (m->use_mask) memcpy(m->mask, mask, (size_t)R * sizeof(float));
   const float *mk = m->use_mask ? m->mask : NULL;
 
