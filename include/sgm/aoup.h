@@ -54,6 +54,8 @@ typedef struct {
   uint64_t seed;
   double cell_size; /* minimum DMDA cell width (0: the interaction range) */
   int grid[2];      /* rank-grid hint (0 = decide) */
+  double skin;      /* Verlet skin: lists hold partners within rc + skin; rebuilt when a particle
+                       moved more than skin/2 (0: rebuild every step) */
 } SgmAoupParams;
 
 typedef struct SgmAoup_ *SgmAoup;
@@ -68,10 +70,13 @@ struct SgmAoup_ {
   SgmParticles part; /* locals then ghosts */
   SgmCells cells;
   int64_t step; /* dynamics steps done */
-  /* scratch for the id-ordered pair sums */
-  int64_t *nb_id;
-  double *nb_f;
-  size_t nb_cap;
+  /* Verlet lists: partners of local i are nb_id[nl_start[i] .. nl_start[i+1]) (indices into
+   * part, sorted by global id); xref holds the positions at the build */
+  int64_t *nl_start, *nb_id;
+  double *xref;
+  size_t nb_cap, xref_cap;
+  int list_valid;
+  int64_t nbuilds;
   int *rcounts, *rdispls; /* open mode allgather */
   double *gbuf;
   size_t gcap;
@@ -90,7 +95,10 @@ PetscErrorCode sgm_aoup_set_state(SgmAoup s, int64_t n, const int64_t *id, const
 PetscErrorCode sgm_aoup_init_random(SgmAoup s, int relax_steps);
 /// Collective: computes forces on the current state (ghosts, cells, pair sums, trap).
 PetscErrorCode sgm_aoup_forces(SgmAoup s);
-/// Collective: one Euler-Maruyama step (forces, integrate, migrate); step++.
+/// Not collective: forget the neighbour lists (call after moving particles by hand).
+PetscErrorCode sgm_aoup_invalidate(SgmAoup s);
+/// Collective: one Euler-Maruyama step (forces, integrate; migration with each list rebuild);
+/// step++.
 PetscErrorCode sgm_aoup_step(SgmAoup s);
 /// Collective: the particles of id block `rank` (split of n over size) in id order:
 /// *start, *count and x[count*dim], g[count*dim] (caller frees with PetscFree). Checks exactly

@@ -52,6 +52,7 @@ PetscErrorCode sgm_aoup_params_from_config(SgmConfig cfg, uint64_t seed, SgmAoup
   PetscCall(sgm_config_get_string(cfg, "simulate.g_update", &s));
   p->g_exact = !strcmp(s, "exact");
   PetscCall(sgm_config_get_real(cfg, "simulate.cell_size", &p->cell_size));
+  PetscCall(sgm_config_get_real(cfg, "simulate.skin", &p->skin));
   PetscCall(sgm_config_is_set(cfg, "simulate.grid", &set));
   if (set) {
     int n;

@@ -59,6 +59,10 @@ static const SgmKeySpec simulate_keys[] = {
      "Overlap-removal steps (overdamped descent on the pair energy) after random placement"},
     {"grid", SGM_KEY_INT_ARRAY, NULL, 0, 0, 65536, NULL, "",
      "Rank grid hint [px] or [px, py] (0 = decide); unset: PETSc decides"},
+    {"skin", SGM_KEY_REAL, "0.5", 0, 0.0, INFINITY, NULL, "length",
+     "Verlet skin: neighbour lists hold partners within range + skin and are rebuilt (with "
+     "migration and ghosts) when a particle moved skin/2; 0 = rebuild every step. Results do not "
+     "depend on it"},
     {"cell_size", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "length",
      "Minimum width of the DMDA cells (0: the interaction range); sets the EPR field grid"},
     {"stop_after", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "steps",
