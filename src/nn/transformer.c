@@ -260,7 +260,7 @@ static inline SgmNnBuf *dec_in(SgmNnTransformer m, int *rows)
   return m->centre_only ? &m->blk[L - 1].n2 : &m->decin;
 }
 
-/* dst[b] = src[b*T] for rows of width C, for the primal (dir < 0) or tangent direction dir. */
+/* dst[b] = src[b*T] for rows of width C (the centre token of each window), and the reverse add. */
 static void gather_centre(float *dst, const float *src, int B, int T, int C)
 {
   for (int b = 0; b < B; b++)
