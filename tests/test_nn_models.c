@@ -746,7 +746,8 @@ START_TEST(test_mlp_activations_divergence_backward)
 END_TEST
 
 /* ---------------- against PyTorch (tests/torch_ref/make_nn_ref.py) ----------------
- * The local transformer of ../shared/anchors/torch/model.py with a key mask, float64 autograd
+ * The local transformer of ../shared/anchors/torch/model.py with a key mask (and the same weights
+ * as a particle transformer), float64 autograd
  * reference from the same float32 weights and inputs: output, both divergences, parameter
  * gradients of r.s and of r.s + q.div_x (torch double backward). The C model runs in float, so
  * the comparison is at TORCH_TOL = 2e-5 relative to the largest reference entry of each array
@@ -852,6 +853,66 @@ START_TEST(test_ltf_vs_torch)
 }
 END_TEST
 
+START_TEST(test_ptf_vs_torch)
+{
+  /* Particle mode with the same weights: N = K + 1 particles, no mask, per-particle divergence
+   * in chunks (max_tan 5 < N * D = 12 directions). */
+  hid_t f = H5Fopen(SGM_SOURCE_DIR "/tests/data/torch_nn_ref.h5", H5F_ACC_RDONLY, H5P_DEFAULT);
+  ck_assert_msg(f >= 0, "cannot open tests/data/torch_nn_ref.h5");
+  const int N = h5_attr_int(f, "K") + 1, B = h5_attr_int(f, "B");
+  SgmNnTransformerConfig c = {.dim = 2,
+                              .gdim = 2,
+                              .out_dim = 2,
+                              .d_model = h5_attr_int(f, "d_e"),
+                              .n_layers = h5_attr_int(f, "n_layers"),
+                              .n_heads = h5_attr_int(f, "n_heads"),
+                              .mlp_hidden = h5_attr_int(f, "ff_hidden"),
+                              .embed_hidden = h5_attr_int(f, "emb_hidden"),
+                              .embed_depth = 2,
+                              .dec_hidden = h5_attr_int(f, "dec_hidden"),
+                              .dec_depth = 2,
+                              .act = SGM_NN_ACT_GELU};
+  SgmNnTransformer m;
+  ck_assert_int_eq(sgm_nn_transformer_create_particle(&c, N, B, 5, 1, &m), 0);
+  SgmParams *p = sgm_nn_transformer_params(m);
+  const size_t R = (size_t)B * N;
+  float *x = malloc(R * 2 * sizeof(float)), *g = malloc(R * 2 * sizeof(float));
+  float *r = malloc(R * 2 * sizeof(float)), *q = malloc(R * sizeof(float));
+  float *out = malloc(R * 2 * sizeof(float)), *div = malloc(R * sizeof(float));
+  double *ref = malloc(sizeof(double) * (p->nparams > R * 2 ? p->nparams : R * 2));
+  char name[128];
+  h5_read(f, "p_x", H5T_NATIVE_FLOAT, x, R * 2);
+  h5_read(f, "g", H5T_NATIVE_FLOAT, g, R * 2);
+  h5_read(f, "p_r", H5T_NATIVE_FLOAT, r, R * 2);
+  h5_read(f, "p_q", H5T_NATIVE_FLOAT, q, R);
+  for (int t = 0; t < p->ntensors; t++) {
+    snprintf(name, sizeof name, "params/%s", p->tensors[t].name);
+    h5_read(f, name, H5T_NATIVE_FLOAT, p->params + p->tensors[t].offset, p->tensors[t].size);
+  }
+  ck_assert_int_eq(sgm_nn_transformer_forward(m, out, x, g, NULL, B), 0);
+  h5_read(f, "p_out", H5T_NATIVE_DOUBLE, ref, R * 2);
+  cmp_ref("p_out", out, ref, R * 2);
+  sgm_nn_transformer_divergence(m, SGM_NN_INPUT_X, div);
+  h5_read(f, "p_div_x", H5T_NATIVE_DOUBLE, ref, R);
+  cmp_ref("p_div_x", div, ref, R);
+  for (int pass = 0; pass < 2; pass++) {
+    sgm_nn_params_zero_grad(p);
+    if (pass == 0)
+      sgm_nn_transformer_backward(m, r);
+    else
+      sgm_nn_transformer_divergence_backward(m, SGM_NN_INPUT_X, r, q);
+    for (int t = 0; t < p->ntensors; t++) {
+      snprintf(name, sizeof name, "%s/%s", pass ? "p_grad_div" : "p_grad_out", p->tensors[t].name);
+      h5_read(f, name, H5T_NATIVE_DOUBLE, ref, p->tensors[t].size);
+      cmp_ref(name, p->grads + p->tensors[t].offset, ref, p->tensors[t].size);
+    }
+  }
+  H5Fclose(f);
+  sgm_nn_transformer_destroy(&m);
+  free(x), free(g), free(r), free(q), free(out), free(div), free(ref);
+}
+END_TEST
+
 static Suite *nn_models_suite(void)
 {
   Suite *s = suite_create("nn_models");
@@ -890,6 +951,7 @@ static Suite *nn_models_suite(void)
   suite_add_tcase(s, tl);
   TCase *tt = tcase_create("torch_reference");
   tcase_add_test(tt, test_ltf_vs_torch);
+  tcase_add_test(tt, test_ptf_vs_torch);
   suite_add_tcase(s, tt);
   return s;
 }

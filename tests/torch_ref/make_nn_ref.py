@@ -17,6 +17,9 @@ derivatives:
     div_g    sum_a d s_a / d g_c,a
     grad_out/<name>  d(r.s)/dtheta
     grad_div/<name>  d(r.s + q.div_x)/dtheta (double backward)
+Particle mode (same weights, N = T particles at positions /p_x, orientations /g, no mask, decoder
+on every token): /p_out (B,N,2), /p_div_x (B,N) per-particle divergence sum_a ds_ia/dx_ia,
+/p_grad_out/<name> = d(p_r.s)/dtheta, /p_grad_div/<name> = d(p_r.s + p_q.div)/dtheta.
 Layout: /dx, /g (B,T,2) float32, /mask (B,T) float32, /r (B,2), /q (B) float32, /params/<name>
 float32 with the C model's names (blocks.{l}.attn.in_proj_weight, ...), references float64;
 attributes on / give the configuration.
@@ -113,6 +116,25 @@ def main():
     L2 = L1 + (div_x * q.double()).sum()
     grad_div = torch.autograd.grad(L2, params)
 
+    # Particle mode (App. E): the same weights, tokens are particles with positions xp (no
+    # mask), the decoder on every token, per-particle divergence div_i = sum_a ds_ia/dx_ia.
+    xp = (2.0 * torch.rand(B, T, 2, generator=gen) - 1.0).float()
+    rp = (2.0 * torch.rand(B, T, 2, generator=gen) - 1.0).float()
+    qp = (2.0 * torch.rand(B, T, generator=gen) - 1.0).float()
+    xpd = xp.double().requires_grad_(True)
+    xe = torch.cat([m.emb_dx(xpd), m.emb_g(g.double())], dim=-1)
+    for layer in m.layers:
+        xe = layer(xe)
+    sp = m.dec(xe)
+    div_p = torch.zeros(B, T, dtype=torch.float64)
+    for i in range(T):
+        for a in range(2):
+            (gx,) = torch.autograd.grad(sp[:, i, a].sum(), xpd, create_graph=True)
+            div_p[:, i] = div_p[:, i] + gx[:, i, a]
+    Lp1 = (sp * rp.double()).sum()
+    grad_p_out = torch.autograd.grad(Lp1, params, retain_graph=True)
+    grad_p_div = torch.autograd.grad(Lp1 + (div_p * qp.double()).sum(), params)
+
     names = c_names(m)
     with h5py.File(args.out, "w") as f:
         f.attrs["torch_version"] = str(torch.__version__).encode()
@@ -124,10 +146,17 @@ def main():
         f["out"] = s.detach().numpy()
         f["div_x"] = div_x.detach().numpy()
         f["div_g"] = div_g.detach().numpy()
-        for (n, p32), go, gdv in zip(m32.named_parameters(), grad_out, grad_div):
+        for k, v in (("p_x", xp), ("p_r", rp), ("p_q", qp)):
+            f[k] = v.numpy().astype(np.float32)
+        f["p_out"] = sp.detach().numpy()
+        f["p_div_x"] = div_p.detach().numpy()
+        for (n, p32), go, gdv, gpo, gpd in zip(m32.named_parameters(), grad_out, grad_div,
+                                               grad_p_out, grad_p_div):
             f["params/" + names[n]] = p32.detach().numpy()
             f["grad_out/" + names[n]] = go.numpy()
             f["grad_div/" + names[n]] = gdv.numpy()
+            f["p_grad_out/" + names[n]] = gpo.numpy()
+            f["p_grad_div/" + names[n]] = gpd.numpy()
     print("wrote", args.out)
 
 
