@@ -1,0 +1,100 @@
+/* Observables of the particle engine: local density, contact clusters, structure factor.
+ *
+ * Owns: the [analysis] keys, the per-frame observables of an SgmAoup state and their storage in
+ * the /observables group of trajectory.h5 (docs/formats.md). Every quantity is collective over
+ * the engine's communicator and independent of the number of ranks: integer results (neighbour
+ * counts, histograms, cluster labels and sizes) are bitwise equal on any rank count, S(k) equal
+ * to rounding (FFTW's parallel transposes change the summation order).
+ *
+ * Definitions (a = particle radius, N particles, box [0, L)^d, periodic boxes only):
+ *   n_i        = #{ j != i : |x_i - x_j|_minimum-image < r_loc },   r_loc = analysis.r_local * a
+ *   phi_i      = n_i a^d / r_loc^d     (= n_i pi a^2 / (pi r_loc^2) in 2D, n_i 2a / (2 r_loc) in
+ * 1D) contact    : |x_i - x_j| < 2a (1 + analysis.contact_tol); clusters are the connected
+ *                components of the contact graph, labelled by their smallest particle id
+ *   S(k)       = |rho_k|^2 / N,  rho_k = sum_j exp(-i k . X_j), X_j the nearest node of a regular
+ *                M^d grid (NGP), averaged over the modes of shells |k| in [(s-1/2), (s+1/2)) 2 pi/L
+ */
+#ifndef SGM_OBSERVABLES_H
+#define SGM_OBSERVABLES_H
+
+#include "sgm/aoup.h"
+#include "sgm/config.h"
+#include "sgm/run.h"
+#include "sgm/schema.h"
+
+/// The [analysis] table (src/analysis/analysis_keys.c); register with sgm_schema_register.
+extern const SgmTableSpec sgm_table_analysis;
+
+typedef struct {
+  double r_local;     /* neighbour radius in units of a (r_loc = r_local * a) */
+  int density_bins;   /* histogram bins of n_i: bin b holds n_i = b, the last bin n_i >= bins-1 */
+  double contact_tol; /* contact when r < 2a (1 + contact_tol) */
+  int sk_grid;        /* grid nodes per dimension M for S(k); 0 = automatic, -1 = no S(k) */
+  int64_t every;      /* compute on every `every`-th trajectory frame (read by the caller) */
+} SgmObservablesParams;
+
+typedef struct {
+  int dim;
+  int64_t n;    /* N */
+  int64_t step; /* engine step of the state */
+  /* local density */
+  double r_local;    /* r_loc (length) */
+  int nbins;         /* bins of hist */
+  int64_t *hist;     /* [nbins] global histogram of n_i (same on every rank) */
+  int64_t nloc_max;  /* max_i n_i */
+  double nloc_mean;  /* mean of n_i */
+  double nloc_var;   /* population variance of n_i */
+  double phi_mean;   /* mean of phi_i (approximates the packing fraction) */
+  double skewness;   /* sample skewness G1 of n_i */
+  double kurtosis;   /* sample excess kurtosis G2 of n_i */
+  double bimodality; /* Sarle's coefficient (G1^2 + 1) / (G2 + 3 (N-1)^2 / ((N-2)(N-3))) */
+  /* per owned particle, parallel to part.id of the engine at the call ([nlocal]) */
+  int64_t nlocal;
+  int64_t *id;      /* [nlocal] global ids */
+  int64_t *nloc;    /* [nlocal] n_i */
+  double *phi_loc;  /* [nlocal] phi_i */
+  int64_t *cluster; /* [nlocal] cluster label: the smallest id in the particle's cluster */
+  /* clusters */
+  double r_contact;        /* 2a (1 + tol) */
+  int64_t n_clusters;      /* connected components (isolated particles count as clusters) */
+  int64_t largest_size;    /* particles in the largest cluster */
+  double largest_fraction; /* largest_size / N */
+  int64_t largest_label;   /* label of the largest cluster (smallest label on ties) */
+  int label_iterations;    /* rounds of min-label propagation over the halo */
+  /* structure factor (nshell = 0 when not computed) */
+  int sk_grid;       /* M */
+  int nshell;        /* shells s = 1 .. nshell = floor(M/2) */
+  double *sk_k;      /* [nshell] mean |k| of the modes of the shell */
+  double *sk_S;      /* [nshell] shell average of |rho_k|^2 / N over the full k plane */
+  double *sk_max;    /* [nshell] largest |rho_k|^2 / N in the shell (Bragg peak height) */
+  int64_t *sk_modes; /* [nshell] number of modes (k and -k counted separately) */
+} SgmObservables;
+
+/// Defaults of the [analysis] table (r_local 5, density_bins 64, contact_tol 0.1, sk_grid 0,
+/// every 1). Not collective.
+void sgm_observables_params_default(SgmObservablesParams *p);
+/// Reads the [analysis] table. Not collective (the configuration is the same on every rank).
+PetscErrorCode sgm_observables_params_from_config(SgmConfig cfg, SgmObservablesParams *p);
+
+/// Collective on s->comm: computes every observable of the current state of s (periodic boxes
+/// only). Uses its own halo of width max(r_loc, r_contact) on a copy of the particles, so the
+/// engine's ghosts and halo pattern are untouched. Arrays in *o are (re)allocated; o must be
+/// zero-initialised before the first call and released with sgm_observables_free.
+PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p, SgmObservables *o);
+/// Frees the arrays of o and zeroes it. Not collective.
+PetscErrorCode sgm_observables_free(SgmObservables *o);
+
+/// Not collective (values are set on rank 0 of the run; other ranks' calls are no-ops): the
+/// headline numbers under `stage`: obs_largest_cluster_fraction, obs_n_clusters,
+/// obs_local_density_mean, obs_local_density_bimodality, obs_phi_local_mean, obs_sk_peak_k,
+/// obs_sk_peak (the largest shell S(k) above the first shell; absent without S(k)).
+PetscErrorCode sgm_observables_metrics(SgmMetrics m, const char *stage, const SgmObservables *o);
+
+/// Collective on comm: writes o as frame `frame` (0-based) of the /observables group of the HDF5
+/// file at path (which must exist and be closed elsewhere), creating the group on frame 0 and
+/// resizing every per-frame dataset to frame + 1 rows (so a restart that rewrites frame f drops
+/// later rows). Layout in docs/formats.md. time is the physical time of the frame.
+PetscErrorCode sgm_observables_write(MPI_Comm comm, const char *path, int64_t frame, double time,
+                                     const SgmObservables *o);
+
+#endif

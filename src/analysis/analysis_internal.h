@@ -1,0 +1,11 @@
+/* Functions shared by the files of src/analysis (not part of the public API). */
+#ifndef SGM_ANALYSIS_INTERNAL_H
+#define SGM_ANALYSIS_INTERNAL_H
+
+#include "sgm/observables.h"
+
+/// Collective on s->comm: S(k) of the owned particles of s on an M^d grid into o->sk_* (see
+/// structure_factor.c).
+PetscErrorCode sgm_observables_sk(SgmAoup s, int M, SgmObservables *o);
+
+#endif
