@@ -691,6 +691,19 @@ START_TEST(test_ltf_partial_batch)
 }
 END_TEST
 
+START_TEST(test_ltf_rejects_invalid_centre)
+{
+  /* a window whose centre is marked absent is a caller error, not a NaN */
+  float o[TMAX];
+  t_mask[2 * TT] = 0.0f;
+  PetscPushErrorHandler(PetscReturnErrorHandler, NULL);
+  PetscErrorCode ierr = sgm_nn_transformer_forward(tf, o, t_x, t_g, t_mask, tB);
+  PetscPopErrorHandler();
+  t_mask[2 * TT] = 1.0f;
+  ck_assert_int_ne(ierr, 0);
+}
+END_TEST
+
 START_TEST(test_tf_names_and_init)
 {
   SgmParams *p = sgm_nn_transformer_params(tf);
@@ -948,6 +961,7 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tl, test_ltf_translation_invariance);
   tcase_add_test(tl, test_ltf_centre_only_equals_full);
   tcase_add_test(tl, test_ltf_partial_batch);
+  tcase_add_test(tl, test_ltf_rejects_invalid_centre);
   suite_add_tcase(s, tl);
   TCase *tt = tcase_create("torch_reference");
   tcase_add_test(tt, test_ltf_vs_torch);

@@ -286,7 +286,16 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
   m->ntan = 0;
   m->div_valid = 0;
   m->use_mask = mask != NULL;
-  if (m->use_mask) memcpy(m->mask, mask, (size_t)R * sizeof(float));
+  if (m->use_mask) {
+    memcpy(m->mask, mask, (size_t)R * sizeof(float));
+    for (int b = 0; b < B; b++) {
+      int nvalid = 0;
+      for (int j = 0; j < T; j++) nvalid += mask[(size_t)b * T + j] != 0.0f;
+      PetscCheck(nvalid > 0 && (!m->local || mask[(size_t)b * T] != 0.0f), PETSC_COMM_SELF,
+                 PETSC_ERR_ARG_WRONG, "transformer: window %d has %s", b,
+                 nvalid ? "an invalid centre token" : "no valid token");
+    }
+  }
   const float *mk = m->use_mask ? m->mask : NULL;
 
   memcpy(m->xin.a, x, (size_t)R * D * sizeof(float));
