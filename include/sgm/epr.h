@@ -1,0 +1,66 @@
+/* The `epr` stage: velocity field, per-particle entropy production, diagnostics and spatial maps
+ * (paper 002, eqs. 6, 15-18, 21, 23; §4.5, §6.4).
+ *
+ * Owns: the per-particle formulas (a plain kernel over flat arrays), the divergence of the drift
+ * ∇_{x_i}·b_x^i including pair forces, and the stage that reads trajectory frames, evaluates a
+ * score provider (score_provider.h) and writes epr.h5/epr.xdmf and fields.h5/fields.xdmf
+ * (docs/formats.md). Registration (src/app/register.c):
+ *   sgm_schema_register(&sgm_table_epr);
+ *   sgm_stage_register("epr", sgm_stage_epr, "...");
+ */
+#ifndef SGM_EPR_H
+#define SGM_EPR_H
+
+#include "sgm/aoup.h"
+#include "sgm/run.h"
+#include "sgm/schema.h"
+
+extern const SgmTableSpec sgm_table_epr;
+
+/// Collective: the `epr` stage.
+PetscErrorCode sgm_stage_epr(SgmRun *run);
+
+/// Per-particle scalar outputs of sgm_epr_particle, in this order (X-macro: enum + names).
+#define SGM_EPR_Q_LIST(X)                                                                          \
+  X(TOT, "epr_total")       /* |v_x|²/ε + |v_g|²/γ (eq. 18), 1/time */                         \
+  X(TOT_X, "epr_total_x")   /* |v_x|²/ε (0 when ε = 0) */                                       \
+  X(TOT_G, "epr_total_g")   /* |v_g|²/γ */                                                       \
+  X(SYS, "epr_system")      /* ∇_{x_i}·v_x^i + ∇_{g_i}·v_g^i (eq. 16) */                     \
+  X(SYS_X, "epr_system_x")  /* ∇_{x_i}·v_x^i */                                                 \
+  X(SYS_G, "epr_system_g")  /* ∇_{g_i}·v_g^i */                                                 \
+  X(FPE, "fpe_residual")    /* ∇_i·v^i + v^i·s^i (eq. 23 per particle) */                      \
+  X(SCORE_IBP, "score_ibp") /* |s^i|² + ∇_i·s^i */                                             \
+  X(VS, "v_dot_s")          /* v^i·s^i */
+typedef enum {
+#define SGM_X(e, s) SGM_EPR_Q_##e,
+  SGM_EPR_Q_LIST(SGM_X)
+#undef SGM_X
+      SGM_EPR_NQ
+} SgmEprQuantity;
+/// Dataset name of quantity q ("epr_total", ...).
+const char *sgm_epr_quantity_name(int q);
+
+/// Coefficients of the AOUP SDE that enter v = b - D s: b_x = drift_x + v0 g, D_x = ε;
+/// b_g = -γ g, D_g = γ.
+typedef struct {
+  double v0, gamma, eps;
+} SgmEprCoeffs;
+
+/// One particle in d = dim dimensions. Inputs: g[dim]; drift_x[dim] = μF - μA x (the engine's
+/// part.f); sx[dim], sg[dim] the score; div_sx = ∇_{x_i}·s_x^i, div_sg = ∇_{g_i}·s_g^i;
+/// div_bx = ∇_{x_i}·b_x^i (sgm_epr_drift_divergence). Outputs: vx[dim], vg[dim] (eq. 6) and
+/// q[SGM_EPR_NQ]. With ε = 0 the x part of the total EPR is 0 (Fig. 8 convention). Pure.
+void sgm_epr_particle(const SgmEprCoeffs *c, int dim, const double *g, const double *drift_x,
+                      const double *sx, const double *sg, double div_sx, double div_sg,
+                      double div_bx, double *vx, double *vg, double *q);
+
+/// Derivative df/dr of a registered pair-force magnitude: analytic for "harmonic" (-k inside 2a)
+/// and "softplus" (-k σ(β(2a - r))), a central finite difference of pot->force otherwise. Pure.
+double sgm_epr_pair_dforce(const SgmPairPotential *pot, double r, double a, double k, double beta);
+
+/// Not collective: ∇_{x_i}·b_x^i for every owned particle of s after sgm_aoup_forces (ghosts and
+/// cell list current): -μ A d + μ Σ_j [f'(r_ij) + (d - 1) f(r_ij)/r_ij] over partners within the
+/// interaction range, summed in partner-id order. div[s->part.nlocal], units 1/time.
+PetscErrorCode sgm_epr_drift_divergence(SgmAoup s, double *div);
+
+#endif

@@ -1,0 +1,509 @@
+/* The `epr` stage: per-frame score, velocity field, per-particle EPR, diagnostics and maps.
+ *
+ * Owns: the [epr] keys, the frame loop and the statistics. Each selected frame of trajectory.h5
+ * is read by every rank (H5MD rows are in id order), the engine state is rebuilt with
+ * sgm_aoup_set_state (so each rank owns exactly the particles it would own while simulating, with
+ * their ghosts, and a score provider sees the same neighbourhood a network would during training),
+ * the drift and its divergence come from the engine, the score from the provider, and
+ * sgm_epr_particle does the rest. Records are then sent to id blocks (one MPI_Alltoallv) so that
+ * epr.h5 rows are in id order like the trajectory. Trade-off: reading the whole frame on every
+ * rank costs N d doubles per rank per frame, negligible next to a score network, and keeps the
+ * stage independent of how the trajectory was decomposed.
+ *
+ * Statistics: every diagnostic is a per-frame value normalised by N (paper Fig. 18); its mean and
+ * standard deviation are over frames and its standard error comes from batch means over
+ * contiguous blocks of frames ([epr] batches), which accounts for the correlation between frames
+ * when a batch is longer than the correlation time. The global EPR (eq. 21) is N times the mean
+ * per-particle total EPR.
+ *
+ * Maps (§6.4): per-particle quantities are binned by position, summed over frames and divided by
+ * the counts; periodic boxes use the engine's DMDA cell grid (or [epr] grid), open boxes a square
+ * centred on the trap that covers the placement square and every particle of the selected frames
+ * (or [epr] map_extent). Each rank bins its own particles into a full-grid buffer, then one
+ * MPI_Allreduce sums them: the grids are small (cells >= the interaction range).
+ */
+#include "sgm/epr.h"
+#include "sgm/epr_io.h"
+#include "sgm/score_provider.h"
+#include "sgm/simulate.h"
+#include "sgm/h5md.h"
+#include "sgm/core.h"
+
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+static const SgmKeySpec epr_keys[] = {
+    {"score", SGM_KEY_STRING, "\"exact_trap\"", 0, -INFINITY, INFINITY, NULL, "",
+     "score provider (registry name): \"exact_trap\" = exact Gaussian score of non-interacting "
+     "AOUPs in a harmonic trap; learned models register further names"},
+    {"trajectory", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "",
+     "H5MD trajectory to analyse (default: trajectory.h5 in the output directory)"},
+    {"group", SGM_KEY_STRING, "\"all\"", 0, -INFINITY, INFINITY, NULL, "",
+     "particle group of the trajectory"},
+    {"first", SGM_KEY_INT, "0", 0, 0, INFINITY, NULL, "frames", "first trajectory frame analysed"},
+    {"last", SGM_KEY_INT, "-1", 0, -1, INFINITY, NULL, "frames",
+     "last trajectory frame analysed (-1 = the last frame of the file)"},
+    {"stride", SGM_KEY_INT, "1", 0, 1, INFINITY, NULL, "frames", "analyse every stride-th frame"},
+    {"batches", SGM_KEY_INT, "10", 0, 2, INFINITY, NULL, "",
+     "number of batches of consecutive frames for the batch-means standard errors"},
+    {"grid", SGM_KEY_INT_ARRAY, "[0, 0]", 0, 0, 1e6, NULL, "cells",
+     "cells of the maps per dimension (0 = the engine's DMDA grid for periodic boxes, 32 for open "
+     "boxes)"},
+    {"map_extent", SGM_KEY_REAL, "0.0", 0, 0, INFINITY, NULL, "length",
+     "open boxes: half-width of the square map centred on the trap (0 = cover the placement "
+     "square and every particle of the selected frames)"},
+    {"write_particles", SGM_KEY_BOOL, "true", 0, -INFINITY, INFINITY, NULL, "",
+     "write per-particle values to epr.h5 + epr.xdmf"},
+    {"write_fields", SGM_KEY_BOOL, "true", 0, -INFINITY, INFINITY, NULL, "",
+     "write the spatial maps to fields.h5 + fields.xdmf"},
+    {NULL, 0, NULL, 0, 0, 0, NULL, NULL, NULL}};
+
+const SgmTableSpec sgm_table_epr = {
+    "epr", "entropy production: score, velocity field, per-particle EPR, diagnostics, maps",
+    epr_keys, 0};
+
+/* Quantities mapped onto the grid (after the count). */
+static const int map_q[] = {SGM_EPR_Q_TOT, SGM_EPR_Q_TOT_X, SGM_EPR_Q_TOT_G,
+                            SGM_EPR_Q_SYS, SGM_EPR_Q_SYS_X, SGM_EPR_Q_SYS_G};
+#define NMAP ((int)(sizeof map_q / sizeof map_q[0]))
+
+static PetscLogEvent ev_epr, ev_write;
+
+typedef struct {
+  int64_t nx, ny;
+  double origin[2], h[2];
+  double *acc; /* [(1 + NMAP)][ny][nx]: count, then sums */
+  int64_t outside;
+} Maps;
+
+static void block_of(int64_t n, int size, int rank, int64_t *start, int64_t *count)
+{
+  const int64_t q = n / size, r = n % size;
+  *count = q + (rank < r);
+  *start = q * rank + (rank < r ? rank : r);
+}
+
+static int owner_of(int64_t n, int size, int64_t id)
+{
+  const int64_t q = n / size, r = n % size;
+  return id < r * (q + 1) ? (int)(id / (q + 1)) : (int)(r + (id - r * (q + 1)) / q);
+}
+
+/* Sends records of R doubles (first slot: the id's bytes) to the ranks owning their id block and
+ * returns this rank's block sorted by id in *out (count = block size). */
+static PetscErrorCode to_id_blocks(MPI_Comm comm, int64_t n, int R, int64_t nrec, const double *rec,
+                                   double *out)
+{
+  PetscMPIInt size, rank;
+  int *sc, *sd, *rc, *rd;
+  double *sbuf, *rbuf;
+  int64_t start, count;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  block_of(n, size, rank, &start, &count);
+  PetscCall(PetscCalloc4(size, &sc, size + 1, &sd, size, &rc, size + 1, &rd));
+  for (int64_t i = 0; i < nrec; i++) {
+    int64_t id;
+    memcpy(&id, &rec[i * R], sizeof id);
+    sc[owner_of(n, size, id)] += R;
+  }
+  for (int r = 0; r < size; r++) sd[r + 1] = sd[r] + sc[r];
+  PetscCallMPI(MPI_Alltoall(sc, 1, MPI_INT, rc, 1, MPI_INT, comm));
+  for (int r = 0; r < size; r++) rd[r + 1] = rd[r] + rc[r];
+  PetscCheck(rd[size] == count * R, comm, PETSC_ERR_PLIB, "id block of rank %d: %d of %lld rows",
+             rank, rd[size] / R, (long long)count);
+  PetscCall(PetscMalloc2(sd[size] + 1, &sbuf, rd[size] + 1, &rbuf));
+  {
+    int *pos;
+    PetscCall(PetscMalloc1(size, &pos));
+    for (int r = 0; r < size; r++) pos[r] = sd[r];
+    for (int64_t i = 0; i < nrec; i++) {
+      int64_t id;
+      memcpy(&id, &rec[i * R], sizeof id);
+      const int o = owner_of(n, size, id);
+      memcpy(&sbuf[pos[o]], &rec[i * R], sizeof(double) * (size_t)R);
+      pos[o] += R;
+    }
+    PetscCall(PetscFree(pos));
+  }
+  PetscCallMPI(MPI_Alltoallv(sbuf, sc, sd, MPI_DOUBLE, rbuf, rc, rd, MPI_DOUBLE, comm));
+  for (int64_t i = 0; i < count; i++) {
+    int64_t id;
+    memcpy(&id, &rbuf[i * R], sizeof id);
+    PetscCheck(id >= start && id < start + count, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+               "id %lld outside the block [%lld, %lld)", (long long)id, (long long)start,
+               (long long)(start + count));
+    memcpy(&out[(id - start) * R], &rbuf[i * R], sizeof(double) * (size_t)R);
+  }
+  PetscCall(PetscFree2(sbuf, rbuf));
+  PetscCall(PetscFree4(sc, sd, rc, rd));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Mean, standard deviation over frames and batch-means standard error of v[T]. */
+static void frame_stats(const double *v, int64_t T, int64_t nb, double *mean, double *sd,
+                        double *se)
+{
+  double m = 0, s = 0;
+  for (int64_t t = 0; t < T; t++) m += v[t];
+  m = T > 0 ? m / (double)T : NAN;
+  for (int64_t t = 0; t < T; t++) s += (v[t] - m) * (v[t] - m);
+  *mean = m;
+  *sd = T > 1 ? sqrt(s / (double)(T - 1)) : NAN;
+  if (nb > T) nb = T;
+  if (nb < 2) {
+    *se = NAN;
+    return;
+  }
+  /* batches of consecutive frames; the first T % nb batches take one frame more */
+  double bm = 0, bs = 0, *b = malloc(sizeof(double) * (size_t)nb);
+  int64_t t = 0;
+  for (int64_t k = 0; k < nb; k++) {
+    const int64_t len = T / nb + (k < T % nb);
+    double acc = 0;
+    for (int64_t u = 0; u < len; u++) acc += v[t++];
+    b[k] = acc / (double)len;
+    bm += b[k];
+  }
+  bm /= (double)nb;
+  for (int64_t k = 0; k < nb; k++) bs += (b[k] - bm) * (b[k] - bm);
+  free(b);
+  *se = sqrt(bs / (double)(nb - 1) / (double)nb);
+}
+
+static PetscErrorCode file_exists(MPI_Comm comm, const char *path, PetscBool *e)
+{
+  PetscMPIInt rank;
+  int v = 0;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (!rank) v = access(path, F_OK) == 0;
+  PetscCallMPI(MPI_Bcast(&v, 1, MPI_INT, 0, comm));
+  *e = v ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode maps_setup(SgmRun *run, SgmAoup s, const char *traj, const char *group,
+                                 int64_t first, int64_t stride, int64_t T, Maps *m)
+{
+  const SgmAoupParams *p = &s->p;
+  int ng;
+  const int64_t *gr;
+  double ext;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_int_array(run->cfg, "epr.grid", &ng, &gr));
+  PetscCall(sgm_config_get_real(run->cfg, "epr.map_extent", &ext));
+  int64_t want[2] = {ng > 0 ? gr[0] : 0, ng > 1 ? gr[1] : (ng > 0 ? gr[0] : 0)};
+  if (p->dim == 1) want[1] = 1;
+  if (p->periodic) {
+    for (int k = 0; k < 2; k++) {
+      if (want[k] == 0) want[k] = k < p->dim ? s->decomp.ncell[k] : 1;
+      m->origin[k] = 0.0;
+      m->h[k] = (k < p->dim ? p->L : 1.0) / (double)want[k];
+    }
+  } else {
+    double half = ext;
+    if (half == 0.0) {
+      /* cover the placement square and every particle of the selected frames */
+      double *x, mx = 0.5 * p->L;
+      PetscCall(PetscMalloc1(p->n * p->dim, &x));
+      for (int64_t t = 0; t < T; t++) {
+        PetscCall(sgm_h5md_read_frame(run->comm, traj, group, first + t * stride, p->dim, p->n, x,
+                                      NULL, NULL));
+        for (int64_t i = 0; i < p->n * p->dim; i++) mx = PetscMax(mx, fabs(x[i]));
+      }
+      PetscCall(PetscFree(x));
+      half = mx * (1.0 + 1e-9) + 1e-12;
+    }
+    for (int k = 0; k < 2; k++) {
+      if (want[k] == 0) want[k] = k < p->dim ? 32 : 1;
+      m->origin[k] = k < p->dim ? -half : -0.5;
+      m->h[k] = (k < p->dim ? 2.0 * half : 1.0) / (double)want[k];
+    }
+  }
+  m->nx = want[0];
+  m->ny = want[1];
+  PetscCall(PetscCalloc1((size_t)(1 + NMAP) * m->nx * m->ny, &m->acc));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static void maps_add(Maps *m, int dim, int periodic, double L, const double *x, const double *q)
+{
+  int64_t c[2] = {0, 0}, nc[2] = {m->nx, m->ny};
+  for (int k = 0; k < dim; k++) {
+    const double u = periodic ? sgm_wrap(x[k], L) : x[k];
+    c[k] = (int64_t)floor((u - m->origin[k]) / m->h[k]);
+    if (periodic && c[k] >= nc[k]) c[k] = nc[k] - 1; /* round-off at the upper edge */
+    if (c[k] < 0 || c[k] >= nc[k]) {
+      m->outside++;
+      return;
+    }
+  }
+  const int64_t cell = c[0] + c[1] * m->nx, nn = m->nx * m->ny;
+  m->acc[cell] += 1.0;
+  for (int f = 0; f < NMAP; f++) m->acc[(1 + f) * nn + cell] += q[map_q[f]];
+}
+
+static PetscErrorCode maps_write(SgmRun *run, Maps *m, int64_t T, int dim)
+{
+  const int64_t nn = m->nx * m->ny;
+  double *all;
+  char tmp[PETSC_MAX_PATH_LEN], xtmp[PETSC_MAX_PATH_LEN];
+  const char *names[2 + NMAP];
+  int64_t outside;
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc1((size_t)(2 + NMAP) * nn, &all));
+  PetscCallMPI(
+      MPI_Allreduce(m->acc, all + nn, (int)((1 + NMAP) * nn), MPI_DOUBLE, MPI_SUM, run->comm));
+  PetscCallMPI(MPI_Allreduce(&m->outside, &outside, 1, MPI_INT64_T, MPI_SUM, run->comm));
+  /* layout of `all`: density, count, then the mean of each mapped quantity */
+  const double area = m->h[0] * (dim > 1 ? m->h[1] : 1.0);
+  names[0] = "density";
+  names[1] = "count";
+  for (int64_t c = 0; c < nn; c++) {
+    const double cnt = all[nn + c];
+    all[c] = T > 0 ? cnt / ((double)T * area) : 0.0;
+    for (int f = 0; f < NMAP; f++)
+      all[(2 + f) * nn + c] = cnt > 0 ? all[(2 + f) * nn + c] / cnt : 0;
+  }
+  for (int f = 0; f < NMAP; f++) names[2 + f] = sgm_epr_quantity_name(map_q[f]);
+  SgmFieldsGrid g = {m->nx, m->ny, {m->origin[0], m->origin[1]}, {m->h[0], m->h[1]}, T};
+  PetscCall(sgm_run_tmp_path(run, "fields.h5", tmp, sizeof tmp));
+  PetscCall(sgm_run_tmp_path(run, "fields.xdmf", xtmp, sizeof xtmp));
+  PetscCall(sgm_epr_fields_write(run->comm, tmp, xtmp, "fields.h5", &g, 2 + NMAP, names, all));
+  PetscCall(sgm_run_commit_file(run, "fields.h5"));
+  PetscCall(sgm_run_commit_file(run, "fields.xdmf"));
+  if (outside)
+    PetscCall(sgm_log(run->comm, "epr: %lld particle-frames outside the map (map_extent)\n",
+                      (long long)outside));
+  PetscCall(PetscFree(all));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_stage_epr(SgmRun *run)
+{
+  SgmConfig cfg = run->cfg;
+  SgmAoupParams p;
+  SgmAoup s = NULL;
+  SgmScoreProvider sp = NULL;
+  SgmEprFile ef = NULL;
+  const char *score, *group;
+  char traj[PETSC_MAX_PATH_LEN];
+  int64_t first, last, stride, nb, nfile;
+  PetscBool set, exists, wpart, wfields;
+  PetscMPIInt rank, size;
+  Maps maps;
+  static int registered;
+  PetscFunctionBeginUser;
+  if (!registered) {
+    PetscClassId cid;
+    PetscCall(PetscClassIdRegister("SGM epr", &cid));
+    PetscCall(PetscLogEventRegister("SgmEpr", cid, &ev_epr));
+    PetscCall(PetscLogEventRegister("SgmEprWrite", cid, &ev_write));
+    registered = 1;
+  }
+  memset(&maps, 0, sizeof maps);
+  PetscCallMPI(MPI_Comm_rank(run->comm, &rank));
+  PetscCallMPI(MPI_Comm_size(run->comm, &size));
+  PetscCall(sgm_aoup_params_from_config(cfg, run->seed, &p));
+  PetscCall(sgm_config_get_string(cfg, "epr.score", &score));
+  PetscCall(sgm_config_get_string(cfg, "epr.group", &group));
+  PetscCall(sgm_config_get_int(cfg, "epr.first", &first));
+  PetscCall(sgm_config_get_int(cfg, "epr.last", &last));
+  PetscCall(sgm_config_get_int(cfg, "epr.stride", &stride));
+  PetscCall(sgm_config_get_int(cfg, "epr.batches", &nb));
+  PetscCall(sgm_config_get_bool(cfg, "epr.write_particles", &wpart));
+  PetscCall(sgm_config_get_bool(cfg, "epr.write_fields", &wfields));
+  PetscCall(sgm_config_is_set(cfg, "epr.trajectory", &set));
+  if (set) {
+    const char *t;
+    PetscCall(sgm_config_get_string(cfg, "epr.trajectory", &t));
+    PetscCall(PetscStrncpy(traj, t, sizeof traj));
+  } else
+    PetscCall(sgm_run_path(run, "trajectory.h5", traj, sizeof traj));
+  PetscCall(file_exists(run->comm, traj, &exists));
+  PetscCheck(exists, run->comm, SGM_ERR_USER,
+             "epr: trajectory %s does not exist (run the simulate stage first or set [epr] "
+             "trajectory)",
+             traj);
+  PetscCall(sgm_h5md_nframes(run->comm, traj, group, &nfile));
+  if (last < 0) last = nfile - 1;
+  PetscCheck(first <= last && last < nfile, run->comm, SGM_ERR_USER,
+             "epr: frames [%lld, %lld] requested, %s has %lld", (long long)first, (long long)last,
+             traj, (long long)nfile);
+  const int64_t T = (last - first) / stride + 1, n = p.n;
+  const int dim = p.dim;
+  if (wpart) {
+    PetscCall(sgm_run_check_writable(run, "epr.h5"));
+    PetscCall(sgm_run_check_writable(run, "epr.xdmf"));
+  }
+  if (wfields) {
+    PetscCall(sgm_run_check_writable(run, "fields.h5"));
+    PetscCall(sgm_run_check_writable(run, "fields.xdmf"));
+  }
+
+  PetscCall(sgm_aoup_create(run->comm, &p, &s));
+  PetscCall(sgm_score_provider_create(run->comm, score, &p, cfg, &sp));
+  if (wfields) PetscCall(maps_setup(run, s, traj, group, first, stride, T, &maps));
+  if (wpart) {
+    char tmp[PETSC_MAX_PATH_LEN];
+    SgmEprFileInfo info = {dim, n, T, score, sgm_config_resolved_toml(cfg)};
+    PetscCall(sgm_run_tmp_path(run, "epr.h5", tmp, sizeof tmp));
+    PetscCall(sgm_epr_file_create(run->comm, tmp, &info, &ef));
+  }
+  PetscCall(sgm_log(run->comm,
+                    "epr: score \"%s\", %lld frames (%lld..%lld step %lld) of %s, N = %lld, d = "
+                    "%d, %d ranks\n",
+                    score, (long long)T, (long long)first, (long long)last, (long long)stride, traj,
+                    (long long)n, dim, size));
+
+  /* record: id, x, g, sx, sg, vx, vg (dim each), q[NQ] */
+  const int R = 1 + SGM_EPR_NVEC * dim + SGM_EPR_NQ;
+  int64_t bstart, bcount;
+  block_of(n, size, rank, &bstart, &bcount);
+  double *x, *g, *series, *times, *blk, *vec[SGM_EPR_NVEC], *qb;
+  int64_t *ids;
+  PetscCall(PetscMalloc4(n * dim, &x, n * dim, &g, n, &ids, (size_t)SGM_EPR_NQ * T + 1, &series));
+  PetscCall(PetscMalloc3(T + 1, &times, (bcount + 1) * R, &blk, (bcount + 1) * SGM_EPR_NQ, &qb));
+  for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscMalloc1((bcount + 1) * dim, &vec[v]));
+  for (int64_t i = 0; i < n; i++) ids[i] = i;
+  double *sx = NULL, *sg = NULL, *dsx = NULL, *dsg = NULL, *dbx = NULL, *rec = NULL;
+  int64_t cap = 0;
+
+  SgmProgress prog;
+  PetscCall(sgm_progress_create(run->comm, "epr", T, (double)n, "particle-frames", &prog));
+  const double t0 = MPI_Wtime();
+  for (int64_t t = 0; t < T; t++) {
+    int64_t step;
+    PetscCall(sgm_h5md_read_frame(run->comm, traj, group, first + t * stride, dim, n, x, g, &step));
+    times[t] = (double)step * p.dt;
+    PetscCall(PetscLogEventBegin(ev_epr, 0, 0, 0, 0));
+    PetscCall(sgm_aoup_set_state(s, n, ids, x, g, step));
+    PetscCall(sgm_aoup_forces(s));
+    const SgmParticles *P = &s->part;
+    const int64_t nl = P->nlocal;
+    if (nl > cap) {
+      PetscCall(PetscFree6(sx, sg, dsx, dsg, dbx, rec));
+      cap = nl;
+      PetscCall(PetscMalloc6(cap * dim, &sx, cap * dim, &sg, cap, &dsx, cap, &dsg, cap, &dbx,
+                             cap * R, &rec));
+    }
+    PetscCall(sgm_epr_drift_divergence(s, dbx));
+    PetscCall(sgm_score_provider_eval(sp, P, 0, nl, sx, sg, dsx, dsg));
+    const SgmEprCoeffs co = {p.v0, p.gamma, p.eps};
+    double qsum[SGM_EPR_NQ] = {0};
+    for (int64_t i = 0; i < nl; i++) {
+      double *r = rec + i * R, *q = r + 1 + SGM_EPR_NVEC * dim;
+      memcpy(r, &P->id[i], sizeof(int64_t));
+      memcpy(r + 1, P->x + i * dim, sizeof(double) * dim);
+      memcpy(r + 1 + dim, P->g + i * dim, sizeof(double) * dim);
+      memcpy(r + 1 + 2 * dim, sx + i * dim, sizeof(double) * dim);
+      memcpy(r + 1 + 3 * dim, sg + i * dim, sizeof(double) * dim);
+      sgm_epr_particle(&co, dim, P->g + i * dim, P->f + i * dim, sx + i * dim, sg + i * dim, dsx[i],
+                       dsg[i], dbx[i], r + 1 + 4 * dim, r + 1 + 5 * dim, q);
+      for (int k = 0; k < SGM_EPR_NQ; k++) {
+        PetscCheck(isfinite(q[k]), PETSC_COMM_SELF, PETSC_ERR_FP,
+                   "epr: %s of particle %lld is not finite at step %lld", sgm_epr_quantity_name(k),
+                   (long long)P->id[i], (long long)step);
+        qsum[k] += q[k];
+      }
+      if (wfields) maps_add(&maps, dim, p.periodic, p.L, P->x + i * dim, q);
+    }
+    double qall[SGM_EPR_NQ];
+    PetscCallMPI(MPI_Allreduce(qsum, qall, SGM_EPR_NQ, MPI_DOUBLE, MPI_SUM, run->comm));
+    for (int k = 0; k < SGM_EPR_NQ; k++) series[k * T + t] = qall[k] / (double)n;
+    PetscCall(PetscLogEventEnd(ev_epr, 0, 0, 0, 0));
+    if (wpart) {
+      PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
+      PetscCall(to_id_blocks(run->comm, n, R, nl, rec, blk));
+      for (int64_t i = 0; i < bcount; i++) {
+        for (int v = 0; v < SGM_EPR_NVEC; v++)
+          memcpy(vec[v] + i * dim, blk + i * R + 1 + v * dim, sizeof(double) * dim);
+        memcpy(qb + i * SGM_EPR_NQ, blk + i * R + 1 + SGM_EPR_NVEC * dim,
+               sizeof(double) * SGM_EPR_NQ);
+      }
+      PetscCall(sgm_epr_file_write_frame(ef, t, step, times[t], bstart, bcount,
+                                         (const double *const *)vec, qb, SGM_EPR_NQ));
+      PetscCall(PetscLogEventEnd(ev_write, 0, 0, 0, 0));
+    }
+    PetscCall(sgm_progress_update(prog, t + 1));
+  }
+  const double wall = MPI_Wtime() - t0;
+  PetscCall(sgm_progress_destroy(&prog));
+
+  /* statistics over frames */
+  double mean[SGM_EPR_NQ], sd[SGM_EPR_NQ], se[SGM_EPR_NQ];
+  for (int k = 0; k < SGM_EPR_NQ; k++) frame_stats(series + k * T, T, nb, &mean[k], &sd[k], &se[k]);
+  SgmMetrics M = run->metrics;
+  const double N = (double)n;
+  PetscCall(sgm_metrics_set(M, "epr", "frames", (double)T));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_global", N * mean[SGM_EPR_Q_TOT]));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_global_se", N * se[SGM_EPR_Q_TOT]));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_per_particle", mean[SGM_EPR_Q_TOT]));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_per_particle_se", se[SGM_EPR_Q_TOT]));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_x_per_particle", mean[SGM_EPR_Q_TOT_X]));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_g_per_particle", mean[SGM_EPR_Q_TOT_G]));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_system_x_per_particle", mean[SGM_EPR_Q_SYS_X]));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_system_g_per_particle", mean[SGM_EPR_Q_SYS_G]));
+  const struct {
+    const char *name;
+    int q;
+  } diag[] = {{"div_v", SGM_EPR_Q_SYS},
+              {"fpe_residual", SGM_EPR_Q_FPE},
+              {"score_ibp", SGM_EPR_Q_SCORE_IBP},
+              {"v_dot_s", SGM_EPR_Q_VS}};
+  for (int k = 0; k < 4; k++) {
+    char nm[64];
+    const int q = diag[k].q;
+    snprintf(nm, sizeof nm, "%s_mean", diag[k].name);
+    PetscCall(sgm_metrics_set(M, "epr", nm, mean[q]));
+    snprintf(nm, sizeof nm, "%s_std", diag[k].name);
+    PetscCall(sgm_metrics_set(M, "epr", nm, sd[q]));
+    snprintf(nm, sizeof nm, "%s_se", diag[k].name);
+    PetscCall(sgm_metrics_set(M, "epr", nm, se[q]));
+  }
+  PetscCall(sgm_metrics_set(M, "epr", "particle_frames_per_s", wall > 0 ? N * T / wall : 0.0));
+  SgmTrapExact ex;
+  const int have_exact = !p.periodic && p.k == 0.0 && sgm_score_trap_exact(&p, &ex) == 0;
+  if (have_exact) {
+    PetscCall(sgm_metrics_set(M, "epr", "epr_exact_per_particle", ex.tot));
+    PetscCall(sgm_metrics_set(M, "epr", "epr_exact_global", N * ex.tot));
+  }
+  PetscCall(sgm_log(
+      run->comm, "epr: global EPR %.6g +- %.2g (%.6g +- %.2g per particle; x %.4g, g %.4g)%s",
+      N * mean[SGM_EPR_Q_TOT], N * se[SGM_EPR_Q_TOT], mean[SGM_EPR_Q_TOT], se[SGM_EPR_Q_TOT],
+      mean[SGM_EPR_Q_TOT_X], mean[SGM_EPR_Q_TOT_G], have_exact ? "" : "\n"));
+  if (have_exact) PetscCall(sgm_log(run->comm, "; exact trap value %.6g per particle\n", ex.tot));
+  for (int k = 0; k < 4; k++)
+    PetscCall(sgm_log(run->comm, "epr: %-13s mean %+.3e  std %.3e  se %.2e\n", diag[k].name,
+                      mean[diag[k].q], sd[diag[k].q], se[diag[k].q]));
+  PetscCall(sgm_log(run->comm,
+                    "epr: %lld frames of %lld particles in %.3f s: %.4g particle-frames/s\n",
+                    (long long)T, (long long)n, wall, wall > 0 ? N * T / wall : 0.0));
+
+  if (wpart) {
+    char fin[PETSC_MAX_PATH_LEN], xtmp[PETSC_MAX_PATH_LEN];
+    for (int k = 0; k < SGM_EPR_NQ; k++)
+      PetscCall(sgm_epr_file_write_series(ef, sgm_epr_quantity_name(k), series + k * T));
+    PetscCall(sgm_epr_file_set_attr(ef, "epr_global", N * mean[SGM_EPR_Q_TOT]));
+    PetscCall(sgm_epr_file_set_attr(ef, "epr_global_se", N * se[SGM_EPR_Q_TOT]));
+    PetscCall(sgm_epr_file_close(&ef));
+    PetscCall(sgm_run_commit_file(run, "epr.h5"));
+    PetscCall(sgm_run_path(run, "epr.h5", fin, sizeof fin));
+    PetscCall(sgm_run_tmp_path(run, "epr.xdmf", xtmp, sizeof xtmp));
+    PetscCall(sgm_epr_xdmf_write(run->comm, xtmp, "epr.h5", dim, n, T, times));
+    PetscCall(sgm_run_commit_file(run, "epr.xdmf"));
+  }
+  if (wfields) PetscCall(maps_write(run, &maps, T, dim));
+
+  PetscCall(PetscFree6(sx, sg, dsx, dsg, dbx, rec));
+  for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscFree(vec[v]));
+  PetscCall(PetscFree3(times, blk, qb));
+  PetscCall(PetscFree4(x, g, ids, series));
+  PetscCall(PetscFree(maps.acc));
+  PetscCall(sgm_score_provider_destroy(&sp));
+  PetscCall(sgm_aoup_destroy(&s));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}

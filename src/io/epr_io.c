@@ -1,0 +1,402 @@
+/* epr.h5 / fields.h5 with parallel HDF5, and their XDMF sidecars (layout in sgm/epr_io.h and
+ * docs/formats.md).
+ *
+ * Trade-offs: the number of frames is known before the first is written, so every dataset is
+ * created at its final shape and the file stays open for the whole stage (no extend per frame);
+ * it is written under a temporary name and renamed by the stage, so a crash never leaves a torn
+ * epr.h5. Each rank writes one hyperslab of id-ordered rows per dataset, collectively. Scalars are
+ * one [T][N] dataset each (not a [T][N][nq] block) so that ParaView, h5py and the XDMF sidecar
+ * address them by name. The fields are small ([ny][nx] per map), reduced onto every rank by the
+ * stage and written as row blocks; a 2D CoRectMesh with cell-centred attributes describes them.
+ * The helpers of h5md.c are static there, so the few needed are repeated here.
+ */
+#include "sgm/epr_io.h"
+#include "sgm/epr.h"
+#include "sgm/core.h"
+
+#include <hdf5.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *const sgm_epr_vec_names[SGM_EPR_NVEC] = {"position", "orientation", "score_x",
+                                                     "score_g",  "velocity_x",  "velocity_g"};
+
+struct SgmEprFile_ {
+  MPI_Comm comm;
+  PetscMPIInt rank;
+  hid_t f;
+  int dim;
+  int64_t n, nframes;
+  double *buf;
+  size_t cap;
+};
+
+static PetscErrorCode open_mpio(MPI_Comm comm, const char *path, int create, hid_t *f)
+{
+  hid_t fapl;
+  PetscFunctionBeginUser;
+  SgmCallH5H(fapl, H5Pcreate(H5P_FILE_ACCESS));
+  SgmCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+  *f = create ? H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)
+              : H5Fopen(path, H5F_ACC_RDWR, fapl);
+  SgmCallH5(H5Pclose(fapl));
+  PetscCheck(*f >= 0, comm, PETSC_ERR_FILE_OPEN, "cannot create HDF5 file %s", path);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode attr_write(hid_t obj, const char *name, hid_t type, int n, const void *val)
+{
+  hid_t s, a;
+  hsize_t dims[1] = {(hsize_t)n};
+  PetscFunctionBeginUser;
+  if (n == 1)
+    SgmCallH5H(s, H5Screate(H5S_SCALAR));
+  else
+    SgmCallH5H(s, H5Screate_simple(1, dims, NULL));
+  SgmCallH5H(a, H5Acreate2(obj, name, type, s, H5P_DEFAULT, H5P_DEFAULT));
+  SgmCallH5(H5Awrite(a, type, val));
+  SgmCallH5(H5Aclose(a));
+  SgmCallH5(H5Sclose(s));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode attr_string(hid_t obj, const char *name, const char *val)
+{
+  hid_t t, s, a;
+  PetscFunctionBeginUser;
+  SgmCallH5H(t, H5Tcopy(H5T_C_S1));
+  SgmCallH5(H5Tset_size(t, strlen(val) + 1));
+  SgmCallH5H(s, H5Screate(H5S_SCALAR));
+  SgmCallH5H(a, H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT));
+  SgmCallH5(H5Awrite(a, t, val));
+  SgmCallH5(H5Aclose(a));
+  SgmCallH5(H5Sclose(s));
+  SgmCallH5(H5Tclose(t));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode create_dset(hid_t parent, const char *name, hid_t type, int rank_,
+                                  const hsize_t *dims, const hsize_t *chunk)
+{
+  hid_t sp, pl, d;
+  PetscFunctionBeginUser;
+  SgmCallH5H(sp, H5Screate_simple(rank_, dims, NULL));
+  SgmCallH5H(pl, H5Pcreate(H5P_DATASET_CREATE));
+  if (chunk) SgmCallH5(H5Pset_chunk(pl, rank_, chunk));
+  SgmCallH5H(d, H5Dcreate2(parent, name, type, sp, H5P_DEFAULT, pl, H5P_DEFAULT));
+  SgmCallH5(H5Dclose(d));
+  SgmCallH5(H5Pclose(pl));
+  SgmCallH5(H5Sclose(sp));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Collective hyperslab write (off, cnt) into dataset `name`; `empty` ranks select nothing. */
+static PetscErrorCode write_slab(hid_t f, const char *name, hid_t type, int rank_,
+                                 const hsize_t *off, const hsize_t *cnt, int empty, const void *buf)
+{
+  hid_t d, fs, ms, x;
+  static double dummy[4];
+  PetscFunctionBeginUser;
+  SgmCallH5H(d, H5Dopen2(f, name, H5P_DEFAULT));
+  SgmCallH5H(fs, H5Dget_space(d));
+  if (empty) {
+    hsize_t one[1] = {1};
+    SgmCallH5(H5Sselect_none(fs));
+    SgmCallH5H(ms, H5Screate_simple(1, one, NULL));
+    SgmCallH5(H5Sselect_none(ms));
+    buf = dummy;
+  } else {
+    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL));
+    SgmCallH5H(ms, H5Screate_simple(rank_, cnt, NULL));
+  }
+  SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
+  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_COLLECTIVE));
+  SgmCallH5(H5Dwrite(d, type, ms, fs, x, buf));
+  SgmCallH5(H5Pclose(x));
+  SgmCallH5(H5Sclose(ms));
+  SgmCallH5(H5Sclose(fs));
+  SgmCallH5(H5Dclose(d));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_epr_file_create(MPI_Comm comm, const char *path, const SgmEprFileInfo *info,
+                                   SgmEprFile *out)
+{
+  SgmEprFile e;
+  PetscMPIInt size;
+  hid_t g;
+  PetscFunctionBeginUser;
+  PetscCall(PetscNew(&e));
+  e->comm = comm;
+  e->dim = info->dim;
+  e->n = info->n;
+  e->nframes = info->nframes;
+  PetscCallMPI(MPI_Comm_rank(comm, &e->rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(open_mpio(comm, path, 1, &e->f));
+  const hsize_t T = (hsize_t)info->nframes, N = (hsize_t)info->n, D = (hsize_t)info->dim;
+  const hsize_t cn = N < 65536 ? N : 65536;
+  hsize_t d1[1] = {T}, d1n[1] = {N};
+  PetscCall(create_dset(e->f, "step", H5T_NATIVE_INT64, 1, d1, NULL));
+  PetscCall(create_dset(e->f, "time", H5T_NATIVE_DOUBLE, 1, d1, NULL));
+  PetscCall(create_dset(e->f, "id", H5T_NATIVE_INT64, 1, d1n, NULL));
+  hsize_t d3[3] = {T, N, D}, c3[3] = {1, cn, D};
+  for (int v = 0; v < SGM_EPR_NVEC; v++)
+    PetscCall(create_dset(e->f, sgm_epr_vec_names[v], H5T_NATIVE_DOUBLE, 3, d3,
+                          T > 0 && N > 0 ? c3 : NULL));
+  hsize_t d2[2] = {T, N}, c2[2] = {1, cn};
+  for (int q = 0; q < SGM_EPR_NQ; q++)
+    PetscCall(create_dset(e->f, sgm_epr_quantity_name(q), H5T_NATIVE_DOUBLE, 2, d2,
+                          T > 0 && N > 0 ? c2 : NULL));
+  SgmCallH5H(g, H5Gcreate2(e->f, "series", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+  SgmCallH5(H5Gclose(g));
+  if (info->dim == 1) {
+    /* zero y and z coordinates for the Polyvertex geometry of the sidecar */
+    hid_t sp, pl, d;
+    double zero = 0.0;
+    SgmCallH5H(sp, H5Screate_simple(1, d1n, NULL));
+    SgmCallH5H(pl, H5Pcreate(H5P_DATASET_CREATE));
+    SgmCallH5(H5Pset_fill_value(pl, H5T_NATIVE_DOUBLE, &zero));
+    SgmCallH5(H5Pset_alloc_time(pl, H5D_ALLOC_TIME_EARLY));
+    SgmCallH5(H5Pset_fill_time(pl, H5D_FILL_TIME_ALLOC));
+    SgmCallH5H(d,
+               H5Dcreate2(e->f, "xdmf_zero", H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, pl, H5P_DEFAULT));
+    SgmCallH5(H5Dclose(d));
+    SgmCallH5(H5Pclose(pl));
+    SgmCallH5(H5Sclose(sp));
+  }
+  int ival = info->dim;
+  PetscCall(attr_write(e->f, "dim", H5T_NATIVE_INT, 1, &ival));
+  PetscCall(attr_write(e->f, "n", H5T_NATIVE_INT64, 1, &info->n));
+  PetscCall(attr_write(e->f, "nframes", H5T_NATIVE_INT64, 1, &info->nframes));
+  PetscCall(attr_string(e->f, "score", info->score ? info->score : ""));
+  if (info->config) PetscCall(attr_string(e->f, "input", info->config));
+  {
+    /* ids in the same block split as the rows */
+    const int64_t q = info->n / size, r = info->n % size;
+    const int64_t c = q + (e->rank < r), s = q * e->rank + (e->rank < r ? e->rank : r);
+    int64_t *ids;
+    PetscCall(PetscMalloc1(c + 1, &ids));
+    for (int64_t i = 0; i < c; i++) ids[i] = s + i;
+    hsize_t o[1] = {(hsize_t)s}, cn1[1] = {(hsize_t)c};
+    PetscCall(write_slab(e->f, "id", H5T_NATIVE_INT64, 1, o, cn1, c == 0, ids));
+    PetscCall(PetscFree(ids));
+  }
+  *out = e;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_epr_file_write_frame(SgmEprFile e, int64_t t, int64_t step, double time,
+                                        int64_t start, int64_t count,
+                                        const double *const vec[SGM_EPR_NVEC], const double *q,
+                                        int nq)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(t >= 0 && t < e->nframes, e->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "frame %lld outside [0, %lld)", (long long)t, (long long)e->nframes);
+  hsize_t o1[1] = {(hsize_t)t}, c1[1] = {1};
+  PetscCall(write_slab(e->f, "step", H5T_NATIVE_INT64, 1, o1, c1, e->rank != 0, &step));
+  PetscCall(write_slab(e->f, "time", H5T_NATIVE_DOUBLE, 1, o1, c1, e->rank != 0, &time));
+  hsize_t o3[3] = {(hsize_t)t, (hsize_t)start, 0}, c3[3] = {1, (hsize_t)count, (hsize_t)e->dim};
+  for (int v = 0; v < SGM_EPR_NVEC; v++)
+    PetscCall(
+        write_slab(e->f, sgm_epr_vec_names[v], H5T_NATIVE_DOUBLE, 3, o3, c3, count == 0, vec[v]));
+  if ((size_t)count > e->cap) {
+    PetscCall(PetscFree(e->buf));
+    e->cap = (size_t)count;
+    PetscCall(PetscMalloc1(e->cap, &e->buf));
+  }
+  hsize_t o2[2] = {(hsize_t)t, (hsize_t)start}, c2[2] = {1, (hsize_t)count};
+  for (int k = 0; k < nq; k++) {
+    for (int64_t i = 0; i < count; i++) e->buf[i] = q[i * nq + k];
+    PetscCall(write_slab(e->f, sgm_epr_quantity_name(k), H5T_NATIVE_DOUBLE, 2, o2, c2, count == 0,
+                         e->buf));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_epr_file_write_series(SgmEprFile e, const char *name, const double *v)
+{
+  char p[256];
+  hsize_t d1[1] = {(hsize_t)e->nframes}, o[1] = {0};
+  PetscFunctionBeginUser;
+  PetscCheck((size_t)snprintf(p, sizeof p, "series/%s", name) < sizeof p, e->comm,
+             PETSC_ERR_ARG_SIZ, "series name too long");
+  PetscCall(create_dset(e->f, p, H5T_NATIVE_DOUBLE, 1, d1, NULL));
+  PetscCall(write_slab(e->f, p, H5T_NATIVE_DOUBLE, 1, o, d1, e->rank != 0 || e->nframes == 0, v));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_epr_file_set_attr(SgmEprFile e, const char *name, double v)
+{
+  PetscFunctionBeginUser;
+  PetscCall(attr_write(e->f, name, H5T_NATIVE_DOUBLE, 1, &v));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_epr_file_close(SgmEprFile *e)
+{
+  PetscFunctionBeginUser;
+  if (!e || !*e) PetscFunctionReturn(PETSC_SUCCESS);
+  SgmCallH5(H5Fclose((*e)->f));
+  PetscCall(PetscFree((*e)->buf));
+  PetscCall(PetscFree(*e));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Component c of frame t of /<name> [T][N][d] as an N-vector. */
+static void slab3(FILE *fp, const char *h5, const char *name, int64_t t, int c, int64_t T,
+                  int64_t n, int dim)
+{
+  fprintf(fp,
+          "        <DataItem ItemType=\"HyperSlab\" Dimensions=\"%lld\" Type=\"HyperSlab\">\n"
+          "          <DataItem Dimensions=\"3 3\" Format=\"XML\">%lld 0 %d 1 1 1 1 %lld "
+          "1</DataItem>\n"
+          "          <DataItem Dimensions=\"%lld %lld %d\" NumberType=\"Float\" Precision=\"8\" "
+          "Format=\"HDF\">%s:/%s</DataItem>\n        </DataItem>\n",
+          (long long)n, (long long)t, c, (long long)n, (long long)T, (long long)n, dim, h5, name);
+}
+
+/* Row t of /<name> [T][N] as an N-vector. */
+static void slab2(FILE *fp, const char *h5, const char *name, int64_t t, int64_t T, int64_t n)
+{
+  fprintf(fp,
+          "        <DataItem ItemType=\"HyperSlab\" Dimensions=\"%lld\" Type=\"HyperSlab\">\n"
+          "          <DataItem Dimensions=\"3 2\" Format=\"XML\">%lld 0 1 1 1 %lld</DataItem>\n"
+          "          <DataItem Dimensions=\"%lld %lld\" NumberType=\"Float\" Precision=\"8\" "
+          "Format=\"HDF\">%s:/%s</DataItem>\n        </DataItem>\n",
+          (long long)n, (long long)t, (long long)n, (long long)T, (long long)n, h5, name);
+}
+
+static int write_particles_xdmf(const char *path, const char *h5, int dim, int64_t n, int64_t T,
+                                const double *times)
+{
+  static const char *vshort[SGM_EPR_NVEC] = {"x", "g", "s_x", "s_g", "v_x", "v_g"};
+  FILE *fp = fopen(path, "w");
+  if (!fp) return -1;
+  fprintf(fp, "<?xml version=\"1.0\" ?>\n<!DOCTYPE Xdmf SYSTEM \"Xdmf.dtd\" []>\n"
+              "<Xdmf Version=\"3.0\">\n  <Domain>\n"
+              "    <Grid Name=\"epr\" GridType=\"Collection\" CollectionType=\"Temporal\">\n");
+  for (int64_t t = 0; t < T; t++) {
+    fprintf(fp, "    <Grid Name=\"frame%lld\" GridType=\"Uniform\">\n", (long long)t);
+    fprintf(fp, "      <Time Value=\"%.17g\"/>\n", times[t]);
+    fprintf(fp, "      <Topology TopologyType=\"Polyvertex\" NumberOfElements=\"%lld\"/>\n",
+            (long long)n);
+    if (dim == 2) {
+      fprintf(fp,
+              "      <Geometry GeometryType=\"XY\">\n"
+              "        <DataItem ItemType=\"HyperSlab\" Dimensions=\"%lld 2\" Type=\"HyperSlab\">\n"
+              "          <DataItem Dimensions=\"3 3\" Format=\"XML\">%lld 0 0 1 1 1 1 %lld "
+              "2</DataItem>\n"
+              "          <DataItem Dimensions=\"%lld %lld 2\" NumberType=\"Float\" Precision=\"8\" "
+              "Format=\"HDF\">%s:/position</DataItem>\n        </DataItem>\n",
+              (long long)n, (long long)t, (long long)n, (long long)T, (long long)n, h5);
+    } else {
+      fprintf(fp, "      <Geometry GeometryType=\"X_Y_Z\">\n");
+      slab3(fp, h5, "position", t, 0, T, n, dim);
+      for (int c = 1; c < 3; c++)
+        fprintf(fp,
+                "        <DataItem Dimensions=\"%lld\" NumberType=\"Float\" Precision=\"8\" "
+                "Format=\"HDF\">%s:/xdmf_zero</DataItem>\n",
+                (long long)n, h5);
+    }
+    fprintf(fp, "      </Geometry>\n");
+    fprintf(fp,
+            "      <Attribute Name=\"id\" AttributeType=\"Scalar\" Center=\"Node\">\n"
+            "        <DataItem Dimensions=\"%lld\" NumberType=\"Int\" Precision=\"8\" "
+            "Format=\"HDF\">%s:/id</DataItem>\n      </Attribute>\n",
+            (long long)n, h5);
+    for (int v = 1; v < SGM_EPR_NVEC; v++)
+      for (int c = 0; c < dim; c++) {
+        char an[16];
+        snprintf(an, sizeof an, "%s%s", vshort[v], dim > 1 ? (c ? "_y" : "_x") : "");
+        fprintf(fp, "      <Attribute Name=\"%s\" AttributeType=\"Scalar\" Center=\"Node\">\n", an);
+        slab3(fp, h5, sgm_epr_vec_names[v], t, c, T, n, dim);
+        fprintf(fp, "      </Attribute>\n");
+      }
+    for (int q = 0; q < SGM_EPR_NQ; q++) {
+      fprintf(fp, "      <Attribute Name=\"%s\" AttributeType=\"Scalar\" Center=\"Node\">\n",
+              sgm_epr_quantity_name(q));
+      slab2(fp, h5, sgm_epr_quantity_name(q), t, T, n);
+      fprintf(fp, "      </Attribute>\n");
+    }
+    fprintf(fp, "    </Grid>\n");
+  }
+  fprintf(fp, "    </Grid>\n  </Domain>\n</Xdmf>\n");
+  int bad = ferror(fp);
+  bad |= fclose(fp);
+  return bad ? -1 : 0;
+}
+
+PetscErrorCode sgm_epr_xdmf_write(MPI_Comm comm, const char *xdmf_path, const char *h5_ref, int dim,
+                                  int64_t n, int64_t nframes, const double *times)
+{
+  PetscMPIInt rank;
+  int ok = 1;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) ok = write_particles_xdmf(xdmf_path, h5_ref, dim, n, nframes, times) == 0;
+  PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));
+  PetscCheck(ok, comm, PETSC_ERR_FILE_WRITE, "cannot write %s", xdmf_path);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static int write_fields_xdmf(const char *path, const char *h5, const SgmFieldsGrid *gr, int nf,
+                             const char *const *names)
+{
+  FILE *fp = fopen(path, "w");
+  if (!fp) return -1;
+  fprintf(fp,
+          "<?xml version=\"1.0\" ?>\n<!DOCTYPE Xdmf SYSTEM \"Xdmf.dtd\" []>\n"
+          "<Xdmf Version=\"3.0\">\n  <Domain>\n    <Grid Name=\"fields\" GridType=\"Uniform\">\n"
+          "      <Topology TopologyType=\"2DCoRectMesh\" Dimensions=\"%lld %lld\"/>\n"
+          "      <Geometry GeometryType=\"ORIGIN_DXDY\">\n"
+          "        <DataItem Dimensions=\"2\" NumberType=\"Float\" Precision=\"8\" "
+          "Format=\"XML\">%.17g %.17g</DataItem>\n"
+          "        <DataItem Dimensions=\"2\" NumberType=\"Float\" Precision=\"8\" "
+          "Format=\"XML\">%.17g %.17g</DataItem>\n      </Geometry>\n",
+          (long long)gr->ny + 1, (long long)gr->nx + 1, gr->origin[1], gr->origin[0],
+          gr->spacing[1], gr->spacing[0]);
+  for (int f = 0; f < nf; f++)
+    fprintf(fp,
+            "      <Attribute Name=\"%s\" AttributeType=\"Scalar\" Center=\"Cell\">\n"
+            "        <DataItem Dimensions=\"%lld %lld\" NumberType=\"Float\" Precision=\"8\" "
+            "Format=\"HDF\">%s:/%s</DataItem>\n      </Attribute>\n",
+            names[f], (long long)gr->ny, (long long)gr->nx, h5, names[f]);
+  fprintf(fp, "    </Grid>\n  </Domain>\n</Xdmf>\n");
+  int bad = ferror(fp);
+  bad |= fclose(fp);
+  return bad ? -1 : 0;
+}
+
+PetscErrorCode sgm_epr_fields_write(MPI_Comm comm, const char *h5_path, const char *xdmf_path,
+                                    const char *h5_ref, const SgmFieldsGrid *gr, int nf,
+                                    const char *const *names, const double *data)
+{
+  hid_t f;
+  PetscMPIInt rank, size;
+  int ok = 1;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(open_mpio(comm, h5_path, 1, &f));
+  const int64_t q = gr->ny / size, r = gr->ny % size;
+  const int64_t c = q + (rank < r), s = q * rank + (rank < r ? rank : r);
+  hsize_t dims[2] = {(hsize_t)gr->ny, (hsize_t)gr->nx}, o[2] = {(hsize_t)s, 0},
+          cn[2] = {(hsize_t)c, (hsize_t)gr->nx};
+  for (int k = 0; k < nf; k++) {
+    PetscCall(create_dset(f, names[k], H5T_NATIVE_DOUBLE, 2, dims, NULL));
+    PetscCall(write_slab(f, names[k], H5T_NATIVE_DOUBLE, 2, o, cn, c == 0,
+                         data + (size_t)k * gr->nx * gr->ny + (size_t)s * gr->nx));
+  }
+  int64_t shape[2] = {gr->ny, gr->nx};
+  PetscCall(attr_write(f, "origin", H5T_NATIVE_DOUBLE, 2, gr->origin));
+  PetscCall(attr_write(f, "spacing", H5T_NATIVE_DOUBLE, 2, gr->spacing));
+  PetscCall(attr_write(f, "shape", H5T_NATIVE_INT64, 2, shape));
+  PetscCall(attr_write(f, "nframes", H5T_NATIVE_INT64, 1, &gr->nframes));
+  SgmCallH5(H5Fclose(f));
+  if (rank == 0) ok = write_fields_xdmf(xdmf_path, h5_ref, gr, nf, names) == 0;
+  PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));
+  PetscCheck(ok, comm, PETSC_ERR_FILE_WRITE, "cannot write %s", xdmf_path);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}

@@ -1,0 +1,288 @@
+/* End-to-end test of the `epr` stage: simulate 64 non-interacting AOUPs in a harmonic trap, run
+ * epr with the exact score, then check, at 1, 2 and 4 ranks:
+ *  - files and shapes (epr.h5, epr.xdmf, fields.h5, fields.xdmf);
+ *  - every stored score, velocity and EPR value against this file's own evaluation of the
+ *    formulas on the stored (x, g) (round-off);
+ *  - the global EPR against the analytic value: the expectation of |v|²_{D⁻¹} under the exact
+ *    stationary covariance S of the *scheme* (docs/derivations.md), so the only error is
+ *    statistical: 4 batch-means standard errors; and the continuum value within that plus the
+ *    O(dt) difference;
+ *  - E[∇·v] = 0 within 3 SE (it vanishes pointwise for the exact score) and E[|s|² + ∇·s] within
+ *    3 SE of its expectation under S (and of 0 within 3 SE plus the O(dt) bias).
+ * With --long (LABELS long) the run is 10x longer at a 5x smaller dt, and the continuum values
+ * are checked with 3 SE only. */
+#include "testutil.h"
+#include "sgm/app.h"
+#include "sgm/epr.h"
+#include "sgm/simulate.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+static int long_run;
+
+/* system of the test: μA = 1, v0 = 1, γ = 1, ε = 0.5, d = 2, N = 64 */
+static const double MUA = 1.0, V0 = 1.0, GAM = 1.0, EPS = 0.5;
+#define NP  64
+#define DIM 2
+
+static PetscErrorCode run_stages(const char *outdir, double dt, int64_t nsteps, int64_t every)
+{
+  SgmConfig cfg;
+  SgmRun *run;
+  char text[4096];
+  PetscFunctionBeginUser;
+  PetscCall(sgm_schema_register(&sgm_table_system));
+  PetscCall(sgm_schema_register(&sgm_table_simulate));
+  PetscCall(sgm_schema_register(&sgm_table_epr));
+  PetscCall(sgm_stage_register("simulate", sgm_stage_simulate, "integrate the system's SDE"));
+  PetscCall(sgm_stage_register("epr", sgm_stage_epr, "entropy production"));
+  snprintf(text, sizeof text,
+           "[run]\nname = \"epr_test\"\nseed = 11\nstages = [\"simulate\", \"epr\"]\n"
+           "overwrite = true\noutput = \"%s\"\n"
+           "[system]\ndim = %d\nn = %d\nL = 6.0\nmu = 1.0\nv0 = %g\ngamma = %g\neps = %g\na = 1.0\n"
+           "k = 0.0\npotential = \"harmonic\"\ntrap_A = %g\nboundary = \"open\"\n"
+           "[simulate]\ndt = %g\nn_equil = %lld\nn_steps = %lld\nframe_every = %lld\n"
+           "g_update = \"exact\"\nrelax_steps = 0\n"
+           "[epr]\nscore = \"exact_trap\"\nbatches = 10\ngrid = [16, 16]\n",
+           outdir, DIM, NP, V0, GAM, EPS, MUA, dt, (long long)(8.0 / dt), (long long)nsteps,
+           (long long)every);
+  PetscCall(sgm_config_create_from_string(sgm_test_comm(), "epr_test.toml", text, 0, NULL, &cfg));
+  PetscCall(sgm_run_create(sgm_test_comm(), cfg, NULL, &run));
+  PetscCall(sgm_run_stages(run));
+  PetscCall(sgm_run_destroy(&run));
+  PetscCall(sgm_config_destroy(&cfg));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Reads a whole dataset (serially) and its shape. */
+static double *read_all(hid_t f, const char *name, int *ndims, hsize_t dims[3])
+{
+  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+  ck_assert_msg(d >= 0, "dataset %s missing", name);
+  hid_t sp = H5Dget_space(d);
+  *ndims = H5Sget_simple_extent_ndims(sp);
+  H5Sget_simple_extent_dims(sp, dims, NULL);
+  size_t n = (size_t)H5Sget_simple_extent_npoints(sp);
+  double *v = malloc(sizeof(double) * (n + 1));
+  ck_assert_int_ge(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+  H5Sclose(sp), H5Dclose(d);
+  return v;
+}
+
+static int exists(const char *dir, const char *name)
+{
+  char p[1024];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  return access(p, F_OK) == 0;
+}
+
+static void batch_mean_se(const double *v, int64_t T, int nb, double *mean, double *se)
+{
+  double m = 0, b[64], bm = 0, bs = 0;
+  int64_t t = 0;
+  for (int k = 0; k < nb; k++) {
+    int64_t len = T / nb + (k < T % nb);
+    b[k] = 0;
+    for (int64_t u = 0; u < len; u++) b[k] += v[t++];
+    m += b[k];
+    b[k] /= (double)len;
+    bm += b[k];
+  }
+  bm /= nb;
+  for (int k = 0; k < nb; k++) bs += (b[k] - bm) * (b[k] - bm);
+  *mean = m / (double)T;
+  *se = sqrt(bs / (nb - 1) / nb);
+}
+
+static void epr_e2e(const char *tag, double dt, int64_t nsteps, int64_t every, double nse_cont)
+{
+  const char *dir = sgm_test_tmpdir(tag);
+  ck_assert_int_eq(run_stages(dir, dt, nsteps, every), 0);
+  const char *files[] = {"epr.h5", "epr.xdmf", "fields.h5", "fields.xdmf", "metrics.json"};
+  for (int i = 0; i < 5; i++) ck_assert_msg(exists(dir, files[i]), "%s missing", files[i]);
+  const int64_t T = nsteps / every + 1;
+  char path[1024];
+  snprintf(path, sizeof path, "%s/epr.h5", dir);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  ck_assert_int_ge(f, 0);
+  int nd;
+  hsize_t dims[3];
+  double *vec[6];
+  const char *vn[6] = {"position", "orientation", "score_x", "score_g", "velocity_x", "velocity_g"};
+  for (int v = 0; v < 6; v++) {
+    vec[v] = read_all(f, vn[v], &nd, dims);
+    ck_assert_int_eq(nd, 3);
+    ck_assert_int_eq(dims[0], T);
+    ck_assert_int_eq(dims[1], NP);
+    ck_assert_int_eq(dims[2], DIM);
+  }
+  double *q[SGM_EPR_NQ];
+  for (int k = 0; k < SGM_EPR_NQ; k++) {
+    q[k] = read_all(f, sgm_epr_quantity_name(k), &nd, dims);
+    ck_assert_int_eq(nd, 2);
+    ck_assert_int_eq(dims[0], T);
+    ck_assert_int_eq(dims[1], NP);
+  }
+  double *idv = read_all(f, "id", &nd, dims);
+  ck_assert_int_eq(dims[0], NP);
+  for (int i = 0; i < NP; i++) ck_assert_double_eq(idv[i], i);
+  free(idv);
+  double *st = read_all(f, "step", &nd, dims);
+  ck_assert_int_eq(dims[0], T);
+  ck_assert_double_eq((st[1] - st[0]), (double)every);
+  free(st);
+  double *ser = read_all(f, "series/epr_total", &nd, dims);
+  ck_assert_int_eq(dims[0], T);
+
+  /* the formulas, written here from docs/derivations.md */
+  const double cxg = V0 / (MUA + GAM), cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
+  const double det = cxx - cxg * cxg, ixx = 1.0 / det, ixg = -cxg / det, igg = cxx / det;
+  double maxerr = 0;
+  for (int64_t t = 0; t < T; t++)
+    for (int i = 0; i < NP; i++) {
+      double tx = 0, tg = 0;
+      for (int k = 0; k < DIM; k++) {
+        const size_t o = ((size_t)t * NP + i) * DIM + k;
+        const double x = vec[0][o], g = vec[1][o];
+        const double sx = -(ixx * x + ixg * g), sg = -(ixg * x + igg * g);
+        const double vx = -MUA * x + V0 * g - EPS * sx, vg = -GAM * g - GAM * sg;
+        const double ref[4] = {sx, sg, vx, vg};
+        for (int v = 0; v < 4; v++)
+          maxerr = fmax(maxerr, fabs(vec[2 + v][o] - ref[v]) / (1 + fabs(ref[v])));
+        tx += vx * vx / EPS, tg += vg * vg / GAM;
+      }
+      const size_t o = (size_t)t * NP + i;
+      maxerr = fmax(maxerr, fabs(q[SGM_EPR_Q_TOT_X][o] - tx) / (1 + tx));
+      maxerr = fmax(maxerr, fabs(q[SGM_EPR_Q_TOT_G][o] - tg) / (1 + tg));
+      maxerr = fmax(maxerr, fabs(q[SGM_EPR_Q_TOT][o] - tx - tg) / (1 + tx + tg));
+      maxerr = fmax(maxerr, fabs(q[SGM_EPR_Q_SYS_X][o] - DIM * (-MUA + EPS * ixx)));
+      maxerr = fmax(maxerr, fabs(q[SGM_EPR_Q_SYS_G][o] - DIM * (-GAM + GAM * igg)));
+      maxerr = fmax(maxerr, fabs(q[SGM_EPR_Q_SYS][o]));
+      maxerr = fmax(maxerr, fabs(q[SGM_EPR_Q_VS][o]) / (1 + tx + tg));
+    }
+  ck_assert_msg(maxerr < 1e-12, "stored values differ from the formulas by %g", maxerr);
+
+  /* per-frame means per particle; the stage's series must be the mean of the stored rows */
+  double *fr[SGM_EPR_NQ];
+  for (int k = 0; k < SGM_EPR_NQ; k++) {
+    fr[k] = calloc((size_t)T, sizeof(double));
+    for (int64_t t = 0; t < T; t++) {
+      for (int i = 0; i < NP; i++) fr[k][t] += q[k][(size_t)t * NP + i];
+      fr[k][t] /= NP;
+    }
+  }
+  for (int64_t t = 0; t < T; t++)
+    ck_assert_double_eq_tol(ser[t], fr[SGM_EPR_Q_TOT][t], 1e-12 * (1 + fr[SGM_EPR_Q_TOT][t]));
+
+  /* expectations under the scheme's stationary covariance S (exact OU update of g) */
+  const double rho = exp(-GAM * dt), c = 1 - MUA * dt, b = V0 * dt;
+  const double Sxg = rho * b / (1 - rho * c), Sgg = 1.0,
+               Sxx = (2 * c * b * Sxg + b * b + 2 * EPS * dt) / (1 - c * c);
+  /* M = A + D Σ⁻¹, E_S[(M z)_a (M z)_b] = (M S Mᵀ)_ab */
+  const double M[4] = {-MUA + EPS * ixx, V0 + EPS * ixg, GAM * ixg, -GAM + GAM * igg};
+  const double S[4] = {Sxx, Sxg, Sxg, Sgg};
+  double MS[4] = {M[0] * S[0] + M[1] * S[2], M[0] * S[1] + M[1] * S[3], M[2] * S[0] + M[3] * S[2],
+                  M[2] * S[1] + M[3] * S[3]};
+  const double Cxx = MS[0] * M[0] + MS[1] * M[1], Cgg = MS[2] * M[2] + MS[3] * M[3];
+  const double epr_S = DIM * (Cxx / EPS + Cgg / GAM);
+  /* continuum: S = Σ */
+  const double Sc[4] = {cxx, cxg, cxg, 1.0};
+  double MSc[4] = {M[0] * Sc[0] + M[1] * Sc[2], M[0] * Sc[1] + M[1] * Sc[3],
+                   M[2] * Sc[0] + M[3] * Sc[2], M[2] * Sc[1] + M[3] * Sc[3]};
+  const double epr_c =
+      DIM * ((MSc[0] * M[0] + MSc[1] * M[1]) / EPS + (MSc[2] * M[2] + MSc[3] * M[3]) / GAM);
+  /* E_S[|s|² + ∇·s] = d [tr(Σ⁻¹ S Σ⁻¹) - tr Σ⁻¹] */
+  const double Iv[4] = {ixx, ixg, ixg, igg};
+  double IS[4] = {Iv[0] * S[0] + Iv[1] * S[2], Iv[0] * S[1] + Iv[1] * S[3],
+                  Iv[2] * S[0] + Iv[3] * S[2], Iv[2] * S[1] + Iv[3] * S[3]};
+  const double ibp_S =
+      DIM * (IS[0] * Iv[0] + IS[1] * Iv[2] + IS[2] * Iv[1] + IS[3] * Iv[3] - (ixx + igg));
+
+  double m, se;
+  batch_mean_se(fr[SGM_EPR_Q_TOT], T, 10, &m, &se);
+  PetscPrintf(sgm_test_comm(),
+              "epr e2e (dt %g, %lld frames): EPR per particle %.5f +- %.5f; exact under the "
+              "scheme's S %.5f, continuum %.5f\n",
+              dt, (long long)T, m, se, epr_S, epr_c);
+  ck_assert_msg(fabs(m - epr_S) < 4 * se, "EPR %g vs %g (S) beyond 4 SE = %g", m, epr_S, 4 * se);
+  ck_assert_msg(fabs(m - epr_c) < nse_cont * se + fabs(epr_S - epr_c),
+                "EPR %g vs continuum %g beyond %g SE + dt bias", m, epr_c, nse_cont);
+  /* the stored global EPR is N times the mean per particle */
+  double eg;
+  hid_t a = H5Aopen(f, "epr_global", H5P_DEFAULT);
+  ck_assert_int_ge(a, 0);
+  H5Aread(a, H5T_NATIVE_DOUBLE, &eg);
+  H5Aclose(a);
+  ck_assert_double_eq_tol(eg, NP * m, 1e-9 * NP * m);
+
+  batch_mean_se(fr[SGM_EPR_Q_SYS], T, 10, &m, &se);
+  PetscPrintf(sgm_test_comm(), "  E(div v) = %.3e +- %.1e\n", m, se);
+  ck_assert_msg(fabs(m) <= 3 * se + 1e-12, "E[div v] = %g, SE %g", m, se);
+  batch_mean_se(fr[SGM_EPR_Q_SCORE_IBP], T, 10, &m, &se);
+  PetscPrintf(sgm_test_comm(), "  E(|s|^2 + div s) = %.4f +- %.4f (under S: %.4f)\n", m, se, ibp_S);
+  ck_assert_msg(fabs(m - ibp_S) < 3 * se, "E[|s|^2 + div s] = %g vs %g, SE %g", m, ibp_S, se);
+  ck_assert_msg(fabs(m) < 3 * se + fabs(ibp_S), "E[|s|^2 + div s] = %g, SE %g", m, se);
+  batch_mean_se(fr[SGM_EPR_Q_FPE], T, 10, &m, &se);
+  ck_assert(fabs(m) < 1e-10);
+  H5Fclose(f);
+
+  /* fields: every particle-frame is binned (auto extent) */
+  snprintf(path, sizeof path, "%s/fields.h5", dir);
+  f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  ck_assert_int_ge(f, 0);
+  double *cnt = read_all(f, "count", &nd, dims), tot = 0;
+  ck_assert_int_eq(nd, 2);
+  ck_assert_int_eq(dims[0], 16);
+  ck_assert_int_eq(dims[1], 16);
+  for (int i = 0; i < 256; i++) tot += cnt[i];
+  ck_assert_double_eq(tot, (double)(T * NP));
+  double *dens = read_all(f, "density", &nd, dims), *et = read_all(f, "epr_total", &nd, dims);
+  double wsum = 0;
+  for (int i = 0; i < 256; i++) wsum += et[i] * cnt[i];
+  double all = 0;
+  for (size_t o = 0; o < (size_t)T * NP; o++) all += q[SGM_EPR_Q_TOT][o];
+  ck_assert_double_eq_tol(wsum, all, 1e-9 * all);
+  free(cnt), free(dens), free(et);
+  H5Fclose(f);
+  snprintf(path, sizeof path, "%s/epr.xdmf", dir);
+  FILE *fp = fopen(path, "r");
+  ck_assert_ptr_nonnull(fp);
+  int grids = 0;
+  char line[4096];
+  while (fgets(line, sizeof line, fp))
+    if (strstr(line, "Polyvertex")) grids++;
+  fclose(fp);
+  ck_assert_int_eq(grids, T);
+  for (int v = 0; v < 6; v++) free(vec[v]);
+  for (int k = 0; k < SGM_EPR_NQ; k++) free(q[k]), free(fr[k]);
+  free(ser);
+}
+
+START_TEST(test_epr_trap_e2e)
+{
+  if (long_run)
+    epr_e2e("epr_trap_long", 0.002, 500000, 250, 3.0);
+  else
+    epr_e2e("epr_trap", 0.01, 20000, 50, 4.0);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+  Suite *s = suite_create("epr_stage");
+  TCase *t = tcase_create("e2e");
+  tcase_set_timeout(t, long_run ? 900 : 120);
+  tcase_add_test(t, test_epr_trap_e2e);
+  suite_add_tcase(s, t);
+  return s;
+}
+
+int main(int argc, char **argv)
+{
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--long")) long_run = 1;
+  return sgm_test_main(argc, argv, suite());
+}
