@@ -3,3 +3,6 @@ sgm_unit_test(test_aoup_domain SOURCES test_domain.c TIMEOUT 60)
 sgm_mpi_test(test_aoup_engine SOURCES test_aoup_engine.c RANKS 1 2 4 TIMEOUT 120)
 sgm_mpi_test(test_aoup_simulate SOURCES test_aoup_simulate.c RANKS 1 2 4 TIMEOUT 120)
 sgm_unit_test(test_aoup_physics SOURCES test_aoup_physics.c TIMEOUT 60)
+# Long physics checks (ctest -L long; named without "aoup" so that `ctest -R aoup` stays quick):
+# MIPS cluster growth, rank invariance at N = 4096.
+sgm_mpi_test(test_mips_long SOURCES test_aoup_long.c RANKS 1 4 LABELS long TIMEOUT 1200)
