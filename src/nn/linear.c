@@ -28,6 +28,7 @@ void sgm_nn_linear_forward(float *out, const float *inp, const float *weight, co
 void sgm_nn_linear_forward_naive(float *out, const float *inp, const float *weight,
                                  const float *bias, int BT, int C, int OC)
 {
+  /* out (BT,OC), inp (BT,C), weight (OC,C), bias (OC) or NULL */
   for (int r = 0; r < BT; r++) {
     for (int j = 0; j < OC; j++) {
       double s = bias ? bias[j] : 0.0;
@@ -59,6 +60,7 @@ void sgm_nn_linear_backward(float *dinp, float *dweight, float *dbias, const flo
 void sgm_nn_linear_backward_naive(float *dinp, float *dweight, float *dbias, const float *dout,
                                   const float *inp, const float *weight, int BT, int C, int OC)
 {
+  /* dinp (BT,C), dweight (OC,C), dbias (OC), dout (BT,OC), inp (BT,C), weight (OC,C) */
   if (dinp) {
     for (int r = 0; r < BT; r++) {
       for (int i = 0; i < C; i++) {
@@ -89,6 +91,7 @@ void sgm_nn_linear_backward_naive(float *dinp, float *dweight, float *dbias, con
 
 void sgm_nn_linear_jvp(float *tout, const float *tinp, const float *weight, int BT, int C, int OC)
 {
+  /* tout (BT,OC), tinp (BT,C), weight (OC,C) */
   sgm_nn_linear_forward(tout, tinp, weight, NULL, BT, C, OC);
 }
 
