@@ -78,13 +78,29 @@ typedef struct {
   int64_t nframes;
 } Sim;
 
+/* The particles in global-id blocks: rank r holds ids [start, start + count) in id order, and
+ * start is the MPI_Exscan of the counts, i.e. the row offset of this rank in the files. */
+static PetscErrorCode id_blocks(Sim *m, int64_t *start, int64_t *count, double **x, double **g)
+{
+  int64_t s0, off = 0;
+  PetscMPIInt rank;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_aoup_gather_block(m->s, &s0, count, x, g));
+  PetscCallMPI(MPI_Exscan(count, &off, 1, MPIU_INT64, MPI_SUM, m->run->comm));
+  PetscCallMPI(MPI_Comm_rank(m->run->comm, &rank));
+  if (rank == 0) off = 0; /* MPI_Exscan leaves rank 0's result undefined */
+  PetscCheck(off == s0, PETSC_COMM_SELF, PETSC_ERR_PLIB, "id block offset mismatch");
+  *start = off;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static PetscErrorCode write_frame(Sim *m)
 {
   int64_t start, count;
   double *x, *g;
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
-  PetscCall(sgm_aoup_gather_block(m->s, &start, &count, &x, &g));
+  PetscCall(id_blocks(m, &start, &count, &x, &g));
   PetscCall(sgm_h5md_append(m->run->comm, m->traj_tmp, m->group, m->nframes, m->s->step,
                             (double)m->s->step * m->s->p.dt, m->s->p.dim, start, count, x, g));
   m->nframes++;
@@ -103,7 +119,7 @@ static PetscErrorCode write_checkpoint(Sim *m)
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
   /* gather_block checks exactly that every id is present once: conservation at every checkpoint */
-  PetscCall(sgm_aoup_gather_block(m->s, &start, &count, &x, &g));
+  PetscCall(id_blocks(m, &start, &count, &x, &g));
   PetscCall(sgm_run_tmp_path(m->run, "checkpoint.h5", tmp, sizeof tmp));
   PetscCall(sgm_checkpoint_write(m->run->comm, tmp, &h, start, count, x, g,
                                  sgm_config_resolved_toml(m->run->cfg)));
