@@ -154,6 +154,8 @@ static void check_against_reference(int dim, int64_t n, double L, const double *
   if (expect_clusters >= 0) ck_assert_int_eq(o.n_clusters, expect_clusters);
   if (expect_largest >= 0) ck_assert_int_eq(o.largest_size, expect_largest);
   ck_assert_int_ge(o.label_iterations, min_iterations);
+  PetscPrintf(sgm_test_comm(), "  N = %lld: %lld clusters, largest %lld, %d label rounds\n",
+              (long long)n, (long long)o.n_clusters, (long long)o.largest_size, o.label_iterations);
   free(hist);
   ref_free(&r);
   sgm_observables_free(&o);
@@ -267,6 +269,30 @@ START_TEST(test_dimers)
 }
 END_TEST
 
+START_TEST(test_lattice_ties)
+{
+  /* square lattice of spacing 2.5 (exact doubles): pair distances hit r_local = 5 and the contact
+   * distance 2 (1 + 0.25) = 2.5 exactly, and both tests are strict: every particle has the 8
+   * neighbours at 2.5 and 3.54 (not the 4 at exactly 5) and no contact, so 1600 clusters of 1 */
+  const double L = 100.0;
+  const int64_t n = 1600;
+  double *x = malloc(sizeof(double) * (size_t)(2 * n));
+  for (int64_t i = 0; i < n; i++)
+    x[2 * i] = 1.25 + 2.5 * (double)(i % 40), x[2 * i + 1] = 1.25 + 2.5 * (double)(i / 40);
+  SgmObservablesParams op = oparams(5.0, 0.25);
+  check_against_reference(2, n, L, x, &op, n, 1, 1);
+  SgmAoup s = engine(2, n, L, x, NULL);
+  SgmObservables o;
+  memset(&o, 0, sizeof o);
+  ck_assert_int_eq(sgm_observables_compute(s, &op, &o), 0);
+  ck_assert_int_eq(o.hist[8], n);
+  for (int64_t i = 0; i < o.nlocal; i++) ck_assert_int_eq(o.nloc[i], 8);
+  sgm_observables_free(&o);
+  sgm_aoup_destroy(&s);
+  free(x);
+}
+END_TEST
+
 static SgmObservables sk_of(int dim, int64_t n, double L, const double *x, int M)
 {
   SgmAoup s = engine(dim, n, L, x, NULL);
@@ -294,6 +320,8 @@ START_TEST(test_sk_ideal_gas)
   for (int s = M / 4; s <= M / 2; s++)
     sum += o.sk_S[s - 1] * o.sk_modes[s - 1], m += o.sk_modes[s - 1];
   double mean = sum / m, se = 1.0 / sqrt(m / 2);
+  PetscPrintf(sgm_test_comm(), "  2D ideal gas: high-k mean S = %.4f (standard error %.4f)\n", mean,
+              se);
   ck_assert_msg(fabs(mean - 1.0) < 5 * se, "S high-k mean %g, expected 1 +- %g", mean, 5 * se);
   /* every shell of the whole range within 6 standard errors of 1 */
   for (int s = 1; s <= M / 2; s++)
@@ -307,6 +335,8 @@ START_TEST(test_sk_ideal_gas)
   for (int s = 128; s <= 512; s++)
     sum += o1.sk_S[s - 1] * o1.sk_modes[s - 1], m += o1.sk_modes[s - 1];
   mean = sum / m, se = 1.0 / sqrt(m / 2);
+  PetscPrintf(sgm_test_comm(), "  1D ideal gas: high-k mean S = %.4f (standard error %.4f)\n", mean,
+              se);
   ck_assert_msg(fabs(mean - 1.0) < 5 * se, "1D S high-k mean %g +- %g", mean, 5 * se);
   sgm_observables_free(&o1);
   sgm_observables_free(&o);
@@ -487,6 +517,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_chain_ring);
   tcase_add_test(t, test_serpentine);
   tcase_add_test(t, test_dimers);
+  tcase_add_test(t, test_lattice_ties);
   tcase_add_test(t, test_sk_ideal_gas);
   tcase_add_test(t, test_sk_lattice);
   tcase_add_test(t, test_sk_direct_dft);
