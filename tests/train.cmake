@@ -1,0 +1,3 @@
+# score module: K-nearest-neighbour windows, losses (finite-difference gradient checks), and the
+# data-parallel `train` stage (rank-count invariance, restart identity).
+sgm_mpi_test(test_windows SOURCES test_windows.c RANKS 1 2 4 TIMEOUT 60)
