@@ -50,6 +50,10 @@ PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *
                                    int64_t frame, int dim, int64_t n, double *x, double *g,
                                    int64_t *step);
 
+/// Collective: the box edges [d] of /particles/<group>/box/edges (every rank reads).
+PetscErrorCode sgm_h5md_read_edges(MPI_Comm comm, const char *path, const char *group, int dim,
+                                   double *edges);
+
 /// Collective (rank 0 writes): an XDMF 3 sidecar at xdmf_path describing every frame of the
 /// H5MD file h5_path (read for the frame count and times) as a temporal collection of Polyvertex
 /// grids with attributes id, gx (and gy). `h5_ref` is how the sidecar names the HDF5 file

@@ -165,6 +165,13 @@ static PetscErrorCode start_fresh(Sim *m, const SgmH5mdInfo *info)
     PetscCall(sgm_config_get_int(cfg, "simulate.init_frame", &frame));
     PetscCall(file_exists(m->run->comm, file, &exists));
     PetscCheck(exists, m->run->comm, SGM_ERR_USER, "[simulate] init_file %s does not exist", file);
+    if (m->s->p.periodic) {
+      double edges[2];
+      PetscCall(sgm_h5md_read_edges(m->run->comm, file, m->group, dim, edges));
+      PetscCheck(fabs(edges[0] - m->s->p.L) <= 1e-12 * m->s->p.L, m->run->comm, SGM_ERR_USER,
+                 "[simulate] init_file %s has box edge %.17g, this run has L = %.17g", file,
+                 edges[0], m->s->p.L);
+    }
     PetscCall(PetscMalloc3(n * dim, &x, n * dim, &g, n, &id));
     PetscCall(sgm_h5md_read_frame(m->run->comm, file, m->group, frame, dim, n, x, g, &step));
     for (int64_t i = 0; i < n; i++) id[i] = i;

@@ -375,3 +375,24 @@ PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *
   SgmCallH5(H5Fclose(f));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
+
+PetscErrorCode sgm_h5md_read_edges(MPI_Comm comm, const char *path, const char *group, int dim,
+                                   double *edges)
+{
+  hid_t f, d, sp;
+  char p[512];
+  PetscFunctionBeginUser;
+  PetscCall(open_file(comm, path, H5F_ACC_RDONLY, 0, &f));
+  PetscCheck((size_t)snprintf(p, sizeof p, "/particles/%s/box/edges", group) < sizeof p,
+             PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "group name too long");
+  SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
+  SgmCallH5H(sp, H5Dget_space(d));
+  PetscCheck(H5Sget_simple_extent_npoints(sp) == dim, comm, SGM_ERR_USER,
+             "%s: box edges have %d entries, expected %d", path,
+             (int)H5Sget_simple_extent_npoints(sp), dim);
+  SgmCallH5(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, edges));
+  SgmCallH5(H5Sclose(sp));
+  SgmCallH5(H5Dclose(d));
+  SgmCallH5(H5Fclose(f));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
