@@ -102,11 +102,22 @@ static void ref_free(Ref *r)
 }
 
 /* Computes the observables and checks every integer result against the serial reference. */
-static void check_against_reference(int dim, int64_t n, double L, const double *x,
-                                    const SgmObservablesParams *op, int64_t expect_clusters,
-                                    int64_t expect_largest, int min_iterations)
+/* Moves every owned particle of s to x_moved[id] without migrating (as between Verlet-list
+ * rebuilds of the engine, when locals may sit outside their patch). */
+static void move_unmigrated(SgmAoup s, const double *x_moved)
 {
-  SgmAoup s = engine(dim, n, L, x, NULL);
+  const int dim = s->p.dim;
+  for (int64_t i = 0; i < s->part.nlocal; i++)
+    for (int c = 0; c < dim; c++) s->part.x[i * dim + c] = x_moved[s->part.id[i] * dim + c];
+}
+
+static void check_against_reference_moved(int dim, int64_t n, double L, const double *x0,
+                                          const double *x, const SgmObservablesParams *op,
+                                          int64_t expect_clusters, int64_t expect_largest,
+                                          int min_iterations)
+{
+  SgmAoup s = engine(dim, n, L, x0, NULL);
+  if (x != x0) move_unmigrated(s, x);
   SgmObservables o;
   memset(&o, 0, sizeof o);
   ck_assert_int_eq(sgm_observables_compute(s, op, &o), 0);
@@ -162,6 +173,14 @@ static void check_against_reference(int dim, int64_t n, double L, const double *
   sgm_aoup_destroy(&s);
 }
 
+static void check_against_reference(int dim, int64_t n, double L, const double *x,
+                                    const SgmObservablesParams *op, int64_t expect_clusters,
+                                    int64_t expect_largest, int min_iterations)
+{
+  check_against_reference_moved(dim, n, L, x, x, op, expect_clusters, expect_largest,
+                                min_iterations);
+}
+
 static SgmObservablesParams oparams(double r_local, double tol)
 {
   SgmObservablesParams op;
@@ -181,6 +200,24 @@ START_TEST(test_random_2d)
     check_against_reference(2, n, L, x, &op, -1, -1, 1);
     free(x);
   }
+}
+END_TEST
+
+START_TEST(test_unmigrated)
+{
+  /* the engine's locals moved by up to 1.5 per component after the state was distributed (a
+   * Verlet step without migration): the observables must migrate their copy first */
+  const int64_t n = 1500;
+  const double L = 100.0;
+  double *x0 = random_points(2, n, L, 21), *x = malloc(sizeof(double) * (size_t)(2 * n));
+  for (int64_t i = 0; i < n; i++) {
+    double u[4];
+    sgm_rng_uniform4(22, SGM_RNG_TEST, (uint64_t)i, 0, 0, u);
+    for (int c = 0; c < 2; c++) x[2 * i + c] = sgm_wrap(x0[2 * i + c] + 3.0 * (u[c] - 0.5), L);
+  }
+  SgmObservablesParams op = oparams(5.0, 0.1);
+  check_against_reference_moved(2, n, L, x0, x, &op, -1, -1, 1);
+  free(x), free(x0);
 }
 END_TEST
 
@@ -513,6 +550,7 @@ static Suite *suite(void)
   TCase *t = tcase_create("observables");
   tcase_set_timeout(t, 60);
   tcase_add_test(t, test_random_2d);
+  tcase_add_test(t, test_unmigrated);
   tcase_add_test(t, test_random_1d);
   tcase_add_test(t, test_chain_ring);
   tcase_add_test(t, test_serpentine);

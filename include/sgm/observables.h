@@ -48,7 +48,8 @@ typedef struct {
   double skewness;   /* sample skewness G1 of n_i */
   double kurtosis;   /* sample excess kurtosis G2 of n_i */
   double bimodality; /* Sarle's coefficient (G1^2 + 1) / (G2 + 3 (N-1)^2 / ((N-2)(N-3))) */
-  /* per owned particle, parallel to part.id of the engine at the call ([nlocal]) */
+  /* per particle owned by this rank after the private migration (o->id gives the ids; the order
+   * is not the engine's part order) */
   int64_t nlocal;
   int64_t *id;      /* [nlocal] global ids */
   int64_t *nloc;    /* [nlocal] n_i */
@@ -77,9 +78,10 @@ void sgm_observables_params_default(SgmObservablesParams *p);
 PetscErrorCode sgm_observables_params_from_config(SgmConfig cfg, SgmObservablesParams *p);
 
 /// Collective on s->comm: computes every observable of the current state of s (periodic boxes
-/// only). Uses its own halo of width max(r_loc, r_contact) on a copy of the particles, so the
-/// engine's ghosts and halo pattern are untouched. Arrays in *o are (re)allocated; o must be
-/// zero-initialised before the first call and released with sgm_observables_free.
+/// only). Works on a migrated copy of the owned particles with its own halo of width max(r_loc,
+/// r_contact), so the engine's particles, ghosts and halo pattern are untouched. Arrays in *o are
+/// (re)allocated; o must be zero-initialised before the first call and released with
+/// sgm_observables_free.
 PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p, SgmObservables *o);
 /// Frees the arrays of o and zeroes it. Not collective.
 PetscErrorCode sgm_observables_free(SgmObservables *o);

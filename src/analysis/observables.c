@@ -2,9 +2,10 @@
  *
  * Owns: sgm_observables_compute (it calls the S(k) code in structure_factor.c), the neighbour
  * count and union-find kernels (plain C over flat arrays), the distributed cluster labelling and
- * the metrics. The particles are copied into a private SgmParticles and given a private halo of
- * width w = max(r_loc, r_contact) (the engine's halo is only an interaction range wide, and its
- * ghost slots and recorded pattern belong to the force loop and sgm_halo_forward users).
+ * the metrics. The owned particles are copied into a private SgmParticles, migrated to their
+ * owners (between Verlet-list rebuilds the engine's locals may have drifted out of their patch)
+ * and given a private halo of width w = max(r_loc, r_contact): the engine's halo is only rc +
+ * skin wide, and its ghost slots and recorded pattern belong to the force loop.
  *
  * Halo width: the halo engine forwards ghosts one hop per face (x faces then y faces), so it is
  * exact only when w <= the narrowest rank patch along each dimension; we check that (and w < L/2,
@@ -379,14 +380,16 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
   memset(&P, 0, sizeof P);
   memset(&C, 0, sizeof C);
   P.dim = dim;
-  const int64_t nlocal = s->part.nlocal;
-  PetscCall(sgm_particles_reserve(&P, nlocal + 1));
-  P.nlocal = nlocal;
-  memcpy(P.id, s->part.id, (size_t)nlocal * sizeof(int64_t));
-  memcpy(P.x, s->part.x, (size_t)(nlocal * dim) * sizeof(double));
+  PetscCall(sgm_particles_reserve(&P, s->part.nlocal + 1));
+  P.nlocal = s->part.nlocal;
+  memcpy(P.id, s->part.id, (size_t)P.nlocal * sizeof(int64_t));
+  memcpy(P.x, s->part.x, (size_t)(P.nlocal * dim) * sizeof(double));
+  memcpy(P.g, s->part.g, (size_t)(P.nlocal * dim) * sizeof(double));
   PetscCall(sgm_halo_create(s->comm, &s->decomp, w, &h));
+  /* between Verlet-list rebuilds the engine's locals may have left their patch: migrate the copy */
+  PetscCall(sgm_halo_migrate(h, &P));
   PetscCall(sgm_halo_exchange(h, &P));
-  const int64_t ntot = P.nlocal + P.nghost;
+  const int64_t nlocal = P.nlocal, ntot = P.nlocal + P.nghost;
   double lo[2] = {0, 0}, hi[2] = {0, 0}, plo[2], phi[2];
   sgm_decomp_patch(&s->decomp, s->rank, plo, phi);
   for (int c = 0; c < dim; c++) lo[c] = plo[c] - w, hi[c] = phi[c] + w;
