@@ -266,7 +266,7 @@ START_TEST(test_epr_trap_e2e)
   if (long_run)
     epr_e2e("epr_trap_long", 0.002, 500000, 250, 3.0);
   else
-    epr_e2e("epr_trap", 0.01, 20000, 50, 4.0);
+    epr_e2e("epr_trap", 0.02, 6000, 15, 4.0);
 }
 END_TEST
 

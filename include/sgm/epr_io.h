@@ -34,7 +34,9 @@ extern const char *const sgm_epr_vec_names[SGM_EPR_NVEC];
 /// Collective: creates (truncates) path with every dataset sized for info->nframes frames.
 PetscErrorCode sgm_epr_file_create(MPI_Comm comm, const char *path, const SgmEprFileInfo *info,
                                    SgmEprFile *f);
-/// Collective: frame t (0 <= t < nframes). This rank holds rows [start, start + count) in id order:
+/// Collective: frame t; frames must come in order 0, 1, ..., nframes - 1 (they are buffered and
+/// written in blocks). This rank holds rows [start, start + count) in id order, the same rows for
+/// every frame:
 /// vec[v][count*dim] for the SGM_EPR_NVEC vectors and q[count*nq] (particle-major, the order of
 /// SGM_EPR_Q_LIST, nq = SGM_EPR_NQ).
 PetscErrorCode sgm_epr_file_write_frame(SgmEprFile f, int64_t t, int64_t step, double time,
@@ -47,6 +49,12 @@ PetscErrorCode sgm_epr_file_write_series(SgmEprFile f, const char *name, const d
 PetscErrorCode sgm_epr_file_set_attr(SgmEprFile f, const char *name, double v);
 /// Collective: closes; accepts NULL and NULLs the handle.
 PetscErrorCode sgm_epr_file_close(SgmEprFile *f);
+
+/// Not collective: frames first, first + stride, ..., first + (nb - 1) stride of an H5MD
+/// trajectory (every row): x[nb*n*dim], g[nb*n*dim] (g may be NULL), step[nb] (may be NULL).
+PetscErrorCode sgm_epr_read_frames(MPI_Comm comm, const char *path, const char *group,
+                                   int64_t first, int64_t stride, int64_t nb, int dim, int64_t n,
+                                   double *x, double *g, int64_t *step);
 
 /// Collective (rank 0 writes): epr.xdmf for an epr.h5 named h5_ref (relative to the sidecar):
 /// a temporal collection of Polyvertex grids with attributes id, each vector component and each

@@ -185,6 +185,13 @@ static PetscErrorCode file_exists(MPI_Comm comm, const char *path, PetscBool *e)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* Trajectory frames read per block: about 16 MiB of x and g, at least one frame. */
+static int64_t frames_per_block(int64_t n, int dim, int64_t T)
+{
+  int64_t b = (int64_t)(16.0 * 1024 * 1024 / (16.0 * (double)(n * dim) + 1.0));
+  return b < 1 ? 1 : (b > T ? T : b);
+}
+
 static PetscErrorCode maps_setup(SgmRun *run, SgmAoup s, const char *traj, const char *group,
                                  int64_t first, int64_t stride, int64_t T, Maps *m)
 {
@@ -208,11 +215,13 @@ static PetscErrorCode maps_setup(SgmRun *run, SgmAoup s, const char *traj, const
     if (half == 0.0) {
       /* cover the placement square and every particle of the selected frames */
       double *x, mx = 0.5 * p->L;
-      PetscCall(PetscMalloc1(p->n * p->dim, &x));
-      for (int64_t t = 0; t < T; t++) {
-        PetscCall(sgm_h5md_read_frame(run->comm, traj, group, first + t * stride, p->dim, p->n, x,
-                                      NULL, NULL));
-        for (int64_t i = 0; i < p->n * p->dim; i++) mx = PetscMax(mx, fabs(x[i]));
+      const int64_t B = frames_per_block(p->n, p->dim, T);
+      PetscCall(PetscMalloc1(B * p->n * p->dim, &x));
+      for (int64_t t = 0; t < T; t += B) {
+        const int64_t nb = PetscMin(B, T - t);
+        PetscCall(sgm_epr_read_frames(run->comm, traj, group, first + t * stride, stride, nb,
+                                      p->dim, p->n, x, NULL, NULL));
+        for (int64_t i = 0; i < nb * p->n * p->dim; i++) mx = PetscMax(mx, fabs(x[i]));
       }
       PetscCall(PetscFree(x));
       half = mx * (1.0 + 1e-9) + 1e-12;
@@ -364,9 +373,12 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   int64_t bstart, bcount;
   block_of(n, size, rank, &bstart, &bcount);
   double *x, *g, *series, *times, *blk, *vec[SGM_EPR_NVEC], *qb;
-  int64_t *ids;
-  PetscCall(PetscMalloc4(n * dim, &x, n * dim, &g, n, &ids, (size_t)SGM_EPR_NQ * T + 1, &series));
-  PetscCall(PetscMalloc3(T + 1, &times, (bcount + 1) * R, &blk, (bcount + 1) * SGM_EPR_NQ, &qb));
+  int64_t *ids, *steps;
+  const int64_t B = frames_per_block(n, dim, T);
+  PetscCall(
+      PetscMalloc4(B * n * dim, &x, B * n * dim, &g, n, &ids, (size_t)SGM_EPR_NQ * T + 1, &series));
+  PetscCall(PetscMalloc4(T + 1, &times, (bcount + 1) * R, &blk, (bcount + 1) * SGM_EPR_NQ, &qb, B,
+                         &steps));
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscMalloc1((bcount + 1) * dim, &vec[v]));
   for (int64_t i = 0; i < n; i++) ids[i] = i;
   double *sx = NULL, *sg = NULL, *dsx = NULL, *dsg = NULL, *dbx = NULL, *rec = NULL;
@@ -376,11 +388,14 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   PetscCall(sgm_progress_create(run->comm, "epr", T, (double)n, "particle-frames", &prog));
   const double t0 = MPI_Wtime();
   for (int64_t t = 0; t < T; t++) {
-    int64_t step;
-    PetscCall(sgm_h5md_read_frame(run->comm, traj, group, first + t * stride, dim, n, x, g, &step));
+    const int64_t b = t % B;
+    if (b == 0)
+      PetscCall(sgm_epr_read_frames(run->comm, traj, group, first + t * stride, stride,
+                                    PetscMin(B, T - t), dim, n, x, g, steps));
+    const int64_t step = steps[b];
     times[t] = (double)step * p.dt;
     PetscCall(PetscLogEventBegin(ev_epr, 0, 0, 0, 0));
-    PetscCall(sgm_aoup_set_state(s, n, ids, x, g, step));
+    PetscCall(sgm_aoup_set_state(s, n, ids, x + b * n * dim, g + b * n * dim, step));
     PetscCall(sgm_aoup_forces(s));
     const SgmParticles *P = &s->part;
     const int64_t nl = P->nlocal;
@@ -500,7 +515,7 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
 
   PetscCall(PetscFree6(sx, sg, dsx, dsg, dbx, rec));
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscFree(vec[v]));
-  PetscCall(PetscFree3(times, blk, qb));
+  PetscCall(PetscFree4(times, blk, qb, steps));
   PetscCall(PetscFree4(x, g, ids, series));
   PetscCall(PetscFree(maps.acc));
   PetscCall(sgm_score_provider_destroy(&sp));

@@ -3,6 +3,9 @@
  *
  * Trade-offs: the number of frames is known before the first is written, so every dataset is
  * created at its final shape and the file stays open for the whole stage (no extend per frame);
+ * frames are buffered (~8 MiB per rank) and written in blocks, because many small collective
+ * writes cost far more than the EPR itself (measured: 16 ms per frame of 64 particles on 2 ranks
+ * with per-frame writes); trajectory frames are likewise read in blocks of strided hyperslabs;
  * it is written under a temporary name and renamed by the stage, so a crash never leaves a torn
  * epr.h5. Each rank writes one hyperslab of id-ordered rows per dataset, collectively. Scalars are
  * one [T][N] dataset each (not a [T][N][nq] block) so that ParaView, h5py and the XDMF sidecar
@@ -21,14 +24,18 @@
 const char *const sgm_epr_vec_names[SGM_EPR_NVEC] = {"position", "orientation", "score_x",
                                                      "score_g",  "velocity_x",  "velocity_g"};
 
+/* Frames are buffered and written in blocks of up to `bmax` frames: one collective write per
+ * dataset per block instead of per frame (small collective writes dominate otherwise). */
 struct SgmEprFile_ {
   MPI_Comm comm;
   PetscMPIInt rank;
   hid_t f;
   int dim;
   int64_t n, nframes;
-  double *buf;
-  size_t cap;
+  int64_t start, count;   /* this rank's rows (fixed by the first frame) */
+  int64_t t0, nbuf, bmax; /* first frame of the buffer, frames buffered, capacity */
+  double *vbuf[SGM_EPR_NVEC], *qbuf[SGM_EPR_NQ], *tbuf;
+  int64_t *sbuf;
 };
 
 static PetscErrorCode open_mpio(MPI_Comm comm, const char *path, int create, hid_t *f)
@@ -186,32 +193,63 @@ PetscErrorCode sgm_epr_file_create(MPI_Comm comm, const char *path, const SgmEpr
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+static PetscErrorCode flush(SgmEprFile e)
+{
+  const int64_t nb = e->nbuf, t0 = e->t0, count = e->count;
+  PetscFunctionBeginUser;
+  if (nb == 0) PetscFunctionReturn(PETSC_SUCCESS);
+  hsize_t o1[1] = {(hsize_t)t0}, c1[1] = {(hsize_t)nb};
+  PetscCall(write_slab(e->f, "step", H5T_NATIVE_INT64, 1, o1, c1, e->rank != 0, e->sbuf));
+  PetscCall(write_slab(e->f, "time", H5T_NATIVE_DOUBLE, 1, o1, c1, e->rank != 0, e->tbuf));
+  hsize_t o3[3] = {(hsize_t)t0, (hsize_t)e->start, 0},
+          c3[3] = {(hsize_t)nb, (hsize_t)count, (hsize_t)e->dim};
+  for (int v = 0; v < SGM_EPR_NVEC; v++)
+    PetscCall(write_slab(e->f, sgm_epr_vec_names[v], H5T_NATIVE_DOUBLE, 3, o3, c3, count == 0,
+                         e->vbuf[v]));
+  hsize_t o2[2] = {(hsize_t)t0, (hsize_t)e->start}, c2[2] = {(hsize_t)nb, (hsize_t)count};
+  for (int k = 0; k < SGM_EPR_NQ; k++)
+    PetscCall(write_slab(e->f, sgm_epr_quantity_name(k), H5T_NATIVE_DOUBLE, 2, o2, c2, count == 0,
+                         e->qbuf[k]));
+  e->t0 += nb;
+  e->nbuf = 0;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_epr_file_write_frame(SgmEprFile e, int64_t t, int64_t step, double time,
                                         int64_t start, int64_t count,
                                         const double *const vec[SGM_EPR_NVEC], const double *q,
                                         int nq)
 {
+  const int dim = e->dim;
   PetscFunctionBeginUser;
-  PetscCheck(t >= 0 && t < e->nframes, e->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "frame %lld outside [0, %lld)", (long long)t, (long long)e->nframes);
-  hsize_t o1[1] = {(hsize_t)t}, c1[1] = {1};
-  PetscCall(write_slab(e->f, "step", H5T_NATIVE_INT64, 1, o1, c1, e->rank != 0, &step));
-  PetscCall(write_slab(e->f, "time", H5T_NATIVE_DOUBLE, 1, o1, c1, e->rank != 0, &time));
-  hsize_t o3[3] = {(hsize_t)t, (hsize_t)start, 0}, c3[3] = {1, (hsize_t)count, (hsize_t)e->dim};
+  PetscCheck(nq == SGM_EPR_NQ, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "nq = %d, expected %d", nq,
+             (int)SGM_EPR_NQ);
+  PetscCheck(t == e->t0 + e->nbuf && t < e->nframes, e->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "frame %lld written out of order (expected %lld of %lld)", (long long)t,
+             (long long)(e->t0 + e->nbuf), (long long)e->nframes);
+  if (!e->tbuf) {
+    /* about 8 MiB of buffered rows per rank, at least one frame */
+    const double per = (double)(count + 1) * (SGM_EPR_NVEC * dim + SGM_EPR_NQ) * sizeof(double);
+    e->bmax = (int64_t)(8.0 * 1024 * 1024 / per);
+    if (e->bmax < 1) e->bmax = 1;
+    if (e->bmax > e->nframes) e->bmax = e->nframes;
+    e->start = start, e->count = count;
+    PetscCall(PetscMalloc2(e->bmax, &e->tbuf, e->bmax, &e->sbuf));
+    for (int v = 0; v < SGM_EPR_NVEC; v++)
+      PetscCall(PetscMalloc1(e->bmax * (count + 1) * dim, &e->vbuf[v]));
+    for (int k = 0; k < SGM_EPR_NQ; k++)
+      PetscCall(PetscMalloc1(e->bmax * (count + 1), &e->qbuf[k]));
+  }
+  PetscCheck(start == e->start && count == e->count, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
+             "the rows of a rank must not change between frames");
+  const int64_t b = e->nbuf;
+  e->tbuf[b] = time, e->sbuf[b] = step;
   for (int v = 0; v < SGM_EPR_NVEC; v++)
-    PetscCall(
-        write_slab(e->f, sgm_epr_vec_names[v], H5T_NATIVE_DOUBLE, 3, o3, c3, count == 0, vec[v]));
-  if ((size_t)count > e->cap) {
-    PetscCall(PetscFree(e->buf));
-    e->cap = (size_t)count;
-    PetscCall(PetscMalloc1(e->cap, &e->buf));
-  }
-  hsize_t o2[2] = {(hsize_t)t, (hsize_t)start}, c2[2] = {1, (hsize_t)count};
-  for (int k = 0; k < nq; k++) {
-    for (int64_t i = 0; i < count; i++) e->buf[i] = q[i * nq + k];
-    PetscCall(write_slab(e->f, sgm_epr_quantity_name(k), H5T_NATIVE_DOUBLE, 2, o2, c2, count == 0,
-                         e->buf));
-  }
+    if (count) memcpy(e->vbuf[v] + b * count * dim, vec[v], sizeof(double) * count * dim);
+  for (int k = 0; k < SGM_EPR_NQ; k++)
+    for (int64_t i = 0; i < count; i++) e->qbuf[k][b * count + i] = q[i * nq + k];
+  e->nbuf++;
+  if (e->nbuf == e->bmax || t == e->nframes - 1) PetscCall(flush(e));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -238,9 +276,65 @@ PetscErrorCode sgm_epr_file_close(SgmEprFile *e)
 {
   PetscFunctionBeginUser;
   if (!e || !*e) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(flush(*e));
   SgmCallH5(H5Fclose((*e)->f));
-  PetscCall(PetscFree((*e)->buf));
+  for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscFree((*e)->vbuf[v]));
+  for (int k = 0; k < SGM_EPR_NQ; k++) PetscCall(PetscFree((*e)->qbuf[k]));
+  PetscCall(PetscFree2((*e)->tbuf, (*e)->sbuf));
   PetscCall(PetscFree(*e));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_epr_read_frames(MPI_Comm comm, const char *path, const char *group,
+                                   int64_t first, int64_t stride, int64_t nb, int dim, int64_t n,
+                                   double *x, double *g, int64_t *step)
+{
+  char p[512];
+  hid_t f, d, fs, ms;
+  const char *elems[2] = {"position", "orientation"};
+  double *out[2] = {x, g};
+  PetscFunctionBeginUser;
+  /* read-only and identical on every rank: independent POSIX reads, no collective open */
+  f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  PetscCheck(f >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot open %s", path);
+  for (int e = 0; e < 2; e++) {
+    if (!out[e]) continue;
+    hsize_t dims[3];
+    snprintf(p, sizeof p, "/particles/%s/%s/value", group, elems[e]);
+    SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
+    SgmCallH5H(fs, H5Dget_space(d));
+    PetscCheck(H5Sget_simple_extent_ndims(fs) == 3, PETSC_COMM_SELF, SGM_ERR_USER,
+               "%s:%s is not [T][N][d]", path, p);
+    SgmCallH5(H5Sget_simple_extent_dims(fs, dims, NULL));
+    PetscCheck(dims[1] == (hsize_t)n && dims[2] == (hsize_t)dim, PETSC_COMM_SELF, SGM_ERR_USER,
+               "%s holds %llu particles in %llu dimensions, the input asks for %lld in %d", path,
+               (unsigned long long)dims[1], (unsigned long long)dims[2], (long long)n, dim);
+    PetscCheck(first + (nb - 1) * stride < (int64_t)dims[0], PETSC_COMM_SELF, SGM_ERR_USER,
+               "%s has %llu frames, frame %lld requested", path, (unsigned long long)dims[0],
+               (long long)(first + (nb - 1) * stride));
+    hsize_t o[3] = {(hsize_t)first, 0, 0}, st[3] = {(hsize_t)stride, 1, 1},
+            c[3] = {(hsize_t)nb, (hsize_t)n, (hsize_t)dim};
+    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, o, st, c, NULL));
+    SgmCallH5H(ms, H5Screate_simple(3, c, NULL));
+    SgmCallH5(H5Dread(d, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, out[e]));
+    SgmCallH5(H5Sclose(ms));
+    SgmCallH5(H5Sclose(fs));
+    SgmCallH5(H5Dclose(d));
+  }
+  if (step) {
+    hsize_t o[1] = {(hsize_t)first}, st[1] = {(hsize_t)stride}, c[1] = {(hsize_t)nb};
+    snprintf(p, sizeof p, "/particles/%s/position/step", group);
+    SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
+    SgmCallH5H(fs, H5Dget_space(d));
+    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, o, st, c, NULL));
+    SgmCallH5H(ms, H5Screate_simple(1, c, NULL));
+    SgmCallH5(H5Dread(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, step));
+    SgmCallH5(H5Sclose(ms));
+    SgmCallH5(H5Sclose(fs));
+    SgmCallH5(H5Dclose(d));
+  }
+  SgmCallH5(H5Fclose(f));
+  (void)comm;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
