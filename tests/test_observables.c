@@ -513,6 +513,7 @@ START_TEST(test_writer)
   memset(&o, 0, sizeof o);
   SgmObservablesParams op = oparams(3.0, 0.1);
   op.sk_grid = 32;
+  op.per_particle = 1;
   ck_assert_int_eq(sgm_observables_compute(s, &op, &o), 0);
   /* frames 0, 1, 2, then frame 1 again (a restart): 2 rows remain */
   for (int f = 0; f < 3; f++)
@@ -537,6 +538,19 @@ START_TEST(test_writer)
   ck_assert_int_eq(dims[1], 16);
   read_ds(f, "/observables/structure_factor/k", H5T_NATIVE_DOUBLE, k, dims);
   for (int i = 0; i < 16; i++) ck_assert(S[16 + i] == o.sk_S[i] && k[i] == o.sk_k[i]);
+  /* per-particle rows in id order against the all-pairs reference */
+  int64_t *nn = malloc(sizeof(int64_t) * 2 * n), *lab = malloc(sizeof(int64_t) * 2 * n);
+  read_ds(f, "/observables/local_density/n", H5T_NATIVE_INT64, nn, dims);
+  ck_assert_int_eq(dims[0], 2);
+  ck_assert_int_eq(dims[1], n);
+  read_ds(f, "/observables/clusters/label", H5T_NATIVE_INT64, lab, dims);
+  Ref r = reference(x, 2, n, 50.0, 3.0, 2.2);
+  for (int64_t i = 0; i < n; i++) {
+    ck_assert_int_eq(nn[n + i], r.nloc[i]);
+    ck_assert_int_eq(lab[n + i], r.label[i]);
+  }
+  ref_free(&r);
+  free(nn), free(lab);
   H5Fclose(f);
   sgm_observables_free(&o);
   sgm_aoup_destroy(&s);

@@ -31,12 +31,14 @@ typedef struct {
   double contact_tol; /* contact when r < 2a (1 + contact_tol) */
   int sk_grid;        /* grid nodes per dimension M for S(k); 0 = automatic, -1 = no S(k) */
   int64_t every;      /* compute on every `every`-th trajectory frame (read by the caller) */
+  int per_particle;   /* 1: the writer also stores n_i and the cluster label of every particle */
 } SgmObservablesParams;
 
 typedef struct {
   int dim;
-  int64_t n;    /* N */
-  int64_t step; /* engine step of the state */
+  int64_t n;        /* N */
+  int per_particle; /* copied from the parameters: the writer stores the per-particle arrays */
+  int64_t step;     /* engine step of the state */
   /* local density */
   double r_local;    /* r_loc (length) */
   int nbins;         /* bins of hist */
@@ -72,7 +74,7 @@ typedef struct {
 } SgmObservables;
 
 /// Defaults of the [analysis] table (r_local 5, density_bins 64, contact_tol 0.1, sk_grid 0,
-/// every 1). Not collective.
+/// every 1, per_particle 0). Not collective.
 void sgm_observables_params_default(SgmObservablesParams *p);
 /// Reads the [analysis] table. Not collective (the configuration is the same on every rank).
 PetscErrorCode sgm_observables_params_from_config(SgmConfig cfg, SgmObservablesParams *p);

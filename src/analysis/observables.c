@@ -58,6 +58,7 @@ void sgm_observables_params_default(SgmObservablesParams *p)
   p->contact_tol = 0.1;
   p->sk_grid = 0;
   p->every = 1;
+  p->per_particle = 0;
 }
 
 PetscErrorCode sgm_observables_params_from_config(SgmConfig cfg, SgmObservablesParams *p)
@@ -72,6 +73,9 @@ PetscErrorCode sgm_observables_params_from_config(SgmConfig cfg, SgmObservablesP
   PetscCall(sgm_config_get_int(cfg, "analysis.sk_grid", &v));
   p->sk_grid = (int)v;
   PetscCall(sgm_config_get_int(cfg, "analysis.every", &p->every));
+  PetscBool pp;
+  PetscCall(sgm_config_get_bool(cfg, "analysis.per_particle", &pp));
+  p->per_particle = pp ? 1 : 0;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -372,6 +376,7 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
   }
   o->dim = dim;
   o->n = s->p.n;
+  o->per_particle = p->per_particle;
   o->step = s->step;
   o->r_local = r_loc;
   o->r_contact = r_con;

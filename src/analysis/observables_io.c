@@ -6,11 +6,14 @@
  * rank alike (a rank-0-only serial write would need its error broadcast by hand) and the writer
  * follows the same open-extend-write-close rhythm as the H5MD frames, so the file is consistent
  * after each frame. Datasets are extensible along the frame axis and resized to frame + 1 on each
- * write, which also drops rows beyond a restart point.
+ * write, which also drops rows beyond a restart point. Per-particle arrays (optional) are first
+ * moved to the id blocks of the ranks (one Alltoallv) and written as contiguous hyperslabs in id
+ * order, like the H5MD positions.
  */
 #include "sgm/observables.h"
 #include "sgm/core.h"
 
+#include <inttypes.h>
 #include <hdf5.h>
 
 static PetscErrorCode open_group(hid_t parent, const char *name, hid_t *g)
@@ -110,6 +113,100 @@ static PetscErrorCode put_fixed(hid_t parent, const char *name, hid_t type, int6
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* Per-particle rows: [T][N] int64 in global-id order; this rank writes columns [start, start +
+ * count) of row `frame` (every rank selects its block: one collective write). */
+static PetscErrorCode put_block(hid_t parent, const char *name, int64_t frame, int64_t n,
+                                int64_t start, int64_t count, const int64_t *v)
+{
+  hid_t d, fs, ms, x;
+  static const int64_t dummy[1] = {0};
+  PetscFunctionBeginUser;
+  htri_t e = H5Lexists(parent, name, H5P_DEFAULT);
+  SgmCallH5(e);
+  if (!e) {
+    hsize_t dims[2] = {0, (hsize_t)n}, maxd[2] = {H5S_UNLIMITED, (hsize_t)n};
+    hsize_t chunk[2] = {1, (hsize_t)(n < 65536 ? n : 65536)};
+    hid_t sp, pl;
+    SgmCallH5H(sp, H5Screate_simple(2, dims, maxd));
+    SgmCallH5H(pl, H5Pcreate(H5P_DATASET_CREATE));
+    SgmCallH5(H5Pset_chunk(pl, 2, chunk));
+    SgmCallH5H(d, H5Dcreate2(parent, name, H5T_NATIVE_INT64, sp, H5P_DEFAULT, pl, H5P_DEFAULT));
+    SgmCallH5(H5Pclose(pl));
+    SgmCallH5(H5Sclose(sp));
+  } else {
+    SgmCallH5H(d, H5Dopen2(parent, name, H5P_DEFAULT));
+  }
+  hsize_t ext[2] = {(hsize_t)frame + 1, (hsize_t)n}, off[2] = {(hsize_t)frame, (hsize_t)start};
+  hsize_t cnt[2] = {1, (hsize_t)count}, one[1] = {1};
+  SgmCallH5(H5Dset_extent(d, ext));
+  SgmCallH5H(fs, H5Dget_space(d));
+  if (count > 0) {
+    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL));
+    SgmCallH5H(ms, H5Screate_simple(2, cnt, NULL));
+  } else {
+    SgmCallH5(H5Sselect_none(fs));
+    SgmCallH5H(ms, H5Screate_simple(1, one, NULL));
+    SgmCallH5(H5Sselect_none(ms));
+    v = dummy;
+  }
+  SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
+  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_COLLECTIVE));
+  SgmCallH5(H5Dwrite(d, H5T_NATIVE_INT64, ms, fs, x, v));
+  SgmCallH5(H5Pclose(x));
+  SgmCallH5(H5Sclose(ms));
+  SgmCallH5(H5Sclose(fs));
+  SgmCallH5(H5Dclose(d));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Rank owning the id block of `id` (PETSc split of n over size). */
+static int id_block_owner(int64_t n, int size, int64_t id)
+{
+  int64_t q = n / size, r = n % size, big = r * (q + 1);
+  return id < big ? (int)(id / (q + 1)) : (int)(r + (id - big) / q);
+}
+
+/* Collective: n_i and labels of the owned particles moved to the id blocks (one Alltoallv of
+ * (id, n_i, label) triples); *nb and *lb hold ids [*start, *start + *count) (PetscFree both). */
+static PetscErrorCode to_id_blocks(MPI_Comm comm, const SgmObservables *o, int64_t *start,
+                                   int64_t *count, int64_t **nb, int64_t **lb)
+{
+  PetscMPIInt size, rank;
+  int *sc, *sd, *rc, *rd, *cur;
+  int64_t *sbuf, *rbuf;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(PetscCalloc5(size, &sc, size, &sd, size, &rc, size, &rd, size, &cur));
+  for (int64_t i = 0; i < o->nlocal; i++) sc[id_block_owner(o->n, size, o->id[i])] += 3;
+  PetscCallMPI(MPI_Alltoall(sc, 1, MPI_INT, rc, 1, MPI_INT, comm));
+  int64_t ts = 0, tr = 0;
+  for (int r = 0; r < size; r++)
+    sd[r] = cur[r] = (int)ts, ts += sc[r], rd[r] = (int)tr, tr += rc[r];
+  PetscCall(PetscMalloc1(ts + 1, &sbuf));
+  PetscCall(PetscMalloc1(tr + 1, &rbuf));
+  for (int64_t i = 0; i < o->nlocal; i++) {
+    int64_t *q = sbuf + cur[id_block_owner(o->n, size, o->id[i])];
+    q[0] = o->id[i], q[1] = o->nloc[i], q[2] = o->cluster[i];
+    cur[id_block_owner(o->n, size, o->id[i])] += 3;
+  }
+  PetscCallMPI(MPI_Alltoallv(sbuf, sc, sd, MPI_INT64_T, rbuf, rc, rd, MPI_INT64_T, comm));
+  sgm_decomp_split(o->n, size, rank, start, count);
+  PetscCheck(tr == 3 * *count, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "observables: %" PRId64 " particles for an id block of %" PRId64, tr / 3, *count);
+  PetscCall(PetscMalloc1(*count + 1, nb));
+  PetscCall(PetscMalloc1(*count + 1, lb));
+  for (int64_t j = 0; j < tr / 3; j++) {
+    const int64_t k = rbuf[3 * j] - *start;
+    PetscCheck(k >= 0 && k < *count, PETSC_COMM_SELF, PETSC_ERR_PLIB, "observables: id block");
+    (*nb)[k] = rbuf[3 * j + 1], (*lb)[k] = rbuf[3 * j + 2];
+  }
+  PetscCall(PetscFree(rbuf));
+  PetscCall(PetscFree(sbuf));
+  PetscCall(PetscFree5(sc, sd, rc, rd, cur));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static PetscErrorCode put_attr_double(hid_t obj, const char *name, double v)
 {
   hid_t sp, a;
@@ -154,6 +251,11 @@ PetscErrorCode sgm_observables_write(MPI_Comm comm, const char *path, int64_t fr
   PetscCall(put_row(sub, "skewness", H5T_NATIVE_DOUBLE, frame, 0, &o->skewness, rank));
   PetscCall(put_row(sub, "kurtosis", H5T_NATIVE_DOUBLE, frame, 0, &o->kurtosis, rank));
   PetscCall(put_row(sub, "bimodality", H5T_NATIVE_DOUBLE, frame, 0, &o->bimodality, rank));
+  int64_t start = 0, count = 0, *nb = NULL, *lb = NULL;
+  if (o->per_particle) {
+    PetscCall(to_id_blocks(comm, o, &start, &count, &nb, &lb));
+    PetscCall(put_block(sub, "n", frame, o->n, start, count, nb));
+  }
   SgmCallH5(H5Gclose(sub));
 
   PetscCall(open_group(g, "clusters", &sub));
@@ -164,6 +266,11 @@ PetscErrorCode sgm_observables_write(MPI_Comm comm, const char *path, int64_t fr
       put_row(sub, "largest_fraction", H5T_NATIVE_DOUBLE, frame, 0, &o->largest_fraction, rank));
   PetscCall(put_row(sub, "largest_label", H5T_NATIVE_INT64, frame, 0, &o->largest_label, rank));
   PetscCall(put_row(sub, "iterations", H5T_NATIVE_INT64, frame, 0, &iters, rank));
+  if (o->per_particle) {
+    PetscCall(put_block(sub, "label", frame, o->n, start, count, lb));
+    PetscCall(PetscFree(nb));
+    PetscCall(PetscFree(lb));
+  }
   SgmCallH5(H5Gclose(sub));
 
   if (o->nshell > 0) {
