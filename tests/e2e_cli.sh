@@ -60,5 +60,23 @@ check "another run's directory: untouched" "[[ \"\$before\" == \"\$after\" ]]"
 "${mpi[@]}" -n 2 "$exe" --set run.overwrite=true "$tmp/other.toml" >"$tmp/o" 2>&1; rc=$?
 check "overwrite = true takes the directory" "[[ $rc -eq 0 ]] && grep -q 'name = \"other\"' $tmp/out/run.toml"
 
+# A stage that stops early (as on SIGTERM) ends the run with status 0 before the next stage.
+cat >"$tmp/stop.toml" <<TOML
+[run]
+name = "stop"
+output = "$tmp/stop"
+stages = ["simulate", "simulate"]
+[system]
+n = 64
+phi = 0.3
+[simulate]
+n_steps = 100
+frame_every = 50
+stop_after = 30
+TOML
+"${mpi[@]}" -n 2 "$exe" "$tmp/stop.toml" >"$tmp/o" 2>&1; rc=$?
+check "early stop exits 0" "[[ $rc -eq 0 ]] && [[ -f $tmp/stop/checkpoint.h5 ]]"
+check "early stop runs no later stage" "! grep -q 'stage simulate (2/2)' $tmp/o && grep -q 'stages after simulate not run' $tmp/o"
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -63,5 +63,8 @@ PetscErrorCode sgm_run_check_writable(const SgmRun *run, const char *name);
 /// sgm_stop_requested (collective: an allreduce, so all ranks stop at the same step).
 PetscErrorCode sgm_signals_install(void);
 PetscErrorCode sgm_stop_requested(MPI_Comm comm, PetscBool *stop);
+/// Sets the stop flag as a signal would (a stage stopping by itself, e.g. [simulate] stop_after).
+/// Not collective; async-signal-safe.
+void sgm_request_stop(void);
 
 #endif

@@ -123,6 +123,17 @@ PetscErrorCode sgm_run_stages(SgmRun *run)
     PetscCall(sgm_metrics_set(run->metrics, stages[i], "wall_time_s", MPI_Wtime() - t0));
     PetscCall(sgm_metrics_flush(run->metrics));
     PetscCall(sgm_log(run->comm, "== stage %s done in %.2f s ==\n", stages[i], MPI_Wtime() - t0));
+    /* A stage that saw SIGTERM/SIGUSR1 checkpointed and returned early: later stages would read
+     * incomplete outputs, so the run ends here (exit 0, for the job script to requeue). */
+    PetscBool stop;
+    PetscCall(sgm_stop_requested(run->comm, &stop));
+    if (stop) {
+      if (i + 1 < n)
+        PetscCall(sgm_log(run->comm,
+                          "stop requested: stages after %s not run; continue with --restart\n",
+                          stages[i]));
+      break;
+    }
   }
   PetscFunctionReturn(PETSC_SUCCESS);
 }

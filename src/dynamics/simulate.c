@@ -288,7 +288,10 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
       PetscCall(write_checkpoint(&m));
     }
     PetscCall(sgm_stop_requested(run->comm, &stop));
-    if (stop_after > 0 && m.s->step - first >= stop_after && m.s->step < total) stop = PETSC_TRUE;
+    if (stop_after > 0 && m.s->step - first >= stop_after && m.s->step < total) {
+      stop = PETSC_TRUE;
+      sgm_request_stop(); /* as a signal would: the driver runs no later stage */
+    }
     if (stop) break;
   }
   double wall = MPI_Wtime() - t0;
