@@ -23,10 +23,6 @@ static inline double gelu_d1(double x)
 {
   return 0.5 * erfc(-x * SGM_INV_SQRT2) + x * SGM_INV_SQRT2PI * exp(-0.5 * x * x);
 }
-static inline double gelu_d2(double x)
-{
-  return SGM_INV_SQRT2PI * exp(-0.5 * x * x) * (2.0 - x * x);
-}
 static inline double sigm(double x)
 {
   return 1.0 / (1.0 + exp(-x));
@@ -101,9 +97,10 @@ void sgm_nn_act_jvp_backward(SgmNnAct act, float *dinp, float *dtinp, const floa
   switch (act) {
   case SGM_NN_ACT_GELU:
     for (int i = 0; i < N; i++) {
-      double x = inp[i];
-      if (dinp) dinp[i] += (float)(gelu_d2(x) * tinp[i] * dtout[i]);
-      if (dtinp) dtinp[i] += (float)(gelu_d1(x) * dtout[i]);
+      /* phi and Phi once for both derivatives */
+      const double x = inp[i], phi = SGM_INV_SQRT2PI * exp(-0.5 * x * x);
+      if (dinp) dinp[i] += (float)(phi * (2.0 - x * x) * tinp[i] * dtout[i]);
+      if (dtinp) dtinp[i] += (float)((0.5 * erfc(-x * SGM_INV_SQRT2) + x * phi) * dtout[i]);
     }
     break;
   case SGM_NN_ACT_SILU:
