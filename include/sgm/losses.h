@@ -1,0 +1,73 @@
+/* Training losses of the per-particle score (paper 002): the denoising loss (eq. 88 in the form of
+ * App. F.8) and the score-matching loss (eq. 22) with the exact per-particle divergence.
+ *
+ * Owns: the loss settings, the scratch arrays of one evaluation (gathered windows, outputs and
+ * their cotangents, per-particle noise), sized at creation for the model's max_batch, and the
+ * evaluation over a list of window centres in micro-batches of at most max_batch. The model's
+ * output of one centre is [s_x (D) | s_g (D)] with only the learned parts present (out_dim = D
+ * when one part is learned, 2D for both).
+ *
+ *   denoise: every particle's x (when noise_x) and g are perturbed by +-sigma xi (xi standard
+ *            normal, a pure function of (seed, SGM_RNG_DENOISE, global id, step)); the windows
+ *            are the neighbour lists of the clean frame with perturbed coordinates. Per centre c
+ *            and sign s, with the target -s xi_c / sigma of eq. (87)-(88) and weight sigma^2
+ *            (same minimiser, O(1) values):
+ *              l_s = | sigma shat(r + s sigma xi) + s xi_c |^2,
+ *            and l = (l_+ + l_-)/2 with antithetic pairs, l = l_+ without.
+ *   sm:      l = |shat|^2 + 2 (div_{x_c} shat_x + div_{g_c} shat_g) over the learned parts,
+ *            divergences exact through the model's divergence API (forward-mode JVPs).
+ * Boltzmann-informed parameterisation (App. F.3.2, g part only): shat_g = -g_c + N_g, with N_g
+ * the network (then div_g shat_g = -D + div_g N_g).
+ * The FPE residual (eq. 24) and the composite loss (eq. 25) are not implemented: the residual
+ * squares a sum over all particles, which the per-particle windows do not decompose.
+ * Nothing here communicates.
+ */
+#ifndef SGM_LOSSES_H
+#define SGM_LOSSES_H
+
+#include "sgm/nn_models.h"
+#include "sgm/windows.h"
+
+#define SGM_LOSS_LIST(X)                                                                           \
+  X(DENOISE, "denoise")                                                                            \
+  X(SM, "sm")
+
+typedef enum {
+#define SGM_X(e, s) SGM_LOSS_##e,
+  SGM_LOSS_LIST(SGM_X)
+#undef SGM_X
+      SGM_LOSS_NKINDS
+} SgmLossKind;
+
+typedef struct {
+  SgmLossKind kind;
+  int dim;         /* D of positions and orientations */
+  int learn_x;     /* the model outputs s_x */
+  int learn_g;     /* the model outputs s_g */
+  double sigma;    /* denoise: noise standard deviation (length for x, 1 for g) */
+  int noise_x;     /* denoise: perturb positions too (App. F.8); required when learn_x */
+  int antithetic;  /* denoise: +- pairs of the same noise */
+  int boltzmann_g; /* s_g = -g_c + N_g */
+  uint64_t seed;
+} SgmLossConfig;
+
+typedef struct SgmLoss_ *SgmLoss;
+
+/// Kind from its name ("denoise", "sm"); SGM_ERR_USER listing the names when unknown.
+PetscErrorCode sgm_loss_kind_from_name(const char *name, SgmLossKind *kind);
+/// Name of a kind.
+const char *sgm_loss_name(SgmLossKind kind);
+/// Loss for the local transformer m (windows of K neighbours, at most max_batch centres per
+/// forward, out_dim = D (learn_x + learn_g)). Checks the settings (SGM_ERR_USER). Not collective.
+PetscErrorCode sgm_loss_create(const SgmLossConfig *cfg, SgmNnTransformer m, int K, int max_batch,
+                               SgmLoss *l);
+/// Frees; accepts NULL and NULLs the handle.
+PetscErrorCode sgm_loss_destroy(SgmLoss *l);
+/// Not collective. For the B local centres (indices < nlocal of w's last build) ACCUMULATES into
+/// the model's gradient slab the gradient of the SUM over centres of the per-centre loss, and
+/// returns that sum (accumulated in double) in *loss_sum. `step` keys the denoising noise.
+/// Allocates only when the number of locals + ghosts exceeds every earlier call's.
+PetscErrorCode sgm_loss_eval(SgmLoss l, SgmWindows w, int64_t B, const int64_t *centres,
+                             int64_t step, double *loss_sum);
+
+#endif
