@@ -14,6 +14,7 @@
 #include "testutil.h"
 #include "sgm/app.h"
 #include "sgm/epr.h"
+#include "sgm/score_provider.h"
 #include "sgm/simulate.h"
 
 #include <hdf5.h>
@@ -28,17 +29,35 @@ static const double MUA = 1.0, V0 = 1.0, GAM = 1.0, EPS = 0.5;
 #define NP  64
 #define DIM 2
 
-static PetscErrorCode run_stages(const char *outdir, double dt, int64_t nsteps, int64_t every)
+static PetscErrorCode register_stages(void)
 {
-  SgmConfig cfg;
-  SgmRun *run;
-  char text[4096];
   PetscFunctionBeginUser;
   PetscCall(sgm_schema_register(&sgm_table_system));
   PetscCall(sgm_schema_register(&sgm_table_simulate));
   PetscCall(sgm_schema_register(&sgm_table_epr));
   PetscCall(sgm_stage_register("simulate", sgm_stage_simulate, "integrate the system's SDE"));
   PetscCall(sgm_stage_register("epr", sgm_stage_epr, "entropy production"));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode run_text(const char *text)
+{
+  SgmConfig cfg;
+  SgmRun *run;
+  PetscFunctionBeginUser;
+  PetscCall(register_stages());
+  PetscCall(sgm_config_create_from_string(sgm_test_comm(), "epr_test.toml", text, 0, NULL, &cfg));
+  PetscCall(sgm_run_create(sgm_test_comm(), cfg, NULL, &run));
+  PetscCall(sgm_run_stages(run));
+  PetscCall(sgm_run_destroy(&run));
+  PetscCall(sgm_config_destroy(&cfg));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode run_stages(const char *outdir, double dt, int64_t nsteps, int64_t every)
+{
+  char text[4096];
+  PetscFunctionBeginUser;
   snprintf(text, sizeof text,
            "[run]\nname = \"epr_test\"\nseed = 11\nstages = [\"simulate\", \"epr\"]\n"
            "overwrite = true\noutput = \"%s\"\n"
@@ -49,11 +68,7 @@ static PetscErrorCode run_stages(const char *outdir, double dt, int64_t nsteps, 
            "[epr]\nscore = \"exact_trap\"\nbatches = 10\ngrid = [16, 16]\n",
            outdir, DIM, NP, V0, GAM, EPS, MUA, dt, (long long)(8.0 / dt), (long long)nsteps,
            (long long)every);
-  PetscCall(sgm_config_create_from_string(sgm_test_comm(), "epr_test.toml", text, 0, NULL, &cfg));
-  PetscCall(sgm_run_create(sgm_test_comm(), cfg, NULL, &run));
-  PetscCall(sgm_run_stages(run));
-  PetscCall(sgm_run_destroy(&run));
-  PetscCall(sgm_config_destroy(&cfg));
+  PetscCall(run_text(text));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -270,12 +285,145 @@ START_TEST(test_epr_trap_e2e)
 }
 END_TEST
 
+/* A provider registered by the test, as a learned model would be: s_x = 0, s_g = -g. Then
+ * v_x = b_x (pair forces + v0 g), v_g = 0, and ∇_x·v_x is the drift divergence alone. */
+static PetscErrorCode gonly_eval(SgmScoreProvider sp, const SgmParticles *P, int64_t i0,
+                                 int64_t count, double *sx, double *sg, double *divx, double *divg)
+{
+  (void)sp;
+  for (int64_t u = 0; u < count; u++) {
+    for (int k = 0; k < P->dim; k++)
+      sx[u * P->dim + k] = 0.0, sg[u * P->dim + k] = -P->g[(i0 + u) * P->dim + k];
+    divx[u] = 0.0, divg[u] = -(double)P->dim;
+  }
+  return PETSC_SUCCESS;
+}
+
+static PetscErrorCode gonly_create(SgmScoreProvider sp, SgmConfig cfg)
+{
+  (void)cfg;
+  sp->eval = gonly_eval;
+  return PETSC_SUCCESS;
+}
+
+/* Softplus force and its derivative (k = 2.5, a = 1, β = 7.5), written out for the check. */
+static double sp_f(double r)
+{
+  return 2.5 * log1p(exp(7.5 * (2.0 - r))) / 7.5;
+}
+static double sp_df(double r)
+{
+  return -2.5 / (1.0 + exp(-7.5 * (2.0 - r)));
+}
+
+START_TEST(test_epr_periodic_provider)
+{
+  /* interacting MIPS-like system in a periodic box, decomposed at 1, 2 or 4 ranks: the stored
+   * forces-based velocity and the drift divergence against an O(N²) minimum-image evaluation */
+  const char *dir = sgm_test_tmpdir("epr_periodic");
+  char text[4096];
+  ck_assert_int_eq(sgm_score_provider_register("test_g_only", gonly_create, "test"), 0);
+  snprintf(text, sizeof text,
+           "[run]\nname = \"epr_per\"\nseed = 7\nstages = [\"simulate\", \"epr\"]\n"
+           "overwrite = true\noutput = \"%s\"\n"
+           "[system]\ndim = 2\nn = 200\nphi = 0.4\nv0 = 1.0\ngamma = 1.0\neps = 0.1\nk = 2.5\n"
+           "potential = \"softplus\"\n"
+           "[simulate]\ndt = 0.01\nn_equil = 20\nn_steps = 60\nframe_every = 20\nrelax_steps = 10\n"
+           "[epr]\nscore = \"test_g_only\"\nfirst = 1\nstride = 2\n",
+           dir);
+  ck_assert_int_eq(run_text(text), 0);
+  const int n = 200, T = 2; /* frames 1 and 3 of 4 */
+  const double L = sqrt(n * M_PI / 0.4), rc = 2.0 + 16.0 / 7.5;
+  char path[1024];
+  snprintf(path, sizeof path, "%s/epr.h5", dir);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  ck_assert_int_ge(f, 0);
+  int nd;
+  hsize_t dims[3];
+  double *x = read_all(f, "position", &nd, dims), *g = read_all(f, "orientation", &nd, dims);
+  ck_assert_int_eq(dims[0], T);
+  ck_assert_int_eq(dims[1], n);
+  double *vx = read_all(f, "velocity_x", &nd, dims), *vg = read_all(f, "velocity_g", &nd, dims);
+  double *sysx = read_all(f, "epr_system_x", &nd, dims),
+         *totx = read_all(f, "epr_total_x", &nd, dims);
+  double *sysg = read_all(f, "epr_system_g", &nd, dims);
+  double *st = read_all(f, "step", &nd, dims);
+  ck_assert_double_eq(st[0], 40.0);
+  ck_assert_double_eq(st[1], 80.0);
+  double maxerr = 0;
+  int npairs = 0;
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < n; i++) {
+      const double *xi = x + ((size_t)t * n + i) * 2;
+      double F[2] = {0, 0}, div = 0;
+      for (int j = 0; j < n; j++) {
+        if (j == i) continue;
+        const double *xj = x + ((size_t)t * n + j) * 2;
+        double d[2];
+        for (int k = 0; k < 2; k++) d[k] = xi[k] - xj[k], d[k] -= L * nearbyint(d[k] / L);
+        const double r = hypot(d[0], d[1]);
+        if (r >= rc) continue;
+        npairs++;
+        for (int k = 0; k < 2; k++) F[k] += sp_f(r) * d[k] / r;
+        div += sp_df(r) + sp_f(r) / r;
+      }
+      const size_t o = (size_t)t * n + i;
+      double v2 = 0;
+      for (int k = 0; k < 2; k++) {
+        const double ref = F[k] + g[2 * o + k];
+        maxerr = fmax(maxerr, fabs(vx[2 * o + k] - ref) / (1 + fabs(ref)));
+        ck_assert(vg[2 * o + k] == 0.0);
+        v2 += vx[2 * o + k] * vx[2 * o + k];
+      }
+      maxerr = fmax(maxerr, fabs(sysx[o] - div) / (1 + fabs(div)));
+      maxerr = fmax(maxerr, fabs(totx[o] - v2 / 0.1) / (1 + v2 / 0.1));
+      ck_assert_double_eq_tol(sysg[o], 0.0, 1e-14);
+    }
+  ck_assert_msg(npairs > n, "too few interacting pairs (%d) for a meaningful check", npairs);
+  ck_assert_msg(maxerr < 1e-10, "periodic EPR differs from the O(N^2) evaluation by %g", maxerr);
+  free(x), free(g), free(vx), free(vg), free(sysx), free(totx), free(sysg), free(st);
+  H5Fclose(f);
+  /* maps on the DMDA grid: every particle-frame lands in a cell */
+  snprintf(path, sizeof path, "%s/fields.h5", dir);
+  f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  double *cnt = read_all(f, "count", &nd, dims), tot = 0;
+  /* the engine's cell grid: at most L / rc cells per dimension (wider with a Verlet skin) */
+  ck_assert_int_eq(dims[0], dims[1]);
+  ck_assert(dims[0] >= 3 && (double)dims[0] <= L / rc);
+  for (hsize_t c = 0; c < dims[0] * dims[1]; c++) tot += cnt[c];
+  ck_assert_double_eq(tot, (double)(T * n));
+  free(cnt);
+  H5Fclose(f);
+}
+END_TEST
+
+START_TEST(test_example_input)
+{
+  char path[1024];
+  SgmConfig cfg;
+  ck_assert_int_eq(register_stages(), 0);
+  snprintf(path, sizeof path, "%s/input/trap_exact_epr.toml", SGM_SOURCE_DIR);
+  ck_assert_int_eq(sgm_config_create(sgm_test_comm(), path, 0, NULL, &cfg), 0);
+  SgmAoupParams p;
+  ck_assert_int_eq(sgm_aoup_params_from_config(cfg, 1, &p), 0);
+  SgmScoreProvider sp;
+  ck_assert_int_eq(sgm_score_provider_create(sgm_test_comm(), "exact_trap", &p, cfg, &sp), 0);
+  sgm_score_provider_destroy(&sp);
+  ck_assert_int_eq(p.n, 64);
+  sgm_config_destroy(&cfg);
+}
+END_TEST
+
 static Suite *suite(void)
 {
   Suite *s = suite_create("epr_stage");
   TCase *t = tcase_create("e2e");
   tcase_set_timeout(t, long_run ? 900 : 120);
   tcase_add_test(t, test_epr_trap_e2e);
+  if (!long_run) {
+    tcase_add_test(t, test_epr_periodic_provider);
+    tcase_add_test(t, test_example_input);
+  }
   suite_add_tcase(s, t);
   return s;
 }
