@@ -79,6 +79,11 @@ void sgm_observables_params_default(SgmObservablesParams *p);
 /// Reads the [analysis] table. Not collective (the configuration is the same on every rank).
 PetscErrorCode sgm_observables_params_from_config(SgmConfig cfg, SgmObservablesParams *p);
 
+/// Collective on s->comm: checks that p is usable on the decomposition of s (periodic box; halo
+/// width max(r_local a, 2a(1+contact_tol)) below L/2 and not wider than the narrowest rank patch,
+/// since the halo engine exchanges one hop per face). Call it before a run so that a bad
+/// [analysis] setting stops the run before any work (SGM_ERR_USER).
+PetscErrorCode sgm_observables_check(SgmAoup s, const SgmObservablesParams *p);
 /// Collective on s->comm: computes every observable of the current state of s (periodic boxes
 /// only). Works on a migrated copy of the owned particles with its own halo of width max(r_loc,
 /// r_contact), so the engine's particles, ghosts and halo pattern are untouched. Arrays in *o are

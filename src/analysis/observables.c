@@ -344,16 +344,11 @@ static PetscErrorCode density_histogram(SgmAoup s, SgmObservables *o, int nbins)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p, SgmObservables *o)
+PetscErrorCode sgm_observables_check(SgmAoup s, const SgmObservablesParams *p)
 {
   const int dim = s->p.dim;
   const double a = s->p.a, L = s->p.L;
-  SgmParticles P;
-  SgmHalo h = NULL;
-  SgmCells C;
-
   PetscFunctionBeginUser;
-  PetscCall(obs_log_init());
   PetscCheck(
       s->p.periodic, s->comm, SGM_ERR_USER,
       "analysis: the observables need a periodic box (boundary = \"open\" is not supported)");
@@ -374,6 +369,24 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
                "dimension ([simulate] grid), a larger box or a smaller analysis.r_local",
                w, r_loc, r_con, pw, k, s->decomp.dims[k], L);
   }
+  PetscCheck(p->sk_grid >= -1 && p->sk_grid != 1, s->comm, SGM_ERR_USER,
+             "analysis: sk_grid = %d: use -1 (none), 0 (automatic) or M >= 2", p->sk_grid);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p, SgmObservables *o)
+{
+  const int dim = s->p.dim;
+  const double a = s->p.a, L = s->p.L;
+  SgmParticles P;
+  SgmHalo h = NULL;
+  SgmCells C;
+
+  PetscFunctionBeginUser;
+  PetscCall(obs_log_init());
+  PetscCall(sgm_observables_check(s, p));
+  const double r_loc = p->r_local * a, r_con = 2.0 * a * (1.0 + p->contact_tol);
+  const double w = r_loc > r_con ? r_loc : r_con;
   o->dim = dim;
   o->n = s->p.n;
   o->per_particle = p->per_particle;
