@@ -558,6 +558,42 @@ START_TEST(test_writer)
 }
 END_TEST
 
+START_TEST(test_config_keys)
+{
+  /* the [analysis] table parses with its defaults and with every key set; bad values stop */
+  SgmConfig cfg;
+  SgmObservablesParams p, d;
+  ck_assert_int_eq(sgm_schema_register(&sgm_table_analysis), 0);
+  ck_assert_int_eq(sgm_config_create_from_string(sgm_test_comm(), "a.toml",
+                                                 "[run]\nname = \"t\"\nstages = []\n", 0, NULL,
+                                                 &cfg),
+                   0);
+  ck_assert_int_eq(sgm_observables_params_from_config(cfg, &p), 0);
+  sgm_observables_params_default(&d);
+  ck_assert(p.r_local == d.r_local && p.density_bins == d.density_bins &&
+            p.contact_tol == d.contact_tol && p.sk_grid == d.sk_grid && p.every == d.every &&
+            p.per_particle == d.per_particle);
+  sgm_config_destroy(&cfg);
+  ck_assert_int_eq(sgm_config_create_from_string(
+                       sgm_test_comm(), "b.toml",
+                       "[run]\nname = \"t\"\nstages = []\n[analysis]\nr_local = 3.5\n"
+                       "density_bins = 20\ncontact_tol = 0.05\nsk_grid = 128\nevery = 4\n"
+                       "per_particle = true\n",
+                       0, NULL, &cfg),
+                   0);
+  ck_assert_int_eq(sgm_observables_params_from_config(cfg, &p), 0);
+  ck_assert(p.r_local == 3.5 && p.density_bins == 20 && p.contact_tol == 0.05 && p.sk_grid == 128 &&
+            p.every == 4 && p.per_particle == 1);
+  sgm_config_destroy(&cfg);
+  PetscPushErrorHandler(PetscReturnErrorHandler, NULL);
+  PetscErrorCode ierr = sgm_config_create_from_string(
+      sgm_test_comm(), "c.toml", "[run]\nname = \"t\"\nstages = []\n[analysis]\ndensity_bins = 1\n",
+      0, NULL, &cfg);
+  PetscPopErrorHandler();
+  ck_assert_int_ne(ierr, 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
   Suite *s = suite_create("observables");
@@ -575,6 +611,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_sk_direct_dft);
   tcase_add_test(t, test_halo_width_check);
   tcase_add_test(t, test_writer);
+  tcase_add_test(t, test_config_keys);
   suite_add_tcase(s, t);
   return s;
 }
