@@ -221,6 +221,47 @@ START_TEST(test_unmigrated)
 }
 END_TEST
 
+START_TEST(test_after_dynamics)
+{
+  /* a real engine state: random start, overlap relaxation, 30 active steps with a Verlet skin
+   * (ghosts kept, locals not migrated between rebuilds); reference from the gathered state */
+  SgmAoupParams p = params(2, 1200, 60.0);
+  p.v0 = 1.0, p.eps = 0.1, p.dt = 0.02, p.skin = 0.6;
+  SgmAoup s;
+  ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
+  ck_assert_int_eq(sgm_aoup_init_random(s, 20), 0);
+  for (int i = 0; i < 30; i++) ck_assert_int_eq(sgm_aoup_step(s), 0);
+  int64_t start, count;
+  double *bx, *bg;
+  ck_assert_int_eq(sgm_aoup_gather_block(s, &start, &count, &bx, &bg), 0);
+  int size = s->size, *cnt = malloc(sizeof(int) * (size_t)size),
+      *dsp = malloc(sizeof(int) * (size_t)size), mine = (int)(2 * count);
+  MPI_Allgather(&mine, 1, MPI_INT, cnt, 1, MPI_INT, s->comm);
+  for (int r = 0, o = 0; r < size; r++) dsp[r] = o, o += cnt[r];
+  double *x = malloc(sizeof(double) * 2 * 1200);
+  MPI_Allgatherv(bx, mine, MPI_DOUBLE, x, cnt, dsp, MPI_DOUBLE, s->comm);
+  SgmObservablesParams op = oparams(5.0, 0.1);
+  SgmObservables o;
+  memset(&o, 0, sizeof o);
+  ck_assert_int_eq(sgm_observables_compute(s, &op, &o), 0);
+  Ref r = reference(x, 2, 1200, 60.0, 5.0, 2.2);
+  int bad = 0, gbad;
+  for (int64_t i = 0; i < o.nlocal; i++)
+    bad += o.nloc[i] != r.nloc[o.id[i]] || o.cluster[i] != r.label[o.id[i]];
+  MPI_Allreduce(&bad, &gbad, 1, MPI_INT, MPI_SUM, s->comm);
+  ck_assert_int_eq(gbad, 0);
+  ck_assert_int_eq(o.n_clusters, r.nclusters);
+  ck_assert_int_eq(o.largest_size, r.largest);
+  /* the engine keeps stepping after the analysis (its ghosts and halo pattern untouched) */
+  ck_assert_int_eq(sgm_aoup_step(s), 0);
+  ref_free(&r);
+  sgm_observables_free(&o);
+  PetscFree(bx), PetscFree(bg);
+  free(cnt), free(dsp), free(x);
+  sgm_aoup_destroy(&s);
+}
+END_TEST
+
 START_TEST(test_random_1d)
 {
   const int64_t n = 400;
@@ -602,6 +643,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_random_2d);
   tcase_add_test(t, test_unmigrated);
   tcase_add_test(t, test_random_1d);
+  tcase_add_test(t, test_after_dynamics);
   tcase_add_test(t, test_chain_ring);
   tcase_add_test(t, test_serpentine);
   tcase_add_test(t, test_dimers);
