@@ -2,3 +2,4 @@
 # data-parallel `train` stage (rank-count invariance, restart identity).
 sgm_mpi_test(test_windows SOURCES test_windows.c RANKS 1 2 4 TIMEOUT 60)
 sgm_mpi_test(test_losses SOURCES test_losses.c RANKS 1 TIMEOUT 60)
+sgm_mpi_test(test_train SOURCES test_train.c RANKS 1 2 4 TIMEOUT 120)

@@ -1,0 +1,566 @@
+/* The `train` stage: offline data-parallel training on trajectory frames (include/sgm/train.h).
+ *
+ * Owns the training loop. Each step picks one frame (a pure function of (seed, step)), sets the
+ * particle engine to it (ownership by the same space decomposition as `simulate`), builds the
+ * K-nearest-neighbour windows of the owned particles, evaluates the loss of the owned particles
+ * that belong to the step's minibatch, sums the gradient slab over ranks with one in-place
+ * MPI_Allreduce, divides by the global batch size, and takes the same optimiser step on every
+ * rank. Batches never mix frames (App. F.9). Trade-offs:
+ *  - Minibatches come from a keyed permutation of the global ids (sgm_train_in_batch), not from
+ *    the rank-local particle order: every step has exactly `batch` centres and the same ones on
+ *    any number of ranks; only the floating-point summation order of the gradient differs.
+ *  - The gradient is reduced in float (the slab's type) and the loss separately in double
+ *    (8 bytes); reductions are summed in a rank-count-dependent order, so models trained on
+ *    different rank counts agree to rounding, not bitwise (tests/test_train.c states the bound).
+ *  - Frames are read from the file when the step's frame differs from the last one (every rank
+ *    reads all N rows, as sgm_aoup_set_state takes full arrays); for the frame sizes of paper 002
+ *    (N <= 32768) this is milliseconds against a training step.
+ *  - The RNG position is the step itself (counter-based streams), so a checkpoint is the model,
+ *    the optimiser (moments, EMA, step count) and the loss log; a restarted run continues
+ *    bit for bit on the same number of ranks.
+ * Every rank's parameter hash is compared at every checkpoint and at the end (a mismatch is a hard
+ * error). Nothing is allocated inside a step after the first frame (windows and noise arrays grow
+ * only when a frame has more locals + ghosts than any before).
+ */
+#include "sgm/train.h"
+#include "sgm/aoup.h"
+#include "sgm/core.h"
+#include "sgm/h5md.h"
+#include "sgm/losses.h"
+#include "sgm/nn_io.h"
+#include "sgm/nn_models.h"
+#include "sgm/nn_optim.h"
+#include "sgm/rng.h"
+#include "sgm/simulate.h"
+#include "sgm/windows.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static PetscLogEvent ev_frame, ev_windows, ev_loss, ev_allreduce, ev_optim;
+
+static PetscErrorCode train_log_init(void)
+{
+  static int done = 0;
+  PetscClassId cid;
+  PetscFunctionBeginUser;
+  if (done) PetscFunctionReturn(PETSC_SUCCESS);
+  done = 1;
+  PetscCall(PetscClassIdRegister("SGM train", &cid));
+  PetscCall(PetscLogEventRegister("SgmTrainFrame", cid, &ev_frame));
+  PetscCall(PetscLogEventRegister("SgmTrainWindows", cid, &ev_windows));
+  PetscCall(PetscLogEventRegister("SgmTrainLoss", cid, &ev_loss));
+  PetscCall(PetscLogEventRegister("SgmTrainAllreduce", cid, &ev_allreduce));
+  PetscCall(PetscLogEventRegister("SgmTrainOptim", cid, &ev_optim));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Feistel bijection on [0, 4^h) with 4 rounds, round keys from Philox. */
+static uint64_t feistel(uint64_t seed, uint64_t epoch, int h, uint64_t v)
+{
+  const uint64_t mask = (1ULL << h) - 1;
+  uint64_t l = v >> h, r = v & mask;
+  for (uint32_t round = 0; round < 4; round++) {
+    uint32_t o[4];
+    sgm_rng_u32x4(seed, SGM_RNG_BATCH, r, epoch, round, o);
+    const uint64_t f = (((uint64_t)o[1] << 32) | o[0]) & mask;
+    const uint64_t t = l ^ f;
+    l = r, r = t;
+  }
+  return (l << h) | r;
+}
+
+int sgm_train_in_batch(uint64_t seed, int64_t step, uint64_t id, int64_t n, int64_t batch)
+{
+  const int64_t nb = n / batch; /* steps per epoch */
+  const int64_t epoch = step / nb, j = step % nb;
+  int h = 1;
+  while ((1ULL << (2 * h)) < (uint64_t)n) h++;
+  uint64_t p = id;
+  do p = feistel(seed, (uint64_t)epoch, h, p);
+  while (p >= (uint64_t)n); /* cycle walking: a bijection of [0, n) */
+  return (int64_t)p / batch == j;
+}
+
+int64_t sgm_train_frame(uint64_t seed, int64_t step, int64_t nframes)
+{
+  double u[4];
+  sgm_rng_uniform4(seed, SGM_RNG_BATCH, 0, (uint64_t)step, 0x40000000u, u);
+  int64_t f = (int64_t)(u[0] * (double)nframes);
+  return f < nframes ? f : nframes - 1;
+}
+
+uint64_t sgm_train_param_hash(const float *p, size_t n)
+{
+  const unsigned char *b = (const unsigned char *)p;
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
+  return h;
+}
+
+PetscErrorCode sgm_train_check_params(MPI_Comm comm, const SgmParams *p, uint64_t *hash)
+{
+  uint64_t h = sgm_train_param_hash(p->params, p->nparams), lo, hi;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Allreduce(&h, &lo, 1, MPI_UINT64_T, MPI_MIN, comm));
+  PetscCallMPI(MPI_Allreduce(&h, &hi, 1, MPI_UINT64_T, MPI_MAX, comm));
+  PetscCheck(lo == hi, comm, PETSC_ERR_PLIB,
+             "train: the parameters differ between ranks (hash %016llx vs %016llx)",
+             (unsigned long long)lo, (unsigned long long)hi);
+  if (hash) *hash = h;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+enum { NARCH = 16, NHYPER = 16 };
+
+typedef struct {
+  SgmRun *run;
+  SgmAoupParams ap;
+  SgmAoup s;
+  SgmWindows w;
+  SgmNnTransformer m;
+  SgmParams *par;
+  SgmOptim opt;
+  SgmLoss loss;
+  SgmLossConfig lc;
+  int K, max_batch;
+  int64_t steps, batch, nframes, cur_frame;
+  const char *traj, *group;
+  char traj_path[PETSC_MAX_PATH_LEN];
+  int64_t *ids, *centres;
+  double *fx, *fg;
+  double *log; /* (steps, 3): loss, lr, grad norm */
+  SgmNNAttr arch[NARCH], hyper[NHYPER];
+  int narch, nhyper;
+} Trainer;
+
+static PetscErrorCode model_from_config(Trainer *t)
+{
+  SgmConfig cfg = t->run->cfg;
+  int64_t v;
+  const char *s;
+  PetscBool b;
+  SgmNnTransformerConfig c;
+  PetscFunctionBeginUser;
+  memset(&c, 0, sizeof c);
+  c.dim = t->ap.dim, c.gdim = t->ap.dim;
+  PetscCall(sgm_config_get_string(cfg, "model.learn", &s));
+  t->lc.learn_x = !strcmp(s, "xg"), t->lc.learn_g = 1;
+  c.out_dim = c.dim * (t->lc.learn_x + t->lc.learn_g);
+  PetscCall(sgm_config_get_int(cfg, "model.d_e", &v));
+  c.d_model = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.layers", &v));
+  c.n_layers = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.heads", &v));
+  c.n_heads = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.mlp_hidden", &v));
+  c.mlp_hidden = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.embed_hidden", &v));
+  c.embed_hidden = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.embed_depth", &v));
+  c.embed_depth = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.dec_hidden", &v));
+  c.dec_hidden = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.dec_depth", &v));
+  c.dec_depth = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.K", &v));
+  t->K = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.max_batch", &v));
+  t->max_batch = (int)v;
+  PetscCall(sgm_config_get_bool(cfg, "model.boltzmann", &b));
+  t->lc.boltzmann_g = (int)b;
+  const char *act;
+  PetscCall(sgm_config_get_string(cfg, "model.activation", &act));
+  c.act = !strcmp(act, "silu")   ? SGM_NN_ACT_SILU
+          : !strcmp(act, "relu") ? SGM_NN_ACT_RELU
+                                 : SGM_NN_ACT_GELU;
+  PetscCheck(c.d_model % 2 == 0, t->run->comm, SGM_ERR_USER, "[model] d_e must be even (got %d)",
+             c.d_model);
+  PetscCheck(c.d_model % c.n_heads == 0, t->run->comm, SGM_ERR_USER,
+             "[model] heads = %d must divide d_e = %d", c.n_heads, c.d_model);
+  PetscCall(sgm_nn_transformer_create_local(&c, t->K, t->max_batch, c.dim, t->run->seed, &t->m));
+  t->par = sgm_nn_transformer_params(t->m);
+  int n = 0;
+  t->arch[n++] = SGM_NN_ATTR_S("kind", "local_transformer");
+  t->arch[n++] = SGM_NN_ATTR_I("dim", c.dim);
+  t->arch[n++] = SGM_NN_ATTR_I("gdim", c.gdim);
+  t->arch[n++] = SGM_NN_ATTR_I("out_dim", c.out_dim);
+  t->arch[n++] = SGM_NN_ATTR_I("d_e", c.d_model);
+  t->arch[n++] = SGM_NN_ATTR_I("layers", c.n_layers);
+  t->arch[n++] = SGM_NN_ATTR_I("heads", c.n_heads);
+  t->arch[n++] = SGM_NN_ATTR_I("mlp_hidden", c.mlp_hidden);
+  t->arch[n++] = SGM_NN_ATTR_I("embed_hidden", c.embed_hidden);
+  t->arch[n++] = SGM_NN_ATTR_I("embed_depth", c.embed_depth);
+  t->arch[n++] = SGM_NN_ATTR_I("dec_hidden", c.dec_hidden);
+  t->arch[n++] = SGM_NN_ATTR_I("dec_depth", c.dec_depth);
+  t->arch[n++] = SGM_NN_ATTR_S("activation", act);
+  t->arch[n++] = SGM_NN_ATTR_I("K", t->K);
+  t->arch[n++] = SGM_NN_ATTR_S("learn", t->lc.learn_x ? "xg" : "g");
+  t->arch[n++] = SGM_NN_ATTR_I("boltzmann", t->lc.boltzmann_g);
+  t->narch = n;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode optim_from_config(Trainer *t)
+{
+  SgmConfig cfg = t->run->cfg;
+  SgmOptimSettings os;
+  const char *name, *sched;
+  double lr, lr_init, lr_end;
+  int64_t warmup;
+  PetscFunctionBeginUser;
+  sgm_optim_settings_default(&os);
+  PetscCall(sgm_config_get_string(cfg, "train.optimizer", &name));
+  PetscCall(sgm_config_get_string(cfg, "train.schedule", &sched));
+  PetscCall(sgm_config_get_real(cfg, "train.lr", &lr));
+  PetscCall(sgm_config_get_real(cfg, "train.lr_init", &lr_init));
+  PetscCall(sgm_config_get_real(cfg, "train.lr_end", &lr_end));
+  PetscCall(sgm_config_get_int(cfg, "train.warmup", &warmup));
+  PetscCall(sgm_config_get_real(cfg, "train.beta1", &os.beta1));
+  PetscCall(sgm_config_get_real(cfg, "train.beta2", &os.beta2));
+  PetscCall(sgm_config_get_real(cfg, "train.eps", &os.eps));
+  PetscCall(sgm_config_get_real(cfg, "train.weight_decay", &os.weight_decay));
+  PetscCall(sgm_config_get_real(cfg, "train.clip", &os.clip_norm));
+  PetscCall(sgm_config_get_real(cfg, "train.ema", &os.ema_decay));
+  const int64_t decay = t->steps > warmup ? t->steps : warmup + 1;
+  if (!strcmp(sched, "constant"))
+    os.schedule = sgm_optim_schedule_constant(lr);
+  else if (!strcmp(sched, "cosine"))
+    os.schedule = sgm_optim_schedule_cosine(lr, decay, lr > 0 ? lr_end / lr : 0.0);
+  else
+    os.schedule = sgm_optim_schedule_warmup_cosine(lr_init, lr, warmup, decay, lr_end);
+  PetscCall(sgm_optim_create(name, t->par->nparams, &os, &t->opt));
+  int n = 0;
+  t->hyper[n++] = SGM_NN_ATTR_S("loss", sgm_loss_name(t->lc.kind));
+  t->hyper[n++] = SGM_NN_ATTR_R("sigma", t->lc.sigma);
+  t->hyper[n++] = SGM_NN_ATTR_I("noise_x", t->lc.noise_x);
+  t->hyper[n++] = SGM_NN_ATTR_I("antithetic", t->lc.antithetic);
+  t->hyper[n++] = SGM_NN_ATTR_I("steps", t->steps);
+  t->hyper[n++] = SGM_NN_ATTR_I("batch", t->batch);
+  t->hyper[n++] = SGM_NN_ATTR_S("optimizer", name);
+  t->hyper[n++] = SGM_NN_ATTR_S("schedule", sched);
+  t->hyper[n++] = SGM_NN_ATTR_R("lr", lr);
+  t->hyper[n++] = SGM_NN_ATTR_I("warmup", warmup);
+  t->hyper[n++] = SGM_NN_ATTR_R("clip", os.clip_norm);
+  t->hyper[n++] = SGM_NN_ATTR_R("ema", os.ema_decay);
+  t->hyper[n++] = SGM_NN_ATTR_I("seed", (int64_t)t->run->seed);
+  t->nhyper = n;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Sets the engine to frame f and rebuilds the windows of the owned particles. */
+static PetscErrorCode load_frame(Trainer *t, int64_t f)
+{
+  int64_t fstep;
+  PetscFunctionBeginUser;
+  if (f == t->cur_frame) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(PetscLogEventBegin(ev_frame, 0, 0, 0, 0));
+  PetscCall(sgm_h5md_read_frame(t->run->comm, t->traj_path, t->group, f, t->ap.dim, t->ap.n, t->fx,
+                                t->fg, &fstep));
+  PetscCall(sgm_aoup_set_state(t->s, t->ap.n, t->ids, t->fx, t->fg, fstep));
+  PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
+  PetscCall(PetscLogEventBegin(ev_windows, 0, 0, 0, 0));
+  const SgmParticles *p = &t->s->part;
+  PetscCall(sgm_windows_build(t->w, p->nlocal, p->id, p->x, p->g));
+  PetscCall(PetscLogEventEnd(ev_windows, 0, 0, 0, 0));
+  t->cur_frame = f;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* train_log.h5 (rank 0, tmp + rename): step (n) int64, loss, lr, grad_norm (n) double. */
+static PetscErrorCode write_log(Trainer *t, int64_t n)
+{
+  PetscMPIInt rank;
+  char tmp[PETSC_MAX_PATH_LEN];
+  int ok = 1;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(t->run->comm, &rank));
+  PetscCall(sgm_run_tmp_path(t->run, "train_log.h5", tmp, sizeof tmp));
+  if (rank == 0) {
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ok = f >= 0;
+    hsize_t dims[1] = {(hsize_t)n};
+    const char *names[3] = {"loss", "lr", "grad_norm"};
+    double *col = NULL;
+    int64_t *st = NULL;
+    if (ok) {
+      PetscCall(PetscMalloc2(n + 1, &col, n + 1, &st));
+      for (int64_t i = 0; i < n; i++) st[i] = i + 1;
+      hid_t sp = H5Screate_simple(1, dims, NULL);
+      hid_t d = H5Dcreate2(f, "step", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      ok = ok && d >= 0 && H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, st) >= 0;
+      if (d >= 0) H5Dclose(d);
+      for (int c = 0; c < 3 && ok; c++) {
+        for (int64_t i = 0; i < n; i++) col[i] = t->log[3 * i + c];
+        d = H5Dcreate2(f, names[c], H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        ok =
+            ok && d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) >= 0;
+        if (d >= 0) H5Dclose(d);
+      }
+      H5Sclose(sp);
+      H5Fclose(f);
+      PetscCall(PetscFree2(col, st));
+    }
+  }
+  PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, t->run->comm));
+  PetscCheck(ok, t->run->comm, PETSC_ERR_FILE_WRITE, "train: cannot write %s", tmp);
+  PetscCall(sgm_run_commit_file(t->run, "train_log.h5"));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Reads the first n entries of train_log.h5 (restart) on rank 0 and broadcasts. */
+static PetscErrorCode read_log(Trainer *t, int64_t n)
+{
+  PetscMPIInt rank;
+  char path[PETSC_MAX_PATH_LEN];
+  int ok = 1;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(t->run->comm, &rank));
+  PetscCall(sgm_run_path(t->run, "train_log.h5", path, sizeof path));
+  if (rank == 0 && n > 0) {
+    const char *names[3] = {"loss", "lr", "grad_norm"};
+    double *col;
+    PetscCall(PetscMalloc1(n, &col));
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ok = f >= 0;
+    for (int c = 0; c < 3 && ok; c++) {
+      hid_t d = H5Dopen2(f, names[c], H5P_DEFAULT);
+      ok = d >= 0;
+      if (!ok) break;
+      hid_t sp = H5Dget_space(d);
+      hsize_t have = 0;
+      H5Sget_simple_extent_dims(sp, &have, NULL);
+      ok = (int64_t)have >= n;
+      if (ok) {
+        hsize_t start[1] = {0}, cnt[1] = {(hsize_t)n};
+        hid_t ms = H5Screate_simple(1, cnt, NULL);
+        H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, cnt, NULL);
+        ok = H5Dread(d, H5T_NATIVE_DOUBLE, ms, sp, H5P_DEFAULT, col) >= 0;
+        H5Sclose(ms);
+        for (int64_t i = 0; i < n && ok; i++) t->log[3 * i + c] = col[i];
+      }
+      H5Sclose(sp), H5Dclose(d);
+    }
+    if (f >= 0) H5Fclose(f);
+    PetscCall(PetscFree(col));
+  }
+  PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, t->run->comm));
+  PetscCheck(ok, t->run->comm, SGM_ERR_USER, "train restart: %s lacks the first %lld steps", path,
+             (long long)n);
+  if (n > 0) PetscCallMPI(MPI_Bcast(t->log, (int)(3 * n), MPI_DOUBLE, 0, t->run->comm));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode save(Trainer *t, const char *name, int64_t nlog)
+{
+  char path[PETSC_MAX_PATH_LEN];
+  uint64_t h;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_train_check_params(t->run->comm, t->par, &h));
+  PetscCall(sgm_run_path(t->run, name, path, sizeof path));
+  PetscCall(
+      sgm_nn_save(t->run->comm, path, t->par, t->narch, t->arch, t->nhyper, t->hyper, t->opt));
+  PetscCall(write_log(t, nlog));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode file_exists(MPI_Comm comm, const char *path, PetscBool *e)
+{
+  PetscMPIInt rank;
+  int v = 0;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) v = access(path, R_OK) == 0;
+  PetscCallMPI(MPI_Bcast(&v, 1, MPI_INT, 0, comm));
+  *e = v ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode trainer_destroy(Trainer *t)
+{
+  PetscFunctionBeginUser;
+  PetscCall(sgm_loss_destroy(&t->loss));
+  PetscCall(sgm_optim_destroy(&t->opt));
+  PetscCall(sgm_nn_transformer_destroy(&t->m));
+  PetscCall(sgm_windows_destroy(&t->w));
+  PetscCall(sgm_aoup_destroy(&t->s));
+  PetscCall(PetscFree4(t->ids, t->centres, t->fx, t->fg));
+  PetscCall(PetscFree(t->log));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_stage_train(SgmRun *run)
+{
+  Trainer t;
+  SgmConfig cfg = run->cfg;
+  MPI_Comm comm = run->comm;
+  const char *lname;
+  PetscBool b, set;
+  int64_t ckpt_every, log_every, stop_after, start = 0;
+  double width;
+  PetscFunctionBeginUser;
+  PetscCall(train_log_init());
+  memset(&t, 0, sizeof t);
+  t.run = run;
+  t.cur_frame = -1;
+  PetscCall(sgm_aoup_params_from_config(cfg, run->seed, &t.ap));
+  PetscCheck(t.ap.periodic, comm, SGM_ERR_USER,
+             "train: windows need a periodic box ([system] boundary = \"periodic\")");
+  PetscCall(sgm_config_get_string(cfg, "train.loss", &lname));
+  PetscCall(sgm_loss_kind_from_name(lname, &t.lc.kind));
+  PetscCall(sgm_config_get_real(cfg, "train.sigma", &t.lc.sigma));
+  PetscCall(sgm_config_get_bool(cfg, "train.noise_x", &b));
+  t.lc.noise_x = (int)b;
+  PetscCall(sgm_config_get_bool(cfg, "train.antithetic", &b));
+  t.lc.antithetic = (int)b;
+  PetscCall(sgm_config_get_int(cfg, "train.steps", &t.steps));
+  PetscCall(sgm_config_get_int(cfg, "train.batch", &t.batch));
+  PetscCall(sgm_config_get_int(cfg, "train.checkpoint_every", &ckpt_every));
+  PetscCall(sgm_config_get_int(cfg, "train.log_every", &log_every));
+  PetscCall(sgm_config_get_int(cfg, "train.stop_after", &stop_after));
+  PetscCall(sgm_config_get_string(cfg, "train.group", &t.group));
+  PetscCall(sgm_config_get_real(cfg, "model.window_width", &width));
+  t.lc.dim = t.ap.dim;
+  t.lc.seed = run->seed;
+  PetscCheck(t.batch <= t.ap.n, comm, SGM_ERR_USER, "[train] batch = %lld exceeds N = %lld",
+             (long long)t.batch, (long long)t.ap.n);
+  PetscCall(sgm_config_is_set(cfg, "train.trajectory", &set));
+  if (set) {
+    PetscCall(sgm_config_get_string(cfg, "train.trajectory", &t.traj));
+    PetscCall(PetscStrncpy(t.traj_path, t.traj, sizeof t.traj_path));
+  } else
+    PetscCall(sgm_run_path(run, "trajectory.h5", t.traj_path, sizeof t.traj_path));
+  PetscCall(file_exists(comm, t.traj_path, &b));
+  PetscCheck(b, comm, SGM_ERR_USER,
+             "train: no trajectory %s (run `simulate` first or set [train] "
+             "trajectory)",
+             t.traj_path);
+  PetscCall(sgm_h5md_nframes(comm, t.traj_path, t.group, &t.nframes));
+  PetscCheck(t.nframes > 0, comm, SGM_ERR_USER, "train: %s has no frames", t.traj_path);
+
+  /* restart: continue from train_checkpoint.h5 when --restart is given and it exists */
+  char ckpt[PETSC_MAX_PATH_LEN];
+  PetscBool resume = PETSC_FALSE;
+  PetscCall(sgm_run_path(run, "train_checkpoint.h5", ckpt, sizeof ckpt));
+  if (run->restart) PetscCall(file_exists(comm, ckpt, &resume));
+  if (!resume) {
+    PetscCall(sgm_run_check_writable(run, "model.h5"));
+    PetscCall(sgm_run_check_writable(run, "train_log.h5"));
+  }
+
+  PetscCall(model_from_config(&t));
+  PetscCall(optim_from_config(&t));
+  PetscCall(sgm_loss_create(&t.lc, t.m, t.K, t.max_batch, &t.loss));
+  PetscCall(sgm_aoup_create(comm, &t.ap, &t.s));
+  if (width <= 0) {
+    const double rho = (double)t.ap.n / pow(t.ap.L, t.ap.dim);
+    width = t.ap.dim == 2 ? 1.5 * sqrt((t.K + 1) / (M_PI * rho)) : 1.5 * (t.K + 1) / (2 * rho);
+  }
+  PetscCall(sgm_windows_create(comm, &t.s->decomp, t.K, width, &t.w));
+  PetscCall(PetscMalloc4(t.ap.n, &t.ids, t.ap.n, &t.centres, t.ap.n * t.ap.dim, &t.fx,
+                         t.ap.n * t.ap.dim, &t.fg));
+  for (int64_t i = 0; i < t.ap.n; i++) t.ids[i] = i;
+  PetscCall(PetscCalloc1(3 * (t.steps + 1), &t.log));
+  if (resume) {
+    PetscCall(sgm_nn_load(comm, ckpt, t.par, t.narch, t.arch, t.opt));
+    PetscCall(sgm_optim_get_step(t.opt, &start));
+    PetscCheck(start <= t.steps, comm, SGM_ERR_USER,
+               "train restart: checkpoint at step %lld beyond [train] steps = %lld",
+               (long long)start, (long long)t.steps);
+    PetscCall(read_log(&t, start));
+    PetscCall(sgm_log(comm, "train: restarting from %s at step %lld\n", ckpt, (long long)start));
+  }
+  PetscCall(sgm_train_check_params(comm, t.par, NULL));
+  PetscCall(sgm_log(comm,
+                    "train: %s loss, local transformer K = %d, %zu parameters, %lld steps of %lld "
+                    "centres from %lld frames of %s\n",
+                    lname, t.K, t.par->nparams, (long long)t.steps, (long long)t.batch,
+                    (long long)t.nframes, t.traj_path));
+
+  SgmProgress prog;
+  PetscCall(
+      sgm_progress_create(comm, "train", t.steps - start, (double)t.batch, "particles", &prog));
+  double t_total = 0, t_allreduce = 0, loss = NAN;
+  PetscBool stop = PETSC_FALSE;
+  int64_t step = start, done = 0;
+  const int64_t nparams = (int64_t)t.par->nparams;
+  while (step < t.steps) {
+    const double t0 = MPI_Wtime();
+    PetscCall(load_frame(&t, sgm_train_frame(run->seed, step, t.nframes)));
+    const SgmParticles *p = &t.s->part;
+    int64_t nb = 0;
+    for (int64_t a = 0; a < p->nlocal; a++)
+      if (sgm_train_in_batch(run->seed, step, (uint64_t)p->id[a], t.ap.n, t.batch))
+        t.centres[nb++] = a;
+    sgm_nn_params_zero_grad(t.par);
+    double lsum;
+    PetscCall(PetscLogEventBegin(ev_loss, 0, 0, 0, 0));
+    PetscCall(sgm_loss_eval(t.loss, t.w, nb, t.centres, step, &lsum));
+    PetscCall(PetscLogEventEnd(ev_loss, 0, 0, 0, 0));
+    PetscCall(PetscLogEventBegin(ev_allreduce, 0, 0, 0, 0));
+    const double ta = MPI_Wtime();
+    PetscCallMPI(
+        MPI_Allreduce(MPI_IN_PLACE, t.par->grads, (PetscMPIInt)nparams, MPI_FLOAT, MPI_SUM, comm));
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &lsum, 1, MPI_DOUBLE, MPI_SUM, comm));
+    t_allreduce += MPI_Wtime() - ta;
+    PetscCall(PetscLogEventEnd(ev_allreduce, 0, 0, 0, 0));
+    loss = lsum / (double)t.batch;
+    PetscCheck(isfinite(loss), comm, PETSC_ERR_FP, "train: non-finite loss at step %lld",
+               (long long)step);
+    const float scale = (float)(1.0 / (double)t.batch);
+    for (int64_t i = 0; i < nparams; i++) t.par->grads[i] *= scale;
+    double lr, gnorm;
+    PetscCall(sgm_optim_get_lr(t.opt, &lr));
+    PetscCall(PetscLogEventBegin(ev_optim, 0, 0, 0, 0));
+    PetscCall(sgm_optim_step(t.opt, t.par->params, t.par->grads, &gnorm));
+    PetscCall(PetscLogEventEnd(ev_optim, 0, 0, 0, 0));
+    t.log[3 * step] = loss, t.log[3 * step + 1] = lr, t.log[3 * step + 2] = gnorm;
+    step++, done++;
+    t_total += MPI_Wtime() - t0;
+    if (step % log_every == 0 || step == t.steps)
+      PetscCall(sgm_log(comm, "train: step %lld loss %.6g lr %.3g |grad| %.3g\n", (long long)step,
+                        loss, lr, gnorm));
+    PetscCall(sgm_progress_update(prog, done));
+    if (ckpt_every > 0 && step % ckpt_every == 0 && step < t.steps)
+      PetscCall(save(&t, "train_checkpoint.h5", step));
+    PetscCall(sgm_stop_requested(comm, &stop));
+    if (stop_after > 0 && done >= stop_after) stop = PETSC_TRUE;
+    if (stop && step < t.steps) break;
+    stop = PETSC_FALSE;
+  }
+  PetscCall(sgm_progress_destroy(&prog));
+  const double rate = t_total > 0 ? (double)done * (double)t.batch / t_total : 0.0;
+  if (stop) {
+    PetscCall(save(&t, "train_checkpoint.h5", step));
+    PetscCall(sgm_log(comm,
+                      "train: stopped at step %lld; continue with --restart (train_checkpoint.h5 "
+                      "in %s)\n",
+                      (long long)step, run->outdir));
+    PetscCall(sgm_metrics_set(run->metrics, "train", "interrupted_at_step", (double)step));
+  } else {
+    PetscCall(save(&t, "model.h5", t.steps));
+    PetscMPIInt rank;
+    PetscCallMPI(MPI_Comm_rank(comm, &rank));
+    if (rank == 0) (void)remove(ckpt); /* a finished run has nothing to resume */
+    double w;
+    int64_t ngrow;
+    sgm_windows_width(t.w, &w, &ngrow);
+    PetscCall(sgm_log(comm,
+                      "train: done, final loss %.6g, %.4g particles/s, allreduce %.1f%%, "
+                      "window halo %.3g (grown %lld times)\n",
+                      loss, rate, t_total > 0 ? 100 * t_allreduce / t_total : 0.0, w,
+                      (long long)ngrow));
+    PetscCall(sgm_metrics_set(run->metrics, "train", "steps", (double)t.steps));
+  }
+  if (done > 0) PetscCall(sgm_metrics_set(run->metrics, "train", "final_loss", loss));
+  PetscCall(sgm_metrics_set(run->metrics, "train", "particles_per_s", rate));
+  PetscCall(sgm_metrics_set(run->metrics, "train", "allreduce_fraction",
+                            t_total > 0 ? t_allreduce / t_total : 0.0));
+  PetscCall(sgm_metrics_set(run->metrics, "train", "n_params", (double)nparams));
+  PetscCall(sgm_metrics_flush(run->metrics));
+  PetscCall(trainer_destroy(&t));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}

@@ -1,0 +1,86 @@
+/* The [model] and [train] tables of the score module (documented in docs/input.md through the
+ * schema registry). [model] fixes the architecture (stored as /architecture in model.h5 and
+ * checked on load); [train] the loss, optimiser and loop. */
+#include "sgm/train.h"
+
+#include <math.h>
+
+static const SgmKeySpec model_keys[] = {
+    {"kind", SGM_KEY_STRING, "\"local_transformer\"", 0, -INFINITY, INFINITY, "local_transformer",
+     "", "Score network: the per-particle transformer over K-nearest-neighbour windows (App. F.6)"},
+    {"d_e", SGM_KEY_INT, "256", 0, 2, 65536, NULL, "", "Embedding width d_e (even)"},
+    {"layers", SGM_KEY_INT, "4", 0, 1, 1024, NULL, "", "Encoder blocks L"},
+    {"heads", SGM_KEY_INT, "4", 0, 1, 1024, NULL, "", "Attention heads (divide d_e)"},
+    {"K", SGM_KEY_INT, "64", 0, 1, 65536, NULL, "", "Neighbours per window (window of K + 1)"},
+    {"mlp_hidden", SGM_KEY_INT, "256", 0, 1, 1 << 20, NULL, "",
+     "Hidden width of the MLP psi inside each encoder block"},
+    {"embed_hidden", SGM_KEY_INT, "256", 0, 1, 1 << 20, NULL, "",
+     "Hidden width of the position and orientation embedding MLPs"},
+    {"embed_depth", SGM_KEY_INT, "2", 0, 0, 64, NULL, "",
+     "Hidden layers of each embedding MLP (0: one Linear)"},
+    {"dec_hidden", SGM_KEY_INT, "256", 0, 1, 1 << 20, NULL, "", "Hidden width of the decoder MLP"},
+    {"dec_depth", SGM_KEY_INT, "2", 0, 0, 64, NULL, "",
+     "Hidden layers of the decoder (0: one Linear)"},
+    {"activation", SGM_KEY_STRING, "\"gelu\"", 0, -INFINITY, INFINITY, "gelu|silu|relu", "",
+     "Activation of every MLP"},
+    {"learn", SGM_KEY_STRING, "\"g\"", 0, -INFINITY, INFINITY, "g|xg", "",
+     "Scores the network outputs: s_g only (App. F.8) or s_x and s_g ([s_x | s_g])"},
+    {"boltzmann", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
+     "Boltzmann-informed parameterisation of the g score, s_g = -g + N_g (App. F.3.2)"},
+    {"max_batch", SGM_KEY_INT, "128", 0, 1, 1 << 20, NULL, "",
+     "Centres per forward pass (micro-batch; sets the activation arena, see nn_models.h)"},
+    {"window_width", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "length",
+     "Initial halo width of the windows (0: 1.5x the K-th neighbour distance at mean density); "
+     "grown automatically when a window needs more"},
+    {NULL, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
+
+static const SgmKeySpec train_keys[] = {
+    {"trajectory", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "path",
+     "H5MD file of training frames (unset: trajectory.h5 in the output directory)"},
+    {"group", SGM_KEY_STRING, "\"all\"", 0, -INFINITY, INFINITY, NULL, "",
+     "H5MD particle group of the frames"},
+    {"loss", SGM_KEY_STRING, "\"denoise\"", 0, -INFINITY, INFINITY, "denoise|sm", "",
+     "Denoising loss (eq. 88 as in App. F.8) or score matching (eq. 22, exact divergences)"},
+    {"sigma", SGM_KEY_REAL, "0.01", 0, 1e-300, INFINITY, NULL, "length",
+     "Denoising noise standard deviation (on x in length units, on g dimensionless)"},
+    {"noise_x", SGM_KEY_BOOL, "true", 0, 0, 0, NULL, "",
+     "Denoising: perturb positions as well as orientations (App. F.8)"},
+    {"antithetic", SGM_KEY_BOOL, "true", 0, 0, 0, NULL, "",
+     "Denoising: +- pairs of the same noise"},
+    {"steps", SGM_KEY_INT, "1000", 0, 0, 2.8e14, NULL, "steps", "Optimiser steps"},
+    {"batch", SGM_KEY_INT, "1024", 0, 1, 4294967295.0, NULL, "particles",
+     "Global minibatch: centre particles of one frame per step (<= N)"},
+    {"optimizer", SGM_KEY_STRING, "\"radam\"", 0, -INFINITY, INFINITY,
+     "adam|adamw|radam|radam_torch", "", "Optimiser (include/sgm/nn_optim.h)"},
+    {"lr", SGM_KEY_REAL, "1e-4", 0, 0.0, INFINITY, NULL, "",
+     "Learning rate (peak rate of warmup_cosine, initial rate of cosine)"},
+    {"schedule", SGM_KEY_STRING, "\"warmup_cosine\"", 0, -INFINITY, INFINITY,
+     "constant|cosine|warmup_cosine", "", "Learning-rate schedule (optax semantics)"},
+    {"warmup", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "steps", "Warmup steps of warmup_cosine"},
+    {"lr_init", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "", "Rate at step 0 of warmup_cosine"},
+    {"lr_end", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "",
+     "Final rate of warmup_cosine; cosine ends at lr_end/lr (alpha)"},
+    {"beta1", SGM_KEY_REAL, "0.9", 0, 0.0, 1.0, NULL, "", "First-moment decay"},
+    {"beta2", SGM_KEY_REAL, "0.999", 0, 0.0, 1.0, NULL, "", "Second-moment decay"},
+    {"eps", SGM_KEY_REAL, "1e-8", 0, 0.0, INFINITY, NULL, "", "Optimiser epsilon"},
+    {"weight_decay", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "", "Weight decay"},
+    {"clip", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "",
+     "Global-norm gradient clipping threshold (0: none)"},
+    {"ema", SGM_KEY_REAL, "0.0", 0, 0.0, 0.999999999, NULL, "",
+     "Decay of an exponential moving average of the weights (0: none); stored in model.h5"},
+    {"checkpoint_every", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "steps",
+     "Write train_checkpoint.h5 every this many steps (0: only on SIGTERM/SIGUSR1 and stop_after)"},
+    {"log_every", SGM_KEY_INT, "10", 0, 1, 2.8e14, NULL, "steps",
+     "Print the loss every this many steps"},
+    {"stop_after", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "steps",
+     "Stop as on SIGTERM (checkpoint, return) after this many steps of this invocation; 0 = run to "
+     "the end"},
+    {NULL, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
+
+const SgmTableSpec sgm_table_model = {
+    "model", "Score-network architecture (stored in model.h5 and checked on load)", model_keys, 0};
+const SgmTableSpec sgm_table_train = {
+    "train", "Offline data-parallel training of the score network on trajectory frames", train_keys,
+    0};
