@@ -691,6 +691,47 @@ START_TEST(test_ltf_partial_batch)
 }
 END_TEST
 
+START_TEST(test_ltf_lean_equals_full)
+{
+  /* max_tan = 0 (no tangent memory) on a 3-block model gives bitwise the fixture-config model's
+   * output, parameter and input gradients at max_tan = 2, over two forward/backward rounds
+   * (gradient faces shared between blocks must be cleared between blocks), in both last-block
+   * modes; and it takes less memory. */
+  SgmNnTransformerConfig c = tf_config();
+  c.n_layers = 3;
+  SgmNnTransformer lean, full;
+  float o1[TMAX], o2[TMAX], dx1[TMAX] = {0}, dx2[TMAX] = {0}, dg1[TMAX] = {0}, dg2[TMAX] = {0};
+  ck_assert_int_eq(sgm_nn_transformer_create_local(&c, TT - 1, tB, 0, 5, &lean), 0);
+  ck_assert_int_eq(sgm_nn_transformer_create_local(&c, TT - 1, tB, TNT, 5, &full), 0);
+  ck_assert_uint_lt(sgm_nn_transformer_memory(lean), sgm_nn_transformer_memory(full));
+  SgmParams *pl = sgm_nn_transformer_params(lean), *pf = sgm_nn_transformer_params(full);
+  float dv[TB];
+  PetscPushErrorHandler(PetscReturnErrorHandler, NULL);
+  ck_assert_int_ne(sgm_nn_transformer_divergence(lean, SGM_NN_INPUT_G, dv), 0); /* no tangents */
+  PetscPopErrorHandler();
+  for (int centre_only = 1; centre_only >= 0; centre_only--) {
+    sgm_nn_transformer_set_centre_only(lean, centre_only);
+    sgm_nn_transformer_set_centre_only(full, centre_only);
+    sgm_nn_params_zero_grad(pl), sgm_nn_params_zero_grad(pf);
+    for (int round = 0; round < 2; round++) {
+      float *x = round ? t_g : t_x, *g = round ? t_x : t_g; /* other data in round 2 */
+      ck_assert_int_eq(sgm_nn_transformer_forward(lean, o1, x, g, t_mask, tB), 0);
+      ck_assert_int_eq(sgm_nn_transformer_forward(full, o2, x, g, t_mask, tB), 0);
+      ck_assert_int_eq(memcmp(o1, o2, (size_t)tB * TO * sizeof(float)), 0);
+      ck_assert_int_eq(sgm_nn_transformer_backward(lean, t_r), 0);
+      ck_assert_int_eq(sgm_nn_transformer_backward(full, t_r), 0);
+      sgm_nn_transformer_input_grad(lean, dx1, dg1);
+      sgm_nn_transformer_input_grad(full, dx2, dg2);
+    }
+    ck_assert_int_eq(memcmp(pl->grads, pf->grads, pl->nparams * sizeof(float)), 0);
+    ck_assert_int_eq(memcmp(dx1, dx2, sizeof dx1), 0);
+    ck_assert_int_eq(memcmp(dg1, dg2, sizeof dg1), 0);
+  }
+  sgm_nn_transformer_destroy(&lean);
+  sgm_nn_transformer_destroy(&full);
+}
+END_TEST
+
 START_TEST(test_ltf_rejects_invalid_centre)
 {
   /* a window whose centre is marked absent is a caller error, not a NaN */
@@ -961,6 +1002,7 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tl, test_ltf_translation_invariance);
   tcase_add_test(tl, test_ltf_centre_only_equals_full);
   tcase_add_test(tl, test_ltf_partial_batch);
+  tcase_add_test(tl, test_ltf_lean_equals_full);
   tcase_add_test(tl, test_ltf_rejects_invalid_centre);
   suite_add_tcase(s, tl);
   TCase *tt = tcase_create("torch_reference");

@@ -343,7 +343,11 @@ static void bench_model(const Config *cfg, int B, int reps)
   SgmOptim opt;
   SgmOptimSettings os;
   unsigned seed = 11;
-  if (sgm_nn_transformer_create_local(&tc, cfg->K, B, 2, 1234, &m)) exit(1);
+  /* plain training and forward: max_tan = 0 (no tangent memory); the divergence model below */
+  if (sgm_nn_transformer_create_local(&tc, cfg->K, B, 0, 1234, &m)) exit(1);
+  printf("RESULT mem_train config=%s B=%d max_tan=0 bytes=%zu bytes_per_centre=%.0f\n", cfg->name,
+         B, sgm_nn_transformer_memory(m), (double)sgm_nn_transformer_memory(m) / B);
+  fflush(stdout);
   SgmParams *p = sgm_nn_transformer_params(m);
   sgm_optim_settings_default(&os);
   os.schedule = sgm_optim_schedule_constant(1e-4);
@@ -395,6 +399,18 @@ static void bench_model(const Config *cfg, int B, int reps)
     if (r >= 0) t[r] = now() - t0;
   }
   report_model("train_model", cfg, B, p->nparams, t, reps, 3.0);
+  /* divergence (and reverse-over-forward) need tangents: a second model with max_tan = 2 and the
+     same parameters, created after the first is gone so the peak stays one arena */
+  float *psave = malloc(p->nparams * sizeof(float));
+  memcpy(psave, p->params, p->nparams * sizeof(float));
+  sgm_nn_transformer_destroy(&m);
+  if (sgm_nn_transformer_create_local(&tc, cfg->K, B, 2, 1234, &m)) exit(1);
+  printf("RESULT mem_div config=%s B=%d max_tan=2 bytes=%zu bytes_per_centre=%.0f\n", cfg->name, B,
+         sgm_nn_transformer_memory(m), (double)sgm_nn_transformer_memory(m) / B);
+  fflush(stdout);
+  p = sgm_nn_transformer_params(m);
+  memcpy(p->params, psave, p->nparams * sizeof(float));
+  free(psave);
   for (int r = -1; r < reps; r++) {
     const double t0 = now();
     sgm_nn_transformer_forward(m, out, dx, g, NULL, B);

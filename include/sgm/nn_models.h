@@ -27,9 +27,11 @@
  * (seed, SGM_RNG_NN_INIT, id = tensor index, step 0, sub = element / 4), so a model is the same on
  * every rank and independent of the order of creation.
  * Memory: the arena holds every activation of a max_batch forward (llm.c style, no
- * recomputation), its gradient, and max_tan tangents and their gradients: (2 + 2 max_tan) times
- * the activations. The local transformer at d_e = 256, L = 4, K = 64 needs about 25 MB per centre
- * with max_tan = 2 (about 1.6 GB for max_batch = 64); size max_batch accordingly.
+ * recomputation), max_tan tangents of each, and the gradients of both; gradients inside an encoder
+ * block and the block's forward temporaries are shared by all blocks, and max_tan = 0 (plain
+ * training, no JVP/divergence) allocates no tangent memory. The local transformer at d_e = 256,
+ * L = 4, K = 64 needs about 6 MB per centre with max_tan = 0 and 17 MB with max_tan = 2
+ * (sgm_nn_transformer_memory reports the exact bytes); size max_batch accordingly.
  * All functions are serial (no MPI): data-parallel training reduces params->grads outside.
  */
 #ifndef SGM_NN_MODELS_H
@@ -156,6 +158,8 @@ SgmParams *sgm_nn_transformer_params(SgmNnTransformer m);
 void sgm_nn_transformer_set_centre_only(SgmNnTransformer m, int centre_only);
 /// Tokens per batch element: N (particle) or K+1 (local).
 int sgm_nn_transformer_tokens(SgmNnTransformer m);
+/// Bytes of the activation arena (primal, gradient and max_tan tangent faces) sized at creation.
+size_t sgm_nn_transformer_memory(SgmNnTransformer m);
 /// Particle: x (B,N,D), g (B,N,gdim) or NULL if gdim = 0, mask (B,N) or NULL (a 0 marks a
 /// padding particle that no other particle attends to), out (B,N,out_dim).
 /// Local: x = displacements (B,K+1,D), g (B,K+1,gdim), mask (B,K+1) or NULL (all valid),

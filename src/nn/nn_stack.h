@@ -17,28 +17,45 @@
 
 #define SGM_NN_MAX_STACK 8
 
-typedef struct {
+typedef struct SgmNnBuf_ SgmNnBuf;
+struct SgmNnBuf_ {
   float *a, *t, *g, *gt;
-  size_t n; /* floats per face (tangent faces hold max_tan * n) */
-} SgmNnBuf;
+  size_t n;        /* floats per face (tangent faces hold max_tan * n) */
+  SgmNnBuf *alias; /* NULL, or the buffer whose g/gt (and a/t if alias_full) this one shares */
+  int alias_full;
+};
 
 typedef struct {
   SgmNnBuf **bufs;
   int nbufs, cap;
   int max_tan;
   int max_batch;                        /* every buffer holds max_batch equal per-sample parts */
-  size_t total;                         /* sum of n */
+  size_t total;                         /* floats of the primal slab (buffers owning a face) */
+  size_t gtotal;                        /* floats of the gradient slab */
   float *acts, *tacts, *gacts, *gtacts; /* the four slabs */
 } SgmNnArena;
 
 /// Registers buf with n floats; pointers are set by sgm_nn_arena_alloc.
 PetscErrorCode sgm_nn_arena_reserve(SgmNnArena *ar, SgmNnBuf *buf, size_t n);
+/// Registers buf with n <= src->n floats whose gradient faces (g, gt) are src's: for buffers
+/// whose gradients are dead once their own layer's backward is done (the caller zeroes src's
+/// gradient faces before the next layer reuses them, sgm_nn_buf_zero_grad). full != 0 shares the
+/// primal and tangent faces as well: forward temporaries that no backward reads. src must have
+/// been reserved first and must not itself be an alias.
+PetscErrorCode sgm_nn_arena_reserve_alias(SgmNnArena *ar, SgmNnBuf *buf, size_t n, SgmNnBuf *src,
+                                          int full);
 /// Allocates the four slabs, touches every page once (so no page is first faulted inside a
 /// training step) and resolves every registered buffer.
 PetscErrorCode sgm_nn_arena_alloc(SgmNnArena *ar);
 /// Zeroes the gradient faces in use for a batch of B: the first n / max_batch * B floats of g and
 /// ntan times that of gt (tangents are packed direction-major with the used size as stride).
+/// Aliased gradient faces are zeroed through their owner. With max_tan = 0 the tangent slabs are a
+/// single dummy page (no tangent memory): plain training costs primal + gradient slabs only.
 void sgm_nn_arena_zero_grad(SgmNnArena *ar, int B, int ntan);
+/// Zeroes the gradient faces of one (owning) buffer in use for a batch of B and ntan tangents.
+void sgm_nn_buf_zero_grad(const SgmNnArena *ar, SgmNnBuf *buf, int B, int ntan);
+/// Bytes of the four slabs.
+size_t sgm_nn_arena_bytes(const SgmNnArena *ar);
 PetscErrorCode sgm_nn_arena_free(SgmNnArena *ar);
 
 /// Size table under construction: views are appended, offsets assigned in order.

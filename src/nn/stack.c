@@ -36,7 +36,25 @@ PetscErrorCode sgm_nn_arena_reserve(SgmNnArena *ar, SgmNnBuf *buf, size_t n)
   }
   ar->bufs[ar->nbufs++] = buf;
   buf->n = n;
+  buf->alias = NULL;
+  buf->alias_full = 0;
   ar->total += n;
+  ar->gtotal += n;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_nn_arena_reserve_alias(SgmNnArena *ar, SgmNnBuf *buf, size_t n, SgmNnBuf *src,
+                                          int full)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(src && !src->alias && n <= src->n, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "arena alias: %zu floats onto a buffer of %zu (or onto an alias)", n,
+             src ? src->n : 0);
+  PetscCall(sgm_nn_arena_reserve(ar, buf, n));
+  ar->gtotal -= n;
+  if (full) ar->total -= n;
+  buf->alias = src;
+  buf->alias_full = full;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -60,31 +78,53 @@ static PetscErrorCode slab_alloc(size_t n, float **p)
 
 PetscErrorCode sgm_nn_arena_alloc(SgmNnArena *ar)
 {
-  const size_t tm = (size_t)(ar->max_tan > 0 ? ar->max_tan : 1), nt = tm * ar->total;
+  /* with max_tan = 0 no tangent is ever computed: every tangent face points at one dummy page */
+  const size_t tm = (size_t)ar->max_tan;
   PetscFunctionBeginUser;
   PetscCall(slab_alloc(ar->total, &ar->acts));
-  PetscCall(slab_alloc(ar->total, &ar->gacts));
-  PetscCall(slab_alloc(nt, &ar->tacts));
-  PetscCall(slab_alloc(nt, &ar->gtacts));
-  size_t off = 0;
+  PetscCall(slab_alloc(ar->gtotal, &ar->gacts));
+  PetscCall(slab_alloc(tm * ar->total, &ar->tacts));
+  PetscCall(slab_alloc(tm * ar->gtotal, &ar->gtacts));
+  size_t off = 0, goff = 0;
   for (int i = 0; i < ar->nbufs; i++) {
     SgmNnBuf *b = ar->bufs[i];
-    b->a = ar->acts + off;
-    b->g = ar->gacts + off;
-    b->t = ar->tacts + tm * off;
-    b->gt = ar->gtacts + tm * off;
-    off += b->n;
+    if (b->alias_full) {
+      b->a = b->alias->a;
+      b->t = b->alias->t;
+    } else {
+      b->a = ar->acts + off;
+      b->t = ar->tacts + tm * off;
+      off += b->n;
+    }
+    if (b->alias) {
+      b->g = b->alias->g;
+      b->gt = b->alias->gt;
+    } else {
+      b->g = ar->gacts + goff;
+      b->gt = ar->gtacts + tm * goff;
+      goff += b->n;
+    }
   }
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+void sgm_nn_buf_zero_grad(const SgmNnArena *ar, SgmNnBuf *buf, int B, int ntan)
+{
+  const size_t used = buf->n / (size_t)ar->max_batch * (size_t)B;
+  memset(buf->g, 0, used * sizeof(float));
+  if (ntan > 0) memset(buf->gt, 0, (size_t)ntan * used * sizeof(float));
+}
+
 void sgm_nn_arena_zero_grad(SgmNnArena *ar, int B, int ntan)
 {
-  for (int i = 0; i < ar->nbufs; i++) {
-    const size_t used = ar->bufs[i]->n / (size_t)ar->max_batch * (size_t)B;
-    memset(ar->bufs[i]->g, 0, used * sizeof(float));
-    if (ntan > 0) memset(ar->bufs[i]->gt, 0, (size_t)ntan * used * sizeof(float));
-  }
+  for (int i = 0; i < ar->nbufs; i++)
+    if (!ar->bufs[i]->alias) sgm_nn_buf_zero_grad(ar, ar->bufs[i], B, ntan);
+}
+
+size_t sgm_nn_arena_bytes(const SgmNnArena *ar)
+{
+  const size_t tm = (size_t)ar->max_tan;
+  return sizeof(float) * (1 + tm) * (ar->total + ar->gtotal);
 }
 
 PetscErrorCode sgm_nn_arena_free(SgmNnArena *ar)

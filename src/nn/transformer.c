@@ -36,6 +36,16 @@ typedef struct {
   int win, bin, wo, bo, n1w, n1b, w1, b1, w2, b2, n2w, n2b;
 } Block;
 
+/* A block's buffers except its output n2, in one order (aliasing and zeroing walk this list). */
+#define NBLOCKBUF 15
+static void block_bufs(Block *b, SgmNnBuf **v)
+{
+  SgmNnBuf *w[NBLOCKBUF] = {&b->qkv,   &b->att,   &b->ay,    &b->ao,    &b->r1,
+                            &b->n1,    &b->f,     &b->r2,    &b->h,     &b->ha,
+                            &b->mean1, &b->rstd1, &b->mean2, &b->rstd2, &b->xc};
+  memcpy(v, w, sizeof w);
+}
+
 struct SgmNnTransformer_ {
   SgmNnTransformerConfig cfg;
   int local, T, max_batch, max_tan, centre_only, C, Cx, H, dout;
@@ -133,17 +143,35 @@ static PetscErrorCode transformer_create(const SgmNnTransformerConfig *cfg, int 
     ADD(n2w, 1, C, 0, "norm2.weight");
     ADD(n2b, 1, C, 0, "norm2.bias");
 #undef ADD
-    SgmNnBuf *rc[] = {&b->ay, &b->ao, &b->r1, &b->n1, &b->f, &b->r2, &b->n2};
-    PetscCall(sgm_nn_arena_reserve(ar, &b->qkv, R * 3 * C));
-    PetscCall(sgm_nn_arena_reserve(ar, &b->att, (size_t)max_batch * NH * T * T));
-    for (int k = 0; k < 7; k++) PetscCall(sgm_nn_arena_reserve(ar, rc[k], R * C));
-    PetscCall(sgm_nn_arena_reserve(ar, &b->h, R * H));
-    PetscCall(sgm_nn_arena_reserve(ar, &b->ha, R * H));
-    PetscCall(sgm_nn_arena_reserve(ar, &b->mean1, R));
-    PetscCall(sgm_nn_arena_reserve(ar, &b->rstd1, R));
-    PetscCall(sgm_nn_arena_reserve(ar, &b->mean2, R));
-    PetscCall(sgm_nn_arena_reserve(ar, &b->rstd2, R));
-    PetscCall(sgm_nn_arena_reserve(ar, &b->xc, (size_t)max_batch * C));
+    /* Block l > 0 shares block 0's gradient faces for everything but its output n2 (backward
+     * finishes one block before the next reuses them, block_zero_grad in between), and its
+     * forward temporaries ao and f (read by no backward) entirely. */
+    SgmNnBuf *b0[NBLOCKBUF], *bl[NBLOCKBUF];
+    block_bufs(&m->blk[0], b0);
+    block_bufs(b, bl);
+    const size_t sz[NBLOCKBUF] = {R * 3 * C,
+                                  (size_t)max_batch * NH * T * T,
+                                  R * C,
+                                  R * C,
+                                  R * C,
+                                  R * C,
+                                  R * C,
+                                  R * C,
+                                  R * H,
+                                  R * H,
+                                  R,
+                                  R,
+                                  R,
+                                  R,
+                                  (size_t)max_batch * C};
+    for (int k = 0; k < NBLOCKBUF; k++) {
+      if (l == 0)
+        PetscCall(sgm_nn_arena_reserve(ar, bl[k], sz[k]));
+      else
+        PetscCall(
+            sgm_nn_arena_reserve_alias(ar, bl[k], sz[k], b0[k], bl[k] == &b->ao || bl[k] == &b->f));
+    }
+    PetscCall(sgm_nn_arena_reserve(ar, &b->n2, R * C));
   }
   PetscCall(sgm_nn_arena_reserve(ar, &m->decin, (size_t)max_batch * C));
   dims[0] = C;
@@ -231,6 +259,11 @@ void sgm_nn_transformer_set_centre_only(SgmNnTransformer m, int centre_only)
 {
   m->centre_only = m->local && centre_only;
   m->div_valid = 0;
+}
+
+size_t sgm_nn_transformer_memory(SgmNnTransformer m)
+{
+  return sgm_nn_arena_bytes(&m->ar);
 }
 
 int sgm_nn_transformer_tokens(SgmNnTransformer m)
@@ -465,6 +498,11 @@ static void transformer_backward(SgmNnTransformer m, int ntan)
     Block *b = &m->blk[l];
     SgmNnBuf *Xb = block_in(m, l);
     const int cb = centre_block(m, l);
+    if (l < L - 1) { /* the gradient faces shared with the block above: dead now, cleared */
+      SgmNnBuf *b0[NBLOCKBUF];
+      block_bufs(&m->blk[0], b0);
+      for (int k = 0; k < NBLOCKBUF; k++) sgm_nn_buf_zero_grad(&m->ar, b0[k], B, ntan);
+    }
     rows = cb ? B : R;
     const size_t nC = (size_t)rows * C, nH = (size_t)rows * H;
     /* norm2, residual 2 */
