@@ -2,6 +2,7 @@
  * A new module adds its lines here and nowhere else. */
 #include "sgm/app.h"
 #include "sgm/schema.h"
+#include "sgm/observables.h"
 #include "sgm/simulate.h"
 
 PetscErrorCode sgm_register_all(void)
@@ -11,6 +12,7 @@ PetscErrorCode sgm_register_all(void)
   PetscCall(sgm_schema_register(&sgm_table_petsc));
   PetscCall(sgm_schema_register(&sgm_table_system));
   PetscCall(sgm_schema_register(&sgm_table_simulate));
+  PetscCall(sgm_schema_register(&sgm_table_analysis));
   PetscCall(sgm_stage_register("simulate", sgm_stage_simulate,
                                "integrate the system's SDE: equilibration, then frames to "
                                "trajectory.h5 (H5MD) with checkpoints"));
