@@ -6,3 +6,5 @@ sgm_unit_test(test_aoup_physics SOURCES test_aoup_physics.c TIMEOUT 60)
 # Long physics checks (ctest -L long; named without "aoup" so that `ctest -R aoup` stays quick):
 # MIPS cluster growth, rank invariance at N = 4096.
 sgm_mpi_test(test_mips_long SOURCES test_aoup_long.c RANKS 1 4 LABELS long TIMEOUT 1200)
+# sgm_rng_normal2 (one Philox block per pair of normals): statistics and layout.
+sgm_unit_test(test_rng_normal2 SOURCES test_rng_normal2.c TIMEOUT 120)

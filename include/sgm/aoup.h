@@ -74,7 +74,7 @@ struct SgmAoup_ {
    * part, sorted by global id); xref holds the positions at the build */
   int64_t *nl_start, *nb_id;
   double *xref;
-  size_t nb_cap, xref_cap;
+  size_t nb_cap, xref_cap, nl_cap;
   int list_valid;
   int64_t nbuilds;
   int *rcounts, *rdispls; /* open mode allgather */

@@ -94,3 +94,11 @@ void sgm_rng_normals(uint64_t seed, uint32_t purpose, uint64_t id, uint64_t step
     for (int j = 0; j < 4 && i < n; j++, i++) z[i] = t[j];
   }
 }
+
+void sgm_rng_normal2(uint64_t seed, uint32_t purpose, uint64_t id, uint64_t step, uint32_t sub,
+                     double z[2])
+{
+  uint32_t w[4];
+  sgm_rng_u32x4(seed, purpose, id, step, sub, w);
+  box_muller(w[0], w[1], w[2], &z[0], &z[1]);
+}

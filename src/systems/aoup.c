@@ -17,7 +17,7 @@
 static PetscClassId sgm_aoup_classid;
 static PetscLogEvent ev_cells, ev_halo, ev_forces, ev_integrate, ev_migrate;
 
-static PetscErrorCode check_finite(SgmAoup s, int q0, int nq, double *maxd2);
+static PetscErrorCode check_finite(SgmAoup s, int q0, int nq, int scan, double *maxd2);
 
 static PetscErrorCode aoup_log_init(void)
 {
@@ -220,7 +220,7 @@ PetscErrorCode sgm_aoup_init_random(SgmAoup s, int relax_steps)
     }
   }
   s->list_valid = 0; /* the last relaxation move is not covered by the lists */
-  PetscCall(check_finite(s, 1, 1, NULL));
+  PetscCall(check_finite(s, 1, 1, 1, NULL));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -280,15 +280,17 @@ static PetscErrorCode nb_reserve(SgmAoup s, size_t n)
 /* Raises the same error on every rank if any rank found a non-finite force, position or g
  * (quantities q0 .. q0+nq-1 in that order), and reduces *maxd2 (the Verlet displacement, may be
  * NULL) in the same allreduce: {max d2, -key} with MPI_MAX, where the smallest (id, quantity) key
- * wins so every rank prints the same message. Keys < 2^35 are exact in a double. */
-static PetscErrorCode check_finite(SgmAoup s, int q0, int nq, double *maxd2)
+ * wins so every rank prints the same message. Keys < 2^35 are exact in a double. With scan = 0
+ * the caller has already checked that every value is finite (the step loop does it on the fly)
+ * and only the reduction runs. */
+static PetscErrorCode check_finite(SgmAoup s, int q0, int nq, int scan, double *maxd2)
 {
   const int dim = s->p.dim;
   static const char *names[] = {"force", "position", "orientation g"};
   const double *arr[3] = {s->part.f, s->part.x, s->part.g};
   double bad = INFINITY, in[2], out[2];
   PetscFunctionBeginUser;
-  for (int q = q0; q < q0 + nq; q++)
+  for (int q = q0; scan && q < q0 + nq; q++)
     for (int64_t i = 0; i < s->part.nlocal; i++)
       for (int c = 0; c < dim; c++)
         if (!isfinite(arr[q][i * dim + c])) {
@@ -362,8 +364,11 @@ static PetscErrorCode build_list(SgmAoup s)
   PetscCheck(!sgm_cells_build(&s->cells, dim, lo, hi, rl, max_cells, ntot, P->xb), PETSC_COMM_SELF,
              PETSC_ERR_MEM, "cell list allocation failed");
   const SgmCells *C = &s->cells;
-  PetscCall(PetscFree(s->nl_start));
-  PetscCall(PetscMalloc1(P->nlocal + 1, &s->nl_start));
+  if ((size_t)P->nlocal + 1 > s->nl_cap) { /* grows only: no allocation once warm */
+    PetscCall(PetscFree(s->nl_start));
+    s->nl_cap = (size_t)P->nlocal + 1 + (size_t)P->nlocal / 8;
+    PetscCall(PetscMalloc1(s->nl_cap, &s->nl_start));
+  }
   s->nl_start[0] = 0;
   size_t nl = 0;
   for (int64_t i = 0; i < P->nlocal; i++) {
@@ -404,7 +409,7 @@ static PetscErrorCode build_list(SgmAoup s)
   /* reference positions for the displacement criterion */
   if ((size_t)(P->nlocal * dim) > s->xref_cap) {
     PetscCall(PetscFree(s->xref));
-    s->xref_cap = (size_t)(P->nlocal * dim) + 16;
+    s->xref_cap = (size_t)(P->nlocal * dim) + (size_t)(P->nlocal * dim) / 8 + 16;
     PetscCall(PetscMalloc1(s->xref_cap, &s->xref));
   }
   PetscCall(PetscArraycpy(s->xref, P->x, P->nlocal * dim));
@@ -436,6 +441,33 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
     PetscCall(PetscLogEventEnd(ev_halo, 0, 0, 0, 0));
   }
   PetscCall(PetscLogEventBegin(ev_forces, 0, 0, 0, 0));
+  if (harmonic && periodic && dim == 2 && A == 0.0) {
+    /* The MIPS case, specialised: no function pointer, no trap term. Same operations in the same
+     * order as the general loop below (bitwise the same forces); pairs beyond rc skip the sqrt. */
+    const double twoa = 2.0 * a, h = 0.5 * L;
+    const double *X = P->x;
+    const int64_t *nb = s->nb_id, *ns = s->nl_start;
+    for (int64_t i = 0; i < P->nlocal; i++) {
+      const double xi0 = X[2 * i], xi1 = X[2 * i + 1];
+      double fs0 = 0.0, fs1 = 0.0;
+      for (int64_t q = ns[i]; q < ns[i + 1]; q++) {
+        const int64_t j = nb[q];
+        double d0 = xi0 - X[2 * j], d1 = xi1 - X[2 * j + 1];
+        if (d0 > h || d0 < -h) d0 = sgm_min_image(d0, L);
+        if (d1 > h || d1 < -h) d1 = sgm_min_image(d1, L);
+        const double r2 = d0 * d0 + d1 * d1;
+        if (r2 >= rc2 || r2 == 0.0) continue;
+        const double r = sqrt(r2);
+        const double m = k * (twoa - r) / r;
+        fs0 += m * d0;
+        fs1 += m * d1;
+      }
+      P->f[2 * i] = mu * fs0 - mu * A * xi0;
+      P->f[2 * i + 1] = mu * fs1 - mu * A * xi1;
+    }
+    PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
   for (int64_t i = 0; i < P->nlocal; i++) {
     const double *xi = P->x + i * dim;
     double fs[2] = {0.0, 0.0};
@@ -460,7 +492,7 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
 
 PetscErrorCode sgm_aoup_step(SgmAoup s)
 {
-  const int dim = s->p.dim;
+  const int dim = s->p.dim, periodic = s->p.periodic;
   SgmParticles *P = &s->part;
   const double dt = s->p.dt, v0 = s->p.v0, L = s->p.L;
   const double sx = sqrt(2.0 * s->p.eps * dt);
@@ -468,30 +500,40 @@ PetscErrorCode sgm_aoup_step(SgmAoup s)
   const double cg = s->p.g_exact ? eg : 1.0 - s->p.gamma * dt;
   const double sg =
       s->p.g_exact ? sqrt(-expm1(-2.0 * s->p.gamma * dt)) : sqrt(2.0 * s->p.gamma * dt);
+  const uint64_t seed = s->p.seed, step = (uint64_t)s->step;
   double maxd2 = 0.0;
+  int finite = 1;
 
   PetscFunctionBeginUser;
   PetscCall(sgm_aoup_forces(s));
   PetscCall(PetscLogEventBegin(ev_integrate, 0, 0, 0, 0));
+  /* Noise of particle id at this step: one Philox block per quantity (sgm_rng_normal2 gives the
+   * d <= 2 normals), a pure function of (seed, id, step) whichever rank owns the particle. */
   for (int64_t i = 0; i < P->nlocal; i++) {
-    double zx[4] = {0, 0, 0, 0}, zg[4], d2 = 0.0;
+    double zx[2] = {0, 0}, zg[2], d2 = 0.0;
     const uint64_t id = (uint64_t)P->id[i];
-    if (sx > 0.0) sgm_rng_normals(s->p.seed, SGM_RNG_NOISE_X, id, (uint64_t)s->step, dim, zx);
-    sgm_rng_normals(s->p.seed, SGM_RNG_NOISE_G, id, (uint64_t)s->step, dim, zg);
+    if (sx > 0.0) sgm_rng_normal2(seed, SGM_RNG_NOISE_X, id, step, 0, zx);
+    sgm_rng_normal2(seed, SGM_RNG_NOISE_G, id, step, 0, zg);
     for (int c = 0; c < dim; c++) {
       double *x = &P->x[i * dim + c], *g = &P->g[i * dim + c];
-      double xn = *x + dt * (P->f[i * dim + c] + v0 * *g) + sx * zx[c];
-      *x = s->p.periodic ? sgm_wrap(xn, L) : xn;
+      const double f = P->f[i * dim + c];
+      double xn = *x + dt * (f + v0 * *g) + sx * zx[c];
+      /* inside the box sgm_wrap is the identity (floor(x/L) = 0): skip the division */
+      if (periodic && !(xn >= 0.0 && xn < L)) xn = sgm_wrap(xn, L);
+      *x = xn;
       *g = cg * *g + sg * zg[c];
-      double u =
-          s->p.periodic ? sgm_min_image(*x - s->xref[i * dim + c], L) : *x - s->xref[i * dim + c];
+      /* f, x and g finite <=> their sum is (an inf + -inf or a NaN gives NaN) */
+      finite &= isfinite(f + xn + *g);
+      double u = periodic ? sgm_min_image(xn - s->xref[i * dim + c], L) : xn - s->xref[i * dim + c];
       d2 += u * u;
     }
     if (!(d2 <= maxd2)) maxd2 = d2; /* NaN propagates: check_finite reports it */
   }
   PetscCall(PetscLogEventEnd(ev_integrate, 0, 0, 0, 0));
   s->step++;
-  PetscCall(check_finite(s, 0, 3, &maxd2));
+  /* one allreduce per step: Verlet displacement and the non-finite check (the arrays are scanned
+   * to name the particle only when this rank saw a non-finite value) */
+  PetscCall(check_finite(s, 0, 3, !finite, &maxd2));
   /* Verlet criterion: pair distances changed by at most 2 max|dx| since the build */
   if (!(2.0 * sqrt(maxd2) < s->p.skin)) s->list_valid = 0;
 #if defined(SGM_DEBUG_CHECKS)
