@@ -8,3 +8,7 @@ sgm_unit_test(test_aoup_physics SOURCES test_aoup_physics.c TIMEOUT 60)
 sgm_mpi_test(test_mips_long SOURCES test_aoup_long.c RANKS 1 4 LABELS long TIMEOUT 1200)
 # sgm_rng_normal2 (one Philox block per pair of normals): statistics and layout.
 sgm_unit_test(test_rng_normal2 SOURCES test_rng_normal2.c TIMEOUT 120)
+# Restart under a real signal: SIGUSR1 to mpiexec -n 2, --restart, bitwise equal trajectory.
+add_test(NAME e2e_aoup_signal_restart COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_signal_restart.sh
+  $<TARGET_FILE:sgm_hpc> ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
+set_tests_properties(e2e_aoup_signal_restart PROPERTIES LABELS "e2e" TIMEOUT 600 PROCESSORS 2)
