@@ -1,5 +1,5 @@
 # epr stage: exact trap score (Lyapunov, FD), per-particle EPR formulas, drift divergence, files and
 # end-to-end statistics against the analytic EPR at 1, 2 and 4 ranks.
 sgm_unit_test(test_epr SOURCES test_epr.c TIMEOUT 60)
-sgm_mpi_test(test_epr_stage SOURCES test_epr_stage.c RANKS 1 2 4 TIMEOUT 120)
+sgm_mpi_test(test_epr_stage SOURCES test_epr_stage.c RANKS 1 2 4 TIMEOUT 300)
 sgm_mpi_test(test_epr_long SOURCES test_epr_stage.c RANKS 2 ARGS --long LABELS long TIMEOUT 900)

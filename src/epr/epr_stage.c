@@ -13,8 +13,9 @@
  * Statistics: every diagnostic is a per-frame value normalised by N (paper Fig. 18); its mean and
  * standard deviation are over frames and its standard error comes from batch means over
  * contiguous blocks of frames ([epr] batches), which accounts for the correlation between frames
- * when a batch is longer than the correlation time. The global EPR (eq. 21) is N times the mean
- * per-particle total EPR.
+ * when a batch is longer than the correlation time; the lag-1 autocorrelation of the EPR batch
+ * means is reported (epr_batch_lag1) and a warning printed when it says the batches are too short.
+ * The global EPR (eq. 21) is N times the mean per-particle total EPR.
  *
  * Maps (§6.4): per-particle quantities are binned by position, summed over frames and divided by
  * the counts; periodic boxes use the engine's DMDA cell grid (or [epr] grid), open boxes a square
@@ -142,10 +143,13 @@ static PetscErrorCode to_id_blocks(MPI_Comm comm, int64_t n, int R, int64_t nrec
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Mean, standard deviation over frames and batch-means standard error of v[T]. */
+/* Mean, standard deviation over frames and batch-means standard error of v[T]; *r1 (may be
+ * NULL) is the lag-1 autocorrelation of the batch means: well above 0 means the batches are not
+ * longer than the correlation time and the standard error is underestimated. */
 static void frame_stats(const double *v, int64_t T, int64_t nb, double *mean, double *sd,
-                        double *se)
+                        double *se, double *r1)
 {
+  if (r1) *r1 = NAN;
   double m = 0, s = 0;
   for (int64_t t = 0; t < T; t++) m += v[t];
   m = T > 0 ? m / (double)T : NAN;
@@ -168,7 +172,10 @@ static void frame_stats(const double *v, int64_t T, int64_t nb, double *mean, do
     bm += b[k];
   }
   bm /= (double)nb;
+  double c1 = 0;
   for (int64_t k = 0; k < nb; k++) bs += (b[k] - bm) * (b[k] - bm);
+  for (int64_t k = 0; k + 1 < nb; k++) c1 += (b[k] - bm) * (b[k + 1] - bm);
+  if (r1 && bs > 0) *r1 = c1 / bs;
   free(b);
   *se = sqrt(bs / (double)(nb - 1) / (double)nb);
 }
@@ -450,12 +457,22 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
 
   /* statistics over frames */
   double mean[SGM_EPR_NQ], sd[SGM_EPR_NQ], se[SGM_EPR_NQ];
-  for (int k = 0; k < SGM_EPR_NQ; k++) frame_stats(series + k * T, T, nb, &mean[k], &sd[k], &se[k]);
+  double r1;
+  for (int k = 0; k < SGM_EPR_NQ; k++)
+    frame_stats(series + k * T, T, nb, &mean[k], &sd[k], &se[k], k == SGM_EPR_Q_TOT ? &r1 : NULL);
   SgmMetrics M = run->metrics;
   const double N = (double)n;
   PetscCall(sgm_metrics_set(M, "epr", "frames", (double)T));
   PetscCall(sgm_metrics_set(M, "epr", "epr_global", N * mean[SGM_EPR_Q_TOT]));
   PetscCall(sgm_metrics_set(M, "epr", "epr_global_se", N * se[SGM_EPR_Q_TOT]));
+  PetscCall(sgm_metrics_set(M, "epr", "epr_batch_lag1", r1));
+  if (r1 > 0.3)
+    PetscCall(
+        sgm_log(run->comm,
+                "epr: warning: the batch means of the EPR are correlated (lag-1 %.2f with %lld "
+                "batches): batches are not much longer than the correlation time and the "
+                "standard errors are underestimated; use more frames or fewer batches\n",
+                r1, (long long)PetscMin(nb, T)));
   PetscCall(sgm_metrics_set(M, "epr", "epr_per_particle", mean[SGM_EPR_Q_TOT]));
   PetscCall(sgm_metrics_set(M, "epr", "epr_per_particle_se", se[SGM_EPR_Q_TOT]));
   PetscCall(sgm_metrics_set(M, "epr", "epr_x_per_particle", mean[SGM_EPR_Q_TOT_X]));
