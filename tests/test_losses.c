@@ -195,9 +195,12 @@ START_TEST(test_denoise_value)
       manual_window(&f, nbr_id + i * (K + 1), i, xs, gs, s * cfg.sigma, X, G);
       ck_assert_int_eq(sgm_nn_transformer_forward(m, out, X, G, NULL, 1), 0);
       for (int a = 0; a < DIM; a++) {
-        double rx = cfg.sigma * out[a] + s * xs[i * DIM + a];
-        double rg = cfg.sigma * (out[DIM + a] - G[a]) + s * gs[i * DIM + a];
-        ref += 0.5 * (rx * rx + rg * rg);
+        /* eq. (88) less the constant |xi|^2 / sigma^2 */
+        double ex = (double)out[a] + s * xs[i * DIM + a] / cfg.sigma;
+        double eg = (double)out[DIM + a] - G[a] + s * gs[i * DIM + a] / cfg.sigma;
+        ref += 0.5 * (ex * ex + eg * eg -
+                      (xs[i * DIM + a] * xs[i * DIM + a] + gs[i * DIM + a] * gs[i * DIM + a]) /
+                          (cfg.sigma * cfg.sigma));
       }
     }
   }

@@ -3,3 +3,8 @@
 sgm_mpi_test(test_windows SOURCES test_windows.c RANKS 1 2 4 TIMEOUT 60)
 sgm_mpi_test(test_losses SOURCES test_losses.c RANKS 1 TIMEOUT 60)
 sgm_mpi_test(test_train SOURCES test_train.c RANKS 1 2 4 TIMEOUT 120)
+sgm_mpi_test(test_train_input SOURCES test_train_input.c RANKS 2 TIMEOUT 60)
+add_test(NAME test_train_input_full_np2 COMMAND ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS} -n 2
+         $<TARGET_FILE:test_train_input> full)
+set_tests_properties(test_train_input_full_np2 PROPERTIES LABELS "mpi;long" TIMEOUT 1200
+                     PROCESSORS 2 ENVIRONMENT "${SGM_TEST_ENV}")

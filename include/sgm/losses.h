@@ -10,10 +10,12 @@
  *   denoise: every particle's x (when noise_x) and g are perturbed by +-sigma xi (xi standard
  *            normal, a pure function of (seed, SGM_RNG_DENOISE, global id, step)); the windows
  *            are the neighbour lists of the clean frame with perturbed coordinates. Per centre c
- *            and sign s, with the target -s xi_c / sigma of eq. (87)-(88) and weight sigma^2
- *            (same minimiser, O(1) values):
- *              l_s = | sigma shat(r + s sigma xi) + s xi_c |^2,
- *            and l = (l_+ + l_-)/2 with antithetic pairs, l = l_+ without.
+ *            and sign s, eq. (88) with the target -s xi_c / sigma (eq. 87) less its
+ *            parameter-independent term |xi_c|^2 / sigma^2:
+ *              l_s = |shat|^2 + 2 s shat . xi_c / sigma,   shat = shat(r + s sigma xi),
+ *            and l = (l_+ + l_-)/2 with antithetic pairs, l = l_+ without. Gradients are those of
+ *            eq. (88); values estimate the score-matching loss (22) (E l ~ E|shat - s|^2 - E|s|^2)
+ *            and can be compared with `sm`.
  *   sm:      l = |shat|^2 + 2 (div_{x_c} shat_x + div_{g_c} shat_g) over the learned parts,
  *            divergences exact through the model's divergence API (forward-mode JVPs).
  * Boltzmann-informed parameterisation (App. F.3.2, g part only): shat_g = -g_c + N_g, with N_g

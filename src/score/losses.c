@@ -8,8 +8,10 @@
  * from its global id, so a neighbour's perturbation is the same on every rank and every
  * decomposition. Losses are returned as sums over centres (the caller divides by the global batch
  * size after the gradient allreduce) and accumulated in double; the per-centre values and
- * cotangents are formed in double from the float outputs. The sigma^2 weight of the denoising
- * loss keeps values O(1) for small sigma without changing the minimiser.
+ * cotangents are formed in double from the float outputs. The denoising loss drops the
+ * parameter-independent |xi_c|^2 / sigma^2 of eq. (88): its gradient is exactly that of eq. (88),
+ * and its value, E|shat|^2 + 2 E[shat . xi / sigma] ~ E|shat - s|^2 - E|s|^2, estimates the
+ * score-matching loss (22) instead of being swamped by the O(1/sigma^2) noise term.
  */
 #include "sgm/losses.h"
 #include "sgm/core.h"
@@ -135,9 +137,9 @@ static PetscErrorCode eval_denoise(SgmLoss l, SgmWindows w, int nb, const int64_
         for (int a = 0; a < D; a++, o++) {
           double sh = l->out[(size_t)b * od + o];
           if (part == 1 && l->c.boltzmann_g) sh -= l->G[(size_t)b * T * D + a];
-          const double r = sig * sh + s * xi[part * D + a];
-          *acc += wt * r * r;
-          l->dout[(size_t)b * od + o] = (float)(wt * 2.0 * sig * r);
+          const double z = s * xi[part * D + a] / sig;
+          *acc += wt * (sh * sh + 2.0 * sh * z);
+          l->dout[(size_t)b * od + o] = (float)(wt * 2.0 * (sh + z));
         }
       }
     }
