@@ -305,6 +305,39 @@ START_TEST(test_gelu_values)
 }
 END_TEST
 
+START_TEST(test_gelu_float_accuracy)
+{
+  /* The float GELU (blocked, vectorized) against double erfc over [-14, 14] at an odd length
+   * (a partial last block), its derivative (backward, jvp) and second derivative (jvp_backward),
+   * relative to each value where the value is tiny (x << 0), and NaN propagation. */
+  enum { NG = 1001 };
+  static float x[NG], y[NG], d[NG], t[NG], one[NG], z[NG], dd[NG];
+  for (int i = 0; i < NG; i++) x[i] = (float)(-14.0 + 28.0 * i / (NG - 1)), one[i] = 1.0f;
+  sgm_nn_gelu_forward(y, x, NG);
+  memset(d, 0, sizeof d);
+  sgm_nn_gelu_backward(d, one, x, NG);
+  sgm_nn_gelu_jvp(t, one, x, NG);
+  memset(z, 0, sizeof z), memset(dd, 0, sizeof dd);
+  sgm_nn_act_jvp_backward(SGM_NN_ACT_GELU, dd, z, one, x, one, NG);
+  for (int i = 0; i < NG; i++) {
+    const double xi = x[i], Phi = 0.5 * erfc(-xi / sqrt(2.0));
+    const double phi = exp(-0.5 * xi * xi) / sqrt(2.0 * M_PI);
+    const double f = xi * Phi, f1 = Phi + xi * phi, f2 = phi * (2.0 - xi * xi);
+    const double rel = 2e-6 + 1e-7 * xi * xi;
+    ck_assert_msg(fabs(y[i] - f) <= rel * fabs(f) + 1e-30, "gelu(%g) = %g, want %g", xi, y[i], f);
+    ck_assert_msg(fabs(d[i] - f1) <= rel * fabs(f1) + 1e-7, "gelu'(%g) = %g, want %g", xi, d[i],
+                  f1);
+    ck_assert_msg(t[i] == d[i], "jvp and backward differ at %g", xi);
+    ck_assert_msg(z[i] == d[i], "jvp_backward dt differs at %g", xi);
+    ck_assert_msg(fabs(dd[i] - f2) <= rel * fabs(f2) + 1e-7, "gelu''(%g) = %g, want %g", xi, dd[i],
+                  f2);
+  }
+  x[3] = NAN;
+  sgm_nn_gelu_forward(y, x, 5);
+  ck_assert(isnan(y[3]) && !isnan(y[2]) && !isnan(y[4]));
+}
+END_TEST
+
 /* ---- LayerNorm ---- */
 enum { NB = 5, NC = 9 };
 static float ln_mean[NB], ln_rstd[NB];
@@ -626,6 +659,7 @@ static Suite *nn_layers_suite(void)
   tcase_add_test(tc, test_linear_blas_vs_naive);
   tcase_add_loop_test(tc, test_activations_fd, 0, 3);
   tcase_add_test(tc, test_gelu_values);
+  tcase_add_test(tc, test_gelu_float_accuracy);
   tcase_add_test(tc, test_layernorm_fd);
   tcase_add_loop_test(tc, test_softmax_fd, 0, 2);
   tcase_add_loop_test(tc, test_attention_fd, 0, 4);
