@@ -303,6 +303,7 @@ static PetscErrorCode gonly_create(SgmScoreProvider sp, SgmConfig cfg)
 {
   (void)cfg;
   sp->eval = gonly_eval;
+  sp->range = 6.0; /* wider than the interaction range: the stage widens the ghost layer */
   return PETSC_SUCCESS;
 }
 

@@ -360,8 +360,15 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCall(sgm_run_check_writable(run, "fields.xdmf"));
   }
 
-  PetscCall(sgm_aoup_create(run->comm, &p, &s));
   PetscCall(sgm_score_provider_create(run->comm, score, &p, cfg, &sp));
+  PetscCall(sgm_aoup_create(run->comm, &p, &s));
+  if (p.periodic && sp->range > s->rc + p.skin) {
+    /* the provider sees neighbours up to sp->range (e.g. an attention window): widen the ghost
+     * layer through the Verlet skin, which only enlarges the halo for a static frame */
+    p.skin = sp->range - s->rc;
+    PetscCall(sgm_aoup_destroy(&s));
+    PetscCall(sgm_aoup_create(run->comm, &p, &s));
+  }
   if (wfields) PetscCall(maps_setup(run, s, traj, group, first, stride, T, &maps));
   if (wpart) {
     char tmp[PETSC_MAX_PATH_LEN];
