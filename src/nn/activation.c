@@ -50,8 +50,9 @@ static inline float min_pos(float a, float hi)
   return a;
 }
 
-/* Phi(x) and phi(x) of GELU_BLK elements. |x| is clamped at 12 inside both (Phi(-12) = 2e-33,
- * phi(12) = 2e-32; keeps the exp arguments >= -87), x itself (so a NaN) reaches the callers. */
+/* Phi(x) and, if phi != NULL, phi(x) of GELU_BLK elements (the forward needs Phi alone). |x| is
+ * clamped at 12 inside both (Phi(-12) = 2e-33, phi(12) = 2e-32; keeps the exp arguments >= -87),
+ * x itself (so a NaN) reaches the callers. */
 static inline void gelu_phi(const float *restrict x, float *restrict Phi, float *restrict phi)
 {
   for (int i = 0; i < GELU_BLK; i++) {
@@ -74,11 +75,16 @@ static inline void gelu_phi(const float *restrict x, float *restrict Phi, float 
     memcpy(&ig, &g, sizeof ig);
     const int32_t msk = -(int32_t)((uint32_t)ix >> 31), ip = (ih & msk) | (ig & ~msk);
     memcpy(&Phi[i], &ip, sizeof ip);
-    phi[i] = (float)SGM_INV_SQRT2PI * expf_blk(-0.5f * ax * ax);
   }
+  if (phi)
+    for (int i = 0; i < GELU_BLK; i++) {
+      const float ax = min_pos(fabsf(x[i]), 12.0f);
+      phi[i] = (float)SGM_INV_SQRT2PI * expf_blk(-0.5f * ax * ax);
+    }
 }
 
-/* Phi, phi of x[i0 .. i0 + GELU_BLK) (zero-padded past N); returns the block's length. */
+/* Phi (and phi unless NULL) of x[i0 .. i0 + GELU_BLK) (zero-padded past N); returns the block's
+ * length. */
 static inline int gelu_block(const float *x, int i0, int N, float *Phi, float *phi)
 {
   const int n = N - i0 < GELU_BLK ? N - i0 : GELU_BLK;
@@ -117,8 +123,8 @@ void sgm_nn_act_forward(SgmNnAct act, float *out, const float *inp, int N)
   switch (act) {
   case SGM_NN_ACT_GELU:
     for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
-      float Phi[GELU_BLK], phi[GELU_BLK];
-      const int n = gelu_block(inp, i0, N, Phi, phi);
+      float Phi[GELU_BLK];
+      const int n = gelu_block(inp, i0, N, Phi, NULL);
       for (int i = 0; i < n; i++) out[i0 + i] = inp[i0 + i] * Phi[i];
     }
     break;
