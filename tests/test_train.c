@@ -222,6 +222,8 @@ START_TEST(test_restart_identity)
   ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", 3, sets, NULL), 0);
   snprintf(restart, sizeof restart, "%s/train_checkpoint.h5", part);
   ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", 2, sets, restart), 0);
+  /* a second restart finds a complete model.h5 and no checkpoint: nothing to do, model kept */
+  ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", 2, sets, restart), 0);
   int ok = 1;
   if (rank == 0) {
     Buf a = read_params(full), b = read_params(part);

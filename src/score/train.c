@@ -446,6 +446,17 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   PetscBool resume = PETSC_FALSE;
   PetscCall(sgm_run_path(run, "train_checkpoint.h5", ckpt, sizeof ckpt));
   if (run->restart) PetscCall(file_exists(comm, ckpt, &resume));
+  if (run->restart && !resume) {
+    char mpath[PETSC_MAX_PATH_LEN];
+    PetscBool done_before;
+    PetscCall(sgm_run_path(run, "model.h5", mpath, sizeof mpath));
+    PetscCall(file_exists(comm, mpath, &done_before));
+    if (done_before) { /* the interrupted job had finished training: nothing to continue */
+      PetscCall(sgm_log(comm, "train: restart: %s is complete (no train_checkpoint.h5), skipping\n",
+                        mpath));
+      PetscFunctionReturn(PETSC_SUCCESS);
+    }
+  }
   if (!resume) {
     PetscCall(sgm_run_check_writable(run, "model.h5"));
     PetscCall(sgm_run_check_writable(run, "train_log.h5"));
