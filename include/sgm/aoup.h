@@ -75,6 +75,10 @@ struct SgmAoup_ {
   int64_t *nl_start, *nb_id;
   double *xref;
   size_t nb_cap, xref_cap, nl_cap;
+  /* cell-order sort of the locals at each rebuild (periodic): key, permutation, scratch */
+  int64_t *sort_key, *sort_perm, *sort_cnt;
+  void *sort_tmp;
+  size_t sort_cap, sort_cnt_cap;
   int list_valid;
   int64_t nbuilds;
   int *rcounts, *rdispls; /* open mode allgather */

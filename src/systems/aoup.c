@@ -110,6 +110,7 @@ PetscErrorCode sgm_aoup_destroy(SgmAoup *sp)
   sgm_particles_free(&s->part);
   sgm_cells_free(&s->cells);
   free(s->nb_id), free(s->gbuf);
+  free(s->sort_key), free(s->sort_perm), free(s->sort_cnt), free(s->sort_tmp);
   PetscCall(PetscFree(s->nl_start));
   PetscCall(PetscFree(s->xref));
   if (s->rcounts) PetscCall(PetscFree2(s->rcounts, s->rdispls));
@@ -316,6 +317,67 @@ PetscErrorCode sgm_aoup_invalidate(SgmAoup s)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* Cell-order sort of the local particles (like LAMMPS's atom sort): a stable counting sort by
+ * the decomposition cell of x, so that particles close in space are close in memory and the force
+ * loop's partner loads hit the cache. Only the storage order changes: forces are summed in
+ * partner-id order and every other reduction is order independent, so trajectories are bitwise
+ * unchanged. Arrays grow only (no allocation once warm). */
+static PetscErrorCode sort_locals(SgmAoup s)
+{
+  SgmParticles *P = &s->part;
+  const int dim = s->p.dim;
+  const int64_t n = P->nlocal;
+  PetscFunctionBeginUser;
+  if (n < 2) PetscFunctionReturn(PETSC_SUCCESS);
+  if ((size_t)n > s->sort_cap) {
+    size_t c = (size_t)n + (size_t)n / 4;
+    free(s->sort_key), free(s->sort_perm), free(s->sort_tmp);
+    s->sort_key = malloc(c * sizeof(int64_t));
+    s->sort_perm = malloc(c * sizeof(int64_t));
+    s->sort_tmp = malloc(c * (size_t)dim * sizeof(double) + c * sizeof(int64_t));
+    PetscCheck(s->sort_key && s->sort_perm && s->sort_tmp, PETSC_COMM_SELF, PETSC_ERR_MEM,
+               "out of memory");
+    s->sort_cap = c;
+  }
+  int64_t lo[2] = {INT64_MAX, INT64_MAX}, hi[2] = {0, 0};
+  for (int64_t i = 0; i < n; i++)
+    for (int c = 0; c < dim; c++) {
+      const int64_t q = sgm_decomp_cell(&s->decomp, c, P->x[i * dim + c]);
+      if (q < lo[c]) lo[c] = q;
+      if (q > hi[c]) hi[c] = q;
+    }
+  const int64_t nx = hi[0] - lo[0] + 1, ny = dim == 2 ? hi[1] - lo[1] + 1 : 1;
+  const size_t nk = (size_t)(nx * ny) + 1;
+  if (nk > s->sort_cnt_cap) {
+    free(s->sort_cnt);
+    s->sort_cnt_cap = nk + nk / 4;
+    s->sort_cnt = malloc(s->sort_cnt_cap * sizeof(int64_t));
+    PetscCheck(s->sort_cnt, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  }
+  int64_t *cnt = s->sort_cnt, *key = s->sort_key, *perm = s->sort_perm;
+  memset(cnt, 0, nk * sizeof(int64_t));
+  for (int64_t i = 0; i < n; i++) {
+    int64_t k = sgm_decomp_cell(&s->decomp, 0, P->x[i * dim]) - lo[0];
+    if (dim == 2) k += nx * (sgm_decomp_cell(&s->decomp, 1, P->x[i * dim + 1]) - lo[1]);
+    key[i] = k;
+    cnt[k + 1]++;
+  }
+  for (size_t k = 1; k < nk; k++) cnt[k] += cnt[k - 1];
+  for (int64_t i = 0; i < n; i++) perm[cnt[key[i]]++] = i; /* perm[new] = old */
+  /* apply to id, x, xb, g (f is recomputed after every build) */
+  int64_t *tid = s->sort_tmp;
+  for (int64_t i = 0; i < n; i++) tid[i] = P->id[perm[i]];
+  memcpy(P->id, tid, (size_t)n * sizeof(int64_t));
+  double *tx = s->sort_tmp;
+  double *arr[3] = {P->x, P->xb, P->g};
+  for (int a = 0; a < 3; a++) {
+    for (int64_t i = 0; i < n; i++)
+      for (int c = 0; c < dim; c++) tx[i * dim + c] = arr[a][perm[i] * dim + c];
+    memcpy(arr[a], tx, (size_t)(n * dim) * sizeof(double));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 /* Rebuild: migrate to owners, ghosts of width rc + skin, cell lists, then for every local particle
  * the list of partners within rc + skin, sorted by global id with duplicates (several periodic
  * copies of one particle, or images of itself) removed. The force loop walks these lists in order,
@@ -333,6 +395,7 @@ static PetscErrorCode build_list(SgmAoup s)
   if (periodic) {
     PetscCall(PetscLogEventBegin(ev_migrate, 0, 0, 0, 0));
     PetscCall(sgm_halo_migrate(s->halo, P));
+    PetscCall(sort_locals(s));
     PetscCall(PetscLogEventEnd(ev_migrate, 0, 0, 0, 0));
   }
   PetscCall(PetscLogEventBegin(ev_halo, 0, 0, 0, 0));
