@@ -10,6 +10,7 @@
  *    the loss log of 10 uninterrupted steps. */
 #include "testutil.h"
 #include "sgm/app.h"
+#include "sgm/core.h"
 #include "sgm/simulate.h"
 #include "sgm/train.h"
 
@@ -40,6 +41,7 @@ static PetscErrorCode run_stages(MPI_Comm comm, const char *outdir, const char *
   PetscCall(sgm_schema_register(&sgm_table_simulate));
   PetscCall(sgm_schema_register(&sgm_table_model));
   PetscCall(sgm_schema_register(&sgm_table_train));
+  PetscCall(sgm_schema_register_check("train", sgm_train_config_check));
   PetscCall(sgm_stage_register("simulate", sgm_stage_simulate, "integrate"));
   PetscCall(sgm_stage_register("train", sgm_stage_train, "train"));
   snprintf(outset, sizeof outset, "run.output=\"%s\"", outdir);
@@ -239,6 +241,19 @@ START_TEST(test_restart_identity)
 }
 END_TEST
 
+START_TEST(test_config_check)
+{
+  /* heads not dividing d_e and a batch beyond N are reported before any work (exit status 2) */
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s", sgm_test_tmpdir("train_check"));
+  const char *sets[2] = {"model.heads=3", "train.batch=300"};
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  PetscErrorCode ierr = run_stages(sgm_test_comm(), dir, "[\"train\"]", 2, sets, NULL);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
+}
+END_TEST
+
 static Suite *suite(void)
 {
   Suite *s = suite_create("train");
@@ -246,6 +261,7 @@ static Suite *suite(void)
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_batches);
   tcase_add_test(tc, test_hash);
+  tcase_add_test(tc, test_config_check);
   tcase_add_test(tc, test_rank_invariance);
   tcase_add_test(tc, test_restart_identity);
   suite_add_tcase(s, tc);

@@ -8,6 +8,7 @@
  * every rank; progress, the loss curve (train_log.h5), metrics, checkpoints and restart.
  * Register with
  *   sgm_schema_register(&sgm_table_model); sgm_schema_register(&sgm_table_train);
+ *   sgm_schema_register_check("train", sgm_train_config_check);
  *   sgm_stage_register("train", sgm_stage_train, "...");
  */
 #ifndef SGM_TRAIN_H
@@ -20,6 +21,11 @@
 #include <stdint.h>
 
 extern const SgmTableSpec sgm_table_model, sgm_table_train;
+
+/// Cross-key checks of [model] and [train] when `train` is among [run] stages (d_e even, heads
+/// divide d_e, batch <= N, K < N, denoising s_x needs noise_x). Register with
+/// sgm_schema_register_check("train", sgm_train_config_check). Not collective.
+PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb);
 
 /// Pure. 1 when particle `id` (< n) is in the minibatch of `step`: each epoch of floor(n/batch)
 /// steps visits a pseudo-random permutation of the ids (a Feistel bijection keyed by (seed,

@@ -4,6 +4,7 @@
 #include "sgm/train.h"
 
 #include <math.h>
+#include <string.h>
 
 static const SgmKeySpec model_keys[] = {
     {"kind", SGM_KEY_STRING, "\"local_transformer\"", 0, -INFINITY, INFINITY, "local_transformer",
@@ -84,3 +85,39 @@ const SgmTableSpec sgm_table_model = {
 const SgmTableSpec sgm_table_train = {
     "train", "Offline data-parallel training of the score network on trajectory frames", train_keys,
     0};
+
+PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
+{
+  int nst;
+  const char *const *st;
+  PetscBool train = PETSC_FALSE;
+  int64_t de, heads, batch, n, K;
+  const char *learn, *loss;
+  PetscBool noise_x;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_string_array(cfg, "run.stages", &nst, &st));
+  for (int i = 0; i < nst; i++)
+    if (!strcmp(st[i], "train")) train = PETSC_TRUE;
+  if (!train) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(sgm_config_get_int(cfg, "model.d_e", &de));
+  PetscCall(sgm_config_get_int(cfg, "model.heads", &heads));
+  PetscCall(sgm_config_get_int(cfg, "model.K", &K));
+  PetscCall(sgm_config_get_int(cfg, "train.batch", &batch));
+  PetscCall(sgm_config_get_int(cfg, "system.n", &n));
+  PetscCall(sgm_config_get_string(cfg, "model.learn", &learn));
+  PetscCall(sgm_config_get_string(cfg, "train.loss", &loss));
+  PetscCall(sgm_config_get_bool(cfg, "train.noise_x", &noise_x));
+  if (de % 2) sgm_config_problem(pb, "model.d_e", "d_e = %lld must be even", (long long)de);
+  if (de % heads)
+    sgm_config_problem(pb, "model.heads", "heads = %lld must divide d_e = %lld", (long long)heads,
+                       (long long)de);
+  if (batch > n)
+    sgm_config_problem(pb, "train.batch", "batch = %lld exceeds the %lld particles of a frame",
+                       (long long)batch, (long long)n);
+  if (K >= n)
+    sgm_config_problem(pb, "model.K", "K = %lld needs more than K particles (N = %lld)",
+                       (long long)K, (long long)n);
+  if (!strcmp(loss, "denoise") && !strcmp(learn, "xg") && !noise_x)
+    sgm_config_problem(pb, "train.noise_x", "denoising s_x (learn = \"xg\") needs noise_x = true");
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
