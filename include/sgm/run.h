@@ -22,6 +22,8 @@ typedef struct {
   PetscBool overwrite; /* [run] overwrite */
   const char *restart; /* --restart FILE, or NULL */
   SgmMetrics metrics;  /* rank 0 holds the values; other ranks' calls are no-ops */
+  PetscBool stopped;   /* set by a stage that returned early (signal, stop_after): no later
+                          stage runs */
 } SgmRun;
 
 typedef PetscErrorCode (*SgmStageFn)(SgmRun *run);
@@ -63,8 +65,5 @@ PetscErrorCode sgm_run_check_writable(const SgmRun *run, const char *name);
 /// sgm_stop_requested (collective: an allreduce, so all ranks stop at the same step).
 PetscErrorCode sgm_signals_install(void);
 PetscErrorCode sgm_stop_requested(MPI_Comm comm, PetscBool *stop);
-/// Sets the stop flag as a signal would (a stage stopping by itself, e.g. [simulate] stop_after).
-/// Not collective; async-signal-safe.
-void sgm_request_stop(void);
 
 #endif

@@ -127,7 +127,7 @@ PetscErrorCode sgm_run_stages(SgmRun *run)
      * incomplete outputs, so the run ends here (exit 0, for the job script to requeue). */
     PetscBool stop;
     PetscCall(sgm_stop_requested(run->comm, &stop));
-    if (stop) {
+    if (stop || run->stopped) {
       if (i + 1 < n)
         PetscCall(sgm_log(run->comm,
                           "stop requested: stages after %s not run; continue with --restart\n",

@@ -357,11 +357,6 @@ PetscErrorCode sgm_signals_install(void)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-void sgm_request_stop(void)
-{
-  stop_flag = 1;
-}
-
 PetscErrorCode sgm_stop_requested(MPI_Comm comm, PetscBool *stop)
 {
   int mine = stop_flag ? 1 : 0, any = 0;

@@ -298,7 +298,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
     if (stop_after > 0 && m.s->step - first >= stop_after && m.s->step < total) {
       stop = PETSC_TRUE;
       stop_is_ours = 1;
-      sgm_request_stop(); /* as a signal would: the driver runs no later stage */
+      run->stopped = PETSC_TRUE; /* as a signal would: the driver runs no later stage */
     }
     if (stop) break;
   }
