@@ -13,6 +13,6 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSGM_WERROR=ON -DSGM_TEST
 cmake --build build -j"$jobs"
 (cd build && ctest -LE long --output-on-failure -j"$jobs" --timeout 900)
 
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSGM_SANITIZE=ON -DSGM_WERROR=ON -DSGM_TESTS=
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSGM_SANITIZE=ON -DSGM_WERROR=ON -DSGM_TESTS=
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ctest -L 'unit|mpi' -LE long --output-on-failure -j"$jobs" --timeout 1800)

@@ -2,6 +2,7 @@
  * A new module adds its lines here and nowhere else. */
 #include "sgm/app.h"
 #include "sgm/schema.h"
+#include "sgm/epr.h"
 #include "sgm/observables.h"
 #include "sgm/simulate.h"
 
@@ -13,8 +14,12 @@ PetscErrorCode sgm_register_all(void)
   PetscCall(sgm_schema_register(&sgm_table_system));
   PetscCall(sgm_schema_register(&sgm_table_simulate));
   PetscCall(sgm_schema_register(&sgm_table_analysis));
+  PetscCall(sgm_schema_register(&sgm_table_epr));
   PetscCall(sgm_stage_register("simulate", sgm_stage_simulate,
                                "integrate the system's SDE: equilibration, then frames to "
                                "trajectory.h5 (H5MD) with checkpoints"));
+  PetscCall(sgm_stage_register("epr", sgm_stage_epr,
+                               "entropy production: score, velocity field, per-particle EPR, "
+                               "diagnostics, spatial maps (epr.h5, fields.h5 + XDMF)"));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
