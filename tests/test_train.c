@@ -7,7 +7,9 @@
  *    the gradient allreduce and of the micro-batches differs; observed 1.2e-7 on 2 and 4 ranks).
  *    Excluded: the attention key bias, whose exact gradient is zero (see the comment there);
  *  - restart identity: 4 steps, stop, --restart, 6 more steps gives bitwise the parameters and
- *    the loss log of 10 uninterrupted steps. */
+ *    the loss log of 10 uninterrupted steps;
+ *  - both again in online mode (SDE steps between optimiser steps, particle state checkpointed);
+ *  - cross-key configuration checks. */
 #include "testutil.h"
 #include "sgm/app.h"
 #include "sgm/core.h"
@@ -161,7 +163,8 @@ START_TEST(test_hash)
 }
 END_TEST
 
-START_TEST(test_rank_invariance)
+/* extra: further --set overrides (online mode) */
+static void rank_invariance(int nx, const char **extra)
 {
   MPI_Comm comm = sgm_test_comm();
   PetscMPIInt rank, size;
@@ -172,12 +175,13 @@ START_TEST(test_rank_invariance)
   snprintf(ser, sizeof ser, "%s", sgm_test_tmpdir("train_ser"));
   ck_assert_int_eq(run_stages(comm, sim, "[\"simulate\"]", 0, NULL, NULL), 0);
   snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", sim);
-  const char *sets[1] = {traj};
-  ck_assert_int_eq(run_stages(comm, par, "[\"train\"]", 1, sets, NULL), 0);
+  const char *sets[6] = {traj};
+  for (int i = 0; i < nx; i++) sets[1 + i] = extra[i];
+  ck_assert_int_eq(run_stages(comm, par, "[\"train\"]", 1 + nx, sets, NULL), 0);
   /* rank 0 compares; the verdict is broadcast so that a failure cannot strand the other ranks */
   char msg[256] = "";
   if (rank == 0) {
-    ck_assert_int_eq(run_stages(PETSC_COMM_SELF, ser, "[\"train\"]", 1, sets, NULL), 0);
+    ck_assert_int_eq(run_stages(PETSC_COMM_SELF, ser, "[\"train\"]", 1 + nx, sets, NULL), 0);
     Buf a = read_params(par), b = read_params(ser);
     double pmax = 0, dmax = 0;
     for (size_t i = 0; i < a.n && a.n == b.n; i++) {
@@ -206,9 +210,21 @@ START_TEST(test_rank_invariance)
   ck_assert_msg(!msg[0], "%s", msg);
   MPI_Barrier(comm);
 }
+
+START_TEST(test_rank_invariance)
+{
+  rank_invariance(0, NULL);
+}
 END_TEST
 
-START_TEST(test_restart_identity)
+START_TEST(test_rank_invariance_online)
+{
+  const char *extra[2] = {"train.mode=\"online\"", "train.sde_steps=5"};
+  rank_invariance(2, extra);
+}
+END_TEST
+
+static void restart_identity(int nx, const char **extra)
 {
   MPI_Comm comm = sgm_test_comm();
   PetscMPIInt rank;
@@ -219,13 +235,16 @@ START_TEST(test_restart_identity)
   snprintf(part, sizeof part, "%s", sgm_test_tmpdir("train_part"));
   ck_assert_int_eq(run_stages(comm, sim, "[\"simulate\"]", 0, NULL, NULL), 0);
   snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", sim);
-  const char *sets[3] = {traj, "train.steps=10", "train.stop_after=4"};
-  ck_assert_int_eq(run_stages(comm, full, "[\"train\"]", 2, sets, NULL), 0);
-  ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", 3, sets, NULL), 0);
+  const char *sets[8] = {traj, "train.steps=10"};
+  for (int i = 0; i < nx; i++) sets[2 + i] = extra[i];
+  sets[2 + nx] = "train.stop_after=4";
+  const int n = 2 + nx;
+  ck_assert_int_eq(run_stages(comm, full, "[\"train\"]", n, sets, NULL), 0);
+  ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", n + 1, sets, NULL), 0);
   snprintf(restart, sizeof restart, "%s/train_checkpoint.h5", part);
-  ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", 2, sets, restart), 0);
+  ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", n, sets, restart), 0);
   /* a second restart finds a complete model.h5 and no checkpoint: nothing to do, model kept */
-  ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", 2, sets, restart), 0);
+  ck_assert_int_eq(run_stages(comm, part, "[\"train\"]", n, sets, restart), 0);
   int ok = 1;
   if (rank == 0) {
     Buf a = read_params(full), b = read_params(part);
@@ -238,6 +257,18 @@ START_TEST(test_restart_identity)
   MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
   ck_assert_msg(ok, "restarted model or loss log differs from the uninterrupted run");
   MPI_Barrier(comm);
+}
+
+START_TEST(test_restart_identity)
+{
+  restart_identity(0, NULL);
+}
+END_TEST
+
+START_TEST(test_restart_identity_online)
+{
+  const char *extra[2] = {"train.mode=\"online\"", "train.sde_steps=3"};
+  restart_identity(2, extra);
 }
 END_TEST
 
@@ -264,6 +295,8 @@ static Suite *suite(void)
   tcase_add_test(tc, test_config_check);
   tcase_add_test(tc, test_rank_invariance);
   tcase_add_test(tc, test_restart_identity);
+  tcase_add_test(tc, test_rank_invariance_online);
+  tcase_add_test(tc, test_restart_identity_online);
   suite_add_tcase(s, tc);
   return s;
 }

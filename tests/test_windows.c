@@ -1,7 +1,8 @@
 /* MPI tests of the K-nearest-neighbour windows: neighbour ids and gathered displacements against
  * a brute-force search over all pairs (minimum image, ties by id) computed on every rank from the
  * full configuration, so agreement on 1, 2 and 4 ranks also proves decomposition independence;
- * a sparse configuration that forces the halo to grow; a K too large for the decomposition. */
+ * a sparse configuration that forces the halo to grow; particles handed to the wrong ranks
+ * (migrated by the build); a K too large for the decomposition. */
 #include "testutil.h"
 #include "sgm/core.h"
 #include "sgm/rng.h"
@@ -25,22 +26,24 @@ static int cand_cmp(const void *a, const void *b)
 
 /* Builds windows for the full configuration (x, g of n particles in id order) on this
  * decomposition and compares every owned window with brute force. Returns the number of grows. */
+/* scatter = 1 hands particle i to rank i % size (not its owner): the build must migrate. */
 static int64_t check_config(int64_t n, const double *x, const double *g, double L, int K,
-                            double width0)
+                            double width0, int scatter)
 {
   MPI_Comm comm = sgm_test_comm();
   const int dim = 2;
   double Lb[2] = {L, L};
   SgmDecomp d;
   ck_assert_int_eq(sgm_decomp_create(comm, dim, Lb, 1.0, NULL, &d, NULL), 0);
-  PetscMPIInt rank;
+  PetscMPIInt rank, size;
   MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
   int64_t nl = 0;
   int64_t *id = malloc(sizeof(int64_t) * (size_t)n);
   double *xl = malloc(sizeof(double) * (size_t)(n * dim)),
          *gl = malloc(sizeof(double) * (size_t)(n * dim));
   for (int64_t i = 0; i < n; i++)
-    if (sgm_decomp_owner(&d, x + i * dim) == rank) {
+    if (scatter ? i % size == rank : sgm_decomp_owner(&d, x + i * dim) == rank) {
       id[nl] = i;
       memcpy(xl + nl * dim, x + i * dim, sizeof(double) * dim);
       memcpy(gl + nl * dim, g + i * dim, sizeof(double) * dim);
@@ -53,15 +56,18 @@ static int64_t check_config(int64_t n, const double *x, const double *g, double 
   const int64_t *nbr, *nbr_id;
   const SgmParticles *p;
   ck_assert_int_eq(sgm_windows_get(w, &wn, &nbr, &nbr_id, &p), 0);
-  ck_assert_int_eq(wn, nl);
+  int64_t total = wn;
+  MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm);
+  ck_assert_int_eq(total, n);
+  if (!scatter) ck_assert_int_eq(wn, nl);
   Cand *c = malloc(sizeof(Cand) * (size_t)n);
   const int T = K + 1;
   float *X = malloc(sizeof(float) * (size_t)(T * dim)),
         *G = malloc(sizeof(float) * (size_t)(T * dim));
   float *M = malloc(sizeof(float) * (size_t)T);
-  for (int64_t a = 0; a < nl; a++) {
-    const int64_t i = id[a];
-    ck_assert_int_eq(p->id[a], i);
+  for (int64_t a = 0; a < wn; a++) {
+    const int64_t i = p->id[a];
+    ck_assert_int_eq(sgm_decomp_owner(&d, x + i * dim), rank);
     int64_t m = 0;
     for (int64_t j = 0; j < n; j++) {
       if (j == i) continue;
@@ -113,8 +119,9 @@ START_TEST(test_uniform_vs_brute)
   x[0] = 5.0, x[1] = 5.0, x[2] = 5.5, x[3] = 5.0, x[4] = 4.5, x[5] = 5.0;
   /* a particle across the periodic boundary */
   x[6] = 0.01, x[7] = 0.02, x[8] = L - 0.03, x[9] = L - 0.01;
-  check_config(n, x, g, L, 16, 3.0);
-  check_config(n, x, g, L, 5, 0.3);
+  check_config(n, x, g, L, 16, 3.0, 0);
+  check_config(n, x, g, L, 5, 0.3, 0);
+  check_config(n, x, g, L, 7, 2.0, 1);
   free(x), free(g);
 }
 END_TEST
@@ -129,7 +136,7 @@ START_TEST(test_sparse_grows)
   random_config(n, L, 11, x, g);
   for (int64_t i = 8; i < n; i++)
     x[2 * i] = 1.0 + x[2 * i] / L * 4.0, x[2 * i + 1] = 1.0 + x[2 * i + 1] / L * 4.0;
-  int64_t ngrow = check_config(n, x, g, L, 8, 0.5);
+  int64_t ngrow = check_config(n, x, g, L, 8, 0.5, 0);
   ck_assert_int_gt(ngrow, 0);
   free(x), free(g);
 }

@@ -25,13 +25,15 @@ PetscErrorCode sgm_windows_create(MPI_Comm comm, const SgmDecomp *d, int K, doub
                                   SgmWindows *w);
 /// Frees; accepts NULL and NULLs the handle. Not collective.
 PetscErrorCode sgm_windows_destroy(SgmWindows *w);
-/// Collective: builds the windows of the nlocal owned particles id (nlocal), x (nlocal, dim)
-/// canonical positions, g (nlocal, dim) orientations (each must be owned by this rank under d).
+/// Collective: builds the windows of the particles id (nlocal), x (nlocal, dim) canonical
+/// positions, g (nlocal, dim) orientations given by this rank; they are first migrated to their
+/// owners under d, so the centres of this rank (sgm_windows_get) may differ from the input.
 /// Needs N - 1 >= K particles in total. Grows the halo and redoes the search when a K-th
 /// neighbour distance reaches the halo width.
 PetscErrorCode sgm_windows_build(SgmWindows w, int64_t nlocal, const int64_t *id, const double *x,
                                  const double *g);
-/// Not collective. After build: *nlocal centres; nbr (nlocal, K+1) indices into *part (locals
+/// Not collective. After build: *nlocal centres (the owned particles, part->id[0..nlocal));
+/// nbr (nlocal, K+1) indices into *part (locals
 /// then ghosts; column 0 is the centre itself); nbr_id (nlocal, K+1) their global ids; any
 /// output may be NULL.
 PetscErrorCode sgm_windows_get(SgmWindows w, int64_t *nlocal, const int64_t **nbr,

@@ -18,6 +18,9 @@
  *  - The RNG position is the step itself (counter-based streams), so a checkpoint is the model,
  *    the optimiser (moments, EMA, step count) and the loss log; a restarted run continues
  *    bit for bit on the same number of ranks.
+ *  - Online mode (App. F.2.3) replaces the frame by sde_steps steps of the system's SDE before
+ *    every optimiser step; the particle state joins the checkpoint (train_state.h5). The SDE
+ *    engine is bitwise rank-count invariant, so online training keeps the offline guarantees.
  * Every rank's parameter hash is compared at every checkpoint and at the end (a mismatch is a hard
  * error). Nothing is allocated inside a step after the first frame (windows and noise arrays grow
  * only when a frame has more locals + ghosts than any before).
@@ -37,6 +40,7 @@
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -126,11 +130,12 @@ typedef struct {
   SgmOptim opt;
   SgmLoss loss;
   SgmLossConfig lc;
-  int K, max_batch;
+  int K, max_batch, online;
+  int64_t sde_steps;
   int64_t steps, batch, nframes, cur_frame;
   const char *traj, *group;
   char traj_path[PETSC_MAX_PATH_LEN];
-  int64_t *ids, *centres;
+  int64_t *ids, *centres, *pairs;
   double *fx, *fg;
   double *log; /* (steps, 3): loss, lr, grad norm */
   SgmNNAttr arch[NARCH], hyper[NHYPER];
@@ -354,6 +359,78 @@ static PetscErrorCode read_log(Trainer *t, int64_t n)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* Online mode: the particle state (train_state.h5, the layout of checkpoint.h5). */
+static PetscErrorCode save_state(Trainer *t)
+{
+  int64_t s0, count, off = 0;
+  double *x, *g;
+  char tmp[PETSC_MAX_PATH_LEN];
+  PetscMPIInt rank;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_aoup_gather_block(t->s, &s0, &count, &x, &g));
+  PetscCallMPI(MPI_Exscan(&count, &off, 1, MPIU_INT64, MPI_SUM, t->run->comm));
+  PetscCallMPI(MPI_Comm_rank(t->run->comm, &rank));
+  if (rank == 0) off = 0;
+  PetscCheck(off == s0, PETSC_COMM_SELF, PETSC_ERR_PLIB, "id block offset mismatch");
+  SgmCheckpointHeader h = {t->s->step, 0, t->ap.seed, t->ap.dim, t->ap.n};
+  PetscCall(sgm_run_tmp_path(t->run, "train_state.h5", tmp, sizeof tmp));
+  PetscCall(sgm_checkpoint_write(t->run->comm, tmp, &h, off, count, x, g,
+                                 sgm_config_resolved_toml(t->run->cfg)));
+  PetscCall(sgm_run_commit_file(t->run, "train_state.h5"));
+  PetscCall(PetscFree(x));
+  PetscCall(PetscFree(g));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Online mode: the starting state (restart, last trajectory frame, or random + equilibration). */
+static PetscErrorCode online_start(Trainer *t, PetscBool resume)
+{
+  SgmConfig cfg = t->run->cfg;
+  PetscFunctionBeginUser;
+  if (resume) {
+    char path[PETSC_MAX_PATH_LEN];
+    SgmCheckpointHeader h;
+    double *x, *g;
+    PetscCall(sgm_run_path(t->run, "train_state.h5", path, sizeof path));
+    PetscCall(sgm_checkpoint_read(t->run->comm, path, &h, &x, &g));
+    PetscCheck(h.n == t->ap.n && h.dim == t->ap.dim, t->run->comm, SGM_ERR_USER,
+               "train restart: %s holds another system", path);
+    PetscCall(sgm_aoup_set_state(t->s, t->ap.n, t->ids, x, g, h.step));
+    PetscCall(PetscFree(x));
+    PetscCall(PetscFree(g));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
+  const char *init;
+  PetscCall(sgm_config_get_string(cfg, "train.online_init", &init));
+  if (!strcmp(init, "trajectory")) {
+    int64_t fstep;
+    PetscCall(sgm_h5md_read_frame(t->run->comm, t->traj_path, t->group, -1, t->ap.dim, t->ap.n,
+                                  t->fx, t->fg, &fstep));
+    PetscCall(sgm_aoup_set_state(t->s, t->ap.n, t->ids, t->fx, t->fg, fstep));
+  } else {
+    int64_t relax, equil;
+    PetscCall(sgm_config_get_int(cfg, "simulate.relax_steps", &relax));
+    PetscCall(sgm_config_get_int(cfg, "train.online_equil", &equil));
+    PetscCall(sgm_aoup_init_random(t->s, (int)relax));
+    for (int64_t i = 0; i < equil; i++) PetscCall(sgm_aoup_step(t->s));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Online mode: sde_steps SDE steps, then the windows of the new state. */
+static PetscErrorCode online_advance(Trainer *t)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(ev_frame, 0, 0, 0, 0));
+  for (int64_t i = 0; i < t->sde_steps; i++) PetscCall(sgm_aoup_step(t->s));
+  PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
+  PetscCall(PetscLogEventBegin(ev_windows, 0, 0, 0, 0));
+  const SgmParticles *p = &t->s->part;
+  PetscCall(sgm_windows_build(t->w, p->nlocal, p->id, p->x, p->g));
+  PetscCall(PetscLogEventEnd(ev_windows, 0, 0, 0, 0));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static PetscErrorCode save(Trainer *t, const char *name, int64_t nlog)
 {
   char path[PETSC_MAX_PATH_LEN];
@@ -364,6 +441,7 @@ static PetscErrorCode save(Trainer *t, const char *name, int64_t nlog)
   PetscCall(
       sgm_nn_save(t->run->comm, path, t->par, t->narch, t->arch, t->nhyper, t->hyper, t->opt));
   PetscCall(write_log(t, nlog));
+  if (t->online) PetscCall(save_state(t));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -379,6 +457,12 @@ static PetscErrorCode file_exists(MPI_Comm comm, const char *path, PetscBool *e)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+  const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
 static PetscErrorCode trainer_destroy(Trainer *t)
 {
   PetscFunctionBeginUser;
@@ -388,6 +472,7 @@ static PetscErrorCode trainer_destroy(Trainer *t)
   PetscCall(sgm_windows_destroy(&t->w));
   PetscCall(sgm_aoup_destroy(&t->s));
   PetscCall(PetscFree4(t->ids, t->centres, t->fx, t->fg));
+  PetscCall(PetscFree(t->pairs));
   PetscCall(PetscFree(t->log));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -400,6 +485,7 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   const char *lname;
   PetscBool b, set;
   int64_t ckpt_every, log_every, stop_after, start = 0;
+  int need_traj;
   double width;
   PetscFunctionBeginUser;
   PetscCall(train_log_init());
@@ -423,6 +509,14 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   PetscCall(sgm_config_get_int(cfg, "train.stop_after", &stop_after));
   PetscCall(sgm_config_get_string(cfg, "train.group", &t.group));
   PetscCall(sgm_config_get_real(cfg, "model.window_width", &width));
+  {
+    const char *mode, *init;
+    PetscCall(sgm_config_get_string(cfg, "train.mode", &mode));
+    PetscCall(sgm_config_get_string(cfg, "train.online_init", &init));
+    PetscCall(sgm_config_get_int(cfg, "train.sde_steps", &t.sde_steps));
+    t.online = !strcmp(mode, "online");
+    need_traj = !t.online || !strcmp(init, "trajectory");
+  }
   t.lc.dim = t.ap.dim;
   t.lc.seed = run->seed;
   PetscCheck(t.batch <= t.ap.n, comm, SGM_ERR_USER, "[train] batch = %lld exceeds N = %lld",
@@ -433,13 +527,15 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     PetscCall(PetscStrncpy(t.traj_path, t.traj, sizeof t.traj_path));
   } else
     PetscCall(sgm_run_path(run, "trajectory.h5", t.traj_path, sizeof t.traj_path));
-  PetscCall(file_exists(comm, t.traj_path, &b));
-  PetscCheck(b, comm, SGM_ERR_USER,
+  if (need_traj) PetscCall(file_exists(comm, t.traj_path, &b));
+  PetscCheck(!need_traj || b, comm, SGM_ERR_USER,
              "train: no trajectory %s (run `simulate` first or set [train] "
              "trajectory)",
              t.traj_path);
-  PetscCall(sgm_h5md_nframes(comm, t.traj_path, t.group, &t.nframes));
-  PetscCheck(t.nframes > 0, comm, SGM_ERR_USER, "train: %s has no frames", t.traj_path);
+  if (need_traj) {
+    PetscCall(sgm_h5md_nframes(comm, t.traj_path, t.group, &t.nframes));
+    PetscCheck(t.nframes > 0, comm, SGM_ERR_USER, "train: %s has no frames", t.traj_path);
+  }
 
   /* restart: continue from train_checkpoint.h5 when --restart is given and it exists */
   char ckpt[PETSC_MAX_PATH_LEN];
@@ -473,6 +569,7 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   PetscCall(sgm_windows_create(comm, &t.s->decomp, t.K, width, &t.w));
   PetscCall(PetscMalloc4(t.ap.n, &t.ids, t.ap.n, &t.centres, t.ap.n * t.ap.dim, &t.fx,
                          t.ap.n * t.ap.dim, &t.fg));
+  PetscCall(PetscMalloc1(2 * t.ap.n, &t.pairs));
   for (int64_t i = 0; i < t.ap.n; i++) t.ids[i] = i;
   PetscCall(PetscCalloc1(3 * (t.steps + 1), &t.log));
   if (resume) {
@@ -484,12 +581,21 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     PetscCall(read_log(&t, start));
     PetscCall(sgm_log(comm, "train: restarting from %s at step %lld\n", ckpt, (long long)start));
   }
+  if (t.online) PetscCall(online_start(&t, resume));
   PetscCall(sgm_train_check_params(comm, t.par, NULL));
-  PetscCall(sgm_log(comm,
-                    "train: %s loss, local transformer K = %d, %zu parameters, %lld steps of %lld "
-                    "centres from %lld frames of %s\n",
-                    lname, t.K, t.par->nparams, (long long)t.steps, (long long)t.batch,
-                    (long long)t.nframes, t.traj_path));
+  if (t.online)
+    PetscCall(
+        sgm_log(comm,
+                "train: online, %s loss, local transformer K = %d, %zu parameters, %lld steps "
+                "of %lld centres, %lld SDE steps before each\n",
+                lname, t.K, t.par->nparams, (long long)t.steps, (long long)t.batch,
+                (long long)t.sde_steps));
+  else
+    PetscCall(sgm_log(comm,
+                      "train: %s loss, local transformer K = %d, %zu parameters, %lld steps of "
+                      "%lld centres from %lld frames of %s\n",
+                      lname, t.K, t.par->nparams, (long long)t.steps, (long long)t.batch,
+                      (long long)t.nframes, t.traj_path));
 
   SgmProgress prog;
   PetscCall(
@@ -500,12 +606,22 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   const int64_t nparams = (int64_t)t.par->nparams;
   while (step < t.steps) {
     const double t0 = MPI_Wtime();
-    PetscCall(load_frame(&t, sgm_train_frame(run->seed, step, t.nframes)));
-    const SgmParticles *p = &t.s->part;
+    if (t.online)
+      PetscCall(online_advance(&t));
+    else
+      PetscCall(load_frame(&t, sgm_train_frame(run->seed, step, t.nframes)));
+    const SgmParticles *p;
+    PetscCall(sgm_windows_get(t.w, NULL, NULL, NULL, &p));
     int64_t nb = 0;
     for (int64_t a = 0; a < p->nlocal; a++)
-      if (sgm_train_in_batch(run->seed, step, (uint64_t)p->id[a], t.ap.n, t.batch))
-        t.centres[nb++] = a;
+      if (sgm_train_in_batch(run->seed, step, (uint64_t)p->id[a], t.ap.n, t.batch)) {
+        t.pairs[2 * nb] = p->id[a], t.pairs[2 * nb + 1] = a;
+        nb++;
+      }
+    /* centres in global-id order: the gradient sums do not depend on the local particle order
+     * (which migration history sets in online mode) */
+    qsort(t.pairs, (size_t)nb, 2 * sizeof(int64_t), cmp_id);
+    for (int64_t c = 0; c < nb; c++) t.centres[c] = t.pairs[2 * c + 1];
     sgm_nn_params_zero_grad(t.par);
     double lsum;
     PetscCall(PetscLogEventBegin(ev_loss, 0, 0, 0, 0));

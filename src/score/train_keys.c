@@ -37,6 +37,17 @@ static const SgmKeySpec model_keys[] = {
 };
 
 static const SgmKeySpec train_keys[] = {
+    {"mode", SGM_KEY_STRING, "\"offline\"", 0, -INFINITY, INFINITY, "offline|online", "",
+     "offline: a random stored frame per step; online: sde_steps steps of the system's SDE "
+     "([system], [simulate] dt) between optimiser steps (App. F.2.3)"},
+    {"sde_steps", SGM_KEY_INT, "10", 0, 1, 2.8e14, NULL, "steps",
+     "Online: SDE steps before each optimiser step"},
+    {"online_init", SGM_KEY_STRING, "\"trajectory\"", 0, -INFINITY, INFINITY, "trajectory|random",
+     "",
+     "Online: start from the last frame of the trajectory, or from a random placement "
+     "([simulate] relax_steps) followed by online_equil steps"},
+    {"online_equil", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "steps",
+     "Online with online_init = \"random\": SDE steps before the first optimiser step"},
     {"trajectory", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "path",
      "H5MD file of training frames (unset: trajectory.h5 in the output directory)"},
     {"group", SGM_KEY_STRING, "\"all\"", 0, -INFINITY, INFINITY, NULL, "",

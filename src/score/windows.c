@@ -179,15 +179,6 @@ PetscErrorCode sgm_windows_build(SgmWindows w, int64_t nlocal, const int64_t *id
                "windows of K = %d neighbours need more than K particles (N = %" PRId64 ")", K,
                ntot);
   }
-  if ((size_t)nlocal > w->cap) {
-    size_t nc = (size_t)nlocal + (size_t)nlocal / 4 + 16;
-    free(w->nbr), free(w->nbr_id);
-    w->nbr = malloc(nc * (size_t)(K + 1) * sizeof(int64_t));
-    w->nbr_id = malloc(nc * (size_t)(K + 1) * sizeof(int64_t));
-    PetscCheck(w->nbr && w->nbr_id, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory (windows)");
-    w->cap = nc;
-  }
-  w->nlocal = nlocal;
   for (;;) {
     PetscCall(sgm_particles_reserve(p, nlocal));
     p->nlocal = nlocal, p->nghost = 0;
@@ -196,6 +187,18 @@ PetscErrorCode sgm_windows_build(SgmWindows w, int64_t nlocal, const int64_t *id
       memcpy(p->x, x, (size_t)(nlocal * dim) * sizeof(double));
       memcpy(p->g, g, (size_t)(nlocal * dim) * sizeof(double));
     }
+    /* the caller's particles may sit slightly outside their patch (an engine that migrates only
+     * at neighbour-list rebuilds); the completeness argument needs every centre inside */
+    PetscCall(sgm_halo_migrate(w->halo, p));
+    if ((size_t)p->nlocal > w->cap) {
+      size_t nc = (size_t)p->nlocal + (size_t)p->nlocal / 4 + 16;
+      free(w->nbr), free(w->nbr_id);
+      w->nbr = malloc(nc * (size_t)(K + 1) * sizeof(int64_t));
+      w->nbr_id = malloc(nc * (size_t)(K + 1) * sizeof(int64_t));
+      PetscCheck(w->nbr && w->nbr_id, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory (windows)");
+      w->cap = nc;
+    }
+    w->nlocal = p->nlocal;
     PetscCall(sgm_halo_exchange(w->halo, p));
     PetscCall(sgm_halo_forward(w->halo, p, p->g, dim));
     double need;
