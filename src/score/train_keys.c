@@ -28,8 +28,9 @@ static const SgmKeySpec model_keys[] = {
      "Scores the network outputs: s_g only (App. F.8) or s_x and s_g ([s_x | s_g])"},
     {"boltzmann", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
      "Boltzmann-informed parameterisation of the g score, s_g = -g + N_g (App. F.3.2)"},
-    {"max_batch", SGM_KEY_INT, "128", 0, 1, 1 << 20, NULL, "",
-     "Centres per forward pass (micro-batch; sets the activation arena, see nn_models.h)"},
+    {"max_batch", SGM_KEY_INT, "32", 0, 1, 1 << 20, NULL, "",
+     "Centres per forward pass (micro-batch). Sets the activation arena: about 25 MB per centre "
+     "at d_e = 256, 4 layers, K = 64 (see nn_models.h)"},
     {"window_width", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "length",
      "Initial halo width of the windows (0: 1.5x the K-th neighbour distance at mean density); "
      "grown automatically when a window needs more"},
