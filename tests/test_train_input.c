@@ -20,8 +20,12 @@ START_TEST(test_input)
   char out[600];
   const char *dir = sgm_test_tmpdir("train_input");
   snprintf(out, sizeof out, "run.output=\"%s\"", dir);
-  const char *sets[] = {out, "simulate.n_equil=200", "simulate.n_steps=400", "train.steps=10",
-                        "train.checkpoint_every=5", "train.log_every=5"};
+  const char *sets[] = {out,
+                        "simulate.n_equil=200",
+                        "simulate.n_steps=400",
+                        "train.steps=10",
+                        "train.checkpoint_every=5",
+                        "train.log_every=5"};
   const int nset = full ? 1 : 6;
   ck_assert_int_eq(sgm_schema_register(&sgm_table_system), 0);
   ck_assert_int_eq(sgm_schema_register(&sgm_table_simulate), 0);
@@ -31,9 +35,8 @@ START_TEST(test_input)
   ck_assert_int_eq(sgm_stage_register("train", sgm_stage_train, "train"), 0);
   SgmConfig cfg;
   SgmRun *run;
-  ck_assert_int_eq(sgm_config_create(comm, SGM_SOURCE_DIR "/input/mips_small_train.toml", nset,
-                                     sets, &cfg),
-                   0);
+  ck_assert_int_eq(
+      sgm_config_create(comm, SGM_SOURCE_DIR "/input/mips_small_train.toml", nset, sets, &cfg), 0);
   ck_assert_int_eq(sgm_run_create(comm, cfg, NULL, &run), 0);
   ck_assert_int_eq(sgm_run_stages(run), 0);
   ck_assert_int_eq(sgm_run_destroy(&run), 0);
