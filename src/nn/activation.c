@@ -20,6 +20,11 @@
 #define SGM_INV_SQRT2   0.70710678118654752440
 #define SGM_INV_SQRT2PI 0.39894228040143267794
 #define GELU_BLK        16
+#ifdef __GNUC__ /* inlined into each target clone of the layer functions below */
+#define SGM_ACT_INLINE static inline __attribute__((always_inline))
+#else
+#define SGM_ACT_INLINE static inline
+#endif
 
 /* exp(x) for -87 <= x <= 88, branch-free. */
 static inline float expf_blk(float x)
@@ -53,7 +58,7 @@ static inline float min_pos(float a, float hi)
 /* Phi(x) and, if phi != NULL, phi(x) of GELU_BLK elements (the forward needs Phi alone). |x| is
  * clamped at 12 inside both (Phi(-12) = 2e-33, phi(12) = 2e-32; keeps the exp arguments >= -87),
  * x itself (so a NaN) reaches the callers. */
-static inline void gelu_phi(const float *restrict x, float *restrict Phi, float *restrict phi)
+SGM_ACT_INLINE void gelu_phi(const float *restrict x, float *restrict Phi, float *restrict phi)
 {
   for (int i = 0; i < GELU_BLK; i++) {
     const float xi = x[i], ax = min_pos(fabsf(xi), 12.0f), z = ax * (float)SGM_INV_SQRT2;
@@ -85,7 +90,7 @@ static inline void gelu_phi(const float *restrict x, float *restrict Phi, float 
 
 /* Phi (and phi unless NULL) of x[i0 .. i0 + GELU_BLK) (zero-padded past N); returns the block's
  * length. */
-static inline int gelu_block(const float *x, int i0, int N, float *Phi, float *phi)
+SGM_ACT_INLINE int gelu_block(const float *x, int i0, int N, float *Phi, float *phi)
 {
   const int n = N - i0 < GELU_BLK ? N - i0 : GELU_BLK;
   if (n == GELU_BLK) {
@@ -117,6 +122,17 @@ static inline double silu_d2(double x)
   return s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s));
 }
 
+/* The layer functions are compiled for AVX-512 and AVX2 as well as the baseline, picked at load
+ * time (GCC target_clones, an ifunc): the GELU blocks then run 8 or 16 lanes wide without
+ * -march=native. No FMA contraction in ISO C mode, so every clone gives the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&       \
+    !defined(__AVX2__)
+#define SGM_ACT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SGM_ACT_CLONES
+#endif
+
+SGM_ACT_CLONES
 void sgm_nn_act_forward(SgmNnAct act, float *out, const float *inp, int N)
 {
   /* out (N), inp (N) */
@@ -137,6 +153,7 @@ void sgm_nn_act_forward(SgmNnAct act, float *out, const float *inp, int N)
   }
 }
 
+SGM_ACT_CLONES
 void sgm_nn_act_backward(SgmNnAct act, float *dinp, const float *dout, const float *inp, int N)
 {
   /* dinp (N), dout (N), inp (N) */
@@ -157,6 +174,7 @@ void sgm_nn_act_backward(SgmNnAct act, float *dinp, const float *dout, const flo
   }
 }
 
+SGM_ACT_CLONES
 void sgm_nn_act_jvp(SgmNnAct act, float *tout, const float *tinp, const float *inp, int N)
 {
   /* tout (N), tinp (N), inp (N) */
@@ -177,6 +195,7 @@ void sgm_nn_act_jvp(SgmNnAct act, float *tout, const float *tinp, const float *i
   }
 }
 
+SGM_ACT_CLONES
 void sgm_nn_act_jvp_backward(SgmNnAct act, float *dinp, float *dtinp, const float *dtout,
                              const float *inp, const float *tinp, int N)
 {
