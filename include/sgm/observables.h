@@ -74,7 +74,7 @@ typedef struct {
 } SgmObservables;
 
 /// Defaults of the [analysis] table (r_local 5, density_bins 64, contact_tol 0.1, sk_grid 0,
-/// every 1, per_particle 0). Not collective.
+/// every 0, per_particle 0). Not collective.
 void sgm_observables_params_default(SgmObservablesParams *p);
 /// Reads the [analysis] table. Not collective (the configuration is the same on every rank).
 PetscErrorCode sgm_observables_params_from_config(SgmConfig cfg, SgmObservablesParams *p);

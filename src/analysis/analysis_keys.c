@@ -17,8 +17,9 @@ static const SgmKeySpec analysis_keys[] = {
     {"sk_grid", SGM_KEY_INT, "0", 0, -1, 16384, NULL, "",
      "Grid nodes per dimension M of the nearest-grid-point density for S(k); 0 = automatic (a "
      "power of two with spacing <= a/2, at most 2048 in 2D), -1 = no S(k)"},
-    {"every", SGM_KEY_INT, "1", 0, 0, 2.8e14, NULL, "frames",
-     "Compute the observables on every this many trajectory frames (0 = never)"},
+    {"every", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "frames",
+     "Compute the observables on every this many trajectory frames during simulate (0 = never; "
+     "periodic boxes only)"},
     {"per_particle", SGM_KEY_BOOL, "false", 0, -INFINITY, INFINITY, NULL, "",
      "Also store n_i and the cluster label of every particle ([T][N] datasets in id order, as "
      "large as a position frame's x component)"},

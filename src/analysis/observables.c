@@ -57,7 +57,7 @@ void sgm_observables_params_default(SgmObservablesParams *p)
   p->density_bins = 64;
   p->contact_tol = 0.1;
   p->sk_grid = 0;
-  p->every = 1;
+  p->every = 0;
   p->per_particle = 0;
 }
 

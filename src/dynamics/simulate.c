@@ -10,6 +10,7 @@
 #include "sgm/simulate.h"
 #include "sgm/h5md.h"
 #include "sgm/core.h"
+#include "sgm/observables.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -73,6 +74,9 @@ PetscErrorCode sgm_aoup_params_from_config(SgmConfig cfg, uint64_t seed, SgmAoup
 typedef struct {
   SgmRun *run;
   SgmAoup s;
+  SgmObservablesParams op; /* [analysis]: observables every op.every frames (0: never) */
+  SgmObservables obs;
+  int64_t nanalysed;
   const char *group;
   char traj_tmp[PETSC_MAX_PATH_LEN];
   int64_t nframes;
@@ -103,6 +107,12 @@ static PetscErrorCode write_frame(Sim *m)
   PetscCall(id_blocks(m, &start, &count, &x, &g));
   PetscCall(sgm_h5md_append(m->run->comm, m->traj_tmp, m->group, m->nframes, m->s->step,
                             (double)m->s->step * m->s->p.dt, m->s->p.dim, start, count, x, g));
+  if (m->op.every > 0 && m->nframes % m->op.every == 0) {
+    PetscCall(sgm_observables_compute(m->s, &m->op, &m->obs));
+    PetscCall(sgm_observables_write(m->run->comm, m->traj_tmp, m->nframes / m->op.every,
+                                    (double)m->s->step * m->s->p.dt, &m->obs));
+    m->nanalysed++;
+  }
   m->nframes++;
   PetscCall(PetscFree(x));
   PetscCall(PetscFree(g));
@@ -215,13 +225,11 @@ static PetscErrorCode start_restart(Sim *m)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-static int stop_is_ours; /* this process raised the stop flag through stop_after */
-
 PetscErrorCode sgm_stage_simulate(SgmRun *run)
 {
   SgmConfig cfg = run->cfg;
   SgmAoupParams p;
-  Sim m;
+  Sim m = {0};
   int64_t n_equil, n_steps, frame_every, ckpt_every, stop_after;
   const char *author;
   static int registered;
@@ -247,6 +255,12 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
   PetscCall(sgm_run_tmp_path(run, "trajectory.h5", m.traj_tmp, sizeof m.traj_tmp));
 
   PetscCall(sgm_aoup_create(run->comm, &p, &m.s));
+  /* [analysis] observables on frames: a bad setting stops here, before any step */
+  PetscCall(sgm_observables_params_from_config(cfg, &m.op));
+  PetscCheck(m.op.every == 0 || p.periodic, run->comm, SGM_ERR_USER,
+             "[analysis] every = %lld: the observables need a periodic box (boundary = \"open\")",
+             (long long)m.op.every);
+  if (m.op.every > 0) PetscCall(sgm_observables_check(m.s, &m.op));
   const char *pn[] = {"dim", "n", "L", "mu",   "v0",     "gamma",
                       "eps", "a", "k", "beta", "trap_A", "dt"};
   const double pv[] = {p.dim, (double)p.n, p.L, p.mu,   p.v0,     p.gamma,
@@ -289,15 +303,11 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
       PetscCall(sgm_aoup_check(m.s));
       PetscCall(write_checkpoint(&m));
     }
-    /* the stop flag costs an allreduce: poll it every 16 steps (a signal stops within 16 steps).
-     * The flag cannot be cleared; once this stage raised it itself (stop_after) it is ignored in
-     * later calls in the same process (in-process restart tests). stop_is_ours is the same on
-     * every rank, so the poll stays collective. */
-    if (!stop_is_ours && ((m.s->step - first) % 16 == 0 || m.s->step >= total))
+    /* the stop flag costs an allreduce: poll it every 16 steps (a signal stops within 16 steps) */
+    if ((m.s->step - first) % 16 == 0 || m.s->step >= total)
       PetscCall(sgm_stop_requested(run->comm, &stop));
     if (stop_after > 0 && m.s->step - first >= stop_after && m.s->step < total) {
       stop = PETSC_TRUE;
-      stop_is_ours = 1;
       run->stopped = PETSC_TRUE; /* as a signal would: the driver runs no later stage */
     }
     if (stop) break;
@@ -338,6 +348,8 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
   PetscCall(sgm_metrics_set(run->metrics, "simulate", "box_L", p.L));
   PetscCall(
       sgm_metrics_set(run->metrics, "simulate", "g2_mean_per_dim", g2all / ((double)p.n * p.dim)));
+  if (m.nanalysed > 0) PetscCall(sgm_observables_metrics(run->metrics, "simulate", &m.obs));
+  PetscCall(sgm_observables_free(&m.obs));
   PetscCall(sgm_aoup_destroy(&m.s));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
