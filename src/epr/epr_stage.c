@@ -38,6 +38,8 @@ static const SgmKeySpec epr_keys[] = {
     {"score", SGM_KEY_STRING, "\"exact_trap\"", 0, -INFINITY, INFINITY, NULL, "",
      "score provider (registry name): \"exact_trap\" = exact Gaussian score of non-interacting "
      "AOUPs in a harmonic trap; learned models register further names"},
+    {"model", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "",
+     "score = \"model\": model.h5 to load (default: model.h5 in the output directory)"},
     {"trajectory", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "",
      "H5MD trajectory to analyse (default: trajectory.h5 in the output directory)"},
     {"group", SGM_KEY_STRING, "\"all\"", 0, -INFINITY, INFINITY, NULL, "",

@@ -11,6 +11,7 @@
  */
 #include "sgm/score_provider.h"
 #include "sgm/core.h"
+#include "sgm/score_model.h"
 
 #include <string.h>
 
@@ -144,6 +145,8 @@ static PetscErrorCode register_builtin(void)
   PetscCall(sgm_score_provider_register(
       "exact_trap", trap_create,
       "Gaussian stationary score of non-interacting AOUPs in a harmonic trap (k = 0)"));
+  PetscCall(sgm_score_provider_register("model", sgm_score_model_create,
+                                        "trained local transformer (model.h5)"));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -36,6 +36,7 @@
 #include "sgm/rng.h"
 #include "sgm/simulate.h"
 #include "sgm/windows.h"
+#include "sgm/score_model.h"
 
 #include <hdf5.h>
 #include <math.h>
@@ -142,19 +143,20 @@ typedef struct {
   int narch, nhyper;
 } Trainer;
 
-static PetscErrorCode model_from_config(Trainer *t)
+PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim, uint64_t seed,
+                                           SgmScoreModelSpec *ms)
 {
-  SgmConfig cfg = t->run->cfg;
   int64_t v;
   const char *s;
   PetscBool b;
   SgmNnTransformerConfig c;
   PetscFunctionBeginUser;
   memset(&c, 0, sizeof c);
-  c.dim = t->ap.dim, c.gdim = t->ap.dim;
+  memset(ms, 0, sizeof *ms);
+  c.dim = dim, c.gdim = dim;
   PetscCall(sgm_config_get_string(cfg, "model.learn", &s));
-  t->lc.learn_x = !strcmp(s, "xg"), t->lc.learn_g = 1;
-  c.out_dim = c.dim * (t->lc.learn_x + t->lc.learn_g);
+  ms->learn_x = !strcmp(s, "xg");
+  c.out_dim = c.dim * (ms->learn_x + 1);
   PetscCall(sgm_config_get_int(cfg, "model.d_e", &v));
   c.d_model = (int)v;
   PetscCall(sgm_config_get_int(cfg, "model.layers", &v));
@@ -172,40 +174,68 @@ static PetscErrorCode model_from_config(Trainer *t)
   PetscCall(sgm_config_get_int(cfg, "model.dec_depth", &v));
   c.dec_depth = (int)v;
   PetscCall(sgm_config_get_int(cfg, "model.K", &v));
-  t->K = (int)v;
+  ms->K = (int)v;
   PetscCall(sgm_config_get_int(cfg, "model.max_batch", &v));
-  t->max_batch = (int)v;
+  ms->max_batch = (int)v;
   PetscCall(sgm_config_get_bool(cfg, "model.boltzmann", &b));
-  t->lc.boltzmann_g = (int)b;
+  ms->boltzmann = (int)b;
   const char *act;
   PetscCall(sgm_config_get_string(cfg, "model.activation", &act));
   c.act = !strcmp(act, "silu")   ? SGM_NN_ACT_SILU
           : !strcmp(act, "relu") ? SGM_NN_ACT_RELU
                                  : SGM_NN_ACT_GELU;
-  PetscCheck(c.d_model % 2 == 0, t->run->comm, SGM_ERR_USER, "[model] d_e must be even (got %d)",
+  PetscCheck(c.d_model % 2 == 0, comm, SGM_ERR_USER, "[model] d_e must be even (got %d)",
              c.d_model);
-  PetscCheck(c.d_model % c.n_heads == 0, t->run->comm, SGM_ERR_USER,
+  PetscCheck(c.d_model % c.n_heads == 0, comm, SGM_ERR_USER,
              "[model] heads = %d must divide d_e = %d", c.n_heads, c.d_model);
-  PetscCall(sgm_nn_transformer_create_local(&c, t->K, t->max_batch, c.dim, t->run->seed, &t->m));
-  t->par = sgm_nn_transformer_params(t->m);
+  PetscCall(sgm_nn_transformer_create_local(&c, ms->K, ms->max_batch, c.dim, seed, &ms->m));
+  ms->cfg = c;
   int n = 0;
-  t->arch[n++] = SGM_NN_ATTR_S("kind", "local_transformer");
-  t->arch[n++] = SGM_NN_ATTR_I("dim", c.dim);
-  t->arch[n++] = SGM_NN_ATTR_I("gdim", c.gdim);
-  t->arch[n++] = SGM_NN_ATTR_I("out_dim", c.out_dim);
-  t->arch[n++] = SGM_NN_ATTR_I("d_e", c.d_model);
-  t->arch[n++] = SGM_NN_ATTR_I("layers", c.n_layers);
-  t->arch[n++] = SGM_NN_ATTR_I("heads", c.n_heads);
-  t->arch[n++] = SGM_NN_ATTR_I("mlp_hidden", c.mlp_hidden);
-  t->arch[n++] = SGM_NN_ATTR_I("embed_hidden", c.embed_hidden);
-  t->arch[n++] = SGM_NN_ATTR_I("embed_depth", c.embed_depth);
-  t->arch[n++] = SGM_NN_ATTR_I("dec_hidden", c.dec_hidden);
-  t->arch[n++] = SGM_NN_ATTR_I("dec_depth", c.dec_depth);
-  t->arch[n++] = SGM_NN_ATTR_S("activation", act);
-  t->arch[n++] = SGM_NN_ATTR_I("K", t->K);
-  t->arch[n++] = SGM_NN_ATTR_S("learn", t->lc.learn_x ? "xg" : "g");
-  t->arch[n++] = SGM_NN_ATTR_I("boltzmann", t->lc.boltzmann_g);
-  t->narch = n;
+  ms->arch[n++] = SGM_NN_ATTR_S("kind", "local_transformer");
+  ms->arch[n++] = SGM_NN_ATTR_I("dim", c.dim);
+  ms->arch[n++] = SGM_NN_ATTR_I("gdim", c.gdim);
+  ms->arch[n++] = SGM_NN_ATTR_I("out_dim", c.out_dim);
+  ms->arch[n++] = SGM_NN_ATTR_I("d_e", c.d_model);
+  ms->arch[n++] = SGM_NN_ATTR_I("layers", c.n_layers);
+  ms->arch[n++] = SGM_NN_ATTR_I("heads", c.n_heads);
+  ms->arch[n++] = SGM_NN_ATTR_I("mlp_hidden", c.mlp_hidden);
+  ms->arch[n++] = SGM_NN_ATTR_I("embed_hidden", c.embed_hidden);
+  ms->arch[n++] = SGM_NN_ATTR_I("embed_depth", c.embed_depth);
+  ms->arch[n++] = SGM_NN_ATTR_I("dec_hidden", c.dec_hidden);
+  ms->arch[n++] = SGM_NN_ATTR_I("dec_depth", c.dec_depth);
+  ms->arch[n++] = SGM_NN_ATTR_S("activation", act);
+  ms->arch[n++] = SGM_NN_ATTR_I("K", ms->K);
+  ms->arch[n++] = SGM_NN_ATTR_S("learn", ms->learn_x ? "xg" : "g");
+  ms->arch[n++] = SGM_NN_ATTR_I("boltzmann", ms->boltzmann);
+  ms->narch = n;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_score_model_window_width(SgmConfig cfg, const SgmAoupParams *ap, int K,
+                                            double *width)
+{
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_real(cfg, "model.window_width", width));
+  if (*width <= 0) {
+    const double rho = (double)ap->n / pow(ap->L, ap->dim);
+    *width = ap->dim == 2 ? 1.5 * sqrt((K + 1) / (M_PI * rho)) : 1.5 * (K + 1) / (2 * rho);
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode model_from_config(Trainer *t)
+{
+  SgmScoreModelSpec ms;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_score_model_from_config(t->run->comm, t->run->cfg, t->ap.dim, t->run->seed, &ms));
+  t->m = ms.m;
+  t->par = sgm_nn_transformer_params(t->m);
+  t->K = ms.K;
+  t->max_batch = ms.max_batch;
+  t->lc.learn_x = ms.learn_x, t->lc.learn_g = 1;
+  t->lc.boltzmann_g = ms.boltzmann;
+  for (int i = 0; i < ms.narch; i++) t->arch[i] = ms.arch[i];
+  t->narch = ms.narch;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -562,10 +592,7 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   PetscCall(optim_from_config(&t));
   PetscCall(sgm_loss_create(&t.lc, t.m, t.K, t.max_batch, &t.loss));
   PetscCall(sgm_aoup_create(comm, &t.ap, &t.s));
-  if (width <= 0) {
-    const double rho = (double)t.ap.n / pow(t.ap.L, t.ap.dim);
-    width = t.ap.dim == 2 ? 1.5 * sqrt((t.K + 1) / (M_PI * rho)) : 1.5 * (t.K + 1) / (2 * rho);
-  }
+  PetscCall(sgm_score_model_window_width(cfg, &t.ap, t.K, &width));
   PetscCall(sgm_windows_create(comm, &t.s->decomp, t.K, width, &t.w));
   PetscCall(PetscMalloc4(t.ap.n, &t.ids, t.ap.n, &t.centres, t.ap.n * t.ap.dim, &t.fx,
                          t.ap.n * t.ap.dim, &t.fg));
