@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Restart under a real signal: `mpiexec -n 2 sgm_hpc` on a MIPS input gets SIGUSR1 (mpiexec
-# forwards it to the ranks) once it is stepping; the run must exit 0 with checkpoint.h5 and no
+# forwards it to the ranks) once it has printed a progress line (so it is stepping, with most steps
+# still to go); the run must exit 0 with checkpoint.h5 and no
 # trajectory.h5, `--restart` must finish it, and the final trajectory.h5 (positions and g, every
 # frame) must equal an uninterrupted run's bit for bit.
 #   e2e_signal_restart.sh SGM_HPC SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
@@ -15,8 +16,8 @@ check() { # name, condition (string evaluated by bash)
 }
 py=$("$src/scripts/find-python.sh") || { echo "FAIL no python3 with h5py"; exit 1; }
 N=${SGM_E2E_N:-4096}
-STEPS=${SGM_E2E_STEPS:-4000}
-sets=(--set "system.n=$N" --set simulate.n_equil=100 --set "simulate.n_steps=$STEPS"
+STEPS=${SGM_E2E_STEPS:-20000}
+sets=(--set run.progress_interval=0.2 --set "system.n=$N" --set simulate.n_equil=100 --set "simulate.n_steps=$STEPS"
   --set simulate.frame_every=500 --set simulate.checkpoint_every=0 --set simulate.relax_steps=50)
 in=$src/input/aoup_mips_4096.toml
 
@@ -24,15 +25,15 @@ in=$src/input/aoup_mips_4096.toml
 "${mpi[@]}" -n 2 "$exe" --set "run.output=\"$tmp/ref\"" "${sets[@]}" "$in" >"$tmp/ref.log" 2>&1
 check "reference run exits 0" "[[ $? -eq 0 ]] && [[ -f $tmp/ref/trajectory.h5 ]]"
 
-# interrupted: SIGUSR1 to mpiexec once the stage is stepping
+# interrupted: SIGUSR1 to mpiexec once the stage reports progress (0.2 s of stepping)
 "${mpi[@]}" -n 2 "$exe" --set "run.output=\"$tmp/run\"" "${sets[@]}" "$in" >"$tmp/run.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
-  grep -q "AOUP in d = 2" "$tmp/run.log" && break
+  grep -q "^\[simulate\] [0-9]*/" "$tmp/run.log" && break
   kill -0 $pid 2>/dev/null || break
   sleep 0.1
 done
-sleep "${SGM_E2E_DELAY:-1}"
+sleep "${SGM_E2E_DELAY:-0}"
 kill -USR1 $pid
 wait $pid; rc=$?
 check "signalled run exits 0 (rc $rc)" "[[ $rc -eq 0 ]]"

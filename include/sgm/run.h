@@ -48,6 +48,9 @@ typedef struct SgmProgress_ *SgmProgress;
 PetscErrorCode sgm_progress_create(MPI_Comm comm, const char *label, int64_t total,
                                    double units_per_item, const char *unit, SgmProgress *p);
 PetscErrorCode sgm_progress_update(SgmProgress p, int64_t done);
+/// Interval of the reporters created from now on ([run] progress_interval, set by the driver;
+/// the PETSc option -sgm_progress_interval overrides it).
+void sgm_progress_set_default_interval(double seconds);
 /// Prints the final line (total time, mean rate) and frees.
 PetscErrorCode sgm_progress_destroy(SgmProgress *p);
 

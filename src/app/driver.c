@@ -68,6 +68,11 @@ PetscErrorCode sgm_run_create(MPI_Comm comm, SgmConfig cfg, const char *restart,
   PetscCall(sgm_config_get_int(cfg, "run.seed", &seed));
   PetscCall(sgm_config_get_bool(cfg, "run.overwrite", &run->overwrite));
   run->seed = (uint64_t)seed;
+  {
+    double interval;
+    PetscCall(sgm_config_get_real(cfg, "run.progress_interval", &interval));
+    sgm_progress_set_default_interval(interval);
+  }
   snprintf(run->outdir, sizeof run->outdir, "%s", outdir);
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   if (rank == 0) {

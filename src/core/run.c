@@ -245,6 +245,13 @@ static void fmt_seconds(double s, char *buf, size_t len)
     snprintf(buf, len, "%.2f h", s / 3600);
 }
 
+static double progress_interval_default = 5.0;
+
+void sgm_progress_set_default_interval(double seconds)
+{
+  progress_interval_default = seconds;
+}
+
 PetscErrorCode sgm_progress_create(MPI_Comm comm, const char *label, int64_t total,
                                    double units_per_item, const char *unit, SgmProgress *out)
 {
@@ -257,7 +264,7 @@ PetscErrorCode sgm_progress_create(MPI_Comm comm, const char *label, int64_t tot
   p->total = total;
   p->per_item = units_per_item;
   p->t0 = p->tlast = MPI_Wtime();
-  p->interval = 5.0;
+  p->interval = progress_interval_default;
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-sgm_progress_interval", &p->interval, NULL));
   *out = p;
   PetscFunctionReturn(PETSC_SUCCESS);
