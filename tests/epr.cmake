@@ -3,3 +3,6 @@
 sgm_unit_test(test_epr SOURCES test_epr.c TIMEOUT 60)
 sgm_mpi_test(test_epr_stage SOURCES test_epr_stage.c RANKS 1 2 4 TIMEOUT 300)
 sgm_mpi_test(test_epr_long SOURCES test_epr_stage.c RANKS 2 ARGS --long LABELS long TIMEOUT 900)
+# interface / dilute / dense classes of the epr stage on a constructed configuration, and the
+# release of a provider whose create fails
+sgm_mpi_test(test_epr_classes SOURCES test_epr_classes.c RANKS 1 2 4 TIMEOUT 120)

@@ -40,6 +40,23 @@ typedef enum {
 /// Dataset name of quantity q ("epr_total", ...).
 const char *sgm_epr_quantity_name(int q);
 
+/// Phase classes of the interface analysis (MIPS, paper 002 §7): by the local packing fraction
+/// phi_i of observables.h (neighbours within [epr] local_radius · a).
+typedef enum {
+  SGM_EPR_CLASS_DILUTE = 0,    /* phi_i < phi_dilute */
+  SGM_EPR_CLASS_INTERFACE = 1, /* phi_dilute <= phi_i < phi_dense */
+  SGM_EPR_CLASS_DENSE = 2,     /* phi_i >= phi_dense (dense bulk) */
+  SGM_EPR_NCLASS = 3
+} SgmEprClass;
+/// Class names "dilute", "interface", "dense" (metrics.json suffixes).
+extern const char *const sgm_epr_class_names[SGM_EPR_NCLASS];
+/// The class of local packing fraction phi for thresholds phi_dilute <= phi_dense. Pure.
+static inline int sgm_epr_phase_class(double phi, double phi_dilute, double phi_dense)
+{
+  return phi < phi_dilute ? SGM_EPR_CLASS_DILUTE
+                          : (phi < phi_dense ? SGM_EPR_CLASS_INTERFACE : SGM_EPR_CLASS_DENSE);
+}
+
 /// Coefficients of the AOUP SDE that enter v = b - D s: b_x = drift_x + v0 g, D_x = ε;
 /// b_g = -γ g, D_g = γ.
 typedef struct {

@@ -6,6 +6,8 @@
  *   /position, /orientation, /score_x, /score_g, /velocity_x, /velocity_g   [T][N][d] double
  *   /epr_total, /epr_total_x, /epr_total_g, /epr_system, /epr_system_x, /epr_system_g,
  *   /fpe_residual, /score_ibp, /v_dot_s                                      [T][N] double
+ *   /<extra>   [T][N] double  optional per-particle scalars named by the stage (e.g. the local
+ *              packing fraction and phase class of the interface analysis)
  *   /series/<name> [T] double  per-frame means per particle of the diagnostics
  *   root attributes: dim, n, nframes, score, and the summary values of the stage
  * fields.h5: /count, /density and one /<quantity> per map, each [ny][nx] double (cell data), with
@@ -22,9 +24,12 @@ typedef struct SgmEprFile_ *SgmEprFile;
 typedef struct {
   int dim;
   int64_t n, nframes;
-  const char *score;  /* provider name (root attribute) */
-  const char *config; /* resolved input as root attribute "input" (may be NULL) */
+  const char *score;              /* provider name (root attribute) */
+  const char *config;             /* resolved input as root attribute "input" (may be NULL) */
+  int nextra;                     /* extra per-particle scalars [T][N] (0..SGM_EPR_MAX_EXTRA) */
+  const char *const *extra_names; /* their dataset names */
 } SgmEprFileInfo;
+#define SGM_EPR_MAX_EXTRA 8
 
 /// Per-particle vector datasets of a frame, in this order: position, orientation, score_x,
 /// score_g, velocity_x, velocity_g.
@@ -38,11 +43,11 @@ PetscErrorCode sgm_epr_file_create(MPI_Comm comm, const char *path, const SgmEpr
 /// written in blocks). This rank holds rows [start, start + count) in id order, the same rows for
 /// every frame:
 /// vec[v][count*dim] for the SGM_EPR_NVEC vectors and q[count*nq] (particle-major, the order of
-/// SGM_EPR_Q_LIST, nq = SGM_EPR_NQ).
+/// SGM_EPR_Q_LIST, nq = SGM_EPR_NQ) and extra[count*nextra] (particle-major; NULL if nextra = 0).
 PetscErrorCode sgm_epr_file_write_frame(SgmEprFile f, int64_t t, int64_t step, double time,
                                         int64_t start, int64_t count,
                                         const double *const vec[SGM_EPR_NVEC], const double *q,
-                                        int nq);
+                                        int nq, const double *extra);
 /// Collective: /series/<name> [nframes] from rank 0's v.
 PetscErrorCode sgm_epr_file_write_series(SgmEprFile f, const char *name, const double *v);
 /// Collective: a real root attribute (same value on every rank).
@@ -58,9 +63,10 @@ PetscErrorCode sgm_epr_read_frames(MPI_Comm comm, const char *path, const char *
 
 /// Collective (rank 0 writes): epr.xdmf for an epr.h5 named h5_ref (relative to the sidecar):
 /// a temporal collection of Polyvertex grids with attributes id, each vector component and each
-/// scalar quantity. times[nframes] on rank 0.
+/// scalar quantity, then the nextra datasets extra[k]. times[nframes] on rank 0.
 PetscErrorCode sgm_epr_xdmf_write(MPI_Comm comm, const char *xdmf_path, const char *h5_ref, int dim,
-                                  int64_t n, int64_t nframes, const double *times);
+                                  int64_t n, int64_t nframes, const double *times, int nextra,
+                                  const char *const *extra);
 
 typedef struct {
   int64_t nx, ny;               /* cells (ny = 1 in 1D) */

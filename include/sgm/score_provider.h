@@ -36,7 +36,9 @@ struct SgmScoreProvider_ {
 };
 
 /// Fills sp->eval, sp->destroy, sp->ctx, sp->range for the system sp->p. `cfg` (may be NULL)
-/// gives provider options (e.g. a model path). Collective on sp->comm.
+/// gives provider options (e.g. a model path). Collective on sp->comm. On an error return the
+/// caller calls sp->destroy (if set) before freeing sp, so set destroy together with ctx and make
+/// it accept a partly built ctx.
 typedef PetscErrorCode (*SgmScoreCreateFn)(SgmScoreProvider sp, SgmConfig cfg);
 
 /// Registers a provider kind (at most 16; re-registering the same name and function is a

@@ -28,6 +28,7 @@
 #include "sgm/score_provider.h"
 #include "sgm/simulate.h"
 #include "sgm/h5md.h"
+#include "sgm/observables.h"
 #include "sgm/core.h"
 
 #include <math.h>
@@ -60,6 +61,19 @@ static const SgmKeySpec epr_keys[] = {
      "write per-particle values to epr.h5 + epr.xdmf"},
     {"write_fields", SGM_KEY_BOOL, "true", 0, -INFINITY, INFINITY, NULL, "",
      "write the spatial maps to fields.h5 + fields.xdmf"},
+    {"classify", SGM_KEY_BOOL, "true", 0, -INFINITY, INFINITY, NULL, "",
+     "periodic boxes: classify every particle of every frame as dilute / interface / dense bulk "
+     "by its local packing fraction phi_i (observables.h), store phi_local and phase_class in "
+     "epr.h5 and the count, mean |v_g|^2 and mean total EPR of each class in metrics.json "
+     "(ignored for open boxes)"},
+    {"local_radius", SGM_KEY_REAL, "5.0", 0, 1e-9, INFINITY, NULL, "a",
+     "radius r of the local density for classify, in units of the particle radius a: phi_i = "
+     "n_i (a/r)^d with n_i the other particles within r (minimum image)"},
+    {"phi_dilute", SGM_KEY_REAL, "0.3", 0, 0, INFINITY, NULL, "",
+     "classify: phi_i below this is dilute (gas)"},
+    {"phi_dense", SGM_KEY_REAL, "0.6", 0, 0, INFINITY, NULL, "",
+     "classify: phi_i at or above this is dense bulk; in between is interface (must be >= "
+     "phi_dilute)"},
     {NULL, 0, NULL, 0, 0, 0, NULL, NULL, NULL}};
 
 const SgmTableSpec sgm_table_epr = {
@@ -72,6 +86,8 @@ static const int map_q[] = {SGM_EPR_Q_TOT, SGM_EPR_Q_TOT_X, SGM_EPR_Q_TOT_G,
 #define NMAP ((int)(sizeof map_q / sizeof map_q[0]))
 
 static PetscLogEvent ev_epr, ev_write;
+
+const char *const sgm_epr_class_names[SGM_EPR_NCLASS] = {"dilute", "interface", "dense"};
 
 typedef struct {
   int64_t nx, ny;
@@ -310,7 +326,8 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   const char *score, *group;
   char traj[PETSC_MAX_PATH_LEN];
   int64_t first, last, stride, nb, nfile;
-  PetscBool set, exists, wpart, wfields;
+  PetscBool set, exists, wpart, wfields, classify;
+  double rloc_a, phi_lo, phi_hi;
   PetscMPIInt rank, size;
   Maps maps;
   static int registered;
@@ -334,6 +351,12 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   PetscCall(sgm_config_get_int(cfg, "epr.batches", &nb));
   PetscCall(sgm_config_get_bool(cfg, "epr.write_particles", &wpart));
   PetscCall(sgm_config_get_bool(cfg, "epr.write_fields", &wfields));
+  PetscCall(sgm_config_get_bool(cfg, "epr.classify", &classify));
+  PetscCall(sgm_config_get_real(cfg, "epr.local_radius", &rloc_a));
+  PetscCall(sgm_config_get_real(cfg, "epr.phi_dilute", &phi_lo));
+  PetscCall(sgm_config_get_real(cfg, "epr.phi_dense", &phi_hi));
+  PetscCheck(phi_lo <= phi_hi, run->comm, SGM_ERR_USER,
+             "[epr] phi_dilute = %g must not exceed phi_dense = %g", phi_lo, phi_hi);
   PetscCall(sgm_config_is_set(cfg, "epr.trajectory", &set));
   if (set) {
     const char *t;
@@ -371,10 +394,26 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCall(sgm_aoup_destroy(&s));
     PetscCall(sgm_aoup_create(run->comm, &p, &s));
   }
+  /* interface analysis (MIPS): local packing fraction from the observables module */
+  const int do_cls = classify && p.periodic;
+  SgmObservablesParams op;
+  SgmObservables obs;
+  memset(&obs, 0, sizeof obs);
+  static const char *const cls_names[2] = {"phi_local", "phase_class"};
+  if (do_cls) {
+    sgm_observables_params_default(&op);
+    op.r_local = rloc_a;
+    op.sk_grid = -1;
+    PetscCheck(rloc_a * p.a < 0.5 * p.L, run->comm, SGM_ERR_USER,
+               "[epr] local_radius = %g (r = %g) must be below L/2 = %g", rloc_a, rloc_a * p.a,
+               0.5 * p.L);
+    PetscCall(sgm_observables_check(s, &op));
+  }
   if (wfields) PetscCall(maps_setup(run, s, traj, group, first, stride, T, &maps));
   if (wpart) {
     char tmp[PETSC_MAX_PATH_LEN];
-    SgmEprFileInfo info = {dim, n, T, score, sgm_config_resolved_toml(cfg)};
+    SgmEprFileInfo info = {dim,      n, T, score, sgm_config_resolved_toml(cfg), do_cls ? 2 : 0,
+                           cls_names};
     PetscCall(sgm_run_tmp_path(run, "epr.h5", tmp, sizeof tmp));
     PetscCall(sgm_epr_file_create(run->comm, tmp, &info, &ef));
   }
@@ -399,6 +438,11 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   for (int64_t i = 0; i < n; i++) ids[i] = i;
   double *sx = NULL, *sg = NULL, *dsx = NULL, *dsg = NULL, *dbx = NULL, *rec = NULL;
   int64_t cap = 0;
+  /* classes: (id, phi) records of the observables' particles, their id block, the extra
+   * per-particle outputs (phi, class) and the sums count, |v_g|², total EPR per class */
+  double *orec = NULL, *oblk = NULL, *xtra = NULL, csum[SGM_EPR_NCLASS][3] = {{0}};
+  int64_t ocap = 0;
+  if (do_cls) PetscCall(PetscMalloc2(2 * (bcount + 1), &oblk, 2 * (bcount + 1), &xtra));
 
   SgmProgress prog;
   PetscCall(sgm_progress_create(run->comm, "epr", T, (double)n, "particle-frames", &prog));
@@ -446,9 +490,33 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCallMPI(MPI_Allreduce(qsum, qall, SGM_EPR_NQ, MPI_DOUBLE, MPI_SUM, run->comm));
     for (int k = 0; k < SGM_EPR_NQ; k++) series[k * T + t] = qall[k] / (double)n;
     PetscCall(PetscLogEventEnd(ev_epr, 0, 0, 0, 0));
+    if (wpart || do_cls) PetscCall(to_id_blocks(run->comm, n, R, nl, rec, blk));
+    if (do_cls) {
+      PetscCall(sgm_observables_compute(s, &op, &obs));
+      if (obs.nlocal > ocap) {
+        PetscCall(PetscFree(orec));
+        ocap = obs.nlocal;
+        PetscCall(PetscMalloc1(2 * ocap, &orec));
+      }
+      for (int64_t k = 0; k < obs.nlocal; k++) {
+        memcpy(&orec[2 * k], &obs.id[k], sizeof(int64_t));
+        orec[2 * k + 1] = obs.phi_loc[k];
+      }
+      PetscCall(to_id_blocks(run->comm, n, 2, obs.nlocal, orec, oblk));
+      for (int64_t i = 0; i < bcount; i++) {
+        const double phi = oblk[2 * i + 1], *r = blk + i * R;
+        const int c = sgm_epr_phase_class(phi, phi_lo, phi_hi);
+        double vg2 = 0;
+        for (int k = 0; k < dim; k++) vg2 += r[1 + 5 * dim + k] * r[1 + 5 * dim + k];
+        xtra[2 * i] = phi;
+        xtra[2 * i + 1] = (double)c;
+        csum[c][0] += 1.0;
+        csum[c][1] += vg2;
+        csum[c][2] += r[1 + SGM_EPR_NVEC * dim + SGM_EPR_Q_TOT];
+      }
+    }
     if (wpart) {
       PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
-      PetscCall(to_id_blocks(run->comm, n, R, nl, rec, blk));
       for (int64_t i = 0; i < bcount; i++) {
         for (int v = 0; v < SGM_EPR_NVEC; v++)
           memcpy(vec[v] + i * dim, blk + i * R + 1 + v * dim, sizeof(double) * dim);
@@ -456,7 +524,8 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
                sizeof(double) * SGM_EPR_NQ);
       }
       PetscCall(sgm_epr_file_write_frame(ef, t, step, times[t], bstart, bcount,
-                                         (const double *const *)vec, qb, SGM_EPR_NQ));
+                                         (const double *const *)vec, qb, SGM_EPR_NQ,
+                                         do_cls ? xtra : NULL));
       PetscCall(PetscLogEventEnd(ev_write, 0, 0, 0, 0));
     }
     PetscCall(sgm_progress_update(prog, t + 1));
@@ -517,6 +586,31 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
       N * mean[SGM_EPR_Q_TOT], N * se[SGM_EPR_Q_TOT], mean[SGM_EPR_Q_TOT], se[SGM_EPR_Q_TOT],
       mean[SGM_EPR_Q_TOT_X], mean[SGM_EPR_Q_TOT_G], have_exact ? "" : "\n"));
   if (have_exact) PetscCall(sgm_log(run->comm, "; exact trap value %.6g per particle\n", ex.tot));
+  if (do_cls) {
+    double call[SGM_EPR_NCLASS][3], vg2[SGM_EPR_NCLASS];
+    PetscCallMPI(MPI_Allreduce(csum, call, 3 * SGM_EPR_NCLASS, MPI_DOUBLE, MPI_SUM, run->comm));
+    for (int c = 0; c < SGM_EPR_NCLASS; c++) {
+      char nm[64];
+      const double cnt = call[c][0];
+      vg2[c] = cnt > 0 ? call[c][1] / cnt : NAN;
+      snprintf(nm, sizeof nm, "class_count_%s", sgm_epr_class_names[c]);
+      PetscCall(sgm_metrics_set(M, "epr", nm, cnt / (double)T));
+      snprintf(nm, sizeof nm, "vg2_%s", sgm_epr_class_names[c]);
+      PetscCall(sgm_metrics_set(M, "epr", nm, vg2[c]));
+      snprintf(nm, sizeof nm, "epr_total_%s", sgm_epr_class_names[c]);
+      PetscCall(sgm_metrics_set(M, "epr", nm, cnt > 0 ? call[c][2] / cnt : NAN));
+    }
+    const double rb = vg2[SGM_EPR_CLASS_INTERFACE] / vg2[SGM_EPR_CLASS_DENSE];
+    const double rd = vg2[SGM_EPR_CLASS_INTERFACE] / vg2[SGM_EPR_CLASS_DILUTE];
+    PetscCall(sgm_metrics_set(M, "epr", "vg2_ratio_interface_dense", rb));
+    PetscCall(sgm_metrics_set(M, "epr", "vg2_ratio_interface_dilute", rd));
+    PetscCall(sgm_log(run->comm,
+                      "epr: classes by phi_local (r = %g a; dilute < %g <= interface < %g <= "
+                      "dense): particles per frame %.1f / %.1f / %.1f, mean |v_g|^2 %.4g / %.4g / "
+                      "%.4g; interface/dense %.3g, interface/dilute %.3g\n",
+                      rloc_a, phi_lo, phi_hi, call[0][0] / (double)T, call[1][0] / (double)T,
+                      call[2][0] / (double)T, vg2[0], vg2[1], vg2[2], rb, rd));
+  }
   for (int k = 0; k < 4; k++)
     PetscCall(sgm_log(run->comm, "epr: %-13s mean %+.3e  std %.3e  se %.2e\n", diag[k].name,
                       mean[diag[k].q], sd[diag[k].q], se[diag[k].q]));
@@ -534,7 +628,8 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCall(sgm_run_commit_file(run, "epr.h5"));
     PetscCall(sgm_run_path(run, "epr.h5", fin, sizeof fin));
     PetscCall(sgm_run_tmp_path(run, "epr.xdmf", xtmp, sizeof xtmp));
-    PetscCall(sgm_epr_xdmf_write(run->comm, xtmp, "epr.h5", dim, n, T, times));
+    PetscCall(
+        sgm_epr_xdmf_write(run->comm, xtmp, "epr.h5", dim, n, T, times, do_cls ? 2 : 0, cls_names));
     PetscCall(sgm_run_commit_file(run, "epr.xdmf"));
   }
   if (wfields) PetscCall(maps_write(run, &maps, T, dim));
@@ -544,6 +639,9 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   PetscCall(PetscFree4(times, blk, qb, steps));
   PetscCall(PetscFree4(x, g, ids, series));
   PetscCall(PetscFree(maps.acc));
+  PetscCall(PetscFree(orec));
+  PetscCall(PetscFree2(oblk, xtra));
+  PetscCall(sgm_observables_free(&obs));
   PetscCall(sgm_score_provider_destroy(&sp));
   PetscCall(sgm_aoup_destroy(&s));
   PetscFunctionReturn(PETSC_SUCCESS);

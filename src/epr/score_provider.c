@@ -178,12 +178,17 @@ PetscErrorCode sgm_score_provider_create(MPI_Comm comm, const char *name, const 
   s->comm = comm;
   PetscCall(PetscStrncpy(s->name, name, sizeof s->name));
   s->p = *p;
+  /* a create function that fails may already have set ctx and destroy: release through the
+   * provider's own destroy (which must accept a partly built ctx), then the struct */
   PetscErrorCode ierr = e->create(s, cfg);
   if (ierr) {
-    PetscCall(PetscFree(s));
+    PetscCall(sgm_score_provider_destroy(&s));
     PetscCall(ierr);
   }
-  PetscCheck(s->eval, comm, PETSC_ERR_PLIB, "score provider %s set no eval function", name);
+  if (!s->eval) {
+    PetscCall(sgm_score_provider_destroy(&s));
+    SETERRQ(comm, PETSC_ERR_PLIB, "score provider %s set no eval function", name);
+  }
   *sp = s;
   PetscFunctionReturn(PETSC_SUCCESS);
 }

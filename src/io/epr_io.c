@@ -35,6 +35,9 @@ struct SgmEprFile_ {
   int64_t start, count;   /* this rank's rows (fixed by the first frame) */
   int64_t t0, nbuf, bmax; /* first frame of the buffer, frames buffered, capacity */
   double *vbuf[SGM_EPR_NVEC], *qbuf[SGM_EPR_NQ], *tbuf;
+  int nextra; /* extra per-particle scalars (SgmEprFileInfo) */
+  char extra[SGM_EPR_MAX_EXTRA][64];
+  double *xbuf[SGM_EPR_MAX_EXTRA];
   int64_t *sbuf;
 };
 
@@ -138,6 +141,11 @@ PetscErrorCode sgm_epr_file_create(MPI_Comm comm, const char *path, const SgmEpr
   e->dim = info->dim;
   e->n = info->n;
   e->nframes = info->nframes;
+  PetscCheck(info->nextra >= 0 && info->nextra <= SGM_EPR_MAX_EXTRA, comm, PETSC_ERR_ARG_SIZ,
+             "epr.h5: %d extra quantities (at most %d)", info->nextra, SGM_EPR_MAX_EXTRA);
+  e->nextra = info->nextra;
+  for (int k = 0; k < e->nextra; k++)
+    PetscCall(PetscStrncpy(e->extra[k], info->extra_names[k], sizeof e->extra[k]));
   PetscCallMPI(MPI_Comm_rank(comm, &e->rank));
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCall(open_mpio(comm, path, 1, &e->f));
@@ -155,6 +163,8 @@ PetscErrorCode sgm_epr_file_create(MPI_Comm comm, const char *path, const SgmEpr
   for (int q = 0; q < SGM_EPR_NQ; q++)
     PetscCall(create_dset(e->f, sgm_epr_quantity_name(q), H5T_NATIVE_DOUBLE, 2, d2,
                           T > 0 && N > 0 ? c2 : NULL));
+  for (int k = 0; k < e->nextra; k++)
+    PetscCall(create_dset(e->f, e->extra[k], H5T_NATIVE_DOUBLE, 2, d2, T > 0 && N > 0 ? c2 : NULL));
   SgmCallH5H(g, H5Gcreate2(e->f, "series", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
   SgmCallH5(H5Gclose(g));
   if (info->dim == 1) {
@@ -210,6 +220,8 @@ static PetscErrorCode flush(SgmEprFile e)
   for (int k = 0; k < SGM_EPR_NQ; k++)
     PetscCall(write_slab(e->f, sgm_epr_quantity_name(k), H5T_NATIVE_DOUBLE, 2, o2, c2, count == 0,
                          e->qbuf[k]));
+  for (int k = 0; k < e->nextra; k++)
+    PetscCall(write_slab(e->f, e->extra[k], H5T_NATIVE_DOUBLE, 2, o2, c2, count == 0, e->xbuf[k]));
   e->t0 += nb;
   e->nbuf = 0;
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -218,7 +230,7 @@ static PetscErrorCode flush(SgmEprFile e)
 PetscErrorCode sgm_epr_file_write_frame(SgmEprFile e, int64_t t, int64_t step, double time,
                                         int64_t start, int64_t count,
                                         const double *const vec[SGM_EPR_NVEC], const double *q,
-                                        int nq)
+                                        int nq, const double *extra)
 {
   const int dim = e->dim;
   PetscFunctionBeginUser;
@@ -239,6 +251,7 @@ PetscErrorCode sgm_epr_file_write_frame(SgmEprFile e, int64_t t, int64_t step, d
       PetscCall(PetscMalloc1(e->bmax * (count + 1) * dim, &e->vbuf[v]));
     for (int k = 0; k < SGM_EPR_NQ; k++)
       PetscCall(PetscMalloc1(e->bmax * (count + 1), &e->qbuf[k]));
+    for (int k = 0; k < e->nextra; k++) PetscCall(PetscMalloc1(e->bmax * (count + 1), &e->xbuf[k]));
   }
   PetscCheck(start == e->start && count == e->count, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
              "the rows of a rank must not change between frames");
@@ -248,6 +261,10 @@ PetscErrorCode sgm_epr_file_write_frame(SgmEprFile e, int64_t t, int64_t step, d
     if (count) memcpy(e->vbuf[v] + b * count * dim, vec[v], sizeof(double) * count * dim);
   for (int k = 0; k < SGM_EPR_NQ; k++)
     for (int64_t i = 0; i < count; i++) e->qbuf[k][b * count + i] = q[i * nq + k];
+  PetscCheck(e->nextra == 0 || extra || count == 0, PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
+             "epr.h5: extra quantities missing");
+  for (int k = 0; k < e->nextra; k++)
+    for (int64_t i = 0; i < count; i++) e->xbuf[k][b * count + i] = extra[i * e->nextra + k];
   e->nbuf++;
   if (e->nbuf == e->bmax || t == e->nframes - 1) PetscCall(flush(e));
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -280,6 +297,7 @@ PetscErrorCode sgm_epr_file_close(SgmEprFile *e)
   SgmCallH5(H5Fclose((*e)->f));
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscFree((*e)->vbuf[v]));
   for (int k = 0; k < SGM_EPR_NQ; k++) PetscCall(PetscFree((*e)->qbuf[k]));
+  for (int k = 0; k < (*e)->nextra; k++) PetscCall(PetscFree((*e)->xbuf[k]));
   PetscCall(PetscFree2((*e)->tbuf, (*e)->sbuf));
   PetscCall(PetscFree(*e));
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -363,7 +381,7 @@ static void slab2(FILE *fp, const char *h5, const char *name, int64_t t, int64_t
 }
 
 static int write_particles_xdmf(const char *path, const char *h5, int dim, int64_t n, int64_t T,
-                                const double *times)
+                                const double *times, int nextra, const char *const *extra)
 {
   static const char *vshort[SGM_EPR_NVEC] = {"x", "g", "s_x", "s_g", "v_x", "v_g"};
   FILE *fp = fopen(path, "w");
@@ -414,6 +432,12 @@ static int write_particles_xdmf(const char *path, const char *h5, int dim, int64
       slab2(fp, h5, sgm_epr_quantity_name(q), t, T, n);
       fprintf(fp, "      </Attribute>\n");
     }
+    for (int k = 0; k < nextra; k++) {
+      fprintf(fp, "      <Attribute Name=\"%s\" AttributeType=\"Scalar\" Center=\"Node\">\n",
+              extra[k]);
+      slab2(fp, h5, extra[k], t, T, n);
+      fprintf(fp, "      </Attribute>\n");
+    }
     fprintf(fp, "    </Grid>\n");
   }
   fprintf(fp, "    </Grid>\n  </Domain>\n</Xdmf>\n");
@@ -423,13 +447,15 @@ static int write_particles_xdmf(const char *path, const char *h5, int dim, int64
 }
 
 PetscErrorCode sgm_epr_xdmf_write(MPI_Comm comm, const char *xdmf_path, const char *h5_ref, int dim,
-                                  int64_t n, int64_t nframes, const double *times)
+                                  int64_t n, int64_t nframes, const double *times, int nextra,
+                                  const char *const *extra)
 {
   PetscMPIInt rank;
   int ok = 1;
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  if (rank == 0) ok = write_particles_xdmf(xdmf_path, h5_ref, dim, n, nframes, times) == 0;
+  if (rank == 0)
+    ok = write_particles_xdmf(xdmf_path, h5_ref, dim, n, nframes, times, nextra, extra) == 0;
   PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));
   PetscCheck(ok, comm, PETSC_ERR_FILE_WRITE, "cannot write %s", xdmf_path);
   PetscFunctionReturn(PETSC_SUCCESS);
