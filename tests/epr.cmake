@@ -6,3 +6,6 @@ sgm_mpi_test(test_epr_long SOURCES test_epr_stage.c RANKS 2 ARGS --long LABELS l
 # interface / dilute / dense classes of the epr stage on a constructed configuration, and the
 # release of a provider whose create fails
 sgm_mpi_test(test_epr_classes SOURCES test_epr_classes.c RANKS 1 2 4 TIMEOUT 120)
+# attention maps of the transformer (direct double forward), rollout (eq. 93) against the matrix
+# product, and attention.h5 of the epr stage (K nearest neighbours, recomputed rollout)
+sgm_mpi_test(test_epr_attention SOURCES test_epr_attention.c RANKS 1 2 4 TIMEOUT 120)

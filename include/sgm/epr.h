@@ -75,6 +75,18 @@ void sgm_epr_particle(const SgmEprCoeffs *c, int dim, const double *g, const dou
 /// and "softplus" (-k σ(β(2a - r))), a central finite difference of pot->force otherwise. Pure.
 double sgm_epr_pair_dforce(const SgmPairPotential *pot, double r, double a, double k, double beta);
 
+/// Attention rollout (paper 002 eq. 93) of token `row`: r = e_rowᵀ Ã_{L-1} ⋯ Ã_0 with
+/// Ã_l = (I + A_l)/2, A (L, T, T) the head-averaged, row-stochastic attention of block l (row:
+/// query). r[T] sums to 1. Pure (src/epr/epr_attention.c).
+void sgm_epr_attention_rollout(int L, int T, const float *A, int row, double *r);
+
+/// Collective: the attention part of the `epr` stage: for [epr] attention_ids on
+/// attention_frames (empty: default_frame) of the trajectory, the K-neighbour windows, per-layer
+/// head-averaged attention of model.h5 and the rollout, into attention.h5 (docs/formats.md).
+/// Nothing when attention_ids is empty. s is an engine of the run's system (its state is reset).
+PetscErrorCode sgm_epr_attention_stage(SgmRun *run, SgmAoup s, const char *traj, const char *group,
+                                       int64_t default_frame);
+
 /// Not collective: ∇_{x_i}·b_x^i for every owned particle of s after sgm_aoup_forces (ghosts and
 /// cell list current): -μ A d + μ Σ_j [f'(r_ij) + (d - 1) f(r_ij)/r_ij] over partners within the
 /// interaction range, summed in partner-id order. div[s->part.nlocal], units 1/time.

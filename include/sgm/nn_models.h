@@ -178,6 +178,16 @@ PetscErrorCode sgm_nn_transformer_jvp_backward(SgmNnTransformer m, const float *
 /// dx (B,T,D) += dL/dx and dg (B,T,gdim) += dL/dg of the loss of that backward (either may be
 /// NULL). In local mode x is the displacement input.
 PetscErrorCode sgm_nn_transformer_input_grad(SgmNnTransformer m, float *dx, float *dg);
+/// Attention maps for interpretation (src/nn/attention_export.c): recomputes the forward pass of
+/// m for inputs shaped as in sgm_nn_transformer_forward, with every block in full (all T tokens,
+/// also in local mode), and returns each block's attention probabilities averaged over the heads,
+/// att (B, L, T, T) (row: query token, column: key token; masked keys 0; rows sum to 1), and, if
+/// out is not NULL, every token's output out (B, T, out_dim) (in local mode token 0 is the
+/// centre, the value sgm_nn_transformer_forward returns). cfg must be m's configuration.
+/// Allocates its work arrays per call (analysis only). Serial.
+PetscErrorCode sgm_nn_transformer_attention(SgmNnTransformer m, const SgmNnTransformerConfig *cfg,
+                                            const float *x, const float *g, const float *mask,
+                                            int B, float *att, float *out);
 /// div: (B,N) in particle mode, (B) in local mode (see above).
 PetscErrorCode sgm_nn_transformer_divergence(SgmNnTransformer m, SgmNnInput which, float *div);
 /// Accumulates dL/dparams for L(out, div); dout or NULL, ddiv shaped as div.

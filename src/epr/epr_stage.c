@@ -74,6 +74,12 @@ static const SgmKeySpec epr_keys[] = {
     {"phi_dense", SGM_KEY_REAL, "0.6", 0, 0, INFINITY, NULL, "",
      "classify: phi_i at or above this is dense bulk; in between is interface (must be >= "
      "phi_dilute)"},
+    {"attention_ids", SGM_KEY_INT_ARRAY, "[]", 0, 0, INFINITY, NULL, "",
+     "global ids of particles whose attention rollout (eq. 93) of the local transformer of "
+     "model.h5 ([model], [epr] model) is written with their neighbour ids to attention.h5 "
+     "(empty: none; needs a periodic box)"},
+    {"attention_frames", SGM_KEY_INT_ARRAY, "[]", 0, 0, INFINITY, NULL, "frames",
+     "trajectory frames of the attention rollout (empty: [epr] first)"},
     {NULL, 0, NULL, 0, 0, 0, NULL, NULL, NULL}};
 
 const SgmTableSpec sgm_table_epr = {
@@ -633,6 +639,7 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCall(sgm_run_commit_file(run, "epr.xdmf"));
   }
   if (wfields) PetscCall(maps_write(run, &maps, T, dim));
+  PetscCall(sgm_epr_attention_stage(run, s, traj, group, first));
 
   PetscCall(PetscFree6(sx, sg, dsx, dsg, dbx, rec));
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscFree(vec[v]));
