@@ -12,3 +12,6 @@ sgm_unit_test(test_rng_normal2 SOURCES test_rng_normal2.c TIMEOUT 120)
 add_test(NAME e2e_aoup_signal_restart COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_signal_restart.sh
   $<TARGET_FILE:sgm_hpc> ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
 set_tests_properties(e2e_aoup_signal_restart PROPERTIES LABELS "e2e" TIMEOUT 600 PROCESSORS 2)
+# sgm_rng_normal2_batch (vectorised noise of the engine): bitwise = scalar reference, accuracy,
+# octant edges, statistics.
+sgm_unit_test(test_rng_batch SOURCES test_rng_batch.c TIMEOUT 120)

@@ -82,8 +82,11 @@ static void check_forces_allpairs(SgmAoup s)
 
 START_TEST(test_halo_migration_stress)
 {
-  for (int dim = 1; dim <= 2; dim++) {
+  /* dim 1, dim 2 (softplus: the general force loop), dim 2 harmonic (the vectorised MIPS kernel) */
+  for (int cfg = 0; cfg < 3; cfg++) {
+    const int dim = cfg == 0 ? 1 : 2;
     SgmAoupParams p = params(dim, dim == 2 ? 800 : 120, dim == 2 ? 30.0 : 100.0, 1);
+    if (cfg == 2) strcpy(p.potential, "harmonic");
     p.skin = 0.7;
     SgmAoup s;
     ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
@@ -224,6 +227,80 @@ START_TEST(test_ring_force)
 }
 END_TEST
 
+/* One step against the plain scalar update of every local particle: forces from the engine (the
+ * pair sums are checked above), noise from the scalar reference sgm_rng_normal2_poly, then
+ * x + dt (f + v0 g) + sqrt(2 eps dt) zx wrapped with sgm_wrap, and cg g + sg zg, bit for bit. This
+ * pins the vectorised step kernel (aoup_kernels.c) to its definition, including particles that
+ * jump by more than a box length (the kernel's general-wrap path). */
+static void check_step_scalar(SgmAoupParams p, int jumpers)
+{
+  SgmAoup s;
+  const int dim = p.dim;
+  ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
+  ck_assert_int_eq(sgm_aoup_init_random(s, 10), 0);
+  for (int t = 0; t < 5; t++) ck_assert_int_eq(sgm_aoup_step(s), 0);
+  if (jumpers) /* |v0 dt g| = 2.3 L for every 7th id */
+    for (int64_t i = 0; i < s->part.nlocal; i++)
+      if (s->part.id[i] % 7 == 0)
+        s->part.g[i * dim] = (s->part.id[i] % 2 ? 2.3 : -2.3) * p.L / (p.v0 * p.dt);
+  ck_assert_int_eq(sgm_aoup_forces(s), 0); /* builds the lists if due: no migration in the step */
+  const int64_t n = s->part.nlocal, step = s->step;
+  int64_t *id = malloc(sizeof(int64_t) * (size_t)(n + 1));
+  double *x = malloc(sizeof(double) * (size_t)(n * dim + 1));
+  double *g = malloc(sizeof(double) * (size_t)(n * dim + 1));
+  double *f = malloc(sizeof(double) * (size_t)(n * dim + 1));
+  memcpy(id, s->part.id, sizeof(int64_t) * (size_t)n);
+  memcpy(x, s->part.x, sizeof(double) * (size_t)(n * dim));
+  memcpy(g, s->part.g, sizeof(double) * (size_t)(n * dim));
+  memcpy(f, s->part.f, sizeof(double) * (size_t)(n * dim));
+  ck_assert_int_eq(sgm_aoup_step(s), 0);
+  ck_assert_int_eq(s->part.nlocal, n);
+  const double sx = sqrt(2.0 * p.eps * p.dt);
+  const double cg = p.g_exact ? exp(-p.gamma * p.dt) : 1.0 - p.gamma * p.dt;
+  const double sg = p.g_exact ? sqrt(-expm1(-2.0 * p.gamma * p.dt)) : sqrt(2.0 * p.gamma * p.dt);
+  int64_t wrapped = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double zx[2] = {0, 0}, zg[2];
+    ck_assert_int_eq(s->part.id[i], id[i]);
+    if (sx > 0.0)
+      sgm_rng_normal2_poly(p.seed, SGM_RNG_NOISE_X, (uint64_t)id[i], (uint64_t)step, 0, zx);
+    sgm_rng_normal2_poly(p.seed, SGM_RNG_NOISE_G, (uint64_t)id[i], (uint64_t)step, 0, zg);
+    for (int c = 0; c < dim; c++) {
+      const int64_t e = i * dim + c;
+      double xn = x[e] + p.dt * (f[e] + p.v0 * g[e]) + sx * zx[c];
+      if (p.periodic && !(xn >= 0.0 && xn < p.L)) xn = sgm_wrap(xn, p.L), wrapped++;
+      const double gn = cg * g[e] + sg * zg[c];
+      ck_assert_msg(s->part.x[e] == xn, "x of id %lld: %.17g vs %.17g", (long long)id[i],
+                    s->part.x[e], xn);
+      ck_assert(s->part.g[e] == gn);
+    }
+  }
+  int64_t wsum = 0;
+  MPI_Allreduce(&wrapped, &wsum, 1, MPI_INT64_T, MPI_SUM, s->comm);
+  if (p.periodic && jumpers) ck_assert_int_ge(wsum, p.n / 7);
+  free(id), free(x), free(g), free(f);
+  sgm_aoup_destroy(&s);
+}
+
+START_TEST(test_step_equals_scalar_update)
+{
+  SgmAoupParams p = params(2, 400, sqrt(400 * M_PI / 0.5), 1);
+  p.skin = 0.5;
+  check_step_scalar(p, 0); /* softplus, eps > 0, exact OU */
+  check_step_scalar(p, 1);
+  p.eps = 0.0, p.g_exact = 0, p.dt = 0.05;
+  strcpy(p.potential, "harmonic"); /* the MIPS path */
+  check_step_scalar(p, 0);
+  check_step_scalar(p, 1);
+  p = params(1, 40, 120.0, 1);
+  p.skin = 0.5;
+  check_step_scalar(p, 1);
+  p = params(2, 64, 12.0, 0); /* trap, replicated mode */
+  p.trap_A = 0.05;
+  check_step_scalar(p, 0);
+}
+END_TEST
+
 START_TEST(test_nonfinite_stops)
 {
   /* an absurd stiffness makes the step overflow. On a communicator of several ranks PETSc 3.18
@@ -254,6 +331,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_rank_invariance_2d);
   tcase_add_test(t, test_rank_invariance_1d_and_open);
   tcase_add_test(t, test_restart_identity);
+  tcase_add_test(t, test_step_equals_scalar_update);
   tcase_add_test(t, test_nonfinite_stops);
   suite_add_tcase(s, t);
   return s;

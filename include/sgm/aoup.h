@@ -71,8 +71,11 @@ struct SgmAoup_ {
   SgmCells cells;
   int64_t step; /* dynamics steps done */
   /* Verlet lists: partners of local i are nb_id[nl_start[i] .. nl_start[i+1]) (indices into
-   * part, sorted by global id); xref holds the positions at the build */
-  int64_t *nl_start, *nb_id;
+   * part, sorted by global id) and nb_i[q] = i (the pair's owner, for the vectorised force
+   * kernel); both padded with valid pairs to a multiple of 64; xref holds the positions at the
+   * build */
+  int64_t *nl_start;
+  int32_t *nb_id, *nb_i;
   double *xref;
   size_t nb_cap, xref_cap, nl_cap;
   /* cell-order sort of the locals at each rebuild (periodic): key, permutation, scratch */

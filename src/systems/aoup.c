@@ -8,6 +8,7 @@
  * makes the result independent of the decomposition bit for bit.
  */
 #include "sgm/aoup.h"
+#include "aoup_kernels.h"
 #include "sgm/core.h"
 #include "sgm/rng.h"
 
@@ -109,7 +110,7 @@ PetscErrorCode sgm_aoup_destroy(SgmAoup *sp)
   PetscCall(sgm_halo_destroy(&s->halo));
   sgm_particles_free(&s->part);
   sgm_cells_free(&s->cells);
-  free(s->nb_id), free(s->gbuf);
+  free(s->nb_id), free(s->nb_i), free(s->gbuf);
   free(s->sort_key), free(s->sort_perm), free(s->sort_cnt), free(s->sort_tmp);
   PetscCall(PetscFree(s->nl_start));
   PetscCall(PetscFree(s->xref));
@@ -271,9 +272,11 @@ static PetscErrorCode nb_reserve(SgmAoup s, size_t n)
   if (n <= s->nb_cap) PetscFunctionReturn(PETSC_SUCCESS);
   size_t c = s->nb_cap ? s->nb_cap : 1024;
   while (c < n) c *= 2;
-  void *a = realloc(s->nb_id, c * sizeof(int64_t));
-  PetscCheck(a, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  void *a = realloc(s->nb_id, c * sizeof(int32_t)),
+       *b = a ? realloc(s->nb_i, c * sizeof(int32_t)) : NULL;
+  PetscCheck(a && b, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
   s->nb_id = a;
+  s->nb_i = b;
   s->nb_cap = c;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -407,6 +410,10 @@ static PetscErrorCode build_list(SgmAoup s)
 
   PetscCall(PetscLogEventBegin(ev_cells, 0, 0, 0, 0));
   const int64_t ntot = P->nlocal + P->nghost;
+  PetscCheck(ntot < ((int64_t)1 << 30), PETSC_COMM_SELF, PETSC_ERR_SUP,
+             "%" PRId64
+             " particles and ghosts on one rank: lists hold 32-bit indices (use more ranks)",
+             ntot);
   if (periodic) {
     double plo[2], phi[2];
     sgm_decomp_patch(&s->decomp, s->rank, plo, phi);
@@ -462,13 +469,18 @@ static PetscErrorCode build_list(SgmAoup s)
         size_t v = nl;
         while (v > first && P->id[s->nb_id[v - 1]] > P->id[j]) v--;
         if (v > first && P->id[s->nb_id[v - 1]] == P->id[j]) continue;
-        memmove(s->nb_id + v + 1, s->nb_id + v, (nl - v) * sizeof(int64_t));
-        s->nb_id[v] = j;
+        memmove(s->nb_id + v + 1, s->nb_id + v, (nl - v) * sizeof(int32_t));
+        s->nb_id[v] = (int32_t)j;
         nl++;
       }
     }
+    for (size_t q = first; q < nl; q++) s->nb_i[q] = (int32_t)i;
     s->nl_start[i + 1] = (int64_t)nl;
   }
+  /* pad to whole blocks of the force kernel with valid (zero-range) pairs */
+  const size_t npad = (nl + SGM_AOUP_PAIR_BLOCK - 1) / SGM_AOUP_PAIR_BLOCK * SGM_AOUP_PAIR_BLOCK;
+  PetscCall(nb_reserve(s, npad));
+  for (size_t q = nl; q < npad; q++) s->nb_id[q] = s->nb_i[q] = 0;
   /* reference positions for the displacement criterion */
   if ((size_t)(P->nlocal * dim) > s->xref_cap) {
     PetscCall(PetscFree(s->xref));
@@ -505,29 +517,11 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
   }
   PetscCall(PetscLogEventBegin(ev_forces, 0, 0, 0, 0));
   if (harmonic && periodic && dim == 2 && A == 0.0) {
-    /* The MIPS case, specialised: no function pointer, no trap term. Same operations in the same
-     * order as the general loop below (bitwise the same forces); pairs beyond rc skip the sqrt. */
-    const double twoa = 2.0 * a, h = 0.5 * L;
-    const double *X = P->x;
-    const int64_t *nb = s->nb_id, *ns = s->nl_start;
-    for (int64_t i = 0; i < P->nlocal; i++) {
-      const double xi0 = X[2 * i], xi1 = X[2 * i + 1];
-      double fs0 = 0.0, fs1 = 0.0;
-      for (int64_t q = ns[i]; q < ns[i + 1]; q++) {
-        const int64_t j = nb[q];
-        double d0 = xi0 - X[2 * j], d1 = xi1 - X[2 * j + 1];
-        if (d0 > h || d0 < -h) d0 = sgm_min_image(d0, L);
-        if (d1 > h || d1 < -h) d1 = sgm_min_image(d1, L);
-        const double r2 = d0 * d0 + d1 * d1;
-        if (r2 >= rc2 || r2 == 0.0) continue;
-        const double r = sqrt(r2);
-        const double m = k * (twoa - r) / r;
-        fs0 += m * d0;
-        fs1 += m * d1;
-      }
-      P->f[2 * i] = mu * fs0 - mu * A * xi0;
-      P->f[2 * i + 1] = mu * fs1 - mu * A * xi1;
-    }
+    /* The MIPS case, specialised and vectorised (aoup_kernels.c): no function pointer, no trap
+     * term, pair terms computed in blocks of 64 then summed per particle in list order. Same
+     * operations in the same order as the general loop below: bitwise the same forces. */
+    sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->nl_start, s->nb_i, s->nb_id, k, 2.0 * a, rc2, L,
+                               mu, A, P->f);
     PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
     PetscFunctionReturn(PETSC_SUCCESS);
   }
@@ -570,28 +564,12 @@ PetscErrorCode sgm_aoup_step(SgmAoup s)
   PetscFunctionBeginUser;
   PetscCall(sgm_aoup_forces(s));
   PetscCall(PetscLogEventBegin(ev_integrate, 0, 0, 0, 0));
-  /* Noise of particle id at this step: one Philox block per quantity (sgm_rng_normal2 gives the
-   * d <= 2 normals), a pure function of (seed, id, step) whichever rank owns the particle. */
-  for (int64_t i = 0; i < P->nlocal; i++) {
-    double zx[2] = {0, 0}, zg[2], d2 = 0.0;
-    const uint64_t id = (uint64_t)P->id[i];
-    if (sx > 0.0) sgm_rng_normal2(seed, SGM_RNG_NOISE_X, id, step, 0, zx);
-    sgm_rng_normal2(seed, SGM_RNG_NOISE_G, id, step, 0, zg);
-    for (int c = 0; c < dim; c++) {
-      double *x = &P->x[i * dim + c], *g = &P->g[i * dim + c];
-      const double f = P->f[i * dim + c];
-      double xn = *x + dt * (f + v0 * *g) + sx * zx[c];
-      /* inside the box sgm_wrap is the identity (floor(x/L) = 0): skip the division */
-      if (periodic && !(xn >= 0.0 && xn < L)) xn = sgm_wrap(xn, L);
-      *x = xn;
-      *g = cg * *g + sg * zg[c];
-      /* f, x and g finite <=> their sum is (an inf + -inf or a NaN gives NaN) */
-      finite &= isfinite(f + xn + *g);
-      double u = periodic ? sgm_min_image(xn - s->xref[i * dim + c], L) : xn - s->xref[i * dim + c];
-      d2 += u * u;
-    }
-    if (!(d2 <= maxd2)) maxd2 = d2; /* NaN propagates: check_finite reports it */
-  }
+  /* Noise of particle id at this step: one Philox block per quantity, sgm_rng_normal2_batch
+   * (the d <= 2 normals; g only when eps = 0), a pure function of (seed, id, step) whichever rank
+   * owns the particle. Vectorised with the update, the wrap, the finiteness check and the Verlet
+   * displacement in aoup_kernels.c. */
+  const SgmAoupStepConst kc = {dim, periodic, dt, v0, L, sx, cg, sg, seed, step};
+  sgm_aoup_kernel_integrate(&kc, P->nlocal, P->id, P->x, P->g, P->f, s->xref, &maxd2, &finite);
   PetscCall(PetscLogEventEnd(ev_integrate, 0, 0, 0, 0));
   s->step++;
   /* one allreduce per step: Verlet displacement and the non-finite check (the arrays are scanned

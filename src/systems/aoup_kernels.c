@@ -1,0 +1,191 @@
+/* Vectorised inner loops of the AOUP engine (see aoup_kernels.h).
+ *
+ * Plain C11 the compiler can vectorise at -O2: fixed-size blocks (no epilogue), selects instead of
+ * branches, bit-pattern maxima instead of floating-point ones (a non-negative double orders like
+ * its bits, and NaN sorts above everything), multiversioned with target_clones like
+ * src/nn/activation.c. Compiled with -fno-math-errno (sqrt is an instruction; its arguments are
+ * never negative) and -ffp-contract=off (CMakeLists.txt): every clone gives the same bits.
+ */
+#include "aoup_kernels.h"
+#include "sgm/domain.h"
+#include "sgm/rng.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define SQRT __builtin_sqrt
+#else
+#define SQRT sqrt
+#endif
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&       \
+    !defined(__AVX2__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
+
+#define IB 64 /* particles per integration block */
+#define PB SGM_AOUP_PAIR_BLOCK
+
+static inline uint64_t asu64(double x)
+{
+  uint64_t u;
+  memcpy(&u, &x, sizeof u);
+  return u;
+}
+static inline double asdbl(uint64_t u)
+{
+  double x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+/* a where the mask is all ones, else b: bit operations, which GCC if-converts and vectorises for
+ * every clone (a floating-point ?: it may sink into a branch and then refuse to speculate) */
+static inline double sel(uint64_t m, double a, double b)
+{
+  return asdbl((asu64(a) & m) | (asu64(b) & ~m));
+}
+static inline uint64_t mask(int c)
+{
+  return 0ull - (uint64_t)c;
+}
+
+/* sgm_wrap(x, L) for x in [-L, 2L), where floor(x / L) is -1, 0 or 1: the same operations */
+static inline double wrap_near(double x, double L)
+{
+  const double y = sel(mask(x < 0.0), x + L, sel(mask(x >= L), x - L, x));
+  return sel(mask((y >= L) | (y < 0.0)), 0.0, y);
+}
+
+CLONES
+void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64_t *id, double *x,
+                               double *g, const double *f, const double *xref, double *maxd2,
+                               int *finite)
+{
+  const int dim = k->dim, periodic = k->periodic;
+  const double dt = k->dt, v0 = k->v0, L = k->L, h = 0.5 * L, sx = k->sx, cg = k->cg, sg = k->sg;
+  const uint64_t EXP = 0x7ff0000000000000ull;
+  uint64_t mb = 0, bad = 0;
+  for (int64_t i0 = 0; i0 < n; i0 += IB) {
+    const int nb = n - i0 < IB ? (int)(n - i0) : IB, ne = nb * dim;
+    double zg[2 * IB], zx[2 * IB], xb[2 * IB], gb[2 * IB], fb[2 * IB], rb[2 * IB], u2[2 * IB];
+    sgm_rng_normal2_batch(k->seed, SGM_RNG_NOISE_G, k->step, 0, nb, id + i0, zg);
+    if (sx > 0.0)
+      sgm_rng_normal2_batch(k->seed, SGM_RNG_NOISE_X, k->step, 0, nb, id + i0, zx);
+    else
+      memset(zx, 0, sizeof zx);
+    if (dim == 1) /* particle i takes the first normal of its pair */
+      for (int i = 0; i < nb; i++) zg[i] = zg[2 * i], zx[i] = zx[2 * i];
+    memcpy(xb, x + i0 * dim, (size_t)ne * sizeof(double));
+    memcpy(gb, g + i0 * dim, (size_t)ne * sizeof(double));
+    memcpy(fb, f + i0 * dim, (size_t)ne * sizeof(double));
+    memcpy(rb, xref + i0 * dim, (size_t)ne * sizeof(double));
+    for (int e = ne; e < 2 * IB; e++) xb[e] = gb[e] = fb[e] = rb[e] = zg[e] = zx[e] = 0.0;
+    if (periodic) {
+      uint64_t far = 0;
+      for (int e = 0; e < 2 * IB; e++) {
+        const double xr = xb[e] + dt * (fb[e] + v0 * gb[e]) + sx * zx[e];
+        /* sgm_wrap, which is the identity inside the box */
+        const double xn = sel(mask((xr >= 0.0) & (xr < L)), xr, wrap_near(xr, L));
+        far |= (uint64_t) !((xr >= -L) & (xr < 2.0 * L));
+        const double gn = cg * gb[e] + sg * zg[e];
+        /* f, x and g finite <=> their sum is (an inf + -inf or a NaN gives NaN) */
+        const uint64_t ex = asu64(fb[e] + xn + gn) & EXP;
+        bad = ex > bad ? ex : bad;
+        /* sgm_min_image for |u| < L (both positions in [0, L)) */
+        const double u = xn - rb[e];
+        const double v = sel(mask(u > h), u - L, sel(mask(u < -h), u + L, u));
+        xb[e] = xn, gb[e] = gn, u2[e] = v * v;
+      }
+      if (far) /* a particle moved by more than L (or is not finite): the general wrap */
+        for (int e = 0; e < ne; e++) {
+          const double xr =
+              x[i0 * dim + e] + dt * (f[i0 * dim + e] + v0 * g[i0 * dim + e]) + sx * zx[e];
+          if (!((xr >= -L) && (xr < 2.0 * L))) {
+            const double xn = sgm_wrap(xr, L), u = sgm_min_image(xn - rb[e], L);
+            const uint64_t ex = asu64(fb[e] + xn + gb[e]) & EXP;
+            bad = ex > bad ? ex : bad;
+            xb[e] = xn, u2[e] = u * u;
+          }
+        }
+    } else
+      for (int e = 0; e < 2 * IB; e++) {
+        const double xn = xb[e] + dt * (fb[e] + v0 * gb[e]) + sx * zx[e];
+        const double gn = cg * gb[e] + sg * zg[e];
+        const uint64_t ex = asu64(fb[e] + xn + gn) & EXP;
+        bad = ex > bad ? ex : bad;
+        const double u = xn - rb[e];
+        xb[e] = xn, gb[e] = gn, u2[e] = u * u;
+      }
+    if (dim == 2)
+      for (int i = 0; i < IB; i++) {
+        const uint64_t d2 = asu64(0.0 + u2[2 * i] + u2[2 * i + 1]);
+        mb = d2 > mb ? d2 : mb;
+      }
+    else
+      for (int i = 0; i < IB; i++) {
+        const uint64_t d2 = asu64(0.0 + u2[i]);
+        mb = d2 > mb ? d2 : mb;
+      }
+    memcpy(x + i0 * dim, xb, (size_t)ne * sizeof(double));
+    memcpy(g + i0 * dim, gb, (size_t)ne * sizeof(double));
+  }
+  /* squared displacements are >= +0, so the largest bit pattern is the largest value, and a NaN
+   * (any sign) sorts above every number */
+  *maxd2 = asdbl(mb);
+  *finite = bad != EXP; /* the largest exponent field seen: all ones for an inf or NaN */
+}
+
+CLONES
+void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int64_t *ns, const int32_t *pi,
+                                const int32_t *pj, double k, double twoa, double rc2, double L,
+                                double mu, double A, double *F)
+{
+  const double h = 0.5 * L;
+  const int64_t np = ns[n];
+  int64_t i = 0;
+  double fs0 = 0.0, fs1 = 0.0;
+  for (int64_t qb = 0; qb < np; qb += PB) {
+    double t0[PB], t1[PB], c0[PB], c1[PB];
+    /* pass 1a: the raw differences (indexed loads; GCC vectorises those only with gathers, which
+     * its generic tuning disables for AVX2) */
+    for (int q = 0; q < PB; q++) {
+      const int32_t a = pi[qb + q], b = pj[qb + q];
+      c0[q] = X[2 * a] - X[2 * b];
+      c1[q] = X[2 * a + 1] - X[2 * b + 1];
+    }
+    /* pass 1b, vectorised: the pair terms of the block */
+    for (int q = 0; q < PB; q++) {
+      const double e0 = c0[q], e1 = c1[q];
+      /* sgm_min_image for |d| < L */
+      const double d0 = sel(mask(e0 > h), e0 - L, sel(mask(e0 < -h), e0 + L, e0));
+      const double d1 = sel(mask(e1 > h), e1 - L, sel(mask(e1 < -h), e1 + L, e1));
+      const double r2 = d0 * d0 + d1 * d1;
+      const double r = SQRT(r2);
+      const double m = k * (twoa - r) / r;
+      /* out of range or coincident: +0, which leaves a sum unchanged bit for bit (sums start at
+       * +0 and never become -0); a NaN r2 stays in and propagates */
+      const uint64_t in = mask(!((r2 >= rc2) | (r2 == 0.0)));
+      t0[q] = sel(in, m * d0, 0.0);
+      t1[q] = sel(in, m * d1, 0.0);
+    }
+    /* pass 2, in list order: each particle's sum in partner-id order */
+    const int64_t qe = np - qb < PB ? np : qb + PB;
+    for (int64_t q = qb; q < qe; q++) {
+      while (ns[i + 1] <= q) {
+        F[2 * i] = mu * fs0 - mu * A * X[2 * i];
+        F[2 * i + 1] = mu * fs1 - mu * A * X[2 * i + 1];
+        i++, fs0 = 0.0, fs1 = 0.0;
+      }
+      fs0 += t0[q - qb];
+      fs1 += t1[q - qb];
+    }
+  }
+  for (; i < n; i++) {
+    F[2 * i] = mu * fs0 - mu * A * X[2 * i];
+    F[2 * i + 1] = mu * fs1 - mu * A * X[2 * i + 1];
+    fs0 = 0.0, fs1 = 0.0;
+  }
+}
