@@ -47,7 +47,14 @@ static int cmp_double(const void *a, const void *b)
   return (x > y) - (x < y);
 }
 
-/* Median and minimum of the rep times. */
+/* " times=t1,t2,..." (seconds, in the order measured) for the driver's pooling over rounds. */
+static void print_times(const double *t, int n)
+{
+  printf(" times=");
+  for (int i = 0; i < n; i++) printf("%s%.6f", i ? "," : "", t[i]);
+}
+
+/* Median and minimum of the rep times (sorts t). */
 static void stats(double *t, int n, double *med, double *best)
 {
   qsort(t, (size_t)n, sizeof *t, cmp_double);
@@ -85,10 +92,12 @@ static void bench_sgemm(const char *name, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb
     cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, N);
     t[r] = now() - t0;
   }
+  printf("RESULT sgemm_%s", name);
+  print_times(t, reps);
   stats(t, reps, &med, &best);
   const double fl = 2.0 * M * N * K;
-  printf("RESULT sgemm_%s M=%d N=%d K=%d median_s=%.6f best_s=%.6f gflops=%.2f gflops_best=%.2f\n",
-         name, M, N, K, med, best, fl / med / 1e9, fl / best / 1e9);
+  printf(" M=%d N=%d K=%d flops=%.0f median_s=%.6f best_s=%.6f gflops=%.2f gflops_best=%.2f\n", M,
+         N, K, fl, med, best, fl / med / 1e9, fl / best / 1e9);
   fflush(stdout);
   free(A);
   free(B);
@@ -311,11 +320,13 @@ static void report_model(const char *name, const Config *cfg, int B, size_t np, 
                          double flop_mult)
 {
   double med, best;
+  printf("RESULT %s", name);
+  print_times(t, reps);
   stats(t, reps, &med, &best);
   const double fl = flop_mult * flops_forward(cfg) * B;
-  printf("RESULT %s config=%s B=%d nparams=%zu median_s=%.6f best_s=%.6f particles_per_s=%.2f "
+  printf(" config=%s B=%d nparams=%zu median_s=%.6f best_s=%.6f particles_per_s=%.2f "
          "particles_per_s_best=%.2f gflops=%.2f gflops_best=%.2f\n",
-         name, cfg->name, B, np, med, best, B / med, B / best, fl / med / 1e9, fl / best / 1e9);
+         cfg->name, B, np, med, best, B / med, B / best, fl / med / 1e9, fl / best / 1e9);
   fflush(stdout);
 }
 
@@ -323,6 +334,14 @@ static void report_model(const char *name, const Config *cfg, int B, size_t np, 
    block, and full), a DSM training step as bench.py's train() (noise, forward, loss gradient,
    zero_grad, backward, Adam), and the divergence d s / d g_centre (forward + 2 JVPs; torch: 1
    forward + 2 backward). FLOP multipliers as in bench.py (forward F, train 3F, divergence 3F). */
+/* BENCH_NN_PARTS (environment, for profiling one part): comma list of fwd, train, div; all if
+   unset. */
+static int want_part(const char *part)
+{
+  const char *w = getenv("BENCH_NN_PARTS");
+  return !w || strstr(w, part) != NULL;
+}
+
 static void bench_model(const Config *cfg, int B, int reps)
 {
   const int T = cfg->K + 1;
@@ -368,7 +387,7 @@ static void bench_model(const Config *cfg, int B, int reps)
       o[1] = (float)sin(th);
     }
   double *t = malloc(sizeof(double) * (size_t)reps);
-  for (int full = 0; full < 2; full++) {
+  for (int full = 0; full < 2 && want_part("fwd"); full++) {
     sgm_nn_transformer_set_centre_only(m, !full);
     sgm_nn_transformer_forward(m, out, dx, g, NULL, B);
     for (int r = 0; r < reps; r++) {
@@ -379,7 +398,7 @@ static void bench_model(const Config *cfg, int B, int reps)
     report_model(full ? "fwd_model_full" : "fwd_model", cfg, B, p->nparams, t, reps, 1.0);
   }
   sgm_nn_transformer_set_centre_only(m, 1);
-  for (int r = -1; r < reps; r++) {
+  for (int r = -1; r < reps && want_part("train"); r++) {
     const double t0 = now();
     for (int i = 0; i < 4 * B; i++) xi[i] = (float)randn(&seed); /* xi_g (B,2) | xi_x (B,2) */
     memcpy(gn, g, nt * sizeof(float));
@@ -398,7 +417,7 @@ static void bench_model(const Config *cfg, int B, int reps)
     sgm_optim_step(opt, p->params, p->grads, NULL);
     if (r >= 0) t[r] = now() - t0;
   }
-  report_model("train_model", cfg, B, p->nparams, t, reps, 3.0);
+  if (want_part("train")) report_model("train_model", cfg, B, p->nparams, t, reps, 3.0);
   /* divergence (and reverse-over-forward) need tangents: a second model with max_tan = 2 and the
      same parameters, created after the first is gone so the peak stays one arena */
   float *psave = malloc(p->nparams * sizeof(float));
@@ -413,7 +432,7 @@ static void bench_model(const Config *cfg, int B, int reps)
   p = sgm_nn_transformer_params(m);
   memcpy(p->params, psave, p->nparams * sizeof(float));
   free(psave);
-  for (int r = -1; r < reps; r++) {
+  for (int r = -1; r < reps && want_part("div"); r++) {
     const double t0 = now();
     for (int b0 = 0; b0 < B; b0 += Bd) {
       const int nb = B - b0 < Bd ? B - b0 : Bd;
@@ -423,7 +442,7 @@ static void bench_model(const Config *cfg, int B, int reps)
     }
     if (r >= 0) t[r] = now() - t0;
   }
-  report_model("div_model", cfg, B, p->nparams, t, reps, 3.0);
+  if (want_part("div")) report_model("div_model", cfg, B, p->nparams, t, reps, 3.0);
   sgm_optim_destroy(&opt);
   sgm_nn_transformer_destroy(&m);
   free(dx), free(g), free(dxn), free(gn), free(out), free(dout), free(xi), free(div), free(t);
@@ -449,12 +468,13 @@ static void bench_optim(const char *kind, size_t n, double clip, int reps)
     sgm_optim_step(opt, p, g, NULL);
     t[r] = now() - t0;
   }
+  printf("RESULT optim_%s%s", kind, clip > 0 ? "_clip" : "");
+  print_times(t, reps);
   stats(t, reps, &med, &best);
   /* bytes touched per step: read g, read+write p, m, v */
   const double bytes = 7.0 * 4.0 * (double)n;
-  printf("RESULT optim_%s%s nparams=%zu median_s=%.6f best_s=%.6f gbytes_per_s=%.2f "
-         "gbytes_per_s_best=%.2f\n",
-         kind, clip > 0 ? "_clip" : "", n, med, best, bytes / med / 1e9, bytes / best / 1e9);
+  printf(" nparams=%zu median_s=%.6f best_s=%.6f gbytes_per_s=%.2f gbytes_per_s_best=%.2f\n", n,
+         med, best, bytes / med / 1e9, bytes / best / 1e9);
   fflush(stdout);
   sgm_optim_destroy(&opt);
   free(p);

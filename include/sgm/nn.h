@@ -57,6 +57,22 @@ void sgm_nn_act_jvp(SgmNnAct act, float *tout, const float *tinp, const float *i
 /// dinp (N) += act''(inp) tinp dtout; dtinp (N) += act'(inp) dtout. Either may be NULL.
 void sgm_nn_act_jvp_backward(SgmNnAct act, float *dinp, float *dtinp, const float *dtout,
                              const float *inp, const float *tinp, int N);
+/// sgm_nn_act_backward given also the forward output out (N) = act(inp) (NULL: as
+/// sgm_nn_act_backward): GELU's derivative then costs one exp and a division (Phi = out/inp)
+/// instead of the erfc fit; equal to sgm_nn_act_backward up to an ulp of Phi.
+void sgm_nn_act_backward_y(SgmNnAct act, float *dinp, const float *dout, const float *inp,
+                           const float *out, int N);
+/// The tangent for ntan directions at once: tout (ntan,N) = act'(inp) tinp (ntan,N), the
+/// derivative evaluated once per element (from out = act(inp) when out != NULL, as
+/// sgm_nn_act_backward_y).
+void sgm_nn_act_jvp_n(SgmNnAct act, float *tout, const float *tinp, const float *inp,
+                      const float *out, int N, int ntan);
+/// sgm_nn_act_jvp_backward for ntan directions: dinp (N) += sum_d act''(inp) tinp_d dtout_d,
+/// dtinp_d += act'(inp) dtout_d (tinp, dtinp, dtout (ntan,N); dinp or dtinp may be NULL; out as
+/// in sgm_nn_act_jvp_n).
+void sgm_nn_act_jvp_backward_n(SgmNnAct act, float *dinp, float *dtinp, const float *dtout,
+                               const float *inp, const float *out, const float *tinp, int N,
+                               int ntan);
 /// The named activations, as thin wrappers of the sgm_nn_act_* dispatchers.
 void sgm_nn_gelu_forward(float *out, const float *inp, int N);
 void sgm_nn_gelu_backward(float *dinp, const float *dout, const float *inp, int N);

@@ -13,6 +13,8 @@
  */
 #include "sgm/nn.h"
 
+#include "nn_simd.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -26,42 +28,13 @@
 #define SGM_ACT_INLINE static inline
 #endif
 
-/* exp(x) for -87 <= x <= 88, branch-free. */
-static inline float expf_blk(float x)
-{
-  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
-  const float p =
-      1.0f +
-      r * (1.0f + r * (0.5f + r * (1.0f / 6 +
-                                   r * (1.0f / 24 +
-                                        r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
-  const int32_t e = ((int32_t)k + 127) * (1 << 23);
-  float s;
-  memcpy(&s, &e, sizeof s);
-  return p * s;
-}
-
-/* min(a, hi) for a >= 0 (or NaN) and hi > 0 on the bit patterns: non-negative floats order as
- * their int32 patterns. A float comparison (`<` signals on NaN) keeps GCC from if-converting, and
- * so from vectorizing, a loop under the default -ftrapping-math. */
-static inline float min_pos(float a, float hi)
-{
-  int32_t ia, ih;
-  memcpy(&ia, &a, sizeof ia);
-  memcpy(&ih, &hi, sizeof ih);
-  ia = ia > ih ? ih : ia;
-  memcpy(&a, &ia, sizeof a);
-  return a;
-}
-
 /* Phi(x) and, if phi != NULL, phi(x) of GELU_BLK elements (the forward needs Phi alone). |x| is
  * clamped at 12 inside both (Phi(-12) = 2e-33, phi(12) = 2e-32; keeps the exp arguments >= -87),
  * x itself (so a NaN) reaches the callers. */
 SGM_ACT_INLINE void gelu_phi(const float *restrict x, float *restrict Phi, float *restrict phi)
 {
   for (int i = 0; i < GELU_BLK; i++) {
-    const float xi = x[i], ax = min_pos(fabsf(xi), 12.0f), z = ax * (float)SGM_INV_SQRT2;
+    const float xi = x[i], ax = sgm_nn_min_pos(fabsf(xi), 12.0f), z = ax * (float)SGM_INV_SQRT2;
     const float t = 1.0f / (1.0f + 0.5f * z);
     const float P =
         -1.26551223f +
@@ -72,7 +45,7 @@ SGM_ACT_INLINE void gelu_phi(const float *restrict x, float *restrict Phi, float
                             t * (0.27886807f + t * (-1.13520398f +
                                                     t * (1.48851587f + t * (-0.82215223f +
                                                                             t * 0.17087277f))))))));
-    const float h = 0.5f * t * expf_blk(P - z * z), g = 1.0f - h; /* h = erfc(z)/2 */
+    const float h = 0.5f * t * sgm_nn_expf(P - z * z), g = 1.0f - h; /* h = erfc(z)/2 */
     /* Phi = h for x < 0 (sign bit set), 1 - h otherwise: a bit select (no cancellation) */
     int32_t ix, ih, ig;
     memcpy(&ix, &xi, sizeof ix);
@@ -83,8 +56,8 @@ SGM_ACT_INLINE void gelu_phi(const float *restrict x, float *restrict Phi, float
   }
   if (phi)
     for (int i = 0; i < GELU_BLK; i++) {
-      const float ax = min_pos(fabsf(x[i]), 12.0f);
-      phi[i] = (float)SGM_INV_SQRT2PI * expf_blk(-0.5f * ax * ax);
+      const float ax = sgm_nn_min_pos(fabsf(x[i]), 12.0f);
+      phi[i] = (float)SGM_INV_SQRT2PI * sgm_nn_expf(-0.5f * ax * ax);
     }
 }
 
@@ -101,6 +74,48 @@ SGM_ACT_INLINE int gelu_block(const float *x, int i0, int N, float *Phi, float *
     gelu_phi(xb, Phi, phi);
   }
   return n;
+}
+
+/* Phi and phi of GELU_BLK elements from x and the forward output y = x Phi(x), the way the
+ * derivatives after a forward pass get them: phi from one exp (x clamped at 12 as in gelu_phi),
+ * Phi = y / x (within an ulp of gelu_phi's) except for |x| < 1e-20, where Phi = 1/2. One exp and
+ * one division instead of the erfc fit, two exps and a division. */
+SGM_ACT_INLINE void gelu_phi_y(const float *restrict x, const float *restrict y,
+                               float *restrict Phi, float *restrict phi)
+{
+  for (int i = 0; i < GELU_BLK; i++) {
+    const float ax = fabsf(x[i]), axc = sgm_nn_min_pos(ax, 12.0f);
+    phi[i] = (float)SGM_INV_SQRT2PI * sgm_nn_expf(-0.5f * axc * axc);
+    int32_t ia, it;
+    const float tiny = 1e-20f;
+    memcpy(&ia, &ax, sizeof ia);
+    memcpy(&it, &tiny, sizeof it);
+    const float big = (float)(ia > it); /* 1: divide, 0: Phi = 1/2 (NaN divides) */
+    Phi[i] = sgm_nn_select(big, y[i] / sgm_nn_select(big, x[i], 1.0f), 0.5f);
+  }
+}
+
+/* gelu_block from x and y = gelu(x) (gelu_phi_y); phi is always computed. */
+SGM_ACT_INLINE int gelu_block_y(const float *x, const float *y, int i0, int N, float *Phi,
+                                float *phi)
+{
+  const int n = N - i0 < GELU_BLK ? N - i0 : GELU_BLK;
+  if (n == GELU_BLK) {
+    gelu_phi_y(x + i0, y + i0, Phi, phi);
+  } else {
+    float xb[GELU_BLK] = {0}, yb[GELU_BLK] = {0};
+    memcpy(xb, x + i0, (size_t)n * sizeof(float));
+    memcpy(yb, y + i0, (size_t)n * sizeof(float));
+    gelu_phi_y(xb, yb, Phi, phi);
+  }
+  return n;
+}
+
+/* Phi and phi of a block: from the forward output when the caller has it. */
+SGM_ACT_INLINE int gelu_block_any(const float *x, const float *y, int i0, int N, float *Phi,
+                                  float *phi)
+{
+  return y ? gelu_block_y(x, y, i0, N, Phi, phi) : gelu_block(x, i0, N, Phi, phi);
 }
 
 static inline double sigm(double x)
@@ -175,6 +190,22 @@ void sgm_nn_act_backward(SgmNnAct act, float *dinp, const float *dout, const flo
 }
 
 SGM_ACT_CLONES
+void sgm_nn_act_backward_y(SgmNnAct act, float *dinp, const float *dout, const float *inp,
+                           const float *out, int N)
+{
+  /* dinp, dout, inp, out (N); out = act(inp) from the forward pass */
+  if (act != SGM_NN_ACT_GELU || !out) {
+    sgm_nn_act_backward(act, dinp, dout, inp, N);
+    return;
+  }
+  for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
+    float Phi[GELU_BLK], phi[GELU_BLK];
+    const int n = gelu_block_y(inp, out, i0, N, Phi, phi);
+    for (int i = 0; i < n; i++) dinp[i0 + i] += (Phi[i] + inp[i0 + i] * phi[i]) * dout[i0 + i];
+  }
+}
+
+SGM_ACT_CLONES
 void sgm_nn_act_jvp(SgmNnAct act, float *tout, const float *tinp, const float *inp, int N)
 {
   /* tout (N), tinp (N), inp (N) */
@@ -223,6 +254,59 @@ void sgm_nn_act_jvp_backward(SgmNnAct act, float *dinp, float *dtinp, const floa
     if (dtinp)
       for (int i = 0; i < N; i++) dtinp[i] += inp[i] > 0.0f ? dtout[i] : 0.0f;
     break;
+  }
+}
+
+SGM_ACT_CLONES
+void sgm_nn_act_jvp_n(SgmNnAct act, float *tout, const float *tinp, const float *inp,
+                      const float *out, int N, int ntan)
+{
+  /* tout, tinp (ntan, N), inp (N): the derivative is evaluated once for all directions */
+  if (act != SGM_NN_ACT_GELU) {
+    for (int d = 0; d < ntan; d++)
+      sgm_nn_act_jvp(act, tout + (size_t)d * N, tinp + (size_t)d * N, inp, N);
+    return;
+  }
+  for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
+    float Phi[GELU_BLK], phi[GELU_BLK], f1[GELU_BLK], xb[GELU_BLK] = {0};
+    const int n = gelu_block_any(inp, out, i0, N, Phi, phi);
+    memcpy(xb, inp + i0, (size_t)n * sizeof(float));
+    for (int i = 0; i < GELU_BLK; i++) f1[i] = Phi[i] + xb[i] * phi[i];
+    for (int d = 0; d < ntan; d++) {
+      const size_t o = (size_t)d * N + i0;
+      for (int i = 0; i < n; i++) tout[o + i] = f1[i] * tinp[o + i];
+    }
+  }
+}
+
+SGM_ACT_CLONES
+void sgm_nn_act_jvp_backward_n(SgmNnAct act, float *dinp, float *dtinp, const float *dtout,
+                               const float *inp, const float *out, const float *tinp, int N,
+                               int ntan)
+{
+  /* dinp (N), dtinp, dtout, tinp (ntan, N), inp (N) */
+  if (act != SGM_NN_ACT_GELU) {
+    for (int d = 0; d < ntan; d++)
+      sgm_nn_act_jvp_backward(act, dinp, dtinp ? dtinp + (size_t)d * N : NULL,
+                              dtout + (size_t)d * N, inp, tinp + (size_t)d * N, N);
+    return;
+  }
+  for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
+    float Phi[GELU_BLK], phi[GELU_BLK], f1[GELU_BLK], f2[GELU_BLK], xb[GELU_BLK] = {0};
+    const int n = gelu_block_any(inp, out, i0, N, Phi, phi);
+    memcpy(xb, inp + i0, (size_t)n * sizeof(float));
+    for (int i = 0; i < GELU_BLK; i++) {
+      const float x = xb[i];
+      f1[i] = Phi[i] + x * phi[i];
+      f2[i] = phi[i] * (2.0f - x * x);
+    }
+    for (int d = 0; d < ntan; d++) {
+      const size_t o = (size_t)d * N + i0;
+      if (dinp)
+        for (int i = 0; i < n; i++) dinp[i0 + i] += f2[i] * tinp[o + i] * dtout[o + i];
+      if (dtinp)
+        for (int i = 0; i < n; i++) dtinp[o + i] += f1[i] * dtout[o + i];
+    }
   }
 }
 

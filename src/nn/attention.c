@@ -15,8 +15,68 @@
  */
 #include "sgm/nn.h"
 
+#include "nn_simd.h"
+
 #include <cblas.h>
 #include <math.h>
+
+/* The row-wise softmax algebra of the sgemm path, vectorized (nn_simd.h): float exp, sums in
+ * double lanes. */
+
+/* P (Tk) <- softmax(P) over the keys with mk[j] != 0 (all if mk == NULL); masked keys get 0. */
+SGM_NN_INLINE void softmax_row(float *restrict P, const float *restrict mk, int Tk)
+{
+  float mx = -INFINITY;
+  for (int j = 0; j < Tk; j++)
+    if ((!mk || mk[j] != 0.0f) && P[j] > mx) mx = P[j];
+  /* exp(P - max), the argument clamped at -87 (exp(-87) = 1.6e-38 ~ 0 after normalising) */
+  if (mk)
+    SGM_NN_ELEMENTS(Tk, const float z = sgm_nn_select(mk[j], P[j] - mx, -87.0f);
+                    P[j] = sgm_nn_select(mk[j], sgm_nn_expf(-sgm_nn_min_pos(-z, 87.0f)), 0.0f));
+  else
+    SGM_NN_ELEMENTS(Tk, P[j] = sgm_nn_expf(-sgm_nn_min_pos(mx - P[j], 87.0f)));
+  double sum[1];
+  SGM_NN_LANE_REDUCE(1, Tk, t[0] = (double)P[j], sum);
+  const float inv = (float)(1.0 / sum[0]);
+  SGM_NN_ELEMENTS(Tk, P[j] *= inv);
+}
+
+/* dP (Tk) <- scale P (dP - P.dP): the softmax backward onto the scores. */
+SGM_NN_INLINE void softmax_row_backward(float *restrict dP, const float *restrict P, float scale,
+                                        int Tk)
+{
+  double w[1];
+  SGM_NN_LANE_REDUCE(1, Tk, t[0] = (double)P[j] * (double)dP[j], w);
+  const float wf = (float)w[0];
+  SGM_NN_ELEMENTS(Tk, dP[j] = scale * P[j] * (dP[j] - wf));
+}
+
+/* S <- S where P != 0 (else 0); tP = P (S - P.S): the softmax tangent. */
+SGM_NN_INLINE void softmax_row_jvp(float *restrict tP, float *restrict S, const float *restrict P,
+                                   int Tk)
+{
+  SGM_NN_ELEMENTS(Tk, S[j] = sgm_nn_select(P[j], S[j], 0.0f));
+  double m[1];
+  SGM_NN_LANE_REDUCE(1, Tk, t[0] = (double)P[j] * (double)S[j], m);
+  const float mf = (float)m[0];
+  SGM_NN_ELEMENTS(Tk, tP[j] = P[j] * (S[j] - mf));
+}
+
+/* The reverse-over-forward of the softmax rows (see the _naive version): from P, S (scores'
+ * tangent), dtP = dtout.v and dP = dtout.tv, leaves dS in dP and dts in dtP (both scaled). */
+SGM_NN_INLINE void softmax_row_jvp_backward(float *restrict dP, float *restrict dtP,
+                                            const float *restrict P, const float *restrict S,
+                                            float scale, int Tk)
+{
+  double mu[2], w[1];
+  SGM_NN_LANE_REDUCE(2, Tk, t[0] = (double)P[j] * (double)S[j];
+                     t[1] = (double)P[j] * (double)dtP[j], mu);
+  const float m = (float)mu[0], u = (float)mu[1];
+  SGM_NN_ELEMENTS(Tk, dP[j] = dP[j] + dtP[j] * (S[j] - m) - S[j] * u);
+  SGM_NN_LANE_REDUCE(1, Tk, t[0] = (double)P[j] * (double)dP[j], w);
+  const float wf = (float)w[0];
+  SGM_NN_ELEMENTS(Tk, dP[j] = scale * P[j] * (dP[j] - wf); dtP[j] = scale * P[j] * (dtP[j] - u));
+}
 
 static inline double dot(const float *a, const float *b, int n)
 {
@@ -203,6 +263,7 @@ void sgm_nn_attention_jvp_backward_naive(float *dq, float *dk, float *dv, float 
   }
 }
 
+SGM_NN_CLONES
 void sgm_nn_attention_forward(float *out, float *att, const float *q, const float *k,
                               const float *v, const float *mask, int B, int Tq, int Tk, int C,
                               int NH, int ldq, int ldkv)
@@ -219,26 +280,14 @@ void sgm_nn_attention_forward(float *out, float *att, const float *q, const floa
       float *P = att + ((size_t)b * NH + h) * Tq * Tk;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, hs, scale, Qh, ldq, Kh, ldkv,
                   0.0f, P, Tk);
-      for (int i = 0; i < Tq; i++) {
-        float *Pi = P + (size_t)i * Tk;
-        float mx = -INFINITY;
-        for (int j = 0; j < Tk; j++)
-          if ((!mk || mk[j] != 0.0f) && Pi[j] > mx) mx = Pi[j];
-        double sum = 0.0;
-        for (int j = 0; j < Tk; j++) {
-          const double e = (!mk || mk[j] != 0.0f) ? exp((double)Pi[j] - mx) : 0.0;
-          Pi[j] = (float)e;
-          sum += e;
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int j = 0; j < Tk; j++) Pi[j] *= inv;
-      }
+      for (int i = 0; i < Tq; i++) softmax_row(P + (size_t)i * Tk, mk, Tk);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hs, Tk, 1.0f, P, Tk, Vh, ldkv,
                   0.0f, out + (size_t)b * Tq * C + h * hs, C);
     }
   }
 }
 
+SGM_NN_CLONES
 void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                const float *att, const float *q, const float *k, const float *v,
                                int B, int Tq, int Tk, int C, int NH, int ldq, int ldkv)
@@ -256,13 +305,8 @@ void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, 
                   0.0f, dP, Tk);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, hs, Tq, 1.0f, P, Tk, dO, C, 1.0f,
                   dv + okv, ldkv);
-      for (int i = 0; i < Tq; i++) {
-        const float *Pi = P + (size_t)i * Tk;
-        float *dPi = dP + (size_t)i * Tk;
-        double w = 0.0;
-        for (int j = 0; j < Tk; j++) w += (double)Pi[j] * dPi[j];
-        for (int j = 0; j < Tk; j++) dPi[j] = (float)(scale * Pi[j] * (dPi[j] - w));
-      }
+      for (int i = 0; i < Tq; i++)
+        softmax_row_backward(dP + (size_t)i * Tk, P + (size_t)i * Tk, (float)scale, Tk);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hs, Tk, 1.0f, dP, Tk, k + okv,
                   ldkv, 1.0f, dq + oq, ldq);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, hs, Tq, 1.0f, dP, Tk, q + oq, ldq,
@@ -271,6 +315,7 @@ void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, 
   }
 }
 
+SGM_NN_CLONES
 void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *tq, const float *tk,
                           const float *tv, const float *att, const float *q, const float *k,
                           const float *v, const float *mask, int B, int Tq, int Tk, int C, int NH,
@@ -291,16 +336,8 @@ void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *t
                   ldkv, 0.0f, S, Tk);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, hs, scale, q + oq, ldq, tk + okv,
                   ldkv, 1.0f, S, Tk);
-      for (int i = 0; i < Tq; i++) {
-        const float *Pi = P + (size_t)i * Tk;
-        float *Si = S + (size_t)i * Tk, *tPi = tP + (size_t)i * Tk;
-        double m = 0.0;
-        for (int j = 0; j < Tk; j++) {
-          if (Pi[j] == 0.0f) Si[j] = 0.0f;
-          m += (double)Pi[j] * Si[j];
-        }
-        for (int j = 0; j < Tk; j++) tPi[j] = (float)(Pi[j] * (Si[j] - m));
-      }
+      for (int i = 0; i < Tq; i++)
+        softmax_row_jvp(tP + (size_t)i * Tk, S + (size_t)i * Tk, P + (size_t)i * Tk, Tk);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hs, Tk, 1.0f, tP, Tk, v + okv,
                   ldkv, 0.0f, tO, C);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hs, Tk, 1.0f, P, Tk, tv + okv,
@@ -309,6 +346,7 @@ void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *t
   }
 }
 
+SGM_NN_CLONES
 void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, float *dtk,
                                    float *dtv, float *scratch, const float *dtout, const float *att,
                                    const float *ts, const float *q, const float *k, const float *v,
@@ -328,9 +366,11 @@ void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, 
       const float *dtO = dtout + (size_t)b * Tq * C + h * hs;
       for (int i = 0; i < Tq; i++) {
         const float *Pi = P + (size_t)i * Tk, *Si = S + (size_t)i * Tk;
-        double m = 0.0;
-        for (int j = 0; j < Tk; j++) m += (double)Pi[j] * Si[j];
-        for (int j = 0; j < Tk; j++) tP[(size_t)i * Tk + j] = (float)(Pi[j] * (Si[j] - m));
+        float *tPi = tP + (size_t)i * Tk;
+        double m[1];
+        SGM_NN_LANE_REDUCE(1, Tk, t[0] = (double)Pi[j] * (double)Si[j], m);
+        const float mf = (float)m[0];
+        for (int j = 0; j < Tk; j++) tPi[j] = Pi[j] * (Si[j] - mf);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, hs, 1.0f, dtO, C, v + okv, ldkv,
                   0.0f, dtP, Tk);
@@ -340,23 +380,9 @@ void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, 
                   dtv + okv, ldkv);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, hs, Tq, 1.0f, tP, Tk, dtO, C, 1.0f,
                   dv + okv, ldkv);
-      for (int i = 0; i < Tq; i++) {
-        const float *Pi = P + (size_t)i * Tk, *Si = S + (size_t)i * Tk;
-        float *dtPi = dtP + (size_t)i * Tk, *dPi = dP + (size_t)i * Tk;
-        double m = 0.0, u = 0.0, w = 0.0;
-        for (int j = 0; j < Tk; j++) {
-          m += (double)Pi[j] * Si[j];
-          u += (double)Pi[j] * dtPi[j];
-        }
-        for (int j = 0; j < Tk; j++) {
-          dPi[j] = (float)(dPi[j] + dtPi[j] * (Si[j] - m) - Si[j] * u);
-          w += (double)Pi[j] * dPi[j];
-        }
-        for (int j = 0; j < Tk; j++) {
-          dPi[j] = (float)(scale * Pi[j] * (dPi[j] - w));   /* dS */
-          dtPi[j] = (float)(scale * Pi[j] * (dtPi[j] - u)); /* dts */
-        }
-      }
+      for (int i = 0; i < Tq; i++) /* dS into dP, dts into dtP */
+        softmax_row_jvp_backward(dP + (size_t)i * Tk, dtP + (size_t)i * Tk, P + (size_t)i * Tk,
+                                 S + (size_t)i * Tk, (float)scale, Tk);
       /* dq += dS k + dts tk; dtq += dts k; dk += dS^T q + dts^T tq; dtk += dts^T q */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hs, Tk, 1.0f, dP, Tk, k + okv,
                   ldkv, 1.0f, dq + oq, ldq);

@@ -3,26 +3,42 @@
  * Owns: y = x W^T + b with PyTorch's (out, in) weight layout, so a state_dict computed elsewhere
  * compares without transposes. Forward, backward and the tangent are each one cblas_sgemm (the
  * tangent is the forward without bias, so a model stacks all its tangent directions into one
- * call); the bias reduction is a plain loop. The naive versions accumulate in double and exist
- * only to check the BLAS path in the tests; they are not tuned.
+ * call). The forward writes the bias rows first and lets sgemm accumulate onto them (beta = 1:
+ * one pass over the output fewer than sgemm's beta = 0 clear plus a bias pass); the bias
+ * gradient is a row loop vectorized along the channels (nn_simd.h). The naive versions accumulate
+ * in double and exist only to check the BLAS path in the tests; they are not tuned.
  */
 #include "sgm/nn.h"
 
+#include "nn_simd.h"
+
 #include <cblas.h>
 
+SGM_NN_INLINE void bias_rows(float *restrict out, const float *restrict bias, int BT, int OC)
+{
+  for (int r = 0; r < BT; r++) {
+    float *restrict o = out + (size_t)r * OC;
+    SGM_NN_ELEMENTS(OC, o[j] = bias[j]);
+  }
+}
+
+SGM_NN_INLINE void bias_grad(float *restrict dbias, const float *restrict dout, int BT, int OC)
+{
+  for (int r = 0; r < BT; r++) {
+    const float *restrict d = dout + (size_t)r * OC;
+    SGM_NN_ELEMENTS(OC, dbias[j] += d[j]);
+  }
+}
+
+SGM_NN_CLONES
 void sgm_nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                            int BT, int C, int OC)
 {
   /* out (BT,OC), inp (BT,C), weight (OC,C), bias (OC) */
   if (BT <= 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, BT, OC, C, 1.0f, inp, C, weight, C, 0.0f,
-              out, OC);
-  if (bias) {
-    for (int r = 0; r < BT; r++) {
-      float *o = out + (size_t)r * OC;
-      for (int j = 0; j < OC; j++) o[j] += bias[j];
-    }
-  }
+  if (bias) bias_rows(out, bias, BT, OC);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, BT, OC, C, 1.0f, inp, C, weight, C,
+              bias ? 1.0f : 0.0f, out, OC);
 }
 
 void sgm_nn_linear_forward_naive(float *out, const float *inp, const float *weight,
@@ -38,6 +54,7 @@ void sgm_nn_linear_forward_naive(float *out, const float *inp, const float *weig
   }
 }
 
+SGM_NN_CLONES
 void sgm_nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *weight, int BT, int C, int OC)
 {
@@ -49,12 +66,7 @@ void sgm_nn_linear_backward(float *dinp, float *dweight, float *dbias, const flo
   if (dweight)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, BT, 1.0f, dout, OC, inp, C, 1.0f,
                 dweight, C);
-  if (dbias) {
-    for (int r = 0; r < BT; r++) {
-      const float *d = dout + (size_t)r * OC;
-      for (int j = 0; j < OC; j++) dbias[j] += d[j];
-    }
-  }
+  if (dbias) bias_grad(dbias, dout, BT, OC);
 }
 
 void sgm_nn_linear_backward_naive(float *dinp, float *dweight, float *dbias, const float *dout,

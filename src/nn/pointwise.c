@@ -6,6 +6,8 @@
  */
 #include "sgm/nn.h"
 
+#include "nn_simd.h"
+
 #include <math.h>
 
 void sgm_nn_softmax_forward(float *probs, const float *inp, const float *mask, int BT, int V)
@@ -70,19 +72,34 @@ void sgm_nn_softmax_jvp_backward(float *dinp, float *dtinp, const float *dtout, 
   }
 }
 
-void sgm_nn_residual_forward(float *out, const float *a, const float *b, int N)
+SGM_NN_INLINE void add_to(float *restrict out, const float *restrict b, int N)
 {
-  /* out, a, b (N) */
-  for (int i = 0; i < N; i++) out[i] = a[i] + b[i];
+  SGM_NN_ELEMENTS(N, out[j] += b[j]);
+}
+SGM_NN_INLINE void add3(float *restrict out, const float *restrict a, const float *restrict b,
+                        int N)
+{
+  SGM_NN_ELEMENTS(N, out[j] = a[j] + b[j]);
 }
 
+SGM_NN_CLONES
+void sgm_nn_residual_forward(float *out, const float *a, const float *b, int N)
+{
+  /* out, a, b (N); out may be a or b (in place) */
+  if (out == a)
+    add_to(out, b, N);
+  else if (out == b)
+    add_to(out, a, N);
+  else
+    add3(out, a, b, N);
+}
+
+SGM_NN_CLONES
 void sgm_nn_residual_backward(float *da, float *db, const float *dout, int N)
 {
   /* da, db, dout (N) */
-  if (da)
-    for (int i = 0; i < N; i++) da[i] += dout[i];
-  if (db)
-    for (int i = 0; i < N; i++) db[i] += dout[i];
+  if (da) add_to(da, dout, N);
+  if (db) add_to(db, dout, N);
 }
 
 void sgm_nn_fourier_forward(float *out, const float *t, const float *freq, int B, int F)

@@ -244,8 +244,7 @@ void sgm_nn_stack_jvp(SgmNnStack *s, const SgmParams *p, const float *tinp, int 
                       s->dims[l + 1]);
     if (l < s->nl - 1) {
       /* tangents are direction-major with stride n = rows * width (not the buffer capacity) */
-      for (int d = 0; d < ntan; d++)
-        sgm_nn_act_jvp(s->act, s->post[l].t + d * n, s->pre[l].t + d * n, s->pre[l].a, (int)n);
+      sgm_nn_act_jvp_n(s->act, s->post[l].t, s->pre[l].t, s->pre[l].a, s->post[l].a, (int)n, ntan);
       tx = s->post[l].t;
     }
   }
@@ -269,10 +268,10 @@ void sgm_nn_stack_backward(SgmNnStack *s, SgmParams *p, const float *inp, const 
     if (l > 0) {
       const size_t n = (size_t)rows * C;
       SgmNnBuf *pre = &s->pre[l - 1], *post = &s->post[l - 1];
-      sgm_nn_act_backward(s->act, pre->g, post->g, pre->a, (int)n);
-      for (int d = 0; d < ntan; d++)
-        sgm_nn_act_jvp_backward(s->act, pre->g, pre->gt + d * n, post->gt + d * n, pre->a,
-                                pre->t + d * n, (int)n);
+      sgm_nn_act_backward_y(s->act, pre->g, post->g, pre->a, post->a, (int)n);
+      if (ntan > 0)
+        sgm_nn_act_jvp_backward_n(s->act, pre->g, pre->gt, post->gt, pre->a, post->a, pre->t,
+                                  (int)n, ntan);
     }
   }
 }

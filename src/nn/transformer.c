@@ -457,8 +457,7 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
       sgm_nn_layernorm_jvp(b->n1.t + d * nC, b->r1.t + d * nC, b->r1.a, P_(m, b->n1w), b->mean1.a,
                            b->rstd1.a, rows, C);
     sgm_nn_linear_jvp(b->h.t, b->n1.t, P_(m, b->w1), ntan * rows, C, H);
-    for (int d = 0; d < ntan; d++)
-      sgm_nn_act_jvp(act, b->ha.t + d * nH, b->h.t + d * nH, b->h.a, (int)nH);
+    sgm_nn_act_jvp_n(act, b->ha.t, b->h.t, b->h.a, b->ha.a, (int)nH, ntan);
     sgm_nn_linear_jvp(b->f.t, b->ha.t, P_(m, b->w2), ntan * rows, H, C);
     sgm_nn_residual_forward(b->r2.t, b->n1.t, b->f.t, (int)(ntan * nC));
     for (int d = 0; d < ntan; d++)
@@ -520,10 +519,10 @@ static void transformer_backward(SgmNnTransformer m, int ntan)
     if (ntan)
       sgm_nn_linear_jvp_backward(b->ha.gt, G_(m, b->w2), b->f.gt, b->ha.t, P_(m, b->w2),
                                  ntan * rows, H, C);
-    sgm_nn_act_backward(act, b->h.g, b->ha.g, b->h.a, (int)nH);
-    for (int d = 0; d < ntan; d++)
-      sgm_nn_act_jvp_backward(act, b->h.g, b->h.gt + d * nH, b->ha.gt + d * nH, b->h.a,
-                              b->h.t + d * nH, (int)nH);
+    sgm_nn_act_backward_y(act, b->h.g, b->ha.g, b->h.a, b->ha.a, (int)nH);
+    if (ntan > 0)
+      sgm_nn_act_jvp_backward_n(act, b->h.g, b->h.gt, b->ha.gt, b->h.a, b->ha.a, b->h.t, (int)nH,
+                                ntan);
     sgm_nn_linear_backward(b->n1.g, G_(m, b->w1), G_(m, b->b1), b->h.g, b->n1.a, P_(m, b->w1), rows,
                            C, H);
     if (ntan)
