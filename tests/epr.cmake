@@ -9,3 +9,6 @@ sgm_mpi_test(test_epr_classes SOURCES test_epr_classes.c RANKS 1 2 4 TIMEOUT 120
 # attention maps of the transformer (direct double forward), rollout (eq. 93) against the matrix
 # product, and attention.h5 of the epr stage (K nearest neighbours, recomputed rollout)
 sgm_mpi_test(test_epr_attention SOURCES test_epr_attention.c RANKS 1 2 4 TIMEOUT 120)
+# probability-flow trajectories (eq. 7, PETSc TSRK): trap flow vs the matrix exponential and the
+# preserved stationary covariance; periodic interacting flow (exact g(t), short-time v_x)
+sgm_mpi_test(test_epr_flow SOURCES test_epr_flow.c RANKS 1 2 4 TIMEOUT 120)

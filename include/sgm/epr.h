@@ -14,6 +14,7 @@
 #include "sgm/aoup.h"
 #include "sgm/run.h"
 #include "sgm/schema.h"
+#include "sgm/score_provider.h"
 
 extern const SgmTableSpec sgm_table_epr;
 
@@ -86,6 +87,13 @@ void sgm_epr_attention_rollout(int L, int T, const float *A, int row, double *r)
 /// Nothing when attention_ids is empty. s is an engine of the run's system (its state is reset).
 PetscErrorCode sgm_epr_attention_stage(SgmRun *run, SgmAoup s, const char *traj, const char *group,
                                        int64_t default_frame);
+
+/// Collective: the probability-flow part of the `epr` stage (eq. 7, src/epr/epr_flow.c): from
+/// each of [epr] flow_frames, dR/dt = v(R) with v = b - D s from provider sp, integrated with
+/// PETSc TS (adaptive TSRK, options prefix flow_) to flow_time, flow_outputs + 1 snapshots into
+/// flow_f<frame>.h5 (H5MD) + .xdmf. Nothing when flow_frames is empty. s's state is reset.
+PetscErrorCode sgm_epr_flow_stage(SgmRun *run, SgmAoup s, SgmScoreProvider sp, const char *traj,
+                                  const char *group);
 
 /// Not collective: ∇_{x_i}·b_x^i for every owned particle of s after sgm_aoup_forces (ghosts and
 /// cell list current): -μ A d + μ Σ_j [f'(r_ij) + (d - 1) f(r_ij)/r_ij] over partners within the

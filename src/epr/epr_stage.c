@@ -80,6 +80,25 @@ static const SgmKeySpec epr_keys[] = {
      "(empty: none; needs a periodic box)"},
     {"attention_frames", SGM_KEY_INT_ARRAY, "[]", 0, 0, INFINITY, NULL, "frames",
      "trajectory frames of the attention rollout (empty: [epr] first)"},
+    {"flow_frames", SGM_KEY_INT_ARRAY, "[]", 0, 0, INFINITY, NULL, "frames",
+     "trajectory frames from which probability-flow trajectories dR/dt = v(R) (eq. 7) are "
+     "integrated into flow_f<frame>.h5 (empty: none)"},
+    {"flow_time", SGM_KEY_REAL, "1.0", 0, 1e-300, INFINITY, NULL, "time",
+     "flow time of each probability-flow trajectory"},
+    {"flow_outputs", SGM_KEY_INT, "20", 0, 1, 1e7, NULL, "",
+     "snapshots written after the initial one, equally spaced in flow time"},
+    {"flow_scheme", SGM_KEY_STRING, "\"5dp\"", 0, -INFINITY, INFINITY, "3bs|5f|5dp|5bs|6vr|7vr|8vr",
+     "",
+     "embedded Runge-Kutta pair of PETSc TSRK for the flow (error-controlled; "
+     "-flow_ts_rk_type overrides)"},
+    {"flow_rtol", SGM_KEY_REAL, "1e-6", 0, 0, INFINITY, NULL, "",
+     "relative tolerance of the flow's local error control (-flow_ts_rtol overrides)"},
+    {"flow_atol", SGM_KEY_REAL, "1e-8", 0, 0, INFINITY, NULL, "length",
+     "absolute tolerance of the flow's local error control (-flow_ts_atol overrides)"},
+    {"flow_dt", SGM_KEY_REAL, "0.0", 0, 0, INFINITY, NULL, "time",
+     "initial flow step (0 = flow_time / 1000; adapted afterwards)"},
+    {"flow_max_steps", SGM_KEY_INT, "1000000", 0, 1, INFINITY, NULL, "",
+     "most Runge-Kutta steps per flow trajectory (an error beyond)"},
     {NULL, 0, NULL, 0, 0, 0, NULL, NULL, NULL}};
 
 const SgmTableSpec sgm_table_epr = {
@@ -640,6 +659,7 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   }
   if (wfields) PetscCall(maps_write(run, &maps, T, dim));
   PetscCall(sgm_epr_attention_stage(run, s, traj, group, first));
+  PetscCall(sgm_epr_flow_stage(run, s, sp, traj, group));
 
   PetscCall(PetscFree6(sx, sg, dsx, dsg, dbx, rec));
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscFree(vec[v]));
