@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Where the entropy is produced in a MIPS run: the epr stage's dilute / interface / dense-bulk
+classes (paper 002 §7, Fig. 8; issue 4 "EPR concentrated at the interface").
+
+    /usr/bin/python3 postprocess/epr_regions.py OUTDIR [--frame -1] [--thresholds 0.2,0.7 ...]
+                                                        [--batches 4] [--no-figure]
+
+Reads OUTDIR/epr.h5 (written with [epr] classify = true: /phi_local, /phase_class, /velocity_g,
+/position) and prints, independently of the program's own metrics.json:
+  - per class (dilute phi_i < phi_dilute, interface, dense phi_i >= phi_dense): particles per
+    frame, mean |v_g|^2 over the class's particle-frames, and the ratios interface/dense and
+    interface/dilute (the issue's criterion: both >= 3), with a batch-means error over frame
+    batches;
+  - the same for other threshold pairs given with --thresholds (sensitivity to the class
+    definition);
+  - the mean |v_g|^2 in bins of phi_i (its profile across the interface);
+  - metrics.json's epr values next to the recomputed ones when OUTDIR/metrics.json exists.
+Writes OUTDIR/epr_regions.png: one frame's particles coloured by class and by |v_g|^2, and the
+|v_g|^2 profile against phi_i with the thresholds. Needs numpy, h5py and matplotlib (Debian's
+/usr/bin/python3, or scripts/find-python.sh).
+"""
+import argparse
+import json
+import os
+
+import h5py
+import numpy as np
+
+NAMES = ("dilute", "interface", "dense")
+
+
+def class_stats(vg2, cls, batches):
+    """Mean |v_g|^2 per class and the two interface ratios, over all frames and per batch."""
+    T = vg2.shape[0]
+
+    def one(sl):
+        m = []
+        for c in range(3):
+            sel = cls[sl] == c
+            m.append(vg2[sl][sel].mean() if sel.any() else np.nan)
+        return np.array(m), m[1] / m[2], m[1] / m[0]
+
+    mean, r_dense, r_dilute = one(slice(0, T))
+    edges = np.linspace(0, T, min(batches, T) + 1).astype(int)
+    per = [one(slice(a, b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    rd = np.array([p[1] for p in per])
+    rg = np.array([p[2] for p in per])
+    nb = len(per)
+    err = (np.nanstd(rd, ddof=1) / np.sqrt(nb) if nb > 1 else np.nan,
+           np.nanstd(rg, ddof=1) / np.sqrt(nb) if nb > 1 else np.nan)
+    counts = np.array([(cls == c).sum() / T for c in range(3)])
+    return counts, mean, r_dense, r_dilute, err
+
+
+def classify(phi, lo, hi):
+    return np.where(phi < lo, 0, np.where(phi < hi, 1, 2))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("outdir")
+    ap.add_argument("--frame", type=int, default=-1, help="frame of the figure (default: last)")
+    ap.add_argument("--thresholds", nargs="*", default=[],
+                    help="further phi_dilute,phi_dense pairs to evaluate, e.g. 0.2,0.7")
+    ap.add_argument("--batches", type=int, default=4, help="frame batches for the errors")
+    ap.add_argument("--no-figure", action="store_true")
+    a = ap.parse_args()
+
+    with h5py.File(os.path.join(a.outdir, "epr.h5"), "r") as f:
+        if "phase_class" not in f:
+            raise SystemExit(f"{a.outdir}/epr.h5 has no /phase_class: run epr with classify = true")
+        vg = f["velocity_g"][()]
+        phi = f["phi_local"][()]
+        cls = np.rint(f["phase_class"][()]).astype(int)
+        pos = f["position"][a.frame]
+        t = f["time"][a.frame]
+        n = int(f.attrs["n"])
+        inp = f.attrs.get("input", b"")
+    vg2 = (vg * vg).sum(-1)
+    T = vg2.shape[0]
+    # thresholds of the run: [epr] phi_dilute, phi_dense of the resolved input
+    lo = hi = np.nan
+    try:
+        import tomllib
+        e = tomllib.loads(inp.decode() if isinstance(inp, bytes) else str(inp)).get("epr", {})
+        lo, hi = float(e.get("phi_dilute", np.nan)), float(e.get("phi_dense", np.nan))
+    except Exception:  # older Python or no input attribute: the lines are left out
+        pass
+    print(f"{a.outdir}: N = {n}, {T} frames; mean |v_g|^2 over all particle-frames "
+          f"{vg2.mean():.4g}")
+
+    rows = [(f"run's classes (phi_dilute = {lo:g}, phi_dense = {hi:g})", cls)]
+    for s in a.thresholds:
+        l, h = (float(v) for v in s.split(","))
+        rows.append((f"phi_dilute = {l:g}, phi_dense = {h:g}", classify(phi, l, h)))
+    for label, c in rows:
+        counts, mean, rd, rg, err = class_stats(vg2, c, a.batches)
+        print(f"\n{label}:")
+        for k in range(3):
+            print(f"  {NAMES[k]:9s} {counts[k]:8.1f} per frame   mean |v_g|^2 = {mean[k]:.4g}")
+        print(f"  ratio interface/dense  = {rd:.3g} +- {err[0]:.2g}   (>= 3: "
+              f"{'yes' if rd >= 3 else 'no'})")
+        print(f"  ratio interface/dilute = {rg:.3g} +- {err[1]:.2g}   (>= 3: "
+              f"{'yes' if rg >= 3 else 'no'})   [+- : batch means over {a.batches} frame batches]")
+
+    bins = np.linspace(0, max(1.0, phi.max() + 1e-9), 21)
+    idx = np.clip(np.digitize(phi.ravel(), bins) - 1, 0, len(bins) - 2)
+    cnt = np.bincount(idx, minlength=len(bins) - 1)
+    s = np.bincount(idx, weights=vg2.ravel(), minlength=len(bins) - 1)
+    prof = np.where(cnt > 0, s / np.maximum(cnt, 1), np.nan)
+    print("\nmean |v_g|^2 by phi_i (particle-frames per bin):")
+    for b in range(len(bins) - 1):
+        if cnt[b]:
+            print(f"  [{bins[b]:.2f}, {bins[b + 1]:.2f})  {prof[b]:.4g}  ({cnt[b]})")
+
+    mpath = os.path.join(a.outdir, "metrics.json")
+    if os.path.exists(mpath):
+        with open(mpath) as f:
+            e = json.load(f).get("epr", {})
+        keys = [k for k in e if k.startswith(("vg2_", "class_count_"))]
+        if keys:
+            print("\nmetrics.json (program):", ", ".join(f"{k} = {e[k]:.4g}" if isinstance(
+                e[k], (int, float)) else f"{k} = {e[k]}" for k in sorted(keys)))
+
+    if a.no_figure:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 3, figsize=(16, 5))
+    c = cls[a.frame]
+    colours = np.array(["#4c9be8", "#e8524c", "#444444"])
+    for k in range(3):
+        sel = c == k
+        ax[0].scatter(pos[sel, 0], pos[sel, 1], s=3, c=colours[k], label=NAMES[k])
+    ax[0].legend(loc="upper right", markerscale=4, fontsize=8)
+    ax[0].set_title(f"classes by local packing fraction, t = {t:g}")
+    v = vg2[a.frame]
+    sc = ax[1].scatter(pos[:, 0], pos[:, 1], s=3, c=v, cmap="magma", vmin=0,
+                       vmax=np.percentile(v, 99) if np.any(v > 0) else None)
+    ax[1].set_title("|v_g|^2 per particle")
+    fig.colorbar(sc, ax=ax[1], shrink=0.8)
+    for x in ax[:2]:
+        x.set_aspect("equal")
+    mid = 0.5 * (bins[1:] + bins[:-1])
+    ax[2].semilogy(mid[cnt > 0], prof[cnt > 0], "o-")
+    for x in (lo, hi):
+        if np.isfinite(x):
+            ax[2].axvline(x, color="grey", ls="--")
+    ax[2].set_xlabel("local packing fraction phi_i")
+    ax[2].set_ylabel("mean |v_g|^2")
+    ax[2].set_title("all frames")
+    fig.tight_layout()
+    out = os.path.join(a.outdir, "epr_regions.png")
+    fig.savefig(out, dpi=110)
+    print(f"\nfigure: {out}")
+
+
+if __name__ == "__main__":
+    main()
