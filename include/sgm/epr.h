@@ -14,6 +14,7 @@
 #include "sgm/aoup.h"
 #include "sgm/run.h"
 #include "sgm/schema.h"
+#include "sgm/nn_io.h"
 #include "sgm/score_provider.h"
 
 extern const SgmTableSpec sgm_table_epr;
@@ -87,6 +88,12 @@ void sgm_epr_attention_rollout(int L, int T, const float *A, int row, double *r)
 /// Nothing when attention_ids is empty. s is an engine of the run's system (its state is reset).
 PetscErrorCode sgm_epr_attention_stage(SgmRun *run, SgmAoup s, const char *traj, const char *group,
                                        int64_t default_frame);
+
+/// Collective: loads the weights of model.h5 at path into p as [epr] weights says (auto: the EMA
+/// /optimizer/ema when the file has it, else the trained parameters; ema; raw), after the
+/// architecture check of sgm_nn_load; logs which (src/epr/epr_weights.c).
+PetscErrorCode sgm_epr_load_weights(MPI_Comm comm, SgmConfig cfg, const char *path, SgmParams *p,
+                                    int narch, const SgmNNAttr *arch);
 
 /// Collective: the probability-flow part of the `epr` stage (eq. 7, src/epr/epr_flow.c): from
 /// each of [epr] flow_frames, dR/dt = v(R) with v = b - D s from provider sp, integrated with

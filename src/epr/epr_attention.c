@@ -109,8 +109,8 @@ PetscErrorCode sgm_epr_attention_stage(SgmRun *run, SgmAoup s, const char *traj,
   SgmWindows w;
   double width;
   PetscCall(sgm_score_model_from_config(run->comm, cfg, dim, p->seed, &ms));
-  PetscCall(
-      sgm_nn_load(run->comm, mpath, sgm_nn_transformer_params(ms.m), ms.narch, ms.arch, NULL));
+  PetscCall(sgm_epr_load_weights(run->comm, cfg, mpath, sgm_nn_transformer_params(ms.m), ms.narch,
+                                 ms.arch));
   PetscCheck(ms.K < n, run->comm, SGM_ERR_USER, "[epr] attention_ids: [model] K = %d needs N > K",
              ms.K);
   PetscCall(sgm_score_model_window_width(cfg, p, ms.K, &width));

@@ -41,6 +41,9 @@ static const SgmKeySpec epr_keys[] = {
      "AOUPs in a harmonic trap; learned models register further names"},
     {"model", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "",
      "score = \"model\": model.h5 to load (default: model.h5 in the output directory)"},
+    {"weights", SGM_KEY_STRING, "\"auto\"", 0, -INFINITY, INFINITY, "auto|ema|raw", "",
+     "score = \"model\": weights of model.h5 evaluated: the EMA of training ([train] ema > 0), the "
+     "raw trained parameters, or auto = the EMA when the file holds one"},
     {"trajectory", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "",
      "H5MD trajectory to analyse (default: trajectory.h5 in the output directory)"},
     {"group", SGM_KEY_STRING, "\"all\"", 0, -INFINITY, INFINITY, NULL, "",
