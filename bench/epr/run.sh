@@ -227,12 +227,25 @@ run_t() { # part model threads round
     || { tail -20 "$f"; exit 1; }
   cut -c1-150 "$f"
 }
+KBIN=$BUILD/tests/bench_nn
+run_k() { # model round: the network alone (bench_nn div, 1 thread), same chunk and B as torch
+  [ -x "$KBIN" ] && [ "$1" != mips ] || return 0
+  local f=$LOG/r$2_epr_$1_k1.log bt=2048 reps=3
+  [ "$1" = big ] && bt=256 && reps=2
+  [ "$QUICK" = 1 ] && bt=512 && reps=1
+  echo "== round $2: C kernel (bench_nn div) $1, 1 thread, B = $bt"
+  BENCH_NN_PARTS=div "$KBIN" --config "$1" --batch "$bt" --reps "$reps" --chunk "$(chunk_of "$1")" \
+    --only model > "$f" 2>&1 || { tail -20 "$f"; exit 1; }
+  grep "RESULT div_model" "$f" | cut -c1-150
+}
 for r in $(seq 1 "$ROUNDS"); do
   for part in ${PARTS//,/ }; do
     for m in ${MODELS//,/ }; do
       if [ $((r % 2)) = 1 ]; then
         run_c "$part" "$m" 1 "$r"; run_t "$part" "$m" 1 "$r"; run_c "$part" "$m" 2 "$r"; run_t "$part" "$m" 2 "$r"
+        [ "$part" = epr ] && run_k "$m" "$r"
       else
+        [ "$part" = epr ] && run_k "$m" "$r"
         run_t "$part" "$m" 2 "$r"; run_c "$part" "$m" 2 "$r"; run_t "$part" "$m" 1 "$r"; run_c "$part" "$m" 1 "$r"
       fi
     done

@@ -37,6 +37,15 @@ def torch_times(path):
     return None, []
 
 
+def kernel_times(path):
+    """bench_nn's RESULT div_model line: (B, times)."""
+    for line in open(path):
+        if line.startswith("RESULT div_model"):
+            kv = dict(p.split("=", 1) for p in line.split()[2:] if "=" in p)
+            return int(kv["B"]), [float(t) for t in kv["times"].split(",")]
+    return None, []
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -60,8 +69,9 @@ def main():
         print("C: the epr stage (SgmEpr event, slowest rank, 2 frames); torch: torch_worker.py div "
               "(forward + 2 backward) in chunks of the same size as [model] max_batch\n")
         print("| model | N | C 1 rank | torch 1 thread | ratio 1 | C 2 ranks | torch 2 threads |"
-              " ratio 2 (vs torch 2 thr) | C 2 ranks / C 1 rank | per-round ratios 1; 2 |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              " ratio 2 (vs torch 2 thr) | C 2 ranks / C 1 rank | per-round ratios 1; 2 |"
+              " C kernel alone, 1 thread | kernel / torch 1 | stage 1 rank / kernel |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for m in models:
             c = {1: [], 2: []}
             t = {1: [], 2: []}
@@ -84,13 +94,22 @@ def main():
                     c[k].append(cr)
                     t[k].append(tr)
                     rr[k].append(cr / tr)
+            kr = []
+            for r in R:
+                pk = fn(r, "epr", m, "k1")
+                if os.path.exists(pk):
+                    B, ts = kernel_times(pk)
+                    if ts:
+                        kr.append(B / med(ts))
             n = n_big if m == "big" else n_epr
             r1 = med(c[1]) / med(t[1]) if c[1] else float("nan")
             r2 = med(c[2]) / med(t[2]) if c[2] else float("nan")
             sc = med(c[2]) / med(c[1]) if c[1] and c[2] else float("nan")
             pr = "; ".join(", ".join(f"{x:.2f}" for x in rr[k]) for k in (1, 2))
             print(f"| {m} | {n} | {fmt_rate(c[1])} | {fmt_rate(t[1])} | **{r1:.2f}** |"
-                  f" {fmt_rate(c[2])} | {fmt_rate(t[2])} | **{r2:.2f}** | {sc:.2f} | {pr} |")
+                  f" {fmt_rate(c[2])} | {fmt_rate(t[2])} | **{r2:.2f}** | {sc:.2f} | {pr} |"
+                  + (f" {fmt_rate(kr)} | {med(kr) / med(t[1]):.2f} | {med(c[1]) / med(kr):.2f} |"
+                     if kr and t[1] and c[1] else " n/a | | |"))
 
     if "train" in parts:
         print(f"\n## Training: particles/s (global batch B = {batch} centres per step), "
@@ -141,21 +160,21 @@ def main():
               "the stage's own allreduce fraction; probe: MPI_Allreduce of the same float count "
               "after a barrier (communication only), as a fraction of the mean step\n")
         print("| model | round | ranks | steps | step s | loss (fwd+bwd) s | allreduce s | optim s |"
-              " frame+windows s | allreduce % (stage) | probe ms (median) | probe % of step |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+              " frame s | windows s | allreduce % (stage) | probe ms (median) | probe % of step |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for m, r, k, tj, ev, probe in split:
             steps = ev.get("SgmTrainLoss", (0, 0, 1))[0]
             if not steps:
                 continue
             step = batch / tj["particles_per_s"] if tj["particles_per_s"] else float("nan")
             e = lambda name: ev.get(name, (0, 0.0, 1.0))  # noqa: E731
-            fw = e("SgmTrainFrame")[1] + e("SgmTrainWindows")[1]
             pm = 1e3 * med(probe) if probe else float("nan")
             pf = 100 * med(probe) / step if probe else float("nan")
             print(f"| {m} | {r} | {k} | {steps} | {step:.3g} |"
                   f" {e('SgmTrainLoss')[1] / steps:.3g} [{e('SgmTrainLoss')[2]:.2f}] |"
                   f" {e('SgmTrainAllreduce')[1] / steps:.3g} [{e('SgmTrainAllreduce')[2]:.2f}] |"
-                  f" {e('SgmTrainOptim')[1] / steps:.3g} | {fw / steps:.3g} |"
+                  f" {e('SgmTrainOptim')[1] / steps:.3g} | {e('SgmTrainFrame')[1] / steps:.3g} |"
+                  f" {e('SgmTrainWindows')[1] / steps:.3g} |"
                   f" {100 * tj['allreduce_fraction']:.2f} |"
                   f" {'' if k == 1 else f'{pm:.3g}'} | {'' if k == 1 else f'{pf:.2f}'} |")
 

@@ -13,6 +13,8 @@
  * Every result is one line "RESULT name key=value ..." (median and best over the repetitions).
  *
  * usage: bench_nn [--config big|small] [--batch B] [--reps R] [--only sgemm,optim,fwd,model]
+ *                 [--chunk C]
+ * --chunk: centres per divergence call (default 256; bench/epr/run.sh sets [model] max_batch).
  */
 #include "sgm/nn.h"
 #include "sgm/nn_optim.h"
@@ -342,7 +344,7 @@ static int want_part(const char *part)
   return !w || strstr(w, part) != NULL;
 }
 
-static void bench_model(const Config *cfg, int B, int reps)
+static void bench_model(const Config *cfg, int B, int reps, int chunk)
 {
   const int T = cfg->K + 1;
   const double sigma = 0.01;
@@ -423,8 +425,9 @@ static void bench_model(const Config *cfg, int B, int reps)
   float *psave = malloc(p->nparams * sizeof(float));
   memcpy(psave, p->params, p->nparams * sizeof(float));
   sgm_nn_transformer_destroy(&m);
-  /* ... in chunks of at most 256 centres (windows are independent): 16 MB/centre at paper size */
-  const int Bd = B < 256 ? B : 256;
+  /* ... in chunks of at most `chunk` (256) centres (windows are independent): 16 MB/centre at
+     paper size */
+  const int Bd = B < chunk ? B : chunk;
   if (sgm_nn_transformer_create_local(&tc, cfg->K, Bd, 2, 1234, &m)) exit(1);
   printf("RESULT mem_div config=%s B=%d max_tan=2 bytes=%zu bytes_per_centre=%.0f\n", cfg->name, Bd,
          sgm_nn_transformer_memory(m), (double)sgm_nn_transformer_memory(m) / Bd);
@@ -485,7 +488,7 @@ static void bench_optim(const char *kind, size_t n, double clip, int reps)
 int main(int argc, char **argv)
 {
   const Config *cfg = &BIG;
-  int B = 256, reps = 5;
+  int B = 256, reps = 5, chunk = 256;
   const char *only = "sgemm,optim,fwd,model";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--config") && i + 1 < argc) {
@@ -497,15 +500,18 @@ int main(int argc, char **argv)
       reps = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
       only = argv[++i];
+    } else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
+      chunk = atoi(argv[++i]);
     } else {
       fprintf(
           stderr,
-          "usage: %s [--config big|small] [--batch B] [--reps R] [--only sgemm,optim,fwd,model]\n",
+          "usage: %s [--config big|small] [--batch B] [--reps R] [--only sgemm,optim,fwd,model] "
+          "[--chunk C]\n",
           argv[0]);
       return 2;
     }
   }
-  if (B < 1 || reps < 1) return 2;
+  if (B < 1 || reps < 1 || chunk < 1) return 2;
   openblas_set_num_threads(1);
   printf("bench_nn: config %s (d_e=%d, L=%d, heads=%d, K=%d), B=%d, %d reps, 1 thread (%s)\n",
          cfg->name, cfg->de, cfg->n_layers, cfg->n_heads, cfg->K, B, reps, openblas_get_config());
@@ -520,7 +526,7 @@ int main(int argc, char **argv)
   size_t nparams = 0;
   if (strstr(only, "fwd")) bench_forward(cfg, B, reps, &nparams);
 #ifdef SGM_BENCH_HAVE_TRANSFORMER
-  if (strstr(only, "model")) bench_model(cfg, B, reps);
+  if (strstr(only, "model")) bench_model(cfg, B, reps, chunk);
 #else
   if (strstr(only, "model"))
     printf("bench_nn: no local transformer in this library: model skipped\n");
