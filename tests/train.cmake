@@ -8,3 +8,6 @@ add_test(NAME test_train_input_full_np2 COMMAND ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLA
          $<TARGET_FILE:test_train_input> full)
 set_tests_properties(test_train_input_full_np2 PROPERTIES LABELS "mpi;long" TIMEOUT 1200
                      PROCESSORS 2 ENVIRONMENT "${SGM_TEST_ENV}")
+# full-state kinds ([model] kind = "mlp", "transformer"): losses, provider, data-parallel train,
+# restart (the trapped-AOUP check against the exact score: --trap short, --long the full input)
+sgm_mpi_test(test_train_full SOURCES test_train_full.c RANKS 1 2 4 TIMEOUT 300)

@@ -20,8 +20,10 @@
  *            divergences exact through the model's divergence API (forward-mode JVPs).
  * Boltzmann-informed parameterisation (App. F.3.2, g part only): shat_g = -g_c + N_g, with N_g
  * the network (then div_g shat_g = -D + div_g N_g).
- * The FPE residual (eq. 24) and the composite loss (eq. 25) are not implemented: the residual
- * squares a sum over all particles, which the per-particle windows do not decompose.
+ * The FPE residual (eq. 24) and the composite loss (eq. 25) exist for the full-state networks
+ * only (sgm_full_score_loss in score_model.h; kinds "mlp" and "transformer"): the residual squares
+ * a sum over all particles, which the per-particle windows do not decompose; sgm_loss_create
+ * refuses them.
  * Nothing here communicates.
  */
 #ifndef SGM_LOSSES_H
@@ -32,7 +34,9 @@
 
 #define SGM_LOSS_LIST(X)                                                                           \
   X(DENOISE, "denoise")                                                                            \
-  X(SM, "sm")
+  X(SM, "sm")                                                                                      \
+  X(FPE, "fpe")                                                                                    \
+  X(COMPOSITE, "composite")
 
 typedef enum {
 #define SGM_X(e, s) SGM_LOSS_##e,
@@ -51,11 +55,13 @@ typedef struct {
   int antithetic;  /* denoise: +- pairs of the same noise */
   int boltzmann_g; /* s_g = -g_c + N_g */
   uint64_t seed;
+  double lambda1, lambda2; /* composite: weights of the sm and FPE terms (eq. 25); fpe: lambda2 */
 } SgmLossConfig;
 
 typedef struct SgmLoss_ *SgmLoss;
 
-/// Kind from its name ("denoise", "sm"); SGM_ERR_USER listing the names when unknown.
+/// Kind from its name ("denoise", "sm", "fpe", "composite"); SGM_ERR_USER listing the names when
+/// unknown.
 PetscErrorCode sgm_loss_kind_from_name(const char *name, SgmLossKind *kind);
 /// Name of a kind.
 const char *sgm_loss_name(SgmLossKind kind);

@@ -1,9 +1,22 @@
 /* The learned score provider "model" and the model construction it shares with `train`.
  *
- * Owns: the declaration of the [model]-table -> local transformer construction (implemented in
+ * Owns: the declaration of the [model]-table -> network construction (implemented in
  * src/score/train.c, used by the train stage and by the "model" score provider, so that the
  * network evaluated by `epr` is built exactly as it was trained and its model.h5 architecture
- * attributes match), and the create function of the "model" provider (src/epr/score_model.c).
+ * attributes match), the full-state score networks ([model] kind = "mlp" and "transformer",
+ * src/score/full_score.c: evaluation with exact per-particle divergences and the sm / FPE /
+ * composite losses, eqs. 22, 24, 25), and the create function of the "model" provider
+ * (src/epr/score_model.c).
+ *
+ * Kinds ([model] kind):
+ *   local_transformer  the per-particle transformer over K-nearest-neighbour windows (App. F.6);
+ *                      one batch element is one centre particle.
+ *   mlp                an MLP on the full state: input (x_1, g_1, x_2, g_2, ..., x_N, g_N)
+ *                      (N 2d numbers, particle-major), output (s_x^1, s_g^1, ..., s_x^N, s_g^N)
+ *                      (or s_g^i only with learn = "g"); App. F.2 (two particles on a ring).
+ *   transformer        the particle transformer over all N particles (App. E, F.5/F.6; permutation
+ *                      equivariant): tokens (x_i, g_i), output per token [s_x^i | s_g^i] or s_g^i.
+ * A full-state batch element is one whole configuration (a frame or an SDE replica).
  */
 #ifndef SGM_SCORE_MODEL_H
 #define SGM_SCORE_MODEL_H
@@ -14,21 +27,79 @@
 #include "sgm/nn_models.h"
 #include "sgm/score_provider.h"
 
-/// A local transformer built from the [model] table.
+typedef enum { SGM_SCORE_LOCAL = 0, SGM_SCORE_MLP = 1, SGM_SCORE_TRANSFORMER = 2 } SgmScoreKind;
+
+typedef struct SgmFullScore_ *SgmFullScore;
+
+/// A network built from the [model] table: the local transformer m (kind SGM_SCORE_LOCAL) or a
+/// full-state network fs (kinds SGM_SCORE_MLP, SGM_SCORE_TRANSFORMER).
 typedef struct {
-  SgmNnTransformer m;         /* owned by the caller (sgm_nn_transformer_destroy) */
+  SgmScoreKind kind;
+  SgmFullScore fs;            /* full-state kinds: owned by the caller (sgm_full_score_destroy) */
+  SgmNnTransformer m;         /* local kind: owned by the caller (sgm_nn_transformer_destroy) */
   SgmNnTransformerConfig cfg; /* its configuration */
   int K, max_batch;           /* window size and the largest batch of centres */
   int learn_x;                /* 1: output (s_x, s_g) (2 dim), 0: s_g only (dim) */
   int boltzmann;              /* 1: s_g = -g_c + network output (App. F.3.2) */
-  SgmNNAttr arch[16];         /* the architecture attributes of model.h5 */
+  SgmNNAttr arch[24];         /* the architecture attributes of model.h5 */
   int narch;
 } SgmScoreModelSpec;
 
 /// Builds the local transformer of the [model] keys for dimension `dim` (weights initialised
-/// from seed; max_tan = dim, enough for the divergences). Not collective (errors on comm).
+/// from seed; max_tan = dim, enough for the divergences). SGM_ERR_USER for another [model] kind.
+/// Not collective (errors on comm).
 PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim, uint64_t seed,
                                            SgmScoreModelSpec *ms);
+/// Builds the network of any [model] kind for n particles in dimension dim (the local kind as
+/// sgm_score_model_from_config). Not collective (errors on comm).
+PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int64_t n,
+                                     uint64_t seed, SgmScoreModelSpec *ms);
+/// The parameter slab of the spec's network.
+SgmParams *sgm_score_model_params(SgmScoreModelSpec *ms);
+/// Destroys the spec's network (either kind); accepts a spec without one.
+PetscErrorCode sgm_score_model_spec_destroy(SgmScoreModelSpec *ms);
+
+/* ---- Full-state networks (src/score/full_score.c). Serial: nothing here communicates. ---- */
+
+typedef struct {
+  SgmScoreKind kind;         /* SGM_SCORE_MLP or SGM_SCORE_TRANSFORMER */
+  int n, dim;                /* particles and spatial dimension (orientations have dim too) */
+  int learn_x;               /* 1: outputs s_x and s_g, 0: s_g only (s_x = 0) */
+  int boltzmann;             /* 1: s_g^i = -g_i + N_g^i (App. F.3.2) */
+  int max_batch;             /* configurations per forward pass */
+  int max_tan;               /* tangent directions per JVP chunk (0: automatic) */
+  SgmNnMlpConfig mlp;        /* kind mlp: hidden, depth, act (in/out widths are set here) */
+  SgmNnTransformerConfig tf; /* kind transformer: everything but dim, gdim, out_dim */
+} SgmFullScoreConfig;
+
+/// Losses of the full-state kinds, per configuration r (sums over all N particles, eq. 26):
+///   L_sm  = |s|^2 + 2 sum_i (div_{x_i} s_x^i + div_{g_i} s_g^i)   (learned parts only)
+///   R     = div b - sum_i (eps div_{x_i} s_x^i + gamma div_{g_i} s_g^i) + v.s,  v = b - D s
+///   L     = w_sm L_sm + w_fpe R^2
+/// sm: (w_sm, w_fpe) = (1, 0); fpe: (0, lambda2); composite: (lambda1, lambda2).
+typedef struct {
+  double w_sm, w_fpe;
+  double eps, gamma; /* D = diag(eps, gamma) per particle */
+} SgmFullLossWeights;
+
+/// Creates the network (weights from seed as in nn_models.h). Not collective.
+PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed, SgmFullScore *fs);
+/// Frees; accepts NULL and NULLs the handle.
+PetscErrorCode sgm_full_score_destroy(SgmFullScore *fs);
+SgmParams *sgm_full_score_params(SgmFullScore fs);
+/// Evaluates B configurations (any B >= 1, in chunks of max_batch): x, g (B, n, dim) ->
+/// sx, sg (B, n, dim) (sx = 0 when !learn_x) and the exact divergences divx, divg (B, n)
+/// (div_{x_i}.s_x^i, div_{g_i}.s_g^i; divx = 0 when !learn_x), by forward-mode JVPs with the
+/// one-hot tangents of every particle's own coordinates.
+PetscErrorCode sgm_full_score_eval(SgmFullScore fs, int B, const double *x, const double *g,
+                                   double *sx, double *sg, double *divx, double *divg);
+/// ACCUMULATES into the parameter gradients the gradient of the SUM over the B configurations of
+/// the loss w (see SgmFullLossWeights) and returns that sum in *loss_sum. bx (B, n, dim) is the
+/// x drift mu F + v0 g, divb (B) the drift divergence div b = sum_i div_{x_i} b_x^i - gamma d n;
+/// both may be NULL when w->w_fpe == 0. The residual needs s_x: w_fpe > 0 requires learn_x.
+PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w, int B,
+                                   const double *x, const double *g, const double *bx,
+                                   const double *divb, double *loss_sum);
 /// Initial halo width of the windows: [model] window_width, or 1.5 times the radius holding K + 1
 /// particles at the mean density when it is 0. Not collective.
 PetscErrorCode sgm_score_model_window_width(SgmConfig cfg, const SgmAoupParams *ap, int K,

@@ -1,5 +1,14 @@
-/* The "model" score provider: a trained local transformer (model.h5 of the `train` stage) as the
- * score of the `epr` stage.
+/* The "model" score provider: a trained network (model.h5 of the `train` stage) as the score of
+ * the `epr` stage: the local transformer, or a full-state network ([model] kind = "mlp" or
+ * "transformer").
+ *
+ * Full-state kinds: every rank's owned particles are scattered by global id into a full
+ * configuration summed by one MPI_Allreduce (n (2d + 1) doubles, the last column counts owners
+ * so that a lost or doubled particle is an error), every rank evaluates the network on it
+ * (sgm_full_score_eval: s_x, s_g and the exact per-particle divergence blocks by JVPs) and keeps
+ * its own particles' values. Redundant evaluation on every rank costs the same wall time as
+ * evaluating on one rank and broadcasting, and needs no second message; these networks are for
+ * small systems (n <= 64 in the paper).
  *
  * Owns: loading model.h5 ([epr] model, default model.h5 in the output directory) into the network
  * built from the [model] keys by the same function the train stage uses
@@ -18,19 +27,56 @@
  */
 #include "sgm/score_model.h"
 #include "sgm/core.h"
+#include "sgm/epr.h"
 #include "sgm/windows.h"
 
 #include <string.h>
 
 typedef struct {
   SgmScoreModelSpec ms;
-  SgmAoup eng; /* owns the decomposition the windows use */
+  double *fx, *fg, *fsx, *fsg, *fdx, *fdg; /* full-state kinds: (n, dim) and (n) */
+  SgmAoup eng;                             /* owns the decomposition the windows use */
   SgmWindows w;
   float *X, *G, *M, *out, *divx, *divg;
   int64_t *centres;
   double *res; /* (n, 2 dim + 2): sx, sg, divx, divg by global id */
   int64_t n;
 } ModelCtx;
+
+static PetscErrorCode full_eval(SgmScoreProvider sp, const SgmParticles *P, int64_t i0,
+                                int64_t count, double *sx, double *sg, double *divx, double *divg)
+{
+  ModelCtx *c = (ModelCtx *)sp->ctx;
+  const int D = P->dim, R = 2 * D + 1;
+  PetscFunctionBeginUser;
+  PetscCall(PetscArrayzero(c->res, c->n * R));
+  for (int64_t i = 0; i < P->nlocal; i++) {
+    const int64_t id = P->id[i];
+    PetscCheck(id >= 0 && id < c->n, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+               "score \"model\": particle id %lld outside [0, %lld)", (long long)id,
+               (long long)c->n);
+    double *r = c->res + id * R;
+    for (int a = 0; a < D; a++) r[a] = P->x[i * D + a], r[D + a] = P->g[i * D + a];
+    r[2 * D] += 1.0;
+  }
+  PetscCallMPI(
+      MPI_Allreduce(MPI_IN_PLACE, c->res, (PetscMPIInt)(c->n * R), MPI_DOUBLE, MPI_SUM, sp->comm));
+  for (int64_t id = 0; id < c->n; id++) {
+    const double *r = c->res + id * R;
+    PetscCheck(r[2 * D] == 1.0, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+               "score \"model\": particle %lld is owned by %g ranks", (long long)id, r[2 * D]);
+    for (int a = 0; a < D; a++) c->fx[id * D + a] = r[a], c->fg[id * D + a] = r[D + a];
+  }
+  PetscCall(sgm_full_score_eval(c->ms.fs, 1, c->fx, c->fg, c->fsx, c->fsg, c->fdx, c->fdg));
+  for (int64_t u = 0; u < count; u++) {
+    const int64_t id = P->id[i0 + u];
+    for (int a = 0; a < D; a++)
+      sx[u * D + a] = c->fsx[id * D + a], sg[u * D + a] = c->fsg[id * D + a];
+    divx[u] = c->fdx[id];
+    divg[u] = c->fdg[id];
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
 
 static PetscErrorCode model_eval(SgmScoreProvider sp, const SgmParticles *P, int64_t i0,
                                  int64_t count, double *sx, double *sg, double *divx, double *divg)
@@ -85,9 +131,13 @@ static PetscErrorCode model_destroy(SgmScoreProvider sp)
   if (!c) PetscFunctionReturn(PETSC_SUCCESS);
   PetscCall(sgm_windows_destroy(&c->w));
   PetscCall(sgm_aoup_destroy(&c->eng));
-  PetscCall(sgm_nn_transformer_destroy(&c->ms.m));
+  PetscCall(sgm_score_model_spec_destroy(&c->ms));
   PetscCall(PetscFree6(c->X, c->G, c->M, c->out, c->divx, c->divg));
-  PetscCall(PetscFree2(c->centres, c->res));
+  if (c->fx) {
+    PetscCall(PetscFree6(c->fx, c->fg, c->fsx, c->fsg, c->fdx, c->fdg));
+    PetscCall(PetscFree(c->res));
+  } else if (c->res)
+    PetscCall(PetscFree2(c->centres, c->res));
   PetscCall(PetscFree(sp->ctx));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -101,8 +151,6 @@ PetscErrorCode sgm_score_model_create(SgmScoreProvider sp, SgmConfig cfg)
   double width;
   PetscFunctionBeginUser;
   PetscCheck(cfg, sp->comm, SGM_ERR_USER, "score \"model\" needs the input's [model] keys");
-  PetscCheck(p->periodic, sp->comm, SGM_ERR_USER,
-             "score \"model\": windows need a periodic box ([system] boundary = \"periodic\")");
   PetscCall(sgm_config_is_set(cfg, "epr.model", &set));
   if (set) {
     const char *s;
@@ -120,11 +168,23 @@ PetscErrorCode sgm_score_model_create(SgmScoreProvider sp, SgmConfig cfg)
   sp->destroy = model_destroy;
   sp->range = 0.0; /* the windows grow their own halo */
   c->n = p->n;
-  PetscCall(sgm_score_model_from_config(sp->comm, cfg, p->dim, p->seed, &c->ms));
+  PetscCall(sgm_score_model_build(sp->comm, cfg, p->dim, p->n, p->seed, &c->ms));
+  if (c->ms.fs) {
+    const size_t nd = (size_t)p->n * p->dim;
+    sp->eval = full_eval;
+    PetscCall(sgm_epr_load_weights(sp->comm, cfg, path, sgm_score_model_params(&c->ms), c->ms.narch,
+                                   c->ms.arch));
+    PetscCall(PetscMalloc6(nd, &c->fx, nd, &c->fg, nd, &c->fsx, nd, &c->fsg, (size_t)p->n, &c->fdx,
+                           (size_t)p->n, &c->fdg));
+    PetscCall(PetscMalloc1((size_t)p->n * (2 * p->dim + 1), &c->res));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
+  PetscCheck(p->periodic, sp->comm, SGM_ERR_USER,
+             "score \"model\": windows need a periodic box ([system] boundary = \"periodic\")");
   PetscCheck(c->ms.K < p->n, sp->comm, SGM_ERR_USER,
              "score \"model\": [model] K = %d needs N > K (N = %lld)", c->ms.K, (long long)p->n);
-  PetscCall(sgm_nn_load(sp->comm, path, sgm_nn_transformer_params(c->ms.m), c->ms.narch, c->ms.arch,
-                        NULL));
+  PetscCall(sgm_epr_load_weights(sp->comm, cfg, path, sgm_nn_transformer_params(c->ms.m),
+                                 c->ms.narch, c->ms.arch));
   PetscCall(sgm_aoup_create(sp->comm, p, &c->eng));
   PetscCall(sgm_score_model_window_width(cfg, p, c->ms.K, &width));
   PetscCall(sgm_windows_create(sp->comm, &c->eng->decomp, c->ms.K, width, &c->w));

@@ -28,6 +28,8 @@
 #include "sgm/train.h"
 #include "sgm/aoup.h"
 #include "sgm/core.h"
+#include "sgm/epr.h"
+#include "sgm/epr_io.h"
 #include "sgm/h5md.h"
 #include "sgm/losses.h"
 #include "sgm/nn_io.h"
@@ -119,7 +121,7 @@ PetscErrorCode sgm_train_check_params(MPI_Comm comm, const SgmParams *p, uint64_
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-enum { NARCH = 16, NHYPER = 16 };
+enum { NARCH = 24, NHYPER = 20 };
 
 typedef struct {
   SgmRun *run;
@@ -139,6 +141,17 @@ typedef struct {
   int64_t *ids, *centres, *pairs;
   double *fx, *fg;
   double *log; /* (steps, 3): loss, lr, grad norm */
+  /* full-state kinds (mlp, transformer): a batch element is a whole configuration */
+  SgmScoreKind kind;
+  SgmFullScore fs;
+  SgmFullLossWeights fw;
+  int need_drift;        /* the loss needs b_x and div b */
+  int64_t j0, nj;        /* this rank's configurations [j0, j0 + nj) of every step */
+  double *cx, *cg, *cbx; /* offline cache (nframes, n, dim) of positions, orientations, drift */
+  double *cdivb;         /* offline cache (nframes) of div b */
+  double *bx, *bg, *bbx; /* batch staging (nj, n, dim) */
+  double *bdivb, *dbx;   /* (nj), per-particle drift divergence (n) */
+  SgmAoup *reps;         /* online: this rank's nj replicas (PETSC_COMM_SELF engines) */
   SgmNNAttr arch[NARCH], hyper[NHYPER];
   int narch, nhyper;
 } Trainer;
@@ -153,6 +166,11 @@ PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim
   PetscFunctionBeginUser;
   memset(&c, 0, sizeof c);
   memset(ms, 0, sizeof *ms);
+  PetscCall(sgm_config_get_string(cfg, "model.kind", &s));
+  PetscCheck(!strcmp(s, "local_transformer"), comm, SGM_ERR_USER,
+             "[model] kind = \"%s\": this needs the local transformer (kind = "
+             "\"local_transformer\")",
+             s);
   c.dim = dim, c.gdim = dim;
   PetscCall(sgm_config_get_string(cfg, "model.learn", &s));
   ms->learn_x = !strcmp(s, "xg");
@@ -211,6 +229,107 @@ PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+static SgmNnAct act_from_name(const char *act)
+{
+  return !strcmp(act, "silu")   ? SGM_NN_ACT_SILU
+         : !strcmp(act, "relu") ? SGM_NN_ACT_RELU
+                                : SGM_NN_ACT_GELU;
+}
+
+PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int64_t n,
+                                     uint64_t seed, SgmScoreModelSpec *ms)
+{
+  const char *kind, *learn, *act;
+  int64_t v;
+  PetscBool b;
+  SgmFullScoreConfig fc;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+  if (!strcmp(kind, "local_transformer")) {
+    PetscCall(sgm_score_model_from_config(comm, cfg, dim, seed, ms));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
+  memset(ms, 0, sizeof *ms);
+  memset(&fc, 0, sizeof fc);
+  PetscCheck(n >= 1 && n <= 1 << 20, comm, SGM_ERR_USER,
+             "[model] kind = \"%s\" works on the full state: N = %lld is out of range", kind,
+             (long long)n);
+  fc.n = (int)n, fc.dim = dim;
+  PetscCall(sgm_config_get_string(cfg, "model.learn", &learn));
+  fc.learn_x = ms->learn_x = !strcmp(learn, "xg");
+  PetscCall(sgm_config_get_bool(cfg, "model.boltzmann", &b));
+  fc.boltzmann = ms->boltzmann = (int)b;
+  PetscCall(sgm_config_get_int(cfg, "model.max_batch", &v));
+  fc.max_batch = ms->max_batch = (int)v;
+  PetscCall(sgm_config_get_string(cfg, "model.activation", &act));
+  int na = 0;
+  ms->arch[na++] = SGM_NN_ATTR_S("kind", kind);
+  ms->arch[na++] = SGM_NN_ATTR_I("dim", dim);
+  ms->arch[na++] = SGM_NN_ATTR_I("n", n);
+  ms->arch[na++] = SGM_NN_ATTR_S("activation", act);
+  ms->arch[na++] = SGM_NN_ATTR_S("learn", ms->learn_x ? "xg" : "g");
+  ms->arch[na++] = SGM_NN_ATTR_I("boltzmann", ms->boltzmann);
+  if (!strcmp(kind, "mlp")) {
+    ms->kind = fc.kind = SGM_SCORE_MLP;
+    fc.mlp.act = act_from_name(act);
+    PetscCall(sgm_config_get_int(cfg, "model.hidden", &v));
+    fc.mlp.hidden = (int)v;
+    PetscCall(sgm_config_get_int(cfg, "model.depth", &v));
+    fc.mlp.depth = (int)v;
+    ms->arch[na++] = SGM_NN_ATTR_I("hidden", fc.mlp.hidden);
+    ms->arch[na++] = SGM_NN_ATTR_I("depth", fc.mlp.depth);
+  } else {
+    SgmNnTransformerConfig *c = &fc.tf;
+    ms->kind = fc.kind = SGM_SCORE_TRANSFORMER;
+    c->act = act_from_name(act);
+    PetscCall(sgm_config_get_int(cfg, "model.d_e", &v));
+    c->d_model = (int)v;
+    PetscCall(sgm_config_get_int(cfg, "model.layers", &v));
+    c->n_layers = (int)v;
+    PetscCall(sgm_config_get_int(cfg, "model.heads", &v));
+    c->n_heads = (int)v;
+    PetscCall(sgm_config_get_int(cfg, "model.mlp_hidden", &v));
+    c->mlp_hidden = (int)v;
+    PetscCall(sgm_config_get_int(cfg, "model.embed_hidden", &v));
+    c->embed_hidden = (int)v;
+    PetscCall(sgm_config_get_int(cfg, "model.embed_depth", &v));
+    c->embed_depth = (int)v;
+    PetscCall(sgm_config_get_int(cfg, "model.dec_hidden", &v));
+    c->dec_hidden = (int)v;
+    PetscCall(sgm_config_get_int(cfg, "model.dec_depth", &v));
+    c->dec_depth = (int)v;
+    PetscCheck(c->d_model % 2 == 0, comm, SGM_ERR_USER, "[model] d_e must be even (got %d)",
+               c->d_model);
+    PetscCheck(c->d_model % c->n_heads == 0, comm, SGM_ERR_USER,
+               "[model] heads = %d must divide d_e = %d", c->n_heads, c->d_model);
+    ms->arch[na++] = SGM_NN_ATTR_I("d_e", c->d_model);
+    ms->arch[na++] = SGM_NN_ATTR_I("layers", c->n_layers);
+    ms->arch[na++] = SGM_NN_ATTR_I("heads", c->n_heads);
+    ms->arch[na++] = SGM_NN_ATTR_I("mlp_hidden", c->mlp_hidden);
+    ms->arch[na++] = SGM_NN_ATTR_I("embed_hidden", c->embed_hidden);
+    ms->arch[na++] = SGM_NN_ATTR_I("embed_depth", c->embed_depth);
+    ms->arch[na++] = SGM_NN_ATTR_I("dec_hidden", c->dec_hidden);
+    ms->arch[na++] = SGM_NN_ATTR_I("dec_depth", c->dec_depth);
+    ms->cfg = *c;
+  }
+  ms->narch = na;
+  PetscCall(sgm_full_score_create(&fc, seed, &ms->fs));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+SgmParams *sgm_score_model_params(SgmScoreModelSpec *ms)
+{
+  return ms->fs ? sgm_full_score_params(ms->fs) : sgm_nn_transformer_params(ms->m);
+}
+
+PetscErrorCode sgm_score_model_spec_destroy(SgmScoreModelSpec *ms)
+{
+  PetscFunctionBeginUser;
+  PetscCall(sgm_full_score_destroy(&ms->fs));
+  PetscCall(sgm_nn_transformer_destroy(&ms->m));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_score_model_window_width(SgmConfig cfg, const SgmAoupParams *ap, int K,
                                             double *width)
 {
@@ -227,9 +346,12 @@ static PetscErrorCode model_from_config(Trainer *t)
 {
   SgmScoreModelSpec ms;
   PetscFunctionBeginUser;
-  PetscCall(sgm_score_model_from_config(t->run->comm, t->run->cfg, t->ap.dim, t->run->seed, &ms));
+  PetscCall(
+      sgm_score_model_build(t->run->comm, t->run->cfg, t->ap.dim, t->ap.n, t->run->seed, &ms));
+  t->kind = ms.kind;
   t->m = ms.m;
-  t->par = sgm_nn_transformer_params(t->m);
+  t->fs = ms.fs;
+  t->par = sgm_score_model_params(&ms);
   t->K = ms.K;
   t->max_batch = ms.max_batch;
   t->lc.learn_x = ms.learn_x, t->lc.learn_g = 1;
@@ -273,6 +395,8 @@ static PetscErrorCode optim_from_config(Trainer *t)
   t->hyper[n++] = SGM_NN_ATTR_R("sigma", t->lc.sigma);
   t->hyper[n++] = SGM_NN_ATTR_I("noise_x", t->lc.noise_x);
   t->hyper[n++] = SGM_NN_ATTR_I("antithetic", t->lc.antithetic);
+  t->hyper[n++] = SGM_NN_ATTR_R("lambda1", t->lc.lambda1);
+  t->hyper[n++] = SGM_NN_ATTR_R("lambda2", t->lc.lambda2);
   t->hyper[n++] = SGM_NN_ATTR_I("steps", t->steps);
   t->hyper[n++] = SGM_NN_ATTR_I("batch", t->batch);
   t->hyper[n++] = SGM_NN_ATTR_S("optimizer", name);
@@ -461,6 +585,233 @@ static PetscErrorCode online_advance(Trainer *t)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* ---- Full-state kinds: a batch element is a whole configuration. ----
+ * Configuration j of step `step` is, offline, the frame sgm_train_frame(seed, step * batch + j)
+ * and, online, replica j (an independent copy of the system on PETSC_COMM_SELF with its own noise
+ * seed, advanced sde_steps steps before every optimiser step); rank r evaluates the configurations
+ * of its block [j0, j0 + nj) of [0, batch), so the global batch does not depend on the number of
+ * ranks (only the float summation order of the gradient does). */
+
+static void block_of(int64_t n, int size, int rank, int64_t *start, int64_t *count)
+{
+  const int64_t q = n / size, r = n % size;
+  *start = rank * q + (rank < r ? rank : r);
+  *count = q + (rank < r ? 1 : 0);
+}
+
+/* Noise seed of replica j: a bijective mix of (seed, j). */
+static uint64_t replica_seed(uint64_t seed, int64_t j)
+{
+  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (uint64_t)(j + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+/* Positions (canonical), orientations and, when the loss needs them, drift b_x = mu F - mu A x +
+ * v0 g and div b of the engine's state into row u of the arrays, in global-id order. */
+static PetscErrorCode full_extract(Trainer *t, SgmAoup e, double *x, double *g, double *bx,
+                                   double *divb)
+{
+  const int D = t->ap.dim;
+  const SgmParticles *P = &e->part;
+  PetscFunctionBeginUser;
+  PetscCheck(P->nlocal == t->ap.n, PETSC_COMM_SELF, PETSC_ERR_PLIB, "replica holds %lld of %lld",
+             (long long)P->nlocal, (long long)t->ap.n);
+  if (t->need_drift) {
+    PetscCall(sgm_aoup_forces(e));
+    PetscCall(sgm_epr_drift_divergence(e, t->dbx));
+  }
+  double db = -t->ap.gamma * D * (double)t->ap.n;
+  for (int64_t i = 0; i < P->nlocal; i++) {
+    const int64_t id = P->id[i];
+    for (int a = 0; a < D; a++) {
+      x[id * D + a] = P->x[i * D + a];
+      g[id * D + a] = P->g[i * D + a];
+      if (t->need_drift) bx[id * D + a] = P->f[i * D + a] + t->ap.v0 * P->g[i * D + a];
+    }
+    if (t->need_drift) db += t->dbx[i];
+  }
+  if (t->need_drift) *divb = db;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Offline: every frame (canonical positions, and the drift when needed) in memory on every rank. */
+static PetscErrorCode full_cache_frames(Trainer *t)
+{
+  const int D = t->ap.dim;
+  const int64_t n = t->ap.n, F = t->nframes, blk = 64;
+  const size_t row = (size_t)n * D;
+  SgmAoup e;
+  double *x, *g;
+  int64_t *st;
+  PetscFunctionBeginUser;
+  const double bytes = (double)F * (double)row * 8.0 * (t->need_drift ? 3 : 2);
+  PetscCheck(bytes < 4e9, t->run->comm, SGM_ERR_USER,
+             "train: full-state kinds keep the %lld frames in memory (%.3g GB); use fewer frames",
+             (long long)F, bytes / 1e9);
+  PetscCall(PetscMalloc2(F * row, &t->cx, F * row, &t->cg));
+  if (t->need_drift) PetscCall(PetscMalloc2(F * row, &t->cbx, F, &t->cdivb));
+  PetscCall(PetscMalloc3(blk * row, &x, blk * row, &g, blk, &st));
+  PetscCall(sgm_aoup_create(PETSC_COMM_SELF, &t->ap, &e));
+  for (int64_t f0 = 0; f0 < F; f0 += blk) {
+    const int64_t nb = PetscMin(blk, F - f0);
+    PetscCall(sgm_epr_read_frames(t->run->comm, t->traj_path, t->group, f0, 1, nb, D, n, x, g, st));
+    for (int64_t k = 0; k < nb; k++) {
+      const int64_t f = f0 + k;
+      PetscCall(sgm_aoup_set_state(e, n, t->ids, x + k * row, g + k * row, st[k]));
+      PetscCall(full_extract(t, e, t->cx + f * row, t->cg + f * row,
+                             t->need_drift ? t->cbx + f * row : NULL,
+                             t->need_drift ? t->cdivb + f : NULL));
+    }
+  }
+  PetscCall(sgm_aoup_destroy(&e));
+  PetscCall(PetscFree3(x, g, st));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Online: this rank's replicas, from train_state.h5 (resume), from frames of the trajectory, or
+ * from random placements followed by online_equil steps. */
+static PetscErrorCode full_online_start(Trainer *t, PetscBool resume)
+{
+  SgmConfig cfg = t->run->cfg;
+  const int D = t->ap.dim;
+  const int64_t n = t->ap.n, row = n * D;
+  const char *init;
+  double *x = NULL, *g = NULL;
+  SgmCheckpointHeader h;
+  PetscFunctionBeginUser;
+  PetscCall(PetscCalloc1(t->nj + 1, &t->reps));
+  PetscCall(sgm_config_get_string(cfg, "train.online_init", &init));
+  if (resume) {
+    char path[PETSC_MAX_PATH_LEN];
+    PetscCall(sgm_run_path(t->run, "train_state.h5", path, sizeof path));
+    PetscCall(sgm_checkpoint_read(t->run->comm, path, &h, &x, &g));
+    PetscCheck(h.n == t->batch * n && h.dim == D, t->run->comm, SGM_ERR_USER,
+               "train restart: %s holds another set of replicas", path);
+  } else if (!strcmp(init, "trajectory")) {
+    PetscCall(PetscMalloc2(row, &x, row, &g));
+  }
+  for (int64_t u = 0; u < t->nj; u++) {
+    const int64_t j = t->j0 + u;
+    SgmAoupParams ap = t->ap;
+    ap.seed = replica_seed(t->ap.seed, j);
+    PetscCall(sgm_aoup_create(PETSC_COMM_SELF, &ap, &t->reps[u]));
+    if (resume) {
+      PetscCall(sgm_aoup_set_state(t->reps[u], n, t->ids, x + j * row, g + j * row, h.step));
+    } else if (!strcmp(init, "trajectory")) {
+      int64_t fstep;
+      const int64_t f = sgm_train_frame(t->run->seed, j, t->nframes);
+      PetscCall(sgm_epr_read_frames(PETSC_COMM_SELF, t->traj_path, t->group, f, 1, 1, D, n, x, g,
+                                    &fstep));
+      /* step 0: every replica's step counter is the same (train_state.h5 stores one) */
+      (void)fstep;
+      PetscCall(sgm_aoup_set_state(t->reps[u], n, t->ids, x, g, 0));
+    } else {
+      int64_t relax, equil;
+      PetscCall(sgm_config_get_int(cfg, "simulate.relax_steps", &relax));
+      PetscCall(sgm_config_get_int(cfg, "train.online_equil", &equil));
+      PetscCall(sgm_aoup_init_random(t->reps[u], (int)relax));
+      for (int64_t i = 0; i < equil; i++) PetscCall(sgm_aoup_step(t->reps[u]));
+    }
+  }
+  if (resume) {
+    PetscCall(PetscFree(x));
+    PetscCall(PetscFree(g));
+  } else if (x)
+    PetscCall(PetscFree2(x, g));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Online: the replicas' states as one checkpoint of batch * n rows (replica j: rows j n ...). */
+static PetscErrorCode full_save_state(Trainer *t)
+{
+  const int D = t->ap.dim;
+  const int64_t n = t->ap.n, row = n * D;
+  char tmp[PETSC_MAX_PATH_LEN];
+  int64_t step = 0;
+  PetscFunctionBeginUser;
+  for (int64_t u = 0; u < t->nj; u++) {
+    const SgmParticles *P = &t->reps[u]->part;
+    step = t->reps[u]->step;
+    for (int64_t i = 0; i < P->nlocal; i++)
+      for (int a = 0; a < D; a++) {
+        t->bx[u * row + P->id[i] * D + a] = P->x[i * D + a];
+        t->bg[u * row + P->id[i] * D + a] = P->g[i * D + a];
+      }
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &step, 1, MPIU_INT64, MPI_MAX, t->run->comm));
+  SgmCheckpointHeader h = {step, 0, t->ap.seed, D, t->batch * n};
+  PetscCall(sgm_run_tmp_path(t->run, "train_state.h5", tmp, sizeof tmp));
+  PetscCall(sgm_checkpoint_write(t->run->comm, tmp, &h, t->j0 * n, t->nj * n, t->bx, t->bg,
+                                 sgm_config_resolved_toml(t->run->cfg)));
+  PetscCall(sgm_run_commit_file(t->run, "train_state.h5"));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode full_setup(Trainer *t, PetscBool resume)
+{
+  PetscMPIInt rank, size;
+  const int64_t row = t->ap.n * t->ap.dim;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(t->run->comm, &rank));
+  PetscCallMPI(MPI_Comm_size(t->run->comm, &size));
+  block_of(t->batch, size, rank, &t->j0, &t->nj);
+  t->need_drift = t->fw.w_fpe != 0.0;
+  PetscCall(
+      PetscMalloc3(t->nj * row + 1, &t->bx, t->nj * row + 1, &t->bg, t->nj * row + 1, &t->bbx));
+  PetscCall(PetscMalloc2(t->nj + 1, &t->bdivb, t->ap.n, &t->dbx));
+  if (t->online)
+    PetscCall(full_online_start(t, resume));
+  else
+    PetscCall(full_cache_frames(t));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* One step's configurations of this rank and their loss and gradient. */
+static PetscErrorCode full_step(Trainer *t, int64_t step, double *lsum)
+{
+  const int64_t row = t->ap.n * t->ap.dim;
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(ev_frame, 0, 0, 0, 0));
+  for (int64_t u = 0; u < t->nj; u++) {
+    if (t->online) {
+      for (int64_t i = 0; i < t->sde_steps; i++) PetscCall(sgm_aoup_step(t->reps[u]));
+      PetscCall(full_extract(t, t->reps[u], t->bx + u * row, t->bg + u * row, t->bbx + u * row,
+                             t->bdivb + u));
+    } else {
+      const int64_t f = sgm_train_frame(t->run->seed, step * t->batch + t->j0 + u, t->nframes);
+      PetscCall(PetscArraycpy(t->bx + u * row, t->cx + f * row, row));
+      PetscCall(PetscArraycpy(t->bg + u * row, t->cg + f * row, row));
+      if (t->need_drift) {
+        PetscCall(PetscArraycpy(t->bbx + u * row, t->cbx + f * row, row));
+        t->bdivb[u] = t->cdivb[f];
+      }
+    }
+  }
+  PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
+  *lsum = 0.0;
+  if (t->nj > 0)
+    PetscCall(sgm_full_score_loss(t->fs, &t->fw, (int)t->nj, t->bx, t->bg,
+                                  t->need_drift ? t->bbx : NULL, t->need_drift ? t->bdivb : NULL,
+                                  lsum));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode full_destroy(Trainer *t)
+{
+  PetscFunctionBeginUser;
+  PetscCall(sgm_full_score_destroy(&t->fs));
+  if (t->reps)
+    for (int64_t u = 0; u < t->nj; u++) PetscCall(sgm_aoup_destroy(&t->reps[u]));
+  PetscCall(PetscFree(t->reps));
+  PetscCall(PetscFree2(t->cx, t->cg));
+  PetscCall(PetscFree2(t->cbx, t->cdivb));
+  PetscCall(PetscFree3(t->bx, t->bg, t->bbx));
+  PetscCall(PetscFree2(t->bdivb, t->dbx));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static PetscErrorCode save(Trainer *t, const char *name, int64_t nlog)
 {
   char path[PETSC_MAX_PATH_LEN];
@@ -471,7 +822,10 @@ static PetscErrorCode save(Trainer *t, const char *name, int64_t nlog)
   PetscCall(
       sgm_nn_save(t->run->comm, path, t->par, t->narch, t->arch, t->nhyper, t->hyper, t->opt));
   PetscCall(write_log(t, nlog));
-  if (t->online) PetscCall(save_state(t));
+  if (t->online && t->fs)
+    PetscCall(full_save_state(t));
+  else if (t->online)
+    PetscCall(save_state(t));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -498,6 +852,7 @@ static PetscErrorCode trainer_destroy(Trainer *t)
   PetscFunctionBeginUser;
   PetscCall(sgm_loss_destroy(&t->loss));
   PetscCall(sgm_optim_destroy(&t->opt));
+  PetscCall(full_destroy(t));
   PetscCall(sgm_nn_transformer_destroy(&t->m));
   PetscCall(sgm_windows_destroy(&t->w));
   PetscCall(sgm_aoup_destroy(&t->s));
@@ -515,7 +870,7 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   const char *lname;
   PetscBool b, set;
   int64_t ckpt_every, log_every, stop_after, start = 0;
-  int need_traj;
+  int need_traj, full;
   double width;
   PetscFunctionBeginUser;
   PetscCall(train_log_init());
@@ -523,7 +878,12 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   t.run = run;
   t.cur_frame = -1;
   PetscCall(sgm_aoup_params_from_config(cfg, run->seed, &t.ap));
-  PetscCheck(t.ap.periodic, comm, SGM_ERR_USER,
+  {
+    const char *kind;
+    PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+    full = strcmp(kind, "local_transformer") != 0;
+  }
+  PetscCheck(full || t.ap.periodic, comm, SGM_ERR_USER,
              "train: windows need a periodic box ([system] boundary = \"periodic\")");
   PetscCall(sgm_config_get_string(cfg, "train.loss", &lname));
   PetscCall(sgm_loss_kind_from_name(lname, &t.lc.kind));
@@ -532,6 +892,8 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   t.lc.noise_x = (int)b;
   PetscCall(sgm_config_get_bool(cfg, "train.antithetic", &b));
   t.lc.antithetic = (int)b;
+  PetscCall(sgm_config_get_real(cfg, "train.lambda1", &t.lc.lambda1));
+  PetscCall(sgm_config_get_real(cfg, "train.lambda2", &t.lc.lambda2));
   PetscCall(sgm_config_get_int(cfg, "train.steps", &t.steps));
   PetscCall(sgm_config_get_int(cfg, "train.batch", &t.batch));
   PetscCall(sgm_config_get_int(cfg, "train.checkpoint_every", &ckpt_every));
@@ -549,8 +911,14 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   }
   t.lc.dim = t.ap.dim;
   t.lc.seed = run->seed;
-  PetscCheck(t.batch <= t.ap.n, comm, SGM_ERR_USER, "[train] batch = %lld exceeds N = %lld",
+  PetscCheck(full || t.batch <= t.ap.n, comm, SGM_ERR_USER, "[train] batch = %lld exceeds N = %lld",
              (long long)t.batch, (long long)t.ap.n);
+  PetscCheck(!full || t.lc.kind != SGM_LOSS_DENOISE, comm, SGM_ERR_USER,
+             "train: the full-state kinds (mlp, transformer) take loss = \"sm\", \"fpe\" or "
+             "\"composite\", not \"denoise\"");
+  t.fw.eps = t.ap.eps, t.fw.gamma = t.ap.gamma;
+  t.fw.w_sm = t.lc.kind == SGM_LOSS_SM ? 1.0 : t.lc.kind == SGM_LOSS_COMPOSITE ? t.lc.lambda1 : 0.0;
+  t.fw.w_fpe = t.lc.kind == SGM_LOSS_FPE || t.lc.kind == SGM_LOSS_COMPOSITE ? t.lc.lambda2 : 0.0;
   PetscCall(sgm_config_is_set(cfg, "train.trajectory", &set));
   if (set) {
     PetscCall(sgm_config_get_string(cfg, "train.trajectory", &t.traj));
@@ -590,10 +958,14 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
 
   PetscCall(model_from_config(&t));
   PetscCall(optim_from_config(&t));
-  PetscCall(sgm_loss_create(&t.lc, t.m, t.K, t.max_batch, &t.loss));
-  PetscCall(sgm_aoup_create(comm, &t.ap, &t.s));
-  PetscCall(sgm_score_model_window_width(cfg, &t.ap, t.K, &width));
-  PetscCall(sgm_windows_create(comm, &t.s->decomp, t.K, width, &t.w));
+  PetscCheck(!full || t.lc.learn_x || t.fw.w_fpe == 0.0, comm, SGM_ERR_USER,
+             "train: loss \"%s\" needs s_x: set [model] learn = \"xg\"", lname);
+  if (!full) {
+    PetscCall(sgm_loss_create(&t.lc, t.m, t.K, t.max_batch, &t.loss));
+    PetscCall(sgm_aoup_create(comm, &t.ap, &t.s));
+    PetscCall(sgm_score_model_window_width(cfg, &t.ap, t.K, &width));
+    PetscCall(sgm_windows_create(comm, &t.s->decomp, t.K, width, &t.w));
+  }
   PetscCall(PetscMalloc4(t.ap.n, &t.ids, t.ap.n, &t.centres, t.ap.n * t.ap.dim, &t.fx,
                          t.ap.n * t.ap.dim, &t.fg));
   PetscCall(PetscMalloc1(2 * t.ap.n, &t.pairs));
@@ -608,9 +980,20 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     PetscCall(read_log(&t, start));
     PetscCall(sgm_log(comm, "train: restarting from %s at step %lld\n", ckpt, (long long)start));
   }
-  if (t.online) PetscCall(online_start(&t, resume));
+  if (full)
+    PetscCall(full_setup(&t, resume));
+  else if (t.online)
+    PetscCall(online_start(&t, resume));
   PetscCall(sgm_train_check_params(comm, t.par, NULL));
-  if (t.online)
+  if (full)
+    PetscCall(sgm_log(comm,
+                      "train: %s, %s loss, full-state %s over N = %lld, %zu parameters, %lld steps "
+                      "of %lld configurations%s\n",
+                      t.online ? "online" : "offline", lname,
+                      t.kind == SGM_SCORE_MLP ? "MLP" : "particle transformer", (long long)t.ap.n,
+                      t.par->nparams, (long long)t.steps, (long long)t.batch,
+                      t.online ? " (SDE replicas)" : " (stored frames)"));
+  else if (t.online)
     PetscCall(
         sgm_log(comm,
                 "train: online, %s loss, local transformer K = %d, %zu parameters, %lld steps "
@@ -625,35 +1008,41 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
                       (long long)t.nframes, t.traj_path));
 
   SgmProgress prog;
-  PetscCall(
-      sgm_progress_create(comm, "train", t.steps - start, (double)t.batch, "particles", &prog));
+  const double per_step = full ? (double)t.batch * (double)t.ap.n : (double)t.batch;
+  PetscCall(sgm_progress_create(comm, "train", t.steps - start, per_step, "particles", &prog));
   double t_total = 0, t_allreduce = 0, loss = NAN;
   PetscBool stop = PETSC_FALSE;
   int64_t step = start, done = 0;
   const int64_t nparams = (int64_t)t.par->nparams;
   while (step < t.steps) {
     const double t0 = MPI_Wtime();
-    if (t.online)
-      PetscCall(online_advance(&t));
-    else
-      PetscCall(load_frame(&t, sgm_train_frame(run->seed, step, t.nframes)));
-    const SgmParticles *p;
-    PetscCall(sgm_windows_get(t.w, NULL, NULL, NULL, &p));
-    int64_t nb = 0;
-    for (int64_t a = 0; a < p->nlocal; a++)
-      if (sgm_train_in_batch(run->seed, step, (uint64_t)p->id[a], t.ap.n, t.batch)) {
-        t.pairs[2 * nb] = p->id[a], t.pairs[2 * nb + 1] = a;
-        nb++;
-      }
-    /* centres in global-id order: the gradient sums do not depend on the local particle order
-     * (which migration history sets in online mode) */
-    qsort(t.pairs, (size_t)nb, 2 * sizeof(int64_t), cmp_id);
-    for (int64_t c = 0; c < nb; c++) t.centres[c] = t.pairs[2 * c + 1];
-    sgm_nn_params_zero_grad(t.par);
     double lsum;
-    PetscCall(PetscLogEventBegin(ev_loss, 0, 0, 0, 0));
-    PetscCall(sgm_loss_eval(t.loss, t.w, nb, t.centres, step, &lsum));
-    PetscCall(PetscLogEventEnd(ev_loss, 0, 0, 0, 0));
+    sgm_nn_params_zero_grad(t.par);
+    if (full) {
+      PetscCall(PetscLogEventBegin(ev_loss, 0, 0, 0, 0));
+      PetscCall(full_step(&t, step, &lsum));
+      PetscCall(PetscLogEventEnd(ev_loss, 0, 0, 0, 0));
+    } else {
+      if (t.online)
+        PetscCall(online_advance(&t));
+      else
+        PetscCall(load_frame(&t, sgm_train_frame(run->seed, step, t.nframes)));
+      const SgmParticles *p;
+      PetscCall(sgm_windows_get(t.w, NULL, NULL, NULL, &p));
+      int64_t nb = 0;
+      for (int64_t a = 0; a < p->nlocal; a++)
+        if (sgm_train_in_batch(run->seed, step, (uint64_t)p->id[a], t.ap.n, t.batch)) {
+          t.pairs[2 * nb] = p->id[a], t.pairs[2 * nb + 1] = a;
+          nb++;
+        }
+      /* centres in global-id order: the gradient sums do not depend on the local particle order
+       * (which migration history sets in online mode) */
+      qsort(t.pairs, (size_t)nb, 2 * sizeof(int64_t), cmp_id);
+      for (int64_t c = 0; c < nb; c++) t.centres[c] = t.pairs[2 * c + 1];
+      PetscCall(PetscLogEventBegin(ev_loss, 0, 0, 0, 0));
+      PetscCall(sgm_loss_eval(t.loss, t.w, nb, t.centres, step, &lsum));
+      PetscCall(PetscLogEventEnd(ev_loss, 0, 0, 0, 0));
+    }
     PetscCall(PetscLogEventBegin(ev_allreduce, 0, 0, 0, 0));
     const double ta = MPI_Wtime();
     PetscCallMPI(
@@ -686,7 +1075,7 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     stop = PETSC_FALSE;
   }
   PetscCall(sgm_progress_destroy(&prog));
-  const double rate = t_total > 0 ? (double)done * (double)t.batch / t_total : 0.0;
+  const double rate = t_total > 0 ? (double)done * per_step / t_total : 0.0;
   if (stop) {
     PetscCall(save(&t, "train_checkpoint.h5", step));
     PetscCall(sgm_log(comm,
@@ -699,9 +1088,9 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     PetscMPIInt rank;
     PetscCallMPI(MPI_Comm_rank(comm, &rank));
     if (rank == 0) (void)remove(ckpt); /* a finished run has nothing to resume */
-    double w;
-    int64_t ngrow;
-    sgm_windows_width(t.w, &w, &ngrow);
+    double w = 0.0;
+    int64_t ngrow = 0;
+    if (t.w) sgm_windows_width(t.w, &w, &ngrow);
     PetscCall(sgm_log(comm,
                       "train: done, final loss %.6g, %.4g particles/s, allreduce %.1f%%, "
                       "window halo %.3g (grown %lld times)\n",

@@ -7,8 +7,16 @@
 #include <string.h>
 
 static const SgmKeySpec model_keys[] = {
-    {"kind", SGM_KEY_STRING, "\"local_transformer\"", 0, -INFINITY, INFINITY, "local_transformer",
-     "", "Score network: the per-particle transformer over K-nearest-neighbour windows (App. F.6)"},
+    {"kind", SGM_KEY_STRING, "\"local_transformer\"", 0, -INFINITY, INFINITY,
+     "local_transformer|mlp|transformer", "",
+     "Score network: the per-particle transformer over K-nearest-neighbour windows (App. F.6); "
+     "an MLP on the full state of all N particles (App. F.2, keys hidden, depth); or the particle "
+     "transformer over all N particles (App. E/F.5, keys d_e ... dec_depth). The full-state kinds "
+     "train on whole configurations ([train] batch counts configurations) and allow open "
+     "boundaries"},
+    {"hidden", SGM_KEY_INT, "256", 0, 1, 1 << 20, NULL, "",
+     "kind = \"mlp\": width of each hidden layer"},
+    {"depth", SGM_KEY_INT, "4", 0, 1, 1024, NULL, "", "kind = \"mlp\": number of hidden layers"},
     {"d_e", SGM_KEY_INT, "256", 0, 2, 65536, NULL, "", "Embedding width d_e (even)"},
     {"layers", SGM_KEY_INT, "4", 0, 1, 1024, NULL, "", "Encoder blocks L"},
     {"heads", SGM_KEY_INT, "4", 0, 1, 1024, NULL, "", "Attention heads (divide d_e)"},
@@ -45,7 +53,8 @@ static const SgmKeySpec train_keys[] = {
      "Online: SDE steps before each optimiser step"},
     {"online_init", SGM_KEY_STRING, "\"trajectory\"", 0, -INFINITY, INFINITY, "trajectory|random",
      "",
-     "Online: start from the last frame of the trajectory, or from a random placement "
+     "Online: start from the last frame of the trajectory (full-state kinds: replica j from the "
+     "frame sgm_train_frame(seed, j)), or from a random placement "
      "([simulate] relax_steps) followed by online_equil steps"},
     {"online_equil", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "steps",
      "Online with online_init = \"random\": SDE steps before the first optimiser step"},
@@ -53,8 +62,14 @@ static const SgmKeySpec train_keys[] = {
      "H5MD file of training frames (unset: trajectory.h5 in the output directory)"},
     {"group", SGM_KEY_STRING, "\"all\"", 0, -INFINITY, INFINITY, NULL, "",
      "H5MD particle group of the frames"},
-    {"loss", SGM_KEY_STRING, "\"denoise\"", 0, -INFINITY, INFINITY, "denoise|sm", "",
-     "Denoising loss (eq. 88 as in App. F.8) or score matching (eq. 22, exact divergences)"},
+    {"loss", SGM_KEY_STRING, "\"denoise\"", 0, -INFINITY, INFINITY, "denoise|sm|fpe|composite", "",
+     "Denoising loss (eq. 88 as in App. F.8; local_transformer only), score matching (eq. 22, "
+     "exact divergences), the stationary FPE residual (eq. 24, v = b - D s; full-state kinds with "
+     "learn = \"xg\") or the composite lambda1 sm + lambda2 fpe (eq. 25)"},
+    {"lambda1", SGM_KEY_REAL, "1.0", 0, 0.0, INFINITY, NULL, "",
+     "Composite loss: weight of the score-matching term (eq. 25)"},
+    {"lambda2", SGM_KEY_REAL, "1.0", 0, 0.0, INFINITY, NULL, "",
+     "Composite and fpe losses: weight of the FPE-residual term (eq. 25)"},
     {"sigma", SGM_KEY_REAL, "0.01", 0, 1e-300, INFINITY, NULL, "length",
      "Denoising noise standard deviation (on x in length units, on g dimensionless)"},
     {"noise_x", SGM_KEY_BOOL, "true", 0, 0, 0, NULL, "",
@@ -63,7 +78,8 @@ static const SgmKeySpec train_keys[] = {
      "Denoising: +- pairs of the same noise"},
     {"steps", SGM_KEY_INT, "1000", 0, 0, 2.8e14, NULL, "steps", "Optimiser steps"},
     {"batch", SGM_KEY_INT, "1024", 0, 1, 4294967295.0, NULL, "particles",
-     "Global minibatch: centre particles of one frame per step (<= N)"},
+     "Global minibatch: centre particles of one frame per step (<= N); for the full-state kinds "
+     "(mlp, transformer) whole configurations per step (stored frames, or SDE replicas online)"},
     {"optimizer", SGM_KEY_STRING, "\"radam\"", 0, -INFINITY, INFINITY,
      "adam|adamw|radam|radam_torch", "", "Optimiser (include/sgm/nn_optim.h)"},
     {"lr", SGM_KEY_REAL, "1e-4", 0, 0.0, INFINITY, NULL, "",
@@ -104,7 +120,7 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   const char *const *st;
   PetscBool train = PETSC_FALSE;
   int64_t de, heads, batch, n, K;
-  const char *learn, *loss;
+  const char *learn, *loss, *kind;
   PetscBool noise_x;
   PetscFunctionBeginUser;
   PetscCall(sgm_config_get_string_array(cfg, "run.stages", &nst, &st));
@@ -119,10 +135,24 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   PetscCall(sgm_config_get_string(cfg, "model.learn", &learn));
   PetscCall(sgm_config_get_string(cfg, "train.loss", &loss));
   PetscCall(sgm_config_get_bool(cfg, "train.noise_x", &noise_x));
+  PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+  const int full = strcmp(kind, "local_transformer") != 0;
+  const int fpe = !strcmp(loss, "fpe") || !strcmp(loss, "composite");
+  if (full && !strcmp(loss, "denoise"))
+    sgm_config_problem(pb, "train.loss",
+                       "kind = \"%s\" trains with loss = \"sm\", \"fpe\" or \"composite\"", kind);
+  if (!full && fpe)
+    sgm_config_problem(pb, "train.loss",
+                       "loss = \"%s\" needs a full-state model (kind = \"mlp\" or \"transformer\")",
+                       loss);
+  if (full && fpe && strcmp(learn, "xg"))
+    sgm_config_problem(pb, "model.learn", "loss = \"%s\" needs s_x: learn = \"xg\"", loss);
+  if (full && !strcmp(kind, "mlp")) PetscFunctionReturn(PETSC_SUCCESS);
   if (de % 2) sgm_config_problem(pb, "model.d_e", "d_e = %lld must be even", (long long)de);
   if (de % heads)
     sgm_config_problem(pb, "model.heads", "heads = %lld must divide d_e = %lld", (long long)heads,
                        (long long)de);
+  if (full) PetscFunctionReturn(PETSC_SUCCESS);
   if (batch > n)
     sgm_config_problem(pb, "train.batch", "batch = %lld exceeds the %lld particles of a frame",
                        (long long)batch, (long long)n);

@@ -1,0 +1,311 @@
+/* Full-state score networks: an MLP on all N particles' (x, g) and the particle transformer over
+ * N tokens (include/sgm/score_model.h, paper 002 eqs. 22, 24-26, App. E and F.2-F.6).
+ *
+ * Owns the float staging of a batch of configurations, the exact per-particle divergence blocks
+ * and the per-configuration losses (score matching, FPE residual, composite) with their cotangents.
+ * Trade-offs:
+ *  - The MLP sees d n inputs, so its divergence blocks div_{x_i} s_x^i need the one-hot tangents
+ *    of particle i's own coordinates only: d n JVP directions per learned part (not the (2 d n)^2
+ *    Jacobian), run in chunks of max_tan directions through sgm_nn_mlp_jvp; the loss gradient
+ *    recomputes each chunk's JVP and calls sgm_nn_mlp_jvp_backward with the diagonal cotangents
+ *    (reverse-over-forward), the primal cotangent entering with the first chunk only. The FPE
+ *    residual needs every divergence before any cotangent is known, so the JVPs run twice; for
+ *    the small systems these networks are meant for (n <= 64) that is cheap next to its clarity.
+ *  - The particle transformer's divergence API already returns the per-particle blocks (B, n).
+ *  - Losses are formed in double from the float outputs, summed over particles (eq. 26 sums the
+ *    full vector), and returned as sums over configurations; the caller divides by the global
+ *    batch size after the gradient allreduce.
+ */
+#include "sgm/score_model.h"
+#include "sgm/core.h"
+
+#include <math.h>
+#include <string.h>
+
+struct SgmFullScore_ {
+  SgmFullScoreConfig c;
+  SgmNnMlp mlp;
+  SgmNnTransformer tf;
+  SgmParams *par;
+  int od;     /* per-particle output width: dim (learn_x + 1) */
+  int din;    /* MLP input width 2 dim n */
+  int ntan;   /* MLP directions per chunk */
+  int B;      /* configurations of the last forward */
+  float *in;  /* MLP (mb, din) or transformer X (mb, n, dim) */
+  float *gin; /* transformer G (mb, n, dim) */
+  float *out, *dout;
+  float *tx, *tout, *dtout; /* MLP chunk tangents */
+  float *fdx, *fdg;         /* transformer divergences / divergence cotangents (mb, n) */
+  double *divx, *divg;      /* network divergences (mb, n), no Boltzmann term */
+};
+
+PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed, SgmFullScore *out)
+{
+  SgmFullScore fs;
+  PetscFunctionBeginUser;
+  PetscCheck(c->n >= 1 && c->dim >= 1 && c->max_batch >= 1, PETSC_COMM_SELF,
+             PETSC_ERR_ARG_OUTOFRANGE, "full score: n, dim, max_batch must be positive");
+  PetscCall(PetscCalloc1(1, &fs));
+  fs->c = *c;
+  const int n = c->n, D = c->dim, mb = c->max_batch;
+  fs->od = D * (c->learn_x + 1);
+  fs->din = 2 * D * n;
+  const int ndir = n * D; /* directions of one part */
+  if (c->kind == SGM_SCORE_MLP) {
+    SgmNnMlpConfig mc = c->mlp;
+    mc.in_dim = fs->din;
+    mc.out_dim = n * fs->od;
+    mc.cond_dim = 0, mc.time_freqs = 0;
+    fs->ntan = c->max_tan > 0 ? PetscMin(c->max_tan, ndir) : PetscMin(ndir, 64);
+    PetscCall(sgm_nn_mlp_create(&mc, mb, fs->ntan, seed, &fs->mlp));
+    fs->par = sgm_nn_mlp_params(fs->mlp);
+    const size_t nt = (size_t)fs->ntan * mb;
+    PetscCall(PetscMalloc3(nt * fs->din, &fs->tx, nt * n * fs->od, &fs->tout, nt * n * fs->od,
+                           &fs->dtout));
+    PetscCall(PetscMalloc1((size_t)mb * fs->din, &fs->in));
+  } else if (c->kind == SGM_SCORE_TRANSFORMER) {
+    SgmNnTransformerConfig tc = c->tf;
+    tc.dim = D, tc.gdim = D, tc.out_dim = fs->od;
+    const int mt = c->max_tan > 0 ? PetscMin(c->max_tan, ndir) : PetscMin(ndir, 16);
+    PetscCall(sgm_nn_transformer_create_particle(&tc, n, mb, mt, seed, &fs->tf));
+    fs->par = sgm_nn_transformer_params(fs->tf);
+    PetscCall(PetscMalloc2((size_t)mb * n * D, &fs->in, (size_t)mb * n * D, &fs->gin));
+  } else
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "full score: unknown kind %d", (int)c->kind);
+  PetscCall(PetscMalloc2((size_t)mb * n * fs->od, &fs->out, (size_t)mb * n * fs->od, &fs->dout));
+  PetscCall(PetscMalloc4((size_t)mb * n, &fs->fdx, (size_t)mb * n, &fs->fdg, (size_t)mb * n,
+                         &fs->divx, (size_t)mb * n, &fs->divg));
+  *out = fs;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_full_score_destroy(SgmFullScore *p)
+{
+  PetscFunctionBeginUser;
+  if (!p || !*p) PetscFunctionReturn(PETSC_SUCCESS);
+  SgmFullScore fs = *p;
+  if (fs->mlp) {
+    PetscCall(sgm_nn_mlp_destroy(&fs->mlp));
+    PetscCall(PetscFree3(fs->tx, fs->tout, fs->dtout));
+    PetscCall(PetscFree(fs->in));
+  }
+  if (fs->tf) {
+    PetscCall(sgm_nn_transformer_destroy(&fs->tf));
+    PetscCall(PetscFree2(fs->in, fs->gin));
+  }
+  PetscCall(PetscFree2(fs->out, fs->dout));
+  PetscCall(PetscFree4(fs->fdx, fs->fdg, fs->divx, fs->divg));
+  PetscCall(PetscFree(fs));
+  *p = NULL;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+SgmParams *sgm_full_score_params(SgmFullScore fs)
+{
+  return fs->par;
+}
+
+/* Float inputs of B configurations and the forward pass. */
+static PetscErrorCode forward(SgmFullScore fs, int B, const double *x, const double *g)
+{
+  const int n = fs->c.n, D = fs->c.dim;
+  PetscFunctionBeginUser;
+  fs->B = B;
+  if (fs->mlp) {
+    for (int b = 0; b < B; b++)
+      for (int i = 0; i < n; i++)
+        for (int a = 0; a < D; a++) {
+          const size_t k = ((size_t)b * n + i) * D + a;
+          fs->in[(size_t)b * fs->din + 2 * D * i + a] = (float)x[k];
+          fs->in[(size_t)b * fs->din + 2 * D * i + D + a] = (float)g[k];
+        }
+    PetscCall(sgm_nn_mlp_forward(fs->mlp, fs->out, fs->in, NULL, NULL, B));
+  } else {
+    for (size_t k = 0; k < (size_t)B * n * D; k++)
+      fs->in[k] = (float)x[k], fs->gin[k] = (float)g[k];
+    PetscCall(sgm_nn_transformer_forward(fs->tf, fs->out, fs->in, fs->gin, NULL, B));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* One MLP chunk of directions [d0, d0 + nc): the one-hot tangents and their (particle, input
+ * offset, output offset, part) bookkeeping. Direction d = q n D + i D + a: part q (0 = x when
+ * learn_x, else g), particle i, component a. */
+static void mlp_dir(const SgmFullScore fs, int d, int *i, int *inoff, int *outoff, int *isx)
+{
+  const int n = fs->c.n, D = fs->c.dim, q = d / (n * D), r = d % (n * D), a = r % D;
+  *i = r / D;
+  *isx = fs->c.learn_x && q == 0;
+  *inoff = 2 * D * (*i) + (*isx ? 0 : D) + a;
+  *outoff = fs->od * (*i) + (fs->c.learn_x ? q * D : 0) + a;
+}
+
+/* Divergences (ddx == NULL) or their backward (ddx, ddg cotangents (B, n), dout primal cotangent
+ * or NULL) of the MLP. */
+static PetscErrorCode mlp_div(SgmFullScore fs, const float *dout, const float *ddx,
+                              const float *ddg)
+{
+  const int n = fs->c.n, D = fs->c.dim, B = fs->B, ow = n * fs->od;
+  const int ndir = n * D * (fs->c.learn_x + 1);
+  PetscFunctionBeginUser;
+  if (!ddg) {
+    for (size_t k = 0; k < (size_t)B * n; k++) fs->divx[k] = fs->divg[k] = 0.0;
+  }
+  for (int d0 = 0; d0 < ndir; d0 += fs->ntan) {
+    const int nc = PetscMin(fs->ntan, ndir - d0);
+    memset(fs->tx, 0, (size_t)nc * B * fs->din * sizeof(float));
+    for (int k = 0; k < nc; k++) {
+      int i, io, oo, isx;
+      mlp_dir(fs, d0 + k, &i, &io, &oo, &isx);
+      for (int b = 0; b < B; b++) fs->tx[((size_t)k * B + b) * fs->din + io] = 1.0f;
+    }
+    PetscCall(sgm_nn_mlp_jvp(fs->mlp, fs->tout, fs->tx, NULL, NULL, nc));
+    if (!ddg) {
+      for (int k = 0; k < nc; k++) {
+        int i, io, oo, isx;
+        mlp_dir(fs, d0 + k, &i, &io, &oo, &isx);
+        double *dv = isx ? fs->divx : fs->divg;
+        for (int b = 0; b < B; b++)
+          dv[(size_t)b * n + i] += fs->tout[((size_t)k * B + b) * ow + oo];
+      }
+    } else {
+      memset(fs->dtout, 0, (size_t)nc * B * ow * sizeof(float));
+      for (int k = 0; k < nc; k++) {
+        int i, io, oo, isx;
+        mlp_dir(fs, d0 + k, &i, &io, &oo, &isx);
+        const float *dd = isx ? ddx : ddg;
+        for (int b = 0; b < B; b++)
+          fs->dtout[((size_t)k * B + b) * ow + oo] = dd[(size_t)b * n + i];
+      }
+      PetscCall(sgm_nn_mlp_jvp_backward(fs->mlp, d0 == 0 ? dout : NULL, fs->dtout));
+    }
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Network divergences of the last forward into fs->divx, fs->divg (B, n). */
+static PetscErrorCode divergences(SgmFullScore fs)
+{
+  const size_t nb = (size_t)fs->B * fs->c.n;
+  PetscFunctionBeginUser;
+  if (fs->mlp) {
+    PetscCall(mlp_div(fs, NULL, NULL, NULL));
+  } else {
+    if (fs->c.learn_x) {
+      PetscCall(sgm_nn_transformer_divergence(fs->tf, SGM_NN_INPUT_X, fs->fdx));
+      for (size_t k = 0; k < nb; k++) fs->divx[k] = fs->fdx[k];
+    } else
+      for (size_t k = 0; k < nb; k++) fs->divx[k] = 0.0;
+    PetscCall(sgm_nn_transformer_divergence(fs->tf, SGM_NN_INPUT_G, fs->fdg));
+    for (size_t k = 0; k < nb; k++) fs->divg[k] = fs->fdg[k];
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Accumulates the parameter gradient for cotangents dout (B, n, od), ddx, ddg (B, n). */
+static PetscErrorCode backward(SgmFullScore fs, const float *dout, const float *ddx,
+                               const float *ddg)
+{
+  PetscFunctionBeginUser;
+  if (fs->mlp) {
+    PetscCall(mlp_div(fs, dout, ddx, ddg));
+  } else {
+    /* G last in divergences(): its JVPs are reused when they fit one chunk */
+    PetscCall(sgm_nn_transformer_divergence_backward(fs->tf, SGM_NN_INPUT_G, dout, ddg));
+    if (fs->c.learn_x)
+      PetscCall(sgm_nn_transformer_divergence_backward(fs->tf, SGM_NN_INPUT_X, NULL, ddx));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Score of particle i of configuration b of the last forward (double, Boltzmann term added). */
+static void score_of(const SgmFullScore fs, int b, int i, const double *g, double *sx, double *sg)
+{
+  const int n = fs->c.n, D = fs->c.dim;
+  const float *o = fs->out + ((size_t)b * n + i) * fs->od;
+  const int og = fs->c.learn_x ? D : 0;
+  for (int a = 0; a < D; a++) {
+    sx[a] = fs->c.learn_x ? (double)o[a] : 0.0;
+    sg[a] = (double)o[og + a] - (fs->c.boltzmann ? g[((size_t)b * n + i) * D + a] : 0.0);
+  }
+}
+
+PetscErrorCode sgm_full_score_eval(SgmFullScore fs, int B, const double *x, const double *g,
+                                   double *sx, double *sg, double *divx, double *divg)
+{
+  const int n = fs->c.n, D = fs->c.dim;
+  PetscFunctionBeginUser;
+  for (int b0 = 0; b0 < B; b0 += fs->c.max_batch) {
+    const int nb = PetscMin(fs->c.max_batch, B - b0);
+    const size_t off = (size_t)b0 * n * D;
+    PetscCall(forward(fs, nb, x + off, g + off));
+    PetscCall(divergences(fs));
+    for (int b = 0; b < nb; b++)
+      for (int i = 0; i < n; i++) {
+        const size_t k = (size_t)(b0 + b) * n + i;
+        score_of(fs, b, i, g + off, sx + k * D, sg + k * D);
+        divx[k] = fs->divx[(size_t)b * n + i];
+        divg[k] = fs->divg[(size_t)b * n + i] - (fs->c.boltzmann ? (double)D : 0.0);
+      }
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w, int B,
+                                   const double *x, const double *g, const double *bx,
+                                   const double *divb, double *loss_sum)
+{
+  const int n = fs->c.n, D = fs->c.dim, od = fs->od, lx = fs->c.learn_x;
+  const double eps = w->eps, gam = w->gamma;
+  double acc = 0.0;
+  PetscFunctionBeginUser;
+  PetscCheck(w->w_fpe == 0.0 || (lx && bx && divb), PETSC_COMM_SELF, SGM_ERR_USER,
+             "the FPE residual loss needs s_x (learn = \"xg\") and the drift");
+  for (int b0 = 0; b0 < B; b0 += fs->c.max_batch) {
+    const int nb = PetscMin(fs->c.max_batch, B - b0);
+    const size_t off = (size_t)b0 * n * D;
+    const double *gb = g + off;
+    PetscCall(forward(fs, nb, x + off, gb));
+    PetscCall(divergences(fs));
+    for (int b = 0; b < nb; b++) {
+      double sm = 0.0, R = 0.0;
+      if (w->w_fpe != 0.0) R = divb[b0 + b];
+      for (int i = 0; i < n; i++) {
+        double sx[3], sg[3];
+        const size_t k = (size_t)b * n + i;
+        score_of(fs, b, i, gb, sx, sg);
+        const double dgx = fs->divx[k], dgg = fs->divg[k] - (fs->c.boltzmann ? (double)D : 0.0);
+        for (int a = 0; a < D; a++) sm += sx[a] * sx[a] + sg[a] * sg[a];
+        sm += 2.0 * (dgx + dgg);
+        if (w->w_fpe != 0.0) {
+          const double *bxi = bx + off + k * D, *gi = gb + k * D;
+          R -= eps * dgx + gam * dgg;
+          for (int a = 0; a < D; a++)
+            R += (bxi[a] - eps * sx[a]) * sx[a] + (-gam * gi[a] - gam * sg[a]) * sg[a];
+        }
+      }
+      acc += w->w_sm * sm + w->w_fpe * R * R;
+      /* cotangents: dL/ds = 2 w_sm s + 2 w_fpe R (b - 2 D s); dL/ddiv = 2 w_sm - 2 w_fpe R D */
+      const double cr = 2.0 * w->w_fpe * R;
+      for (int i = 0; i < n; i++) {
+        double sx[3], sg[3];
+        const size_t k = (size_t)b * n + i;
+        score_of(fs, b, i, gb, sx, sg);
+        float *o = fs->dout + k * od;
+        for (int a = 0; a < D; a++) {
+          if (lx) {
+            const double bxa = w->w_fpe != 0.0 ? bx[off + k * D + a] : 0.0;
+            o[a] = (float)(2.0 * w->w_sm * sx[a] + cr * (bxa - 2.0 * eps * sx[a]));
+          }
+          const double bga = -gam * gb[k * D + a];
+          o[(lx ? D : 0) + a] = (float)(2.0 * w->w_sm * sg[a] + cr * (bga - 2.0 * gam * sg[a]));
+        }
+        fs->fdx[k] = (float)(2.0 * w->w_sm - cr * eps);
+        fs->fdg[k] = (float)(2.0 * w->w_sm - cr * gam);
+      }
+    }
+    PetscCall(backward(fs, fs->dout, fs->fdx, fs->fdg));
+  }
+  *loss_sum = acc;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
