@@ -71,13 +71,20 @@ struct SgmAoup_ {
   SgmCells cells;
   int64_t step; /* dynamics steps done */
   /* Verlet lists: partners of local i are nb_id[nl_start[i] .. nl_start[i+1]) (indices into
-   * part, sorted by global id) and nb_i[q] = i (the pair's owner, for the vectorised force
-   * kernel); both padded with valid pairs to a multiple of 64; xref holds the positions at the
-   * build */
-  int64_t *nl_start;
-  int32_t *nb_id, *nb_i;
+   * part, sorted by global id); xref holds the positions at the build. The same lists in sliced
+   * ELLPACK order for the vectorised MIPS force kernel: locals in slices of SGM_AOUP_SLICE, slice
+   * b of width sl_w[b] (its longest list) at sell[sl_start[b] + kk * SGM_AOUP_SLICE + c] = the
+   * kk-th partner of local b * SGM_AOUP_SLICE + c, padded with the particle itself (r = 0, a +0
+   * term) */
+  int64_t *nl_start, *sl_start;
+  int32_t *nb_id, *sell, *sl_w;
   double *xref;
-  size_t nb_cap, xref_cap, nl_cap;
+  size_t nb_cap, xref_cap, nl_cap, sell_cap, sl_cap;
+  /* list-build scratch: positions and ids in cell order (cx[2q], cid[q] of part index
+   * cells.order[q]), the ids of the list being built */
+  double *cx;
+  int64_t *cid, *lid;
+  size_t cx_cap, lid_cap;
   /* cell-order sort of the locals at each rebuild (periodic): key, permutation, scratch */
   int64_t *sort_key, *sort_perm, *sort_cnt;
   void *sort_tmp;

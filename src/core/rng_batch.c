@@ -139,6 +139,53 @@ INL void box_muller_poly(uint32_t w0, uint32_t w1, uint32_t w2, double *z0, doub
   *z1 = R * asdbl(((c & sw) | (s & ~sw)) ^ sneg);
 }
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#include <immintrin.h>
+#define PHILOX_AVX2 1
+/* Philox4x32-10 words w0, w1, w2 of BLK ids with AVX2 intrinsics, 8 ids per vector in 32-bit
+ * lanes. GCC's vectoriser handles the 32 x 32 -> 64 products of philox3 with lane permutations
+ * (~45 % of the batch's time); here the even lanes' products are one vpmuludq and the odd lanes'
+ * another, recombined with blends. Integer operations only: the same words as philox3. */
+__attribute__((target("avx2"))) static void
+philox_blk_avx2(const uint32_t rk0[10], const uint32_t rk1[10], uint32_t sub, uint32_t c1v,
+                uint32_t c2v, const uint32_t *ids, uint32_t *w0, uint32_t *w1, uint32_t *w2)
+{
+  const __m256i m0 = _mm256_set1_epi64x(PHILOX_M0), m1 = _mm256_set1_epi64x(PHILOX_M1);
+  for (int i = 0; i < BLK; i += 8) {
+    __m256i c0 = _mm256_set1_epi32((int)sub), c1 = _mm256_set1_epi32((int)c1v),
+            c2 = _mm256_set1_epi32((int)c2v),
+            c3 = _mm256_loadu_si256((const __m256i *)(const void *)(ids + i));
+    for (int r = 0; r < 10; r++) {
+      /* 64-bit products of the even lanes (low 32 bits of each 64-bit lane) and the odd lanes */
+      const __m256i pe0 = _mm256_mul_epu32(c0, m0),
+                    po0 = _mm256_mul_epu32(_mm256_srli_epi64(c0, 32), m0);
+      const __m256i pe1 = _mm256_mul_epu32(c2, m1),
+                    po1 = _mm256_mul_epu32(_mm256_srli_epi64(c2, 32), m1);
+      /* high words: even lanes from pe >> 32, odd lanes in place in po; low words: even lanes in
+       * place in pe, odd lanes from po << 32 */
+      const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(pe0, 32), po0, 0xaa);
+      const __m256i lo0 = _mm256_blend_epi32(pe0, _mm256_slli_epi64(po0, 32), 0xaa);
+      const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(pe1, 32), po1, 0xaa);
+      const __m256i lo1 = _mm256_blend_epi32(pe1, _mm256_slli_epi64(po1, 32), 0xaa);
+      const __m256i k0 = _mm256_set1_epi32((int)rk0[r]), k1 = _mm256_set1_epi32((int)rk1[r]);
+      c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0);
+      c1 = lo1;
+      c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1);
+      c3 = lo0;
+    }
+    _mm256_storeu_si256((__m256i *)(void *)(w0 + i), c0);
+    _mm256_storeu_si256((__m256i *)(void *)(w1 + i), c1);
+    _mm256_storeu_si256((__m256i *)(void *)(w2 + i), c2);
+  }
+}
+static int have_avx2(void)
+{
+  static int v = -1;
+  if (v < 0) v = __builtin_cpu_supports("avx2") ? 1 : 0;
+  return v;
+}
+#endif
+
 static void round_keys(uint64_t seed, uint32_t rk0[10], uint32_t rk1[10])
 {
   uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
@@ -158,7 +205,12 @@ void sgm_rng_normal2_batch(uint64_t seed, uint32_t purpose, uint64_t step, uint3
     double z0[BLK], z1[BLK];
     const int nb = n - i0 < BLK ? (int)(n - i0) : BLK;
     for (int i = 0; i < BLK; i++) ids[i] = i < nb ? (uint32_t)id[i0 + i] : 0u;
-    for (int i = 0; i < BLK; i++) philox3(rk0, rk1, sub, c1, c2, ids[i], &w0[i], &w1[i], &w2[i]);
+#if defined(PHILOX_AVX2)
+    if (have_avx2())
+      philox_blk_avx2(rk0, rk1, sub, c1, c2, ids, w0, w1, w2);
+    else
+#endif
+      for (int i = 0; i < BLK; i++) philox3(rk0, rk1, sub, c1, c2, ids[i], &w0[i], &w1[i], &w2[i]);
     for (int i = 0; i < BLK; i++) box_muller_poly(w0[i], w1[i], w2[i], &z0[i], &z1[i]);
     for (int i = 0; i < nb; i++) z[2 * (i0 + i)] = z0[i], z[2 * (i0 + i) + 1] = z1[i];
   }

@@ -110,7 +110,8 @@ PetscErrorCode sgm_aoup_destroy(SgmAoup *sp)
   PetscCall(sgm_halo_destroy(&s->halo));
   sgm_particles_free(&s->part);
   sgm_cells_free(&s->cells);
-  free(s->nb_id), free(s->nb_i), free(s->gbuf);
+  free(s->nb_id), free(s->sell), free(s->sl_w), free(s->sl_start), free(s->gbuf);
+  free(s->cx), free(s->cid), free(s->lid);
   free(s->sort_key), free(s->sort_perm), free(s->sort_cnt), free(s->sort_tmp);
   PetscCall(PetscFree(s->nl_start));
   PetscCall(PetscFree(s->xref));
@@ -272,11 +273,9 @@ static PetscErrorCode nb_reserve(SgmAoup s, size_t n)
   if (n <= s->nb_cap) PetscFunctionReturn(PETSC_SUCCESS);
   size_t c = s->nb_cap ? s->nb_cap : 1024;
   while (c < n) c *= 2;
-  void *a = realloc(s->nb_id, c * sizeof(int32_t)),
-       *b = a ? realloc(s->nb_i, c * sizeof(int32_t)) : NULL;
-  PetscCheck(a && b, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  void *a = realloc(s->nb_id, c * sizeof(int32_t));
+  PetscCheck(a, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
   s->nb_id = a;
-  s->nb_i = b;
   s->nb_cap = c;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -343,9 +342,12 @@ static PetscErrorCode sort_locals(SgmAoup s)
     s->sort_cap = c;
   }
   int64_t lo[2] = {INT64_MAX, INT64_MAX}, hi[2] = {0, 0};
+  int64_t *key = s->sort_key, *perm = s->sort_perm;
+  /* the cells once: x cell in key, y cell in perm (both overwritten below) */
   for (int64_t i = 0; i < n; i++)
     for (int c = 0; c < dim; c++) {
       const int64_t q = sgm_decomp_cell(&s->decomp, c, P->x[i * dim + c]);
+      (c == 0 ? key : perm)[i] = q;
       if (q < lo[c]) lo[c] = q;
       if (q > hi[c]) hi[c] = q;
     }
@@ -357,11 +359,11 @@ static PetscErrorCode sort_locals(SgmAoup s)
     s->sort_cnt = malloc(s->sort_cnt_cap * sizeof(int64_t));
     PetscCheck(s->sort_cnt, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
   }
-  int64_t *cnt = s->sort_cnt, *key = s->sort_key, *perm = s->sort_perm;
+  int64_t *cnt = s->sort_cnt;
   memset(cnt, 0, nk * sizeof(int64_t));
   for (int64_t i = 0; i < n; i++) {
-    int64_t k = sgm_decomp_cell(&s->decomp, 0, P->x[i * dim]) - lo[0];
-    if (dim == 2) k += nx * (sgm_decomp_cell(&s->decomp, 1, P->x[i * dim + 1]) - lo[1]);
+    int64_t k = key[i] - lo[0];
+    if (dim == 2) k += nx * (perm[i] - lo[1]);
     key[i] = k;
     cnt[k + 1]++;
   }
@@ -377,6 +379,52 @@ static PetscErrorCode sort_locals(SgmAoup s)
     for (int64_t i = 0; i < n; i++)
       for (int c = 0; c < dim; c++) tx[i * dim + c] = arr[a][perm[i] * dim + c];
     memcpy(arr[a], tx, (size_t)(n * dim) * sizeof(double));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* The lists in sliced-ELLPACK order (aoup.h) for the vectorised force kernel: per slice of
+ * SGM_AOUP_SLICE locals, slot kk of every lane in turn, padded with the particle itself. The
+ * cell-order sort makes neighbouring locals similar in density, so little is padding. */
+static PetscErrorCode build_sell(SgmAoup s)
+{
+  const int S = SGM_AOUP_SLICE;
+  const int64_t n = s->part.nlocal, nsl = (n + S - 1) / S;
+  PetscFunctionBeginUser;
+  if ((size_t)nsl + 1 > s->sl_cap) {
+    size_t c = (size_t)nsl + 1 + (size_t)nsl / 4;
+    free(s->sl_start), free(s->sl_w);
+    s->sl_start = malloc(c * sizeof(int64_t));
+    s->sl_w = malloc(c * sizeof(int32_t));
+    PetscCheck(s->sl_start && s->sl_w, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+    s->sl_cap = c;
+  }
+  int64_t tot = 0;
+  for (int64_t b = 0; b < nsl; b++) {
+    int64_t w = 0;
+    for (int64_t i = b * S; i < (b + 1) * S && i < n; i++) {
+      const int64_t len = s->nl_start[i + 1] - s->nl_start[i];
+      w = len > w ? len : w;
+    }
+    s->sl_start[b] = tot, s->sl_w[b] = (int32_t)w, tot += w * S;
+  }
+  s->sl_start[nsl] = tot;
+  if ((size_t)tot > s->sell_cap) {
+    size_t c = s->sell_cap ? s->sell_cap : 1024;
+    while (c < (size_t)tot) c *= 2;
+    free(s->sell);
+    s->sell = malloc(c * sizeof(int32_t));
+    PetscCheck(s->sell, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+    s->sell_cap = c;
+  }
+  for (int64_t b = 0; b < nsl; b++) {
+    int32_t *q = s->sell + s->sl_start[b];
+    for (int c = 0; c < S; c++) {
+      const int64_t i = b * S + c < n ? b * S + c : n - 1;
+      const int64_t q0 = s->nl_start[i], len = b * S + c < n ? s->nl_start[i + 1] - q0 : 0;
+      for (int64_t kk = 0; kk < s->sl_w[b]; kk++)
+        q[kk * S + c] = kk < len ? s->nb_id[q0 + kk] : (int32_t)i;
+    }
   }
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -434,6 +482,20 @@ static PetscErrorCode build_list(SgmAoup s)
   PetscCheck(!sgm_cells_build(&s->cells, dim, lo, hi, rl, max_cells, ntot, P->xb), PETSC_COMM_SELF,
              PETSC_ERR_MEM, "cell list allocation failed");
   const SgmCells *C = &s->cells;
+  /* positions and ids in cell order: the candidate scan below reads them contiguously */
+  if ((size_t)ntot > s->cx_cap) {
+    free(s->cx), free(s->cid);
+    s->cx_cap = (size_t)ntot + (size_t)ntot / 4 + 16;
+    s->cx = malloc(2 * s->cx_cap * sizeof(double));
+    s->cid = malloc(s->cx_cap * sizeof(int64_t));
+    PetscCheck(s->cx && s->cid, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  }
+  for (int64_t q = 0; q < ntot; q++) {
+    const int64_t j = C->order[q];
+    for (int c = 0; c < dim; c++) s->cx[2 * q + c] = P->x[j * dim + c];
+    s->cid[q] = P->id[j];
+  }
+  const double hL = 0.5 * L;
   if ((size_t)P->nlocal + 1 > s->nl_cap) { /* grows only: no allocation once warm */
     PetscCall(PetscFree(s->nl_start));
     s->nl_cap = (size_t)P->nlocal + 1 + (size_t)P->nlocal / 8;
@@ -451,36 +513,48 @@ static PetscErrorCode build_list(SgmAoup s)
     for (int64_t yy = y0; yy <= y1; yy++)
       ncand += (size_t)(C->start[x1 + 1 + yy * C->nc[0]] - C->start[x0 + yy * C->nc[0]]);
     PetscCall(nb_reserve(s, nl + ncand));
+    if (ncand + 1 > s->lid_cap) {
+      free(s->lid);
+      s->lid_cap = 2 * ncand + 1;
+      s->lid = malloc(s->lid_cap * sizeof(int64_t));
+      PetscCheck(s->lid, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+    }
     const size_t first = nl;
+    int32_t *lj = s->nb_id + first;
+    int64_t *lq = s->lid;
+    size_t m = 0; /* candidates in range: their cell-order positions q in lq[0..m) */
     for (int64_t yy = y0; yy <= y1; yy++) {
-      /* the cells x0..x1 of a row are contiguous in the CSR order */
+      /* the cells x0..x1 of a row are contiguous in the CSR order; appended without branches
+       * (about a third of the candidates are in range, unpredictably) */
       const int64_t q0 = C->start[x0 + yy * C->nc[0]], q1 = C->start[x1 + 1 + yy * C->nc[0]];
       for (int64_t q = q0; q < q1; q++) {
-        const int64_t j = C->order[q];
-        if (P->id[j] == idi) continue;
-        const double *xj = P->x + j * dim;
+        const double *xj = s->cx + 2 * q;
         double r2 = 0;
         for (int c = 0; c < dim; c++) {
-          double d = periodic ? sgm_min_image(xi[c] - xj[c], L) : xi[c] - xj[c];
+          const double e = xi[c] - xj[c];
+          /* sgm_min_image for canonical positions (|e| < L), as in the force kernel */
+          const double d = periodic ? (e > hL ? e - L : e < -hL ? e + L : e) : e;
           r2 += d * d;
         }
-        if (r2 >= rl2) continue;
-        /* insertion by id; a second copy of the same id is dropped */
-        size_t v = nl;
-        while (v > first && P->id[s->nb_id[v - 1]] > P->id[j]) v--;
-        if (v > first && P->id[s->nb_id[v - 1]] == P->id[j]) continue;
-        memmove(s->nb_id + v + 1, s->nb_id + v, (nl - v) * sizeof(int32_t));
-        s->nb_id[v] = (int32_t)j;
-        nl++;
+        lq[m] = q;
+        m += (size_t)((r2 < rl2) & (s->cid[q] != idi));
       }
     }
-    for (size_t q = first; q < nl; q++) s->nb_i[q] = (int32_t)i;
+    /* sorted by id, a second copy of the same id dropped */
+    size_t mm = 0;
+    for (size_t t = 0; t < m; t++) {
+      const int64_t q = lq[t], idj = s->cid[q];
+      size_t v = mm;
+      while (v > 0 && s->cid[lq[v - 1]] > idj) v--;
+      if (v > 0 && s->cid[lq[v - 1]] == idj) continue;
+      for (size_t u = mm; u > v; u--) lq[u] = lq[u - 1];
+      lq[v] = q, mm++;
+    }
+    for (size_t t = 0; t < mm; t++) lj[t] = (int32_t)C->order[lq[t]];
+    nl += mm;
     s->nl_start[i + 1] = (int64_t)nl;
   }
-  /* pad to whole blocks of the force kernel with valid (zero-range) pairs */
-  const size_t npad = (nl + SGM_AOUP_PAIR_BLOCK - 1) / SGM_AOUP_PAIR_BLOCK * SGM_AOUP_PAIR_BLOCK;
-  PetscCall(nb_reserve(s, npad));
-  for (size_t q = nl; q < npad; q++) s->nb_id[q] = s->nb_i[q] = 0;
+  PetscCall(build_sell(s));
   /* reference positions for the displacement criterion */
   if ((size_t)(P->nlocal * dim) > s->xref_cap) {
     PetscCall(PetscFree(s->xref));
@@ -518,9 +592,10 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
   PetscCall(PetscLogEventBegin(ev_forces, 0, 0, 0, 0));
   if (harmonic && periodic && dim == 2 && A == 0.0) {
     /* The MIPS case, specialised and vectorised (aoup_kernels.c): no function pointer, no trap
-     * term, pair terms computed in blocks of 64 then summed per particle in list order. Same
-     * operations in the same order as the general loop below: bitwise the same forces. */
-    sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->nl_start, s->nb_i, s->nb_id, k, 2.0 * a, rc2, L,
+     * term, SGM_AOUP_SLICE particles at once over the sliced-ELLPACK lists, each summing its
+     * pair terms in list order (then +0 for padding). Same operations in the same order as the
+     * general loop below: bitwise the same forces. */
+    sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->sl_start, s->sl_w, s->sell, k, 2.0 * a, rc2, L,
                                mu, A, P->f);
     PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
     PetscFunctionReturn(PETSC_SUCCESS);

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#define SGM_AOUP_PAIR_BLOCK 64 /* pair lists are padded to a multiple of this */
+#define SGM_AOUP_SLICE 8 /* locals per slice of the sliced-ELLPACK pair lists */
 
 /// Constants of one integration step (x by Euler-Maruyama, g by cg g + sg z).
 typedef struct {
@@ -26,11 +26,12 @@ void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64
                                int *finite);
 
 /// Harmonic pair forces in a periodic 2D box with canonical positions X (all in [0, L)^2), no
-/// trap: F[2i+c] = mu sum_q t_c(q) - mu A X[2i+c] over the pairs q = ns[i] .. ns[i+1] in list
-/// order, t = k (2a - r)/r d for 0 < r^2 < rc2 and +0 otherwise. Pair q is (pi[q], pj[q]);
-/// pi and pj hold at least ns[n] rounded up to SGM_AOUP_PAIR_BLOCK valid entries.
-void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int64_t *ns, const int32_t *pi,
-                                const int32_t *pj, double k, double twoa, double rc2, double L,
+/// trap, over sliced-ELLPACK lists (SGM_AOUP_SLICE locals per slice; slice b has width w[b] and
+/// its entries at nb + start[b], partner kk of local b S + c at kk S + c):
+/// F[2i+c] = mu sum_kk t_c(i, nb[..]) - mu A X[2i+c] summed in slot order from +0, with
+/// t = k (2a - r)/r d for 0 < r^2 < rc2 and +0 otherwise (padding slots hold i itself: r = 0).
+void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int64_t *start, const int32_t *w,
+                                const int32_t *nb, double k, double twoa, double rc2, double L,
                                 double mu, double A, double *F);
 
 #endif
