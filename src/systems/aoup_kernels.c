@@ -133,14 +133,18 @@ void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64
   uint64_t mb = 0, bad = 0;
   for (int64_t i0 = 0; i0 < n; i0 += IB) {
     const int nb = n - i0 < IB ? (int)(n - i0) : IB, ne = nb * dim;
-    double zg[2 * IB], zx[2 * IB];
+    double zg[2 * IB], zxb[2 * IB];
+    static const double zeros[2 * IB]; /* the x noise when eps = 0 (no memset per block) */
+    const double *zx = zeros;
     sgm_rng_normal2_batch(k->seed, SGM_RNG_NOISE_G, k->step, 0, nb, id + i0, zg);
-    if (k->sx > 0.0)
-      sgm_rng_normal2_batch(k->seed, SGM_RNG_NOISE_X, k->step, 0, nb, id + i0, zx);
-    else
-      memset(zx, 0, sizeof zx);
+    if (k->sx > 0.0) {
+      sgm_rng_normal2_batch(k->seed, SGM_RNG_NOISE_X, k->step, 0, nb, id + i0, zxb);
+      zx = zxb;
+      if (dim == 1)
+        for (int i = 0; i < nb; i++) zxb[i] = zxb[2 * i];
+    }
     if (dim == 1) /* particle i takes the first normal of its pair */
-      for (int i = 0; i < nb; i++) zg[i] = zg[2 * i], zx[i] = zx[2 * i];
+      for (int i = 0; i < nb; i++) zg[i] = zg[2 * i];
     if (ne == 2 * IB) { /* a whole 2D block: in place, no copies */
       step_block(k, x + i0 * dim, g + i0 * dim, f + i0 * dim, xref + i0 * dim, zg, zx, ne, &mb,
                  &bad);
@@ -152,7 +156,7 @@ void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64
     memcpy(gb, g + i0 * dim, (size_t)ne * sizeof(double));
     memcpy(fb, f + i0 * dim, (size_t)ne * sizeof(double));
     memcpy(rb, xref + i0 * dim, (size_t)ne * sizeof(double));
-    for (int e = ne; e < 2 * IB; e++) xb[e] = gb[e] = fb[e] = rb[e] = zg[e] = zx[e] = 0.0;
+    for (int e = ne; e < 2 * IB; e++) xb[e] = gb[e] = fb[e] = rb[e] = zg[e] = zxb[e] = 0.0;
     step_block(k, xb, gb, fb, rb, zg, zx, ne, &mb, &bad);
     memcpy(x + i0 * dim, xb, (size_t)ne * sizeof(double));
     memcpy(g + i0 * dim, gb, (size_t)ne * sizeof(double));
