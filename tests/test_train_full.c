@@ -12,7 +12,7 @@
  *    parameters to 1e-5 of the largest, losses to 1e-4) offline (mlp sm, transformer composite)
  *    and online (mlp composite, SDE replicas); restart identity (bitwise) online and offline;
  *  - the trap check (--trap; non-interacting AOUPs in a harmonic trap, exact Gaussian score): a
- *    short run of input/trap_mlp_sm.toml must bring the relative L2 error of the learned score
+ *    short run of input/trap_mlp.toml must bring the relative L2 error of the learned score
  * below half that of the initial network and below 0.3; with --long (ctest label `long`) the full
  *    input must reach the paper-level targets: error < 5%, total EPR within 5% of the exact value,
  *    |E[div v]| within 3 batch-means standard errors of 0. */
@@ -551,26 +551,35 @@ static char *slurp(const char *path)
   return s;
 }
 
-static void trap_case(const char *input, int nshort, const char **shortset, double max_err,
-                      int full_targets)
+/* Trains with the input (plus overrides), then measures on an INDEPENDENT trajectory (another
+ * seed, `test_steps` steps): the learned model and, for reference, the initial network (0 steps).
+ */
+static void trap_case(const char *input, int nshort, const char **shortset, const char *test_steps,
+                      double max_err, int full_targets)
 {
   MPI_Comm comm = sgm_test_comm();
   char *text = slurp(input);
-  char dir[512], dir0[512], traj[700];
+  char dir[512], dir0[512], dirt[512], traj[700], model[700], ttraj[760];
   snprintf(dir, sizeof dir, "%s", sgm_test_tmpdir("trap_learned"));
   snprintf(dir0, sizeof dir0, "%s", sgm_test_tmpdir("trap_initial"));
+  snprintf(dirt, sizeof dirt, "%s", sgm_test_tmpdir("trap_testset"));
   const char *sets[24];
   for (int i = 0; i < nshort; i++) sets[i] = shortset[i];
   sets[nshort] = "run.overwrite=true";
   ck_assert_int_eq(
       run_text(comm, text, dir, "[\"simulate\",\"train\",\"epr\"]", nshort + 1, sets, NULL), 0);
-  /* the initial network: 0 training steps, the same trajectory */
+  /* the independent test trajectory, evaluated with the trained model */
+  snprintf(model, sizeof model, "epr.model=\"%s/model.h5\"", dir);
+  sets[nshort + 1] = "run.seed=1001";
+  sets[nshort + 2] = test_steps;
+  sets[nshort + 3] = model;
+  ck_assert_int_eq(run_text(comm, text, dirt, "[\"simulate\",\"epr\"]", nshort + 4, sets, NULL), 0);
+  /* the initial network: 0 training steps, evaluated on the test trajectory */
   snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", dir);
-  char epr_traj[760];
-  snprintf(epr_traj, sizeof epr_traj, "epr.trajectory=\"%s/trajectory.h5\"", dir);
+  snprintf(ttraj, sizeof ttraj, "epr.trajectory=\"%s/trajectory.h5\"", dirt);
   sets[nshort + 1] = "train.steps=0";
   sets[nshort + 2] = traj;
-  sets[nshort + 3] = epr_traj;
+  sets[nshort + 3] = ttraj;
   ck_assert_int_eq(run_text(comm, text, dir0, "[\"train\",\"epr\"]", nshort + 4, sets, NULL), 0);
   SgmConfig cfg;
   SgmAoupParams p;
@@ -581,9 +590,12 @@ static void trap_case(const char *input, int nshort, const char **shortset, doub
   MPI_Comm_rank(comm, &rank);
   char msg[256] = "";
   if (rank == 0) {
-    TrapResult r = trap_measure(dir, &p), r0 = trap_measure(dir0, &p);
-    printf("trap %s: relative L2 score error %.4g (initial network %.4g); EPR per particle %.5g "
-           "(exact %.5g, %+.2f%%); E[div v] %.3g +- %.2g (se)\n",
+    TrapResult rtr = trap_measure(dir, &p), r = trap_measure(dirt, &p), r0 = trap_measure(dir0, &p);
+    printf("trap %s: training trajectory: relative L2 score error %.4g, EPR per particle %.5g, "
+           "E[div v] %.3g +- %.2g\n",
+           input, rtr.rel_err, rtr.epr, rtr.divv, rtr.divv_se);
+    printf("trap %s: test trajectory: relative L2 score error %.4g (initial network %.4g); EPR "
+           "per particle %.5g (exact %.5g, %+.2f%%); E[div v] %.3g +- %.2g (se)\n",
            input, r.rel_err, r0.rel_err, r.epr, r.epr_exact, 100 * (r.epr / r.epr_exact - 1),
            r.divv, r.divv_se);
     if (!(r.rel_err < max_err && r.rel_err < 0.5 * r0.rel_err))
@@ -602,16 +614,17 @@ static void trap_case(const char *input, int nshort, const char **shortset, doub
 START_TEST(test_trap)
 {
   if (long_run) {
-    trap_case(SGM_SOURCE_DIR "/input/trap_mlp_sm.toml", 0, NULL, 0.05, 1);
+    /* the inputs as they are; independent test trajectory of 2 x 10^5 steps (T = 2000) */
+    trap_case(SGM_SOURCE_DIR "/input/trap_transformer.toml", 0, NULL, "simulate.n_steps=200000",
+              0.05, 1);
+    trap_case(SGM_SOURCE_DIR "/input/trap_mlp.toml", 0, NULL, "simulate.n_steps=200000", 0.15, 0);
     return;
   }
-  /* short: 20000 simulation steps, a small MLP, 150 online steps */
-  const char *shortset[] = {
-      "simulate.n_steps=20000", "simulate.frame_every=100", "model.hidden=32",
-      "model.depth=2",          "train.steps=600",          "train.sde_steps=10",
-      "train.online_equil=500", "train.warmup=20",          "train.batch=32",
-      "train.lr=3e-3",          "train.log_every=100"};
-  trap_case(SGM_SOURCE_DIR "/input/trap_mlp_sm.toml", 11, shortset, 0.3, 0);
+  /* short: T = 200 (2001 frames), a small MLP, 400 steps; test trajectory T = 200 */
+  const char *shortset[] = {"simulate.n_steps=20000", "model.hidden=32",    "train.steps=400",
+                            "train.warmup=20",        "train.batch=64",     "train.ema=0",
+                            "train.lr=3e-3",          "train.log_every=100"};
+  trap_case(SGM_SOURCE_DIR "/input/trap_mlp.toml", 8, shortset, "simulate.n_steps=20000", 0.45, 0);
 }
 END_TEST
 

@@ -11,3 +11,13 @@ set_tests_properties(test_train_input_full_np2 PROPERTIES LABELS "mpi;long" TIME
 # full-state kinds ([model] kind = "mlp", "transformer"): losses, provider, data-parallel train,
 # restart (the trapped-AOUP check against the exact score: --trap short, --long the full input)
 sgm_mpi_test(test_train_full SOURCES test_train_full.c RANKS 1 2 4 TIMEOUT 300)
+# one rank: the 4-particle open-trap engine is latency-bound (a step costs an MPI round trip on
+# more ranks); the rank-count behaviour of train and epr is tested above
+add_test(NAME test_train_full_trap_np1 COMMAND ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS} -n 1
+         $<TARGET_FILE:test_train_full> --trap)
+set_tests_properties(test_train_full_trap_np1 PROPERTIES LABELS "mpi" TIMEOUT 300
+                     PROCESSORS 1 ENVIRONMENT "${SGM_TEST_ENV}")
+add_test(NAME test_train_full_long_np1 COMMAND ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS} -n 1
+         $<TARGET_FILE:test_train_full> --long)
+set_tests_properties(test_train_full_long_np1 PROPERTIES LABELS "mpi;long" TIMEOUT 5400
+                     PROCESSORS 1 ENVIRONMENT "${SGM_TEST_ENV}")
