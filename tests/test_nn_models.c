@@ -660,6 +660,33 @@ START_TEST(test_ltf_centre_only_equals_full)
 }
 END_TEST
 
+/* The JVP with no position tangent and g tangents on the centre tokens only (the divergence in
+ * g: the position embedding's tangents are written as zeros and the first block's QKV tangent is
+ * computed on the centre rows only) against the general path on the same tangent (an explicit
+ * zero position tangent takes the general path). */
+START_TEST(test_ltf_centre_tangent_equals_general)
+{
+  static float tgc[TNT * TMAX], zx[TNT * TMAX], o1[TNT * TMAX], o2[TNT * TMAX];
+  memcpy(tgc, t_tg, sizeof tgc);
+  for (int d = 0; d < TNT; d++)
+    for (int b = 0; b < tB; b++)
+      for (int j = 1; j < TT; j++)
+        for (int a = 0; a < TG; a++) tgc[(((size_t)d * tB + b) * TT + j) * TG + a] = 0.0f;
+  memset(zx, 0, sizeof zx);
+  for (int full = 0; full < 2; full++) {
+    sgm_nn_transformer_set_centre_only(tf, !full);
+    tf_fwd(t_out);
+    ck_assert_int_eq(sgm_nn_transformer_jvp(tf, o1, NULL, tgc, TNT), 0);
+    ck_assert_int_eq(sgm_nn_transformer_jvp(tf, o2, zx, tgc, TNT), 0);
+    double sc = 0.0;
+    for (size_t i = 0; i < TNT * t_nout(); i++) sc = fmax(sc, fabs((double)o2[i]));
+    ck_assert_double_gt(sc, 0.0);
+    ck_assert_double_le(max_rel_diff(o1, o2, TNT * t_nout()), SYM_TOL);
+  }
+  sgm_nn_transformer_set_centre_only(tf, 1);
+}
+END_TEST
+
 START_TEST(test_ltf_partial_batch)
 {
   /* A model built for a larger batch, first run on a full batch of other data (dirtying every
@@ -1001,6 +1028,7 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tl, test_ltf_neighbour_order_and_absent);
   tcase_add_test(tl, test_ltf_translation_invariance);
   tcase_add_test(tl, test_ltf_centre_only_equals_full);
+  tcase_add_test(tl, test_ltf_centre_tangent_equals_general);
   tcase_add_test(tl, test_ltf_partial_batch);
   tcase_add_test(tl, test_ltf_lean_equals_full);
   tcase_add_test(tl, test_ltf_rejects_invalid_centre);

@@ -22,6 +22,7 @@
 
 #include "nn_stack.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -386,6 +387,29 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* Every tangent face of an MLP stack set to 0 (its JVP on a zero input tangent). */
+static void stack_zero_tangents(SgmNnStack *s, int rows, int ntan)
+{
+  for (int l = 0; l < s->nl; l++) {
+    const size_t n = (size_t)ntan * rows * s->dims[l + 1];
+    memset(s->pre[l].t, 0, n * sizeof(float));
+    if (l < s->nl - 1) memset(s->post[l].t, 0, n * sizeof(float));
+  }
+}
+
+/* 1 if the g tangents tg (ntan, R, Dg) vanish on every token but the centres (token 0). */
+static int tangent_centre_only(const SgmNnTransformer m, const float *tg, int ntan)
+{
+  const int B = m->B, T = m->T, Dg = m->cfg.gdim;
+  for (int d = 0; d < ntan; d++)
+    for (int b = 0; b < B; b++) {
+      const float *t = tg + (((size_t)d * B + b) * T + 1) * Dg;
+      for (size_t k = 0; k < (size_t)(T - 1) * Dg; k++)
+        if (t[k] != 0.0f) return 0;
+    }
+  return 1;
+}
+
 PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const float *tx,
                                       const float *tg, int ntan)
 {
@@ -398,11 +422,19 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
              "transformer: %d tangent directions, max_tan %d", ntan, m->max_tan);
   m->ntan = ntan;
   m->div_valid = 0;
-  if (tx)
+  if (tx) {
     memcpy(m->xin.t, tx, (size_t)ntan * R * D * sizeof(float));
-  else
+    sgm_nn_stack_jvp(&m->ex, &m->params, m->xin.t, R, ntan);
+  } else {
+    /* no position tangent: every tangent of the position embedding is 0 (what its JVP would
+     * compute), so write the zeros instead of running 2 sgemm per layer on zero input */
     memset(m->xin.t, 0, (size_t)ntan * R * D * sizeof(float));
-  sgm_nn_stack_jvp(&m->ex, &m->params, m->xin.t, R, ntan);
+    stack_zero_tangents(&m->ex, R, ntan);
+  }
+  /* Local mode, tangents in g of the centre tokens only (the divergence in g): the block input's
+   * tangent is 0 on every other token, so the first block's QKV tangent is computed on the centre
+   * rows only (strided sgemm) and 0 elsewhere. */
+  const int centre_tan = m->local && !tx && tg && Dg > 0 && tangent_centre_only(m, tg, ntan);
   const float *ext = m->ex.pre[m->ex.nl - 1].t;
   if (Dg > 0) {
     if (tg)
@@ -427,7 +459,13 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
     if (!centre_block(m, l)) {
       rows = R;
       xres_t = Xb->t;
-      sgm_nn_linear_jvp(b->qkv.t, Xb->t, P_(m, b->win), ntan * R, C, 3 * C);
+      if (l == 0 && centre_tan) {
+        memset(b->qkv.t, 0, (size_t)ntan * R * 3 * C * sizeof(float));
+        /* row (d, b, token 0) of X0.t is row d * B + b with stride T * C (R = B T) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntan * B, 3 * C, C, 1.0f, Xb->t, T * C,
+                    P_(m, b->win), C, 0.0f, b->qkv.t, T * 3 * C);
+      } else
+        sgm_nn_linear_jvp(b->qkv.t, Xb->t, P_(m, b->win), ntan * R, C, 3 * C);
       for (int d = 0; d < ntan; d++) {
         const float *qt = b->qkv.t + (size_t)d * R * 3 * C;
         sgm_nn_attention_jvp(b->ay.t + (size_t)d * R * C, b->att.t + (size_t)d * B * NH * T * T,
