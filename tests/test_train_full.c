@@ -555,7 +555,7 @@ static char *slurp(const char *path)
  * seed, `test_steps` steps): the learned model and, for reference, the initial network (0 steps).
  */
 static void trap_case(const char *input, int nshort, const char **shortset, const char *test_steps,
-                      double max_err, int full_targets)
+                      double max_err, int full_targets, char *msg)
 {
   MPI_Comm comm = sgm_test_comm();
   char *text = slurp(input);
@@ -588,7 +588,7 @@ static void trap_case(const char *input, int nshort, const char **shortset, cons
   ck_assert_int_eq(sgm_config_destroy(&cfg), 0);
   PetscMPIInt rank;
   MPI_Comm_rank(comm, &rank);
-  char msg[256] = "";
+  msg[0] = 0;
   if (rank == 0) {
     TrapResult rtr = trap_measure(dir, &p), r = trap_measure(dirt, &p), r0 = trap_measure(dir0, &p);
     printf("trap %s: training trajectory: relative L2 score error %.4g, EPR per particle %.5g, "
@@ -599,32 +599,38 @@ static void trap_case(const char *input, int nshort, const char **shortset, cons
            input, r.rel_err, r0.rel_err, r.epr, r.epr_exact, 100 * (r.epr / r.epr_exact - 1),
            r.divv, r.divv_se);
     if (!(r.rel_err < max_err && r.rel_err < 0.5 * r0.rel_err))
-      snprintf(msg, sizeof msg, "score error %g (initial %g, bound %g)", r.rel_err, r0.rel_err,
+      snprintf(msg, 256, "%s: score error %g (initial %g, bound %g)", input, r.rel_err, r0.rel_err,
                max_err);
     else if (full_targets && !(fabs(r.epr / r.epr_exact - 1) < 0.05))
-      snprintf(msg, sizeof msg, "EPR %g vs exact %g", r.epr, r.epr_exact);
+      snprintf(msg, 256, "%s: EPR %g vs exact %g", input, r.epr, r.epr_exact);
     else if (full_targets && !(fabs(r.divv) < 3 * r.divv_se))
-      snprintf(msg, sizeof msg, "E[div v] %g beyond 3 se %g", r.divv, r.divv_se);
+      snprintf(msg, 256, "%s: E[div v] %g beyond 3 se %g", input, r.divv, r.divv_se);
   }
-  MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, comm);
-  ck_assert_msg(!msg[0], "%s", msg);
+  MPI_Bcast(msg, 256, MPI_CHAR, 0, comm);
   free(text);
 }
 
 START_TEST(test_trap)
 {
+  char m1[256], m2[256];
   if (long_run) {
-    /* the inputs as they are; independent test trajectory of 2 x 10^5 steps (T = 2000) */
+    /* the inputs as they are; independent test trajectory of 2 x 10^5 steps (T = 2000). Both
+     * run before the verdict. Issue 4's targets for the transformer; measured (docs/validation.md)
+     * 0.0558 and E[div v] = 0.013 +- 0.002, so this test fails: a recorded gap, not a bug. */
     trap_case(SGM_SOURCE_DIR "/input/trap_transformer.toml", 0, NULL, "simulate.n_steps=200000",
-              0.05, 1);
-    trap_case(SGM_SOURCE_DIR "/input/trap_mlp.toml", 0, NULL, "simulate.n_steps=200000", 0.15, 0);
+              0.05, 1, m1);
+    trap_case(SGM_SOURCE_DIR "/input/trap_mlp.toml", 0, NULL, "simulate.n_steps=200000", 0.15, 0,
+              m2);
+    ck_assert_msg(!m1[0] && !m2[0], "%s %s", m1, m2);
     return;
   }
   /* short: T = 200 (2001 frames), a small MLP, 400 steps; test trajectory T = 200 */
   const char *shortset[] = {"simulate.n_steps=20000", "model.hidden=32",    "train.steps=400",
                             "train.warmup=20",        "train.batch=64",     "train.ema=0",
                             "train.lr=3e-3",          "train.log_every=100"};
-  trap_case(SGM_SOURCE_DIR "/input/trap_mlp.toml", 8, shortset, "simulate.n_steps=20000", 0.45, 0);
+  trap_case(SGM_SOURCE_DIR "/input/trap_mlp.toml", 8, shortset, "simulate.n_steps=20000", 0.45, 0,
+            m1);
+  ck_assert_msg(!m1[0], "%s", m1);
 }
 END_TEST
 
