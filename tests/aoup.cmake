@@ -8,7 +8,7 @@ sgm_unit_test(test_aoup_physics SOURCES test_aoup_physics.c TIMEOUT 60)
 sgm_mpi_test(test_mips_long SOURCES test_aoup_long.c RANKS 1 4 LABELS long TIMEOUT 1200)
 # Short MIPS check of the default suite: N = 1024 at the paper's parameters to t = 0.3/gamma forms a
 # dense phase and a spanning cluster, a Pe = 0.025 control does not ([analysis] observables).
-# 2 ranks only (trajectories are rank-count invariant; ~10 s idle, < 60 s on 2 shared cores).
+# 2 ranks only (trajectories are rank-count invariant; 23-33 s on the shared 2-core box).
 sgm_mpi_test(test_mips_short SOURCES test_mips_short.c RANKS 2 TIMEOUT 300)
 # sgm_rng_normal2 (one Philox block per pair of normals): statistics and layout.
 sgm_unit_test(test_rng_normal2 SOURCES test_rng_normal2.c TIMEOUT 120)
