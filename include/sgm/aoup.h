@@ -74,10 +74,11 @@ struct SgmAoup_ {
    * part, sorted by global id); xref holds the positions at the build. The same lists in sliced
    * ELLPACK order for the vectorised MIPS force kernel: locals in slices of SGM_AOUP_SLICE, slice
    * b of width sl_w[b] (its longest list) at sell[sl_start[b] + kk * SGM_AOUP_SLICE + c] = the
-   * kk-th partner of local b * SGM_AOUP_SLICE + c, padded with the particle itself (r = 0, a +0
-   * term) */
+   * kk-th partner of local sl_perm[b * SGM_AOUP_SLICE + c], padded with the particle itself
+   * (r = 0, a +0 term); sl_perm orders the locals by list length inside windows of
+   * SGM_AOUP_SIGMA (SELL-C-sigma) */
   int64_t *nl_start, *sl_start;
-  int32_t *nb_id, *sell, *sl_w;
+  int32_t *nb_id, *sell, *sl_w, *sl_perm; /* sl_perm[b S + c]: the local in lane c of slice b */
   double *xref;
   size_t nb_cap, xref_cap, nl_cap, sell_cap, sl_cap;
   /* list-build scratch: positions and ids in cell order (cx[2q], cid[q] of part index

@@ -110,7 +110,7 @@ PetscErrorCode sgm_aoup_destroy(SgmAoup *sp)
   PetscCall(sgm_halo_destroy(&s->halo));
   sgm_particles_free(&s->part);
   sgm_cells_free(&s->cells);
-  free(s->nb_id), free(s->sell), free(s->sl_w), free(s->sl_start), free(s->gbuf);
+  free(s->nb_id), free(s->sell), free(s->sl_w), free(s->sl_start), free(s->sl_perm), free(s->gbuf);
   free(s->cx), free(s->cid), free(s->lid);
   free(s->sort_key), free(s->sort_perm), free(s->sort_cnt), free(s->sort_tmp);
   PetscCall(PetscFree(s->nl_start));
@@ -393,19 +393,31 @@ static PetscErrorCode build_sell(SgmAoup s)
   PetscFunctionBeginUser;
   if ((size_t)nsl + 1 > s->sl_cap) {
     size_t c = (size_t)nsl + 1 + (size_t)nsl / 4;
-    free(s->sl_start), free(s->sl_w);
+    free(s->sl_start), free(s->sl_w), free(s->sl_perm);
     s->sl_start = malloc(c * sizeof(int64_t));
     s->sl_w = malloc(c * sizeof(int32_t));
-    PetscCheck(s->sl_start && s->sl_w, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+    s->sl_perm = malloc(c * S * sizeof(int32_t));
+    PetscCheck(s->sl_start && s->sl_w && s->sl_perm, PETSC_COMM_SELF, PETSC_ERR_MEM,
+               "out of memory");
     s->sl_cap = c;
   }
+  /* SELL-C-sigma: inside windows of SGM_AOUP_SIGMA (cell-ordered) locals, lane order by list
+   * length, longest first (stable), so that a slice's lists have similar lengths */
+  int32_t *perm = s->sl_perm;
+#define LEN(i) (s->nl_start[(i) + 1] - s->nl_start[(i)])
+  for (int64_t w0 = 0; w0 < n; w0 += SGM_AOUP_SIGMA) {
+    const int64_t w1 = w0 + SGM_AOUP_SIGMA < n ? w0 + SGM_AOUP_SIGMA : n;
+    for (int64_t i = w0; i < w1; i++) {
+      int64_t v = i;
+      while (v > w0 && LEN(perm[v - 1]) < LEN(i)) perm[v] = perm[v - 1], v--;
+      perm[v] = (int32_t)i;
+    }
+  }
+  for (int64_t i = n; i < nsl * S; i++) perm[i] = (int32_t)(n - 1); /* pad lanes: never stored */
   int64_t tot = 0;
   for (int64_t b = 0; b < nsl; b++) {
     int64_t w = 0;
-    for (int64_t i = b * S; i < (b + 1) * S && i < n; i++) {
-      const int64_t len = s->nl_start[i + 1] - s->nl_start[i];
-      w = len > w ? len : w;
-    }
+    for (int64_t i = b * S; i < (b + 1) * S && i < n; i++) w = LEN(perm[i]) > w ? LEN(perm[i]) : w;
     s->sl_start[b] = tot, s->sl_w[b] = (int32_t)w, tot += w * S;
   }
   s->sl_start[nsl] = tot;
@@ -420,11 +432,12 @@ static PetscErrorCode build_sell(SgmAoup s)
   for (int64_t b = 0; b < nsl; b++) {
     int32_t *q = s->sell + s->sl_start[b];
     for (int c = 0; c < S; c++) {
-      const int64_t i = b * S + c < n ? b * S + c : n - 1;
-      const int64_t q0 = s->nl_start[i], len = b * S + c < n ? s->nl_start[i + 1] - q0 : 0;
+      const int64_t i = perm[b * S + c];
+      const int64_t q0 = s->nl_start[i], len = b * S + c < n ? LEN(i) : 0;
       for (int64_t kk = 0; kk < s->sl_w[b]; kk++)
         q[kk * S + c] = kk < len ? s->nb_id[q0 + kk] : (int32_t)i;
     }
+#undef LEN
   }
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -595,8 +608,8 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
      * term, SGM_AOUP_SLICE particles at once over the sliced-ELLPACK lists, each summing its
      * pair terms in list order (then +0 for padding). Same operations in the same order as the
      * general loop below: bitwise the same forces. */
-    sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->sl_start, s->sl_w, s->sell, k, 2.0 * a, rc2, L,
-                               mu, A, P->f);
+    sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->sl_perm, s->sl_start, s->sl_w, s->sell, k,
+                               2.0 * a, rc2, L, mu, A, P->f);
     PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
     PetscFunctionReturn(PETSC_SUCCESS);
   }

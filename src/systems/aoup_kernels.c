@@ -168,9 +168,9 @@ void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64
 }
 
 CLONES
-void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int64_t *start, const int32_t *w,
-                                const int32_t *nb, double k, double twoa, double rc2, double L,
-                                double mu, double A, double *F)
+void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int32_t *perm,
+                                const int64_t *start, const int32_t *w, const int32_t *nb, double k,
+                                double twoa, double rc2, double L, double mu, double A, double *F)
 {
   const double h = 0.5 * L;
   for (int64_t i0 = 0, b = 0; i0 < n; i0 += SB, b++) {
@@ -178,7 +178,7 @@ void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int64_t *start
     const int wb = w[b];
     double xi0[SB], xi1[SB], fs0[SB], fs1[SB];
     for (int c = 0; c < SB; c++) {
-      const int64_t i = i0 + c < n ? i0 + c : n - 1; /* lanes past n: a copy of n - 1, unused */
+      const int64_t i = perm[i0 + c]; /* lanes past n: a copy of a local, not stored */
       xi0[c] = X[2 * i], xi1[c] = X[2 * i + 1], fs0[c] = 0.0, fs1[c] = 0.0;
     }
     for (int kk = 0; kk < wb; kk++, q += SB) {
@@ -208,8 +208,9 @@ void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int64_t *start
     }
     const int nc = n - i0 < SB ? (int)(n - i0) : SB;
     for (int c = 0; c < nc; c++) {
-      F[2 * (i0 + c)] = mu * fs0[c] - mu * A * xi0[c];
-      F[2 * (i0 + c) + 1] = mu * fs1[c] - mu * A * xi1[c];
+      const int64_t i = perm[i0 + c];
+      F[2 * i] = mu * fs0[c] - mu * A * xi0[c];
+      F[2 * i + 1] = mu * fs1[c] - mu * A * xi1[c];
     }
   }
 }
