@@ -31,7 +31,7 @@
 #                         [--n-big N] [--n-train N] [--batch B] [--build DIR] [--work DIR] [--quick]
 #   defaults: all three models, both parts, 2 rounds, N = 32768 (small, mips), N = 1024 for the
 #   big model's EPR (~15-60 particles/s: N = 32768 would take 10+ min per frame on this host),
-#   N_train = 4096, B = 1024; ~15 min on the 2-vCPU host when it is quiet.
+#   N_train = 4096, B = 1024; ~15 min on the 2-vCPU host when it is quiet, ~35 min at load 8-13.
 #   --quick: small only, N = 4096, 1 round, few steps: a smoke test, not a measurement.
 # Needs: sgm_hpc in BUILD, mpicc/mpiexec, Debian's /usr/bin/python3 with python3-torch, the
 # anchor at ../shared/anchors/torch (SGM_TORCH_ANCHOR).
