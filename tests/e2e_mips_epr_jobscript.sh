@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# jobscripts/train_mips.slurm end to end, without SLURM: `srun` is a stand-in that runs the
+# program on 2 ranks with mpiexec and `scontrol` one that records the requeue. A tiny MIPS input
+# (simulate, train, epr) is run in chunks through the job script: SIGUSR1 to the batch shell
+# during simulate, then during train (each chunk must exit 0, leave its checkpoint and requeue),
+# then a chunk that finishes train and epr without requeueing, then one that finds the run
+# complete and runs nothing. The trajectory, the trained model (every dataset of model.h5) and the
+# per-particle EPR must equal an uninterrupted run's bit for bit. Also: the MIPS EPR inputs of
+# input/ (mips_epr_*, transfer_*, equilibrium_*) pass `sgm_hpc --check`.
+#   e2e_mips_epr_jobscript.sh SGM_HPC SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
+set -uo pipefail
+exe=$1; src=$2; shift 2
+mpi=("$@")
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+check() { # name, condition (string evaluated by bash)
+  if eval "$2"; then echo "ok   $1"; pass=$((pass + 1)); else echo "FAIL $1"; fail=$((fail + 1)); fi
+}
+py=$("$src/scripts/find-python.sh") || { echo "FAIL no python3 with h5py"; exit 1; }
+
+for f in "$src"/input/mips_epr_*.toml "$src"/input/transfer_*.toml "$src"/input/equilibrium_*.toml; do
+  "$exe" --check "$f" >/dev/null 2>"$tmp/check.err"
+  check "--check $(basename "$f")" "[[ $? -eq 0 ]]"
+done
+
+mkdir -p "$tmp/bin"
+{
+  echo '#!/bin/bash'
+  echo 'while [[ $1 == --* ]]; do shift; done'
+  printf 'exec'; printf ' %q' "${mpi[@]}"; echo ' -n 2 "$@"'
+} >"$tmp/bin/srun"
+printf '#!/bin/bash\necho "scontrol $*" >> %q/scontrol.log\n' "$tmp" >"$tmp/bin/scontrol"
+chmod +x "$tmp/bin/srun" "$tmp/bin/scontrol"
+
+cat >"$tmp/tiny.toml" <<EOF
+[run]
+name = "tiny_mips_epr"
+output = "$tmp/run"
+seed = 11
+stages = ["simulate", "train", "epr"]
+progress_interval = 0.1
+[system]
+n = 256
+phi = 0.5
+v0 = 0.025
+gamma = 1e-3
+eps = 0.0
+[simulate]
+dt = 0.1
+n_equil = 20000
+n_steps = 400
+frame_every = 100
+relax_steps = 50
+[model]
+d_e = 16
+layers = 1
+heads = 2
+K = 8
+mlp_hidden = 16
+embed_hidden = 16
+embed_depth = 1
+dec_hidden = 16
+dec_depth = 1
+learn = "g"
+max_batch = 32
+[train]
+loss = "denoise"
+steps = 300
+batch = 32
+lr = 1e-3
+warmup = 10
+log_every = 50
+[epr]
+score = "model"
+batches = 2
+classify = true
+EOF
+
+# reference: uninterrupted, 2 ranks
+"${mpi[@]}" -n 2 "$exe" --set "run.output=\"$tmp/ref\"" "$tmp/tiny.toml" >"$tmp/ref.log" 2>&1
+check "reference run exits 0" "[[ $? -eq 0 && -f $tmp/ref/epr.h5 ]]"
+
+chunk() { # log name, pattern of the progress line after which SIGUSR1 is sent ("": none)
+  rm -f "$tmp/scontrol.log"
+  PATH="$tmp/bin:$PATH" SLURM_JOB_ID=42 SGM_HPC="$exe" \
+    bash "$src/jobscripts/train_mips.slurm" "$tmp/tiny.toml" >"$tmp/$1.log" 2>&1 &
+  local pid=$!
+  if [[ -n $2 ]]; then
+    for _ in $(seq 1 600); do
+      grep -q "$2" "$tmp/$1.log" && break
+      kill -0 $pid 2>/dev/null || break
+      sleep 0.05
+    done
+    kill -USR1 $pid
+  fi
+  wait $pid
+}
+requeued() { [[ -f $tmp/scontrol.log ]] && grep -q "requeue 42" "$tmp/scontrol.log"; }
+
+chunk c1 '^\[simulate\] [0-9]*/'
+check "chunk 1 (signal in simulate) exits 0 ($?)" "[[ $? -eq 0 ]]"
+check "chunk 1 requeued" "requeued"
+check "chunk 1 left checkpoint.h5 and no trajectory.h5" "[[ -f $tmp/run/checkpoint.h5 && ! -f $tmp/run/trajectory.h5 ]]"
+
+chunk c2 '^\[train\] [0-9]*/'
+check "chunk 2 (signal in train) exits 0" "[[ $? -eq 0 ]]"
+check "chunk 2 continued the simulation" "grep -q 'restarting from' $tmp/c2.log"
+check "chunk 2 requeued" "requeued"
+check "chunk 2 left train_checkpoint.h5 and no model.h5" "[[ -f $tmp/run/train_checkpoint.h5 && ! -f $tmp/run/model.h5 ]]"
+
+chunk c3 ''
+check "chunk 3 exits 0" "[[ $? -eq 0 ]]"
+check "chunk 3 ran train and epr only, from the checkpoint" "grep -q 'train: restarting from' $tmp/c3.log && ! grep -q 'stage simulate' $tmp/c3.log"
+check "chunk 3 not requeued" "! requeued"
+check "chunk 3 wrote model.h5 and epr.h5" "[[ -f $tmp/run/model.h5 && -f $tmp/run/epr.h5 ]]"
+
+chunk c4 ''
+check "chunk 4 exits 0 and runs nothing" "[[ $? -eq 0 ]] && grep -q 'complete' $tmp/c4.log && ! grep -q '== stage' $tmp/c4.log"
+
+"$py" - "$tmp/ref" "$tmp/run" >"$tmp/cmp.log" 2>&1 <<'PY'
+import sys, h5py
+ref, run = sys.argv[1], sys.argv[2]
+ok = True
+def same(a, b, name):
+    global ok
+    x, y = a[name][()], b[name][()]
+    eq = x.shape == y.shape and x.dtype == y.dtype and x.tobytes() == y.tobytes()
+    if not eq:
+        print("DIFFERENT", name)
+    ok &= eq
+with h5py.File(f"{ref}/trajectory.h5") as a, h5py.File(f"{run}/trajectory.h5") as b:
+    for q in ("position", "orientation"):
+        same(a, b, f"particles/all/{q}/value")
+with h5py.File(f"{ref}/model.h5") as a, h5py.File(f"{run}/model.h5") as b:
+    names = []
+    a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    print(len(names), "datasets in model.h5")
+    for n in names:
+        same(a, b, n)
+with h5py.File(f"{ref}/epr.h5") as a, h5py.File(f"{run}/epr.h5") as b:
+    for q in ("velocity_g", "epr_total", "phase_class"):
+        same(a, b, q)
+print("bitwise equal" if ok else "differences")
+sys.exit(0 if ok else 1)
+PY
+check "trajectory, model.h5 and epr.h5 bitwise equal to the uninterrupted run" "[[ $? -eq 0 ]]"
+cat "$tmp/cmp.log"
+
+echo "$pass passed, $fail failed"
+if [[ $fail -ne 0 ]]; then
+  for f in ref c1 c2 c3 c4; do echo "--- $f.log"; tail -n 15 "$tmp/$f.log"; done
+fi
+[[ $fail -eq 0 ]]
