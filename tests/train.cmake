@@ -1,6 +1,7 @@
 # score module: K-nearest-neighbour windows, losses (finite-difference gradient checks), and the
 # data-parallel `train` stage (rank-count invariance, restart identity).
 sgm_mpi_test(test_windows SOURCES test_windows.c RANKS 1 2 4 TIMEOUT 60)
+sgm_mpi_test(test_xg_score SOURCES test_xg_score.c RANKS 1 2 4 TIMEOUT 60)
 sgm_mpi_test(test_losses SOURCES test_losses.c RANKS 1 TIMEOUT 60)
 sgm_mpi_test(test_train SOURCES test_train.c RANKS 1 2 4 TIMEOUT 120)
 sgm_mpi_test(test_train_input SOURCES test_train_input.c RANKS 2 TIMEOUT 60)

@@ -1,10 +1,11 @@
 /* Denoising and score-matching losses of the local transformer (include/sgm/losses.h).
  *
  * Owns the per-centre loss formulas, their cotangents and the micro-batching. Trade-offs: the
- * denoising windows reuse the neighbour lists of the clean frame and add the noise to the
- * gathered coordinates (one neighbour search per frame instead of one per sign); with sigma far
- * below the interparticle distance a neighbour-list change under the perturbation is rare, and
- * such changes are discontinuities the paper ignores as well. The noise is drawn per particle
+ * denoising windows with noise on x are chosen in the noised frame (sgm_windows_gather searches
+ * the K nearest of the perturbed positions in the cells of the clean frame's search): windows of
+ * the clean frame filled with noised coordinates reveal where the clean centre was, make the
+ * centre's x noise partly predictable and the loss unbounded by -E|s|^2, and the learned s_x
+ * absorbs that instead of the score (tests/test_xg_score.c). The noise is drawn per particle
  * from its global id, so a neighbour's perturbation is the same on every rank and every
  * decomposition. Losses are returned as sums over centres (the caller divides by the global batch
  * size after the gradient allreduce) and accumulated in double; the per-centre values and

@@ -241,17 +241,61 @@ void sgm_windows_width(SgmWindows w, double *width, int64_t *ngrow)
   if (ngrow) *ngrow = w->ngrow;
 }
 
+/* The K nearest neighbours of local i in the perturbed frame x + scale px (minimum image of the
+ * clean canonical doubles plus the perturbation difference, ties by id), from the cells of the
+ * last search, into row (K+1; column 0 is i, missing neighbours repeat i). The denoising loss
+ * needs its windows chosen in the noised frame: windows chosen in the clean frame but filled
+ * with noised coordinates tell the network something about the clean positions (the centre lies
+ * inside its clean K-nearest set), which makes the centre's noise partly predictable and the
+ * denoising loss unbounded by -E|s|^2 (the learned s_x absorbs it). A perturbed neighbour outside
+ * the halo would need to move by more than the width minus its clean K-th distance (rare for
+ * scale much smaller than the interparticle distance; the same approximation as the halo). */
+static void perturbed_row(SgmWindows w, int64_t i, const double *px, double scale, int64_t *row)
+{
+  const int dim = w->dim, K = w->K;
+  const SgmParticles *p = &w->part;
+  const SgmCells *c = &w->cells;
+  const int64_t ci = c->cell[i], cc[2] = {ci % c->nc[0], dim > 1 ? ci / c->nc[0] : 0};
+  int n = 0;
+  for (int64_t oy = dim > 1 ? -1 : 0; oy <= (dim > 1 ? 1 : 0); oy++)
+    for (int64_t ox = -1; ox <= 1; ox++) {
+      const int64_t cx = cc[0] + ox, cy = cc[1] + oy;
+      if (cx < 0 || cx >= c->nc[0] || cy < 0 || cy >= c->nc[1]) continue;
+      const int64_t cell = cx + c->nc[0] * cy;
+      for (int64_t q = c->start[cell]; q < c->start[cell + 1]; q++) {
+        const int64_t j = c->order[q];
+        if (p->id[j] == p->id[i]) continue;
+        double d2 = 0.0;
+        for (int k = 0; k < dim; k++) {
+          const double dk = sgm_min_image(p->x[j * dim + k] - p->x[i * dim + k], w->d.L[k]) +
+                            scale * (px[j * dim + k] - px[i * dim + k]);
+          d2 += dk * dk;
+        }
+        insert(w, &n, p->id, d2, j);
+      }
+    }
+  row[0] = i;
+  for (int a = 0; a < K; a++) row[1 + a] = a < n ? w->bidx[a] : i;
+}
+
 PetscErrorCode sgm_windows_gather(SgmWindows w, int B, const int64_t *centres, const double *px,
                                   const double *pg, double scale, float *X, float *G, float *mask)
 {
   const int dim = w->dim, T = w->K + 1;
   const SgmParticles *p = &w->part;
+  const int reselect = px && scale != 0.0;
+  int64_t *prow = NULL;
   PetscFunctionBeginUser;
+  if (reselect) PetscCall(PetscMalloc1(T, &prow));
   for (int b = 0; b < B; b++) {
     const int64_t i = centres[b];
     PetscAssert(i >= 0 && i < w->nlocal, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
                 "centre %" PRId64 " not local", i);
     const int64_t *row = w->nbr + i * T;
+    if (reselect) {
+      perturbed_row(w, i, px, scale, prow);
+      row = prow;
+    }
     for (int t = 0; t < T; t++) {
       const int64_t j = row[t];
       float *xo = X + ((size_t)b * T + t) * dim, *go = G + ((size_t)b * T + t) * dim;
@@ -267,5 +311,6 @@ PetscErrorCode sgm_windows_gather(SgmWindows w, int B, const int64_t *centres, c
       if (mask) mask[(size_t)b * T + t] = 1.0f;
     }
   }
+  PetscCall(PetscFree(prow));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
