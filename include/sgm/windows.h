@@ -45,7 +45,9 @@ void sgm_windows_width(SgmWindows w, double *width, int64_t *ngrow);
 ///   G (B, K+1, dim) = g_j + scale pg_j
 ///   mask (B, K+1) = 1
 /// px, pg (nlocal + nghost, dim) are per-particle perturbations in the order of *part, or NULL
-/// (no perturbation).
+/// (no perturbation). With px != NULL and scale != 0 the j are the K nearest neighbours of the
+/// PERTURBED configuration (searched in the cells of the last clean search; ties to the lower
+/// id), as the denoising loss requires; otherwise the clean windows of the last search.
 PetscErrorCode sgm_windows_gather(SgmWindows w, int B, const int64_t *centres, const double *px,
                                   const double *pg, double scale, float *X, float *G, float *mask);
 

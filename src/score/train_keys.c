@@ -159,6 +159,15 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   if (K >= n)
     sgm_config_problem(pb, "model.K", "K = %lld needs more than K particles (N = %lld)",
                        (long long)K, (long long)n);
+  /* Score matching (eq. 22) rests on an integration by parts that needs s_x continuous in x. The
+   * K-nearest windows jump when the neighbour set changes, and the exact divergence sees only the
+   * smooth part, so the loss of s_x has no lower bound (the network learns to exploit the jumps:
+   * docs/training.md). s_g is safe (windows do not depend on g); denoising is safe. */
+  if (!strcmp(loss, "sm") && !strcmp(learn, "xg"))
+    sgm_config_problem(pb, "train.loss",
+                       "score matching of s_x (learn = \"xg\") with the local transformer is "
+                       "unbounded below (its K-nearest windows jump in x); use loss = \"denoise\" "
+                       "or learn = \"g\"");
   if (!strcmp(loss, "denoise") && !strcmp(learn, "xg") && !noise_x)
     sgm_config_problem(pb, "train.noise_x", "denoising s_x (learn = \"xg\") needs noise_x = true");
   PetscFunctionReturn(PETSC_SUCCESS);
