@@ -15,6 +15,7 @@
  * (tests/test_rng_batch.c).
  */
 #include "sgm/rng.h"
+#include "sgm/simd.h"
 
 #include <string.h>
 
@@ -33,13 +34,7 @@
 #define SQRT sqrt
 #endif
 
-/* Multiversioned like src/nn/activation.c: AVX-512 / AVX2 / baseline picked at load time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&       \
-    !defined(__AVX2__)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CLONES
-#endif
+/* Kernels marked SGM_CLONES are multiversioned (sgm/simd.h). */
 
 INL uint64_t asu64(double x)
 {
@@ -192,7 +187,7 @@ static void round_keys(uint64_t seed, uint32_t rk0[10], uint32_t rk1[10])
   for (int r = 0; r < 10; r++) rk0[r] = k0, rk1[r] = k1, k0 += PHILOX_W0, k1 += PHILOX_W1;
 }
 
-CLONES
+SGM_CLONES
 void sgm_rng_normal2_batch(uint64_t seed, uint32_t purpose, uint64_t step, uint32_t sub, int64_t n,
                            const int64_t *id, double *z)
 {

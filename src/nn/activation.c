@@ -139,15 +139,10 @@ static inline double silu_d2(double x)
 
 /* The layer functions are compiled for AVX-512 and AVX2 as well as the baseline, picked at load
  * time (GCC target_clones, an ifunc): the GELU blocks then run 8 or 16 lanes wide without
- * -march=native. No FMA contraction in ISO C mode, so every clone gives the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&       \
-    !defined(__AVX2__)
-#define SGM_ACT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SGM_ACT_CLONES
-#endif
+ * -march=native (SGM_CLONES, sgm/simd.h). No FMA contraction in ISO C mode, so every clone gives
+ * the same bits. */
 
-SGM_ACT_CLONES
+SGM_CLONES
 void sgm_nn_act_forward(SgmNnAct act, float *out, const float *inp, int N)
 {
   /* out (N), inp (N) */
@@ -168,7 +163,7 @@ void sgm_nn_act_forward(SgmNnAct act, float *out, const float *inp, int N)
   }
 }
 
-SGM_ACT_CLONES
+SGM_CLONES
 void sgm_nn_act_backward(SgmNnAct act, float *dinp, const float *dout, const float *inp, int N)
 {
   /* dinp (N), dout (N), inp (N) */
@@ -189,7 +184,7 @@ void sgm_nn_act_backward(SgmNnAct act, float *dinp, const float *dout, const flo
   }
 }
 
-SGM_ACT_CLONES
+SGM_CLONES
 void sgm_nn_act_backward_y(SgmNnAct act, float *dinp, const float *dout, const float *inp,
                            const float *out, int N)
 {
@@ -205,7 +200,7 @@ void sgm_nn_act_backward_y(SgmNnAct act, float *dinp, const float *dout, const f
   }
 }
 
-SGM_ACT_CLONES
+SGM_CLONES
 void sgm_nn_act_jvp(SgmNnAct act, float *tout, const float *tinp, const float *inp, int N)
 {
   /* tout (N), tinp (N), inp (N) */
@@ -226,7 +221,7 @@ void sgm_nn_act_jvp(SgmNnAct act, float *tout, const float *tinp, const float *i
   }
 }
 
-SGM_ACT_CLONES
+SGM_CLONES
 void sgm_nn_act_jvp_backward(SgmNnAct act, float *dinp, float *dtinp, const float *dtout,
                              const float *inp, const float *tinp, int N)
 {
@@ -257,7 +252,7 @@ void sgm_nn_act_jvp_backward(SgmNnAct act, float *dinp, float *dtinp, const floa
   }
 }
 
-SGM_ACT_CLONES
+SGM_CLONES
 void sgm_nn_act_jvp_n(SgmNnAct act, float *tout, const float *tinp, const float *inp,
                       const float *out, int N, int ntan)
 {
@@ -279,7 +274,7 @@ void sgm_nn_act_jvp_n(SgmNnAct act, float *tout, const float *tinp, const float 
   }
 }
 
-SGM_ACT_CLONES
+SGM_CLONES
 void sgm_nn_act_jvp_backward_n(SgmNnAct act, float *dinp, float *dtinp, const float *dtout,
                                const float *inp, const float *out, const float *tinp, int N,
                                int ntan)

@@ -263,7 +263,7 @@ void sgm_nn_attention_jvp_backward_naive(float *dq, float *dk, float *dv, float 
   }
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_attention_forward(float *out, float *att, const float *q, const float *k,
                               const float *v, const float *mask, int B, int Tq, int Tk, int C,
                               int NH, int ldq, int ldkv)
@@ -287,7 +287,7 @@ void sgm_nn_attention_forward(float *out, float *att, const float *q, const floa
   }
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                const float *att, const float *q, const float *k, const float *v,
                                int B, int Tq, int Tk, int C, int NH, int ldq, int ldkv)
@@ -315,7 +315,7 @@ void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, 
   }
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *tq, const float *tk,
                           const float *tv, const float *att, const float *q, const float *k,
                           const float *v, const float *mask, int B, int Tq, int Tk, int C, int NH,
@@ -346,7 +346,7 @@ void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *t
   }
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, float *dtk,
                                    float *dtv, float *scratch, const float *dtout, const float *att,
                                    const float *ts, const float *q, const float *k, const float *v,

@@ -33,7 +33,7 @@ SGM_NN_INLINE void ln_row_forward(float *restrict o, float *restrict mean, float
   *rstd = sf;
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                               const float *weight, const float *bias, int BT, int C)
 {
@@ -55,7 +55,7 @@ SGM_NN_INLINE void ln_row_backward(float *restrict dx, float *restrict dw, float
   if (db) SGM_NN_ELEMENTS(C, db[j] += dy[j]);
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                                const float *inp, const float *weight, const float *mean,
                                const float *rstd, int BT, int C)
@@ -76,7 +76,7 @@ SGM_NN_INLINE void ln_row_jvp(float *restrict to, const float *restrict tx, cons
   SGM_NN_ELEMENTS(C, to[j] = w[j] * s * (tx[j] - a - (x[j] - m) * s * b));
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_layernorm_jvp(float *tout, const float *tinp, const float *inp, const float *weight,
                           const float *mean, const float *rstd, int BT, int C)
 {
@@ -108,7 +108,7 @@ SGM_NN_INLINE void ln_row_jvp_backward(float *restrict dx, float *restrict dtx, 
                   if (dtx) dtx[j] += Ja; if (dx) dx[j] += c0 * xh - s * (Ja * fxt + fxa * Jt));
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_layernorm_jvp_backward(float *dinp, float *dtinp, float *dweight, const float *dtout,
                                    const float *inp, const float *tinp, const float *weight,
                                    const float *mean, const float *rstd, int BT, int C)

@@ -30,7 +30,7 @@ SGM_NN_INLINE void bias_grad(float *restrict dbias, const float *restrict dout, 
   }
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                            int BT, int C, int OC)
 {
@@ -54,7 +54,7 @@ void sgm_nn_linear_forward_naive(float *out, const float *inp, const float *weig
   }
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *weight, int BT, int C, int OC)
 {

@@ -6,11 +6,13 @@
  * element loops as blocks of SGM_NN_VL elements with a constant trip count over restrict
  * pointers (each block becomes one AVX-512 or a few narrower vector instructions), keep
  * reductions in SGM_NN_VL independent lanes, and are compiled for AVX-512 and AVX2 as well as the
- * baseline (SGM_NN_CLONES, a GCC ifunc picked at load time). No FMA contraction in ISO C mode, so
+ * baseline (SGM_CLONES, a GCC ifunc picked at load time). No FMA contraction in ISO C mode, so
  * every clone gives the same bits.
  */
 #ifndef SGM_NN_SIMD_H
 #define SGM_NN_SIMD_H
+
+#include "sgm/simd.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -21,13 +23,6 @@
 #define SGM_NN_INLINE static inline __attribute__((always_inline))
 #else
 #define SGM_NN_INLINE static inline
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&       \
-    !defined(__AVX2__)
-#define SGM_NN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SGM_NN_CLONES
 #endif
 
 /* NT sums over j in [0, C) in double lanes: TERMS sets t[0..NT) from the index j; OUT[q] gets

@@ -82,7 +82,7 @@ SGM_NN_INLINE void add3(float *restrict out, const float *restrict a, const floa
   SGM_NN_ELEMENTS(N, out[j] = a[j] + b[j]);
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_residual_forward(float *out, const float *a, const float *b, int N)
 {
   /* out, a, b (N); out may be a or b (in place) */
@@ -94,7 +94,7 @@ void sgm_nn_residual_forward(float *out, const float *a, const float *b, int N)
     add3(out, a, b, N);
 }
 
-SGM_NN_CLONES
+SGM_CLONES
 void sgm_nn_residual_backward(float *da, float *db, const float *dout, int N)
 {
   /* da, db, dout (N) */

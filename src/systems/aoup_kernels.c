@@ -9,6 +9,7 @@
 #include "aoup_kernels.h"
 #include "sgm/domain.h"
 #include "sgm/rng.h"
+#include "sgm/simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -17,12 +18,6 @@
 #define SQRT __builtin_sqrt
 #else
 #define SQRT sqrt
-#endif
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&       \
-    !defined(__AVX2__)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CLONES
 #endif
 
 #define IB 64 /* particles per integration block */
@@ -123,7 +118,7 @@ step_block(const SgmAoupStepConst *k, double *restrict xb, double *restrict gb,
   *mbp = mb, *badp = bad;
 }
 
-CLONES
+SGM_CLONES
 void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64_t *id, double *x,
                                double *g, const double *f, const double *xref, double *maxd2,
                                int *finite)
@@ -167,7 +162,7 @@ void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64
   *finite = bad != EXP; /* the largest exponent field seen: all ones for an inf or NaN */
 }
 
-CLONES
+SGM_CLONES
 void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int32_t *perm,
                                 const int64_t *start, const int32_t *w, const int32_t *nb, double k,
                                 double twoa, double rc2, double L, double mu, double A, double *F)
