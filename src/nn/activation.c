@@ -118,6 +118,65 @@ SGM_ACT_INLINE int gelu_block_any(const float *x, const float *y, int i0, int N,
   return y ? gelu_block_y(x, y, i0, N, Phi, phi) : gelu_block(x, i0, N, Phi, phi);
 }
 
+/* The per-block combinations below, on restrict pointers with a constant trip count for full
+ * blocks (a variable count n < GELU_BLK only for the last, partial block): with a variable count
+ * GCC -O2 left these loops scalar, and they then cost more than the erfc fit itself. */
+SGM_ACT_INLINE void gelu_fwd_blk(float *restrict out, const float *restrict x,
+                                 const float *restrict Phi, int n)
+{
+  if (n == GELU_BLK)
+    for (int i = 0; i < GELU_BLK; i++) out[i] = x[i] * Phi[i];
+  else
+    for (int i = 0; i < n; i++) out[i] = x[i] * Phi[i];
+}
+/* dx += (Phi + x phi) dy */
+SGM_ACT_INLINE void gelu_bwd_blk(float *restrict dx, const float *restrict dy,
+                                 const float *restrict x, const float *restrict Phi,
+                                 const float *restrict phi, int n)
+{
+  if (n == GELU_BLK)
+    for (int i = 0; i < GELU_BLK; i++) dx[i] += (Phi[i] + x[i] * phi[i]) * dy[i];
+  else
+    for (int i = 0; i < n; i++) dx[i] += (Phi[i] + x[i] * phi[i]) * dy[i];
+}
+/* ty = (Phi + x phi) tx */
+SGM_ACT_INLINE void gelu_jvp_blk(float *restrict ty, const float *restrict tx,
+                                 const float *restrict x, const float *restrict Phi,
+                                 const float *restrict phi, int n)
+{
+  if (n == GELU_BLK)
+    for (int i = 0; i < GELU_BLK; i++) ty[i] = (Phi[i] + x[i] * phi[i]) * tx[i];
+  else
+    for (int i = 0; i < n; i++) ty[i] = (Phi[i] + x[i] * phi[i]) * tx[i];
+}
+/* dst = f1 src (ty = f' tx for one direction) */
+SGM_ACT_INLINE void mul_blk(float *restrict dst, const float *restrict f1,
+                            const float *restrict src, int n)
+{
+  if (n == GELU_BLK)
+    for (int i = 0; i < GELU_BLK; i++) dst[i] = f1[i] * src[i];
+  else
+    for (int i = 0; i < n; i++) dst[i] = f1[i] * src[i];
+}
+/* dst += f src */
+SGM_ACT_INLINE void addmul_blk(float *restrict dst, const float *restrict f,
+                               const float *restrict src, int n)
+{
+  if (n == GELU_BLK)
+    for (int i = 0; i < GELU_BLK; i++) dst[i] += f[i] * src[i];
+  else
+    for (int i = 0; i < n; i++) dst[i] += f[i] * src[i];
+}
+/* dst += f a b */
+SGM_ACT_INLINE void addmul2_blk(float *restrict dst, const float *restrict f,
+                                const float *restrict a, const float *restrict b, int n)
+{
+  if (n == GELU_BLK)
+    for (int i = 0; i < GELU_BLK; i++) dst[i] += f[i] * a[i] * b[i];
+  else
+    for (int i = 0; i < n; i++) dst[i] += f[i] * a[i] * b[i];
+}
+
 static inline double sigm(double x)
 {
   return 1.0 / (1.0 + exp(-x));
@@ -151,7 +210,7 @@ void sgm_nn_act_forward(SgmNnAct act, float *out, const float *inp, int N)
     for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
       float Phi[GELU_BLK];
       const int n = gelu_block(inp, i0, N, Phi, NULL);
-      for (int i = 0; i < n; i++) out[i0 + i] = inp[i0 + i] * Phi[i];
+      gelu_fwd_blk(out + i0, inp + i0, Phi, n);
     }
     break;
   case SGM_NN_ACT_SILU:
@@ -172,7 +231,7 @@ void sgm_nn_act_backward(SgmNnAct act, float *dinp, const float *dout, const flo
     for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
       float Phi[GELU_BLK], phi[GELU_BLK];
       const int n = gelu_block(inp, i0, N, Phi, phi);
-      for (int i = 0; i < n; i++) dinp[i0 + i] += (Phi[i] + inp[i0 + i] * phi[i]) * dout[i0 + i];
+      gelu_bwd_blk(dinp + i0, dout + i0, inp + i0, Phi, phi, n);
     }
     break;
   case SGM_NN_ACT_SILU:
@@ -196,7 +255,7 @@ void sgm_nn_act_backward_y(SgmNnAct act, float *dinp, const float *dout, const f
   for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
     float Phi[GELU_BLK], phi[GELU_BLK];
     const int n = gelu_block_y(inp, out, i0, N, Phi, phi);
-    for (int i = 0; i < n; i++) dinp[i0 + i] += (Phi[i] + inp[i0 + i] * phi[i]) * dout[i0 + i];
+    gelu_bwd_blk(dinp + i0, dout + i0, inp + i0, Phi, phi, n);
   }
 }
 
@@ -209,7 +268,7 @@ void sgm_nn_act_jvp(SgmNnAct act, float *tout, const float *tinp, const float *i
     for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
       float Phi[GELU_BLK], phi[GELU_BLK];
       const int n = gelu_block(inp, i0, N, Phi, phi);
-      for (int i = 0; i < n; i++) tout[i0 + i] = (Phi[i] + inp[i0 + i] * phi[i]) * tinp[i0 + i];
+      gelu_jvp_blk(tout + i0, tinp + i0, inp + i0, Phi, phi, n);
     }
     break;
   case SGM_NN_ACT_SILU:
@@ -269,7 +328,7 @@ void sgm_nn_act_jvp_n(SgmNnAct act, float *tout, const float *tinp, const float 
     for (int i = 0; i < GELU_BLK; i++) f1[i] = Phi[i] + xb[i] * phi[i];
     for (int d = 0; d < ntan; d++) {
       const size_t o = (size_t)d * N + i0;
-      for (int i = 0; i < n; i++) tout[o + i] = f1[i] * tinp[o + i];
+      mul_blk(tout + o, f1, tinp + o, n);
     }
   }
 }
@@ -297,10 +356,8 @@ void sgm_nn_act_jvp_backward_n(SgmNnAct act, float *dinp, float *dtinp, const fl
     }
     for (int d = 0; d < ntan; d++) {
       const size_t o = (size_t)d * N + i0;
-      if (dinp)
-        for (int i = 0; i < n; i++) dinp[i0 + i] += f2[i] * tinp[o + i] * dtout[o + i];
-      if (dtinp)
-        for (int i = 0; i < n; i++) dtinp[o + i] += f1[i] * dtout[o + i];
+      if (dinp) addmul2_blk(dinp + i0, f2, tinp + o, dtout + o, n);
+      if (dtinp) addmul_blk(dtinp + o, f1, dtout + o, n);
     }
   }
 }
