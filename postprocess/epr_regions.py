@@ -3,7 +3,8 @@
 classes (paper 002 §7, Fig. 8; issue 4 "EPR concentrated at the interface").
 
     /usr/bin/python3 postprocess/epr_regions.py OUTDIR [--frame -1] [--thresholds 0.2,0.7 ...]
-                                                        [--batches 4] [--no-figure]
+                                                        [--boundary 2 4 ...] [--batches 4]
+                                                        [--no-figure]
 
 Reads OUTDIR/epr.h5 (written with [epr] classify = true: /phi_local, /phase_class, /velocity_g,
 /position) and prints, independently of the program's own metrics.json:
@@ -13,6 +14,15 @@ Reads OUTDIR/epr.h5 (written with [epr] classify = true: /phi_local, /phase_clas
     batches;
   - the same for other threshold pairs given with --thresholds (sensitivity to the class
     definition);
+  - with --boundary W (one or more widths, in units of a; needs scipy): geometric classes that
+    follow the paper's wording (Fig. 8, "the interface between the gas and solid phases") instead
+    of density thresholds: the solid is every particle of a contact cluster (pairs closer than
+    2a(1 + 0.1), union-find) of at least --min-cluster particles; interface = solid particles
+    within W of a non-solid particle and non-solid particles within W of a solid one (W > 2.2: the
+    nearest non-solid particle of a solid one is not in contact with it); dense bulk =
+    solid particles farther than W from every non-solid one; dilute = non-solid particles farther
+    than W from every solid one; --solid-phi X takes phi_i >= X as the solid instead of the
+    contact clusters. The box side comes from the run's input (N, phi, a, dim);
   - the mean |v_g|^2 in bins of phi_i (its profile across the interface);
   - metrics.json's epr values next to the recomputed ones when OUTDIR/metrics.json exists.
 Writes OUTDIR/epr_regions.png: one frame's particles coloured by class and by |v_g|^2, and the
@@ -56,12 +66,47 @@ def classify(phi, lo, hi):
     return np.where(phi < lo, 0, np.where(phi < hi, 1, 2))
 
 
+def boundary_classes(pos, L, a, width, min_cluster, phi=None, solid_phi=None, tol=0.1):
+    """Geometric dilute (0) / interface (1) / dense bulk (2) classes of every frame (see above);
+    with solid_phi the solid is phi_i >= solid_phi instead of the large contact clusters."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    out = np.zeros(pos.shape[:2], dtype=int)
+    for t, x in enumerate(pos):
+        x = np.mod(x, L)
+        tree = cKDTree(x, boxsize=L)
+        pr = tree.query_pairs(2 * a * (1 + tol), output_type="ndarray")
+        n = len(x)
+        g = coo_matrix((np.ones(len(pr)), (pr[:, 0], pr[:, 1])), shape=(n, n))
+        _, lab = connected_components(g, directed=False)
+        solid = np.bincount(lab)[lab] >= min_cluster
+        if solid_phi is not None:
+            solid = phi[t] >= solid_phi
+        c = np.where(solid, 2, 0)
+        if solid.any() and (~solid).any():
+            d_to_gas, _ = cKDTree(x[~solid], boxsize=L).query(x[solid])
+            d_to_solid, _ = cKDTree(x[solid], boxsize=L).query(x[~solid])
+            cs = np.where(d_to_gas < width * a, 1, 2)
+            cg = np.where(d_to_solid < width * a, 1, 0)
+            c[solid], c[~solid] = cs, cg
+        out[t] = c
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("outdir")
     ap.add_argument("--frame", type=int, default=-1, help="frame of the figure (default: last)")
     ap.add_argument("--thresholds", nargs="*", default=[],
                     help="further phi_dilute,phi_dense pairs to evaluate, e.g. 0.2,0.7")
+    ap.add_argument("--boundary", nargs="*", type=float, default=[],
+                    help="widths W (units of a) of geometric interface classes (see above)")
+    ap.add_argument("--min-cluster", type=int, default=50,
+                    help="--boundary: smallest contact cluster counted as solid")
+    ap.add_argument("--solid-phi", type=float, default=None,
+                    help="--boundary: the solid is phi_i >= this instead of the contact clusters")
     ap.add_argument("--batches", type=int, default=4, help="frame batches for the errors")
     ap.add_argument("--no-figure", action="store_true")
     a = ap.parse_args()
@@ -72,6 +117,7 @@ def main():
         vg = f["velocity_g"][()]
         phi = f["phi_local"][()]
         cls = np.rint(f["phase_class"][()]).astype(int)
+        allpos = f["position"][()] if a.boundary else None
         pos = f["position"][a.frame]
         t = f["time"][a.frame]
         n = int(f.attrs["n"])
@@ -80,9 +126,12 @@ def main():
     T = vg2.shape[0]
     # thresholds of the run: [epr] phi_dilute, phi_dense of the resolved input
     lo = hi = np.nan
+    sysp = {}
     try:
         import tomllib
-        e = tomllib.loads(inp.decode() if isinstance(inp, bytes) else str(inp)).get("epr", {})
+        cfg = tomllib.loads(inp.decode() if isinstance(inp, bytes) else str(inp))
+        e = cfg.get("epr", {})
+        sysp = cfg.get("system", {})
         lo, hi = float(e.get("phi_dilute", np.nan)), float(e.get("phi_dense", np.nan))
     except Exception:  # older Python or no input attribute: the lines are left out
         pass
@@ -93,6 +142,20 @@ def main():
     for s in a.thresholds:
         l, h = (float(v) for v in s.split(","))
         rows.append((f"phi_dilute = {l:g}, phi_dense = {h:g}", classify(phi, l, h)))
+    if a.boundary:
+        if not sysp:
+            raise SystemExit("--boundary needs the run's input (N, phi, a) in epr.h5 and tomllib")
+        import math
+        dim, ra = int(sysp.get("dim", 2)), float(sysp.get("a", 1.0))
+        if dim != 2:
+            raise SystemExit("--boundary: 2-d runs only")
+        L = math.sqrt(float(sysp["n"]) * math.pi * ra * ra / float(sysp["phi"]))
+        for w in a.boundary:
+            solid = (f"phi_i >= {a.solid_phi:g}" if a.solid_phi is not None else
+                     f"contact clusters >= {a.min_cluster}")
+            rows.append((f"geometric: {solid} is solid, interface within {w:g} a of the other "
+                         "phase", boundary_classes(allpos, L, ra, w, a.min_cluster, phi,
+                                                   a.solid_phi)))
     for label, c in rows:
         counts, mean, rd, rg, err = class_stats(vg2, c, a.batches)
         print(f"\n{label}:")
