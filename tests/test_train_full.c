@@ -48,7 +48,8 @@ static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int b
 {
   SgmFullScoreConfig c;
   memset(&c, 0, sizeof c);
-  c.kind = kind, c.n = n, c.dim = 2, c.learn_x = learn_x, c.boltzmann = boltzmann;
+  c.kind = kind, c.n = n, c.dim = 2, c.learn_x = learn_x, c.boltzmann = boltzmann & 1;
+  c.boltzmann_x = (boltzmann >> 1) & 1, c.eps = 0.5;
   c.max_batch = 3;
   c.max_tan = 5; /* several chunks */
   c.mlp.hidden = 16, c.mlp.depth = 2, c.mlp.act = SGM_NN_ACT_GELU;
@@ -82,19 +83,36 @@ static double loss_formula(const SgmFullLossWeights *w, int n, int B, const doub
   return tot;
 }
 
+/* A smooth stand-in for the conservative drift mu F(x) of the Boltzmann-informed x score and its
+ * per-particle divergence: fc = -1.3 x + 0.4 sin(2 x) componentwise (n particles, dim 2). */
+static void synth_shift(int Bn, const double *x, double *fc, double *dfc)
+{
+  for (int i = 0; i < Bn; i++) {
+    dfc[i] = 0.0;
+    for (int a = 0; a < 2; a++) {
+      fc[2 * i + a] = -1.3 * x[2 * i + a] + 0.4 * sin(2.0 * x[2 * i + a]);
+      dfc[i] += -1.3 + 0.8 * cos(2.0 * x[2 * i + a]);
+    }
+  }
+}
+
+/* boltzmann: bit 0 the g shift (s_g = -g + N_g), bit 1 the x shift (s_x = fc / eps + N_x) */
 static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
 {
   enum { N = 3, B = 4, D = 2 };
   SgmFullScoreConfig c = small_cfg(kind, N, learn_x, boltzmann);
   SgmFullScore fs;
   ck_assert_int_eq(sgm_full_score_create(&c, 5, &fs), 0);
+  double fc[B * N * D], dfc[B * N];
+  const SgmFullScoreShift shv = {fc, dfc}, *sh = c.boltzmann_x ? &shv : NULL;
   double x[B * N * D], g[B * N * D], bx[B * N * D], divb[B];
   double sx[B * N * D], sg[B * N * D], dx[B * N], dg[B * N];
   double sxp[B * N * D], sgp[B * N * D], sxm[B * N * D], sgm_[B * N * D], t1[B * N], t2[B * N];
   for (int k = 0; k < B * N * D; k++)
     x[k] = 2.0 * urand() - 1.0, g[k] = 2.0 * urand() - 1.0, bx[k] = 2.0 * urand() - 1.0;
   for (int b = 0; b < B; b++) divb[b] = -3.0 + urand();
-  ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sx, sg, dx, dg), 0);
+  synth_shift(B * N, x, fc, dfc);
+  ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sh, sx, sg, dx, dg), 0);
   /* divergences against central differences (a float network: h = 1e-2) */
   const double h = 1e-2;
   double err = 0.0;
@@ -104,10 +122,13 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
       for (int a = 0; a < D; a++) {
         double *v = part ? g : x;
         for (int b = 0; b < B; b++) v[(b * N + i) * D + a] += h;
-        ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sxp, sgp, t1, t2), 0);
+        synth_shift(B * N, x, fc, dfc);
+        ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sh, sxp, sgp, t1, t2), 0);
         for (int b = 0; b < B; b++) v[(b * N + i) * D + a] -= 2 * h;
-        ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sxm, sgm_, t1, t2), 0);
+        synth_shift(B * N, x, fc, dfc);
+        ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sh, sxm, sgm_, t1, t2), 0);
         for (int b = 0; b < B; b++) v[(b * N + i) * D + a] += h;
+        synth_shift(B * N, x, fc, dfc);
         for (int b = 0; b < B; b++) {
           const int k = (b * N + i) * D + a;
           fd[b] += part ? (sgp[k] - sgm_[k]) / (2 * h) : (sxp[k] - sxm[k]) / (2 * h);
@@ -118,8 +139,11 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
         err = fmax(err, fabs(d - fd[b]) / (1.0 + fabs(d)));
       }
     }
-  if (!learn_x)
+  if (!learn_x && !c.boltzmann_x)
     for (int k = 0; k < B * N; k++) ck_assert(dx[k] == 0.0 && sx[2 * k] == 0.0);
+  if (!learn_x && c.boltzmann_x) /* s_x is the shift alone */
+    for (int k = 0; k < B * N; k++)
+      ck_assert(dx[k] == dfc[k] / c.eps && sx[2 * k] == fc[2 * k] / c.eps);
   ck_assert_msg(err < 2e-2, "kind %d learn_x %d boltzmann %d: divergence vs FD %g", (int)kind,
                 learn_x, boltzmann, err);
 
@@ -135,8 +159,8 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
     const int fpe = w->w_fpe != 0.0;
     double L;
     sgm_nn_params_zero_grad(par);
-    ck_assert_int_eq(sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, &L),
-                     0);
+    ck_assert_int_eq(
+        sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &L), 0);
     const double Lf = loss_formula(w, N, B, g, fpe ? bx : NULL, fpe ? divb : NULL, sx, sg, dx, dg);
     ck_assert_msg(fabs(L - Lf) <= 1e-9 * (1.0 + fabs(Lf)), "loss %g vs formula %g", L, Lf);
     double gd = 0.0, dn = 0.0;
@@ -147,11 +171,11 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
     const double eh = (kind == SGM_SCORE_MLP ? 3e-3 : 3e-4) / sqrt(dn / (double)par->nparams);
     double Lp, Lm;
     for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] + (float)(eh * dir[k]);
-    ck_assert_int_eq(sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, &Lp),
-                     0);
+    ck_assert_int_eq(
+        sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &Lp), 0);
     for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] - (float)(eh * dir[k]);
-    ck_assert_int_eq(sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, &Lm),
-                     0);
+    ck_assert_int_eq(
+        sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &Lm), 0);
     memcpy(par->params, p0, par->nparams * sizeof(float));
     const double fd = (Lp - Lm) / (2 * eh);
     printf("kind %d learn_x %d boltzmann %d loss %d: grad.dir %.6g, FD %.6g\n", (int)kind, learn_x,
@@ -163,7 +187,7 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
   if (!learn_x) {
     double L;
     ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-    PetscErrorCode ierr = sgm_full_score_loss(fs, &ws[1], B, x, g, bx, divb, &L);
+    PetscErrorCode ierr = sgm_full_score_loss(fs, &ws[1], B, x, g, bx, divb, sh, &L);
     ck_assert_int_eq(PetscPopErrorHandler(), 0);
     ck_assert_int_eq(ierr, SGM_ERR_USER);
   }
@@ -176,6 +200,8 @@ START_TEST(test_mlp_grad)
   check_model(SGM_SCORE_MLP, 1, 0);
   check_model(SGM_SCORE_MLP, 1, 1);
   check_model(SGM_SCORE_MLP, 0, 0);
+  check_model(SGM_SCORE_MLP, 1, 3); /* Boltzmann-informed s_x and s_g */
+  check_model(SGM_SCORE_MLP, 0, 2); /* s_x = fc / eps, learned s_g */
 }
 END_TEST
 
@@ -183,6 +209,73 @@ START_TEST(test_transformer_grad)
 {
   check_model(SGM_SCORE_TRANSFORMER, 1, 0);
   check_model(SGM_SCORE_TRANSFORMER, 0, 1);
+  check_model(SGM_SCORE_TRANSFORMER, 1, 3);
+}
+END_TEST
+
+/* ---- the Boltzmann-informed x score against the exact score ----
+ * Non-interacting AOUPs in a harmonic trap at v0 = 0 are in equilibrium: s_x = -mu A x / eps and
+ * s_g = -g exactly. With every parameter zero the networks output N = 0 (all layers end in a zero
+ * Linear), so the Boltzmann-informed score (boltzmann = boltzmann_x = true) must be exact: s, div s
+ * and the sm loss equal their closed forms, the FPE residual is 0 and v = b - D s = 0. */
+static void exact_case(SgmScoreKind kind)
+{
+  enum { N = 5, B = 3, D = 2 };
+  const double mu = 0.8, A = 1.5, eps = 0.25, gam = 0.7;
+  SgmFullScoreConfig c = small_cfg(kind, N, 1, 3);
+  c.eps = eps;
+  SgmFullScore fs;
+  ck_assert_int_eq(sgm_full_score_create(&c, 9, &fs), 0);
+  SgmParams *par = sgm_full_score_params(fs);
+  memset(par->params, 0, par->nparams * sizeof(float));
+  double x[B * N * D], g[B * N * D], fc[B * N * D], dfc[B * N], bx[B * N * D], divb[B];
+  double sx[B * N * D], sg[B * N * D], dx[B * N], dg[B * N];
+  for (int k = 0; k < B * N * D; k++) {
+    x[k] = 4.0 * urand() - 2.0, g[k] = 2.0 * urand() - 1.0;
+    fc[k] = -mu * A * x[k], bx[k] = fc[k]; /* v0 = 0: b_x = mu F */
+  }
+  for (int k = 0; k < B * N; k++) dfc[k] = -mu * A * D;
+  for (int b = 0; b < B; b++) divb[b] = N * (-mu * A * D - gam * D);
+  const SgmFullScoreShift sh = {fc, dfc};
+  ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, &sh, sx, sg, dx, dg), 0);
+  double err = 0.0, L_sm = 0.0;
+  for (int k = 0; k < B * N * D; k++) {
+    err = fmax(err, fabs(sx[k] + mu * A * x[k] / eps) + fabs(sg[k] + g[k]));
+    /* v = b - D s, per component (sgm_epr_particle's formula) */
+    err = fmax(err, fabs(bx[k] - eps * sx[k]) + fabs(-gam * g[k] - gam * sg[k]));
+    L_sm += pow(mu * A * x[k] / eps, 2) + g[k] * g[k];
+  }
+  for (int k = 0; k < B * N; k++) err = fmax(err, fabs(dx[k] + mu * A * D / eps) + fabs(dg[k] + D));
+  L_sm += 2.0 * B * N * (-mu * A * D / eps - D);
+  ck_assert_msg(err <= 1e-12, "kind %d: exact Boltzmann score, max deviation %g", (int)kind, err);
+  const SgmFullLossWeights wsm = {1.0, 0.0, eps, gam}, wfpe = {0.0, 1.0, eps, gam};
+  double L, R2;
+  sgm_nn_params_zero_grad(par);
+  ck_assert_int_eq(sgm_full_score_loss(fs, &wsm, B, x, g, NULL, NULL, &sh, &L), 0);
+  ck_assert_msg(fabs(L - L_sm) <= 1e-12 * fabs(L_sm), "kind %d: sm loss %.15g vs exact %.15g",
+                (int)kind, L, L_sm);
+  ck_assert_int_eq(sgm_full_score_loss(fs, &wfpe, B, x, g, bx, divb, &sh, &R2), 0);
+  ck_assert_msg(R2 <= 1e-20, "kind %d: FPE residual^2 of the exact score %g", (int)kind, R2);
+  /* without the x shift the same network is not exact (the test can fail) */
+  c.boltzmann_x = 0;
+  SgmFullScore fs0;
+  ck_assert_int_eq(sgm_full_score_create(&c, 9, &fs0), 0);
+  memset(sgm_full_score_params(fs0)->params, 0, par->nparams * sizeof(float));
+  ck_assert_int_eq(sgm_full_score_eval(fs0, B, x, g, NULL, sx, sg, dx, dg), 0);
+  ck_assert(fabs(sx[0] + mu * A * x[0] / eps) > 1e-3);
+  ck_assert_int_eq(sgm_full_score_destroy(&fs0), 0);
+  /* a missing shift is refused */
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  PetscErrorCode ierr = sgm_full_score_eval(fs, B, x, g, NULL, sx, sg, dx, dg);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_ne(ierr, 0);
+  ck_assert_int_eq(sgm_full_score_destroy(&fs), 0);
+}
+
+START_TEST(test_boltzmann_x_exact)
+{
+  exact_case(SGM_SCORE_MLP);
+  exact_case(SGM_SCORE_TRANSFORMER);
 }
 END_TEST
 
@@ -194,7 +287,7 @@ static const char *model_toml(const char *kind, const char *dir, const char *pat
   snprintf(text, sizeof text,
            "[run]\nname = \"t\"\noutput = \"%s\"\nseed = 7\nstages = [\"epr\"]\n"
            "[system]\nkind = \"aoup\"\ndim = 2\nn = 5\nL = 4.0\nmu = 1.0\nv0 = 1.0\n"
-           "gamma = 1.0\neps = 0.5\na = 1.0\nk = 0.0\npotential = \"harmonic\"\ntrap_A = 1.0\n"
+           "gamma = 1.0\neps = 0.5\na = 0.6\nk = 0.0\npotential = \"harmonic\"\ntrap_A = 1.0\n"
            "boundary = \"open\"\n"
            "[model]\nkind = \"%s\"\nlearn = \"xg\"\nhidden = %d\ndepth = 2\nd_e = 8\nlayers = 1\n"
            "heads = 2\nmlp_hidden = 16\nembed_hidden = 8\nembed_depth = 1\ndec_hidden = 8\n"
@@ -204,7 +297,12 @@ static const char *model_toml(const char *kind, const char *dir, const char *pat
   return text;
 }
 
-static void provider_case(const char *kind)
+/* boltzmann_x: [model] boltzmann_x = true with pair forces ([system] k = 3): the provider's s_x
+ * must equal the network's N_x plus the conservative drift of the PARALLEL engine (forces and
+ * drift divergence computed on all ranks with ghosts, gathered by id) over eps: an independent
+ * path from the provider's and the train stage's (sgm_full_score_drift on a PETSC_COMM_SELF
+ * engine). */
+static void provider_case(const char *kind, int boltzmann_x)
 {
   MPI_Comm comm = sgm_test_comm();
   enum { N = 5, D = 2 };
@@ -215,9 +313,10 @@ static void provider_case(const char *kind)
   SgmScoreModelSpec ms;
   SgmScoreProvider sp;
   SgmAoup s;
-  snprintf(path, sizeof path, "%s/%s_model.h5", dir, kind);
+  snprintf(path, sizeof path, "%s/%s_model%d.h5", dir, kind, boltzmann_x);
+  const char *bset[2] = {"model.boltzmann_x=true", "system.k=3.0"};
   ck_assert_int_eq(sgm_config_create_from_string(comm, "full.toml", model_toml(kind, dir, path, 16),
-                                                 0, NULL, &cfg),
+                                                 boltzmann_x ? 2 : 0, bset, &cfg),
                    0);
   ck_assert_int_eq(sgm_aoup_params_from_config(cfg, 7, &p), 0);
   ck_assert_int_eq(sgm_score_model_build(comm, cfg, D, N, 11, &ms), 0);
@@ -229,11 +328,28 @@ static void provider_case(const char *kind)
   MPI_Bcast(x, N * D, MPI_DOUBLE, 0, comm);
   MPI_Bcast(g, N * D, MPI_DOUBLE, 0, comm);
   for (int i = 0; i < N; i++) ids[i] = i;
-  ck_assert_int_eq(sgm_full_score_eval(ms.fs, 1, x, g, sx, sg, dx, dg), 0);
   ck_assert_int_eq(sgm_score_provider_create(comm, "model", &p, cfg, &sp), 0);
   ck_assert_int_eq(sgm_aoup_create(comm, &p, &s), 0);
   ck_assert_int_eq(sgm_aoup_set_state(s, N, ids, x, g, 0), 0);
   const SgmParticles *P = &s->part;
+  double fc[N * D] = {0}, dfc[N] = {0}, ldiv[N];
+  if (boltzmann_x) {
+    ck_assert_int_eq(sgm_aoup_forces(s), 0);
+    ck_assert_int_eq(sgm_epr_drift_divergence(s, ldiv), 0);
+    for (int64_t u = 0; u < P->nlocal; u++) {
+      for (int a = 0; a < D; a++) fc[P->id[u] * D + a] = P->f[u * D + a];
+      dfc[P->id[u]] = ldiv[u];
+    }
+    MPI_Allreduce(MPI_IN_PLACE, fc, N * D, MPI_DOUBLE, MPI_SUM, comm);
+    MPI_Allreduce(MPI_IN_PLACE, dfc, N, MPI_DOUBLE, MPI_SUM, comm);
+    /* the pair forces matter here (the test is not the trap alone) */
+    double fpair = 0.0;
+    for (int k = 0; k < N * D; k++) fpair = fmax(fpair, fabs(fc[k] + x[k]));
+    ck_assert_msg(fpair > 0.1, "no pair force in the provider test (%g)", fpair);
+  }
+  const SgmFullScoreShift shv = {fc, dfc};
+  ck_assert_int_eq(sgm_full_score_eval(ms.fs, 1, x, g, boltzmann_x ? &shv : NULL, sx, sg, dx, dg),
+                   0);
   double px[N * D], pg[N * D], pdx[N], pdg[N];
   ck_assert_int_eq(sgm_score_provider_eval(sp, P, 0, P->nlocal, px, pg, pdx, pdg), 0);
   double err = 0.0;
@@ -244,14 +360,16 @@ static void provider_case(const char *kind)
                  fmax(fabs(px[u * D + a] - sx[id * D + a]), fabs(pg[u * D + a] - sg[id * D + a])));
     err = fmax(err, fmax(fabs(pdx[u] - dx[id]), fabs(pdg[u] - dg[id])));
   }
-  ck_assert_msg(err <= 1e-12, "%s provider vs direct: %g", kind, err);
+  ck_assert_msg(err <= 1e-12, "%s (boltzmann_x %d) provider vs direct: %g", kind, boltzmann_x, err);
   ck_assert_int_eq(sgm_score_provider_destroy(&sp), 0);
   /* a model.h5 of another architecture is refused */
-  ck_assert_int_eq(sgm_config_create_from_string(
-                       comm, "bad.toml", model_toml(kind, dir, path, 24), 1,
-                       (const char *[]){!strcmp(kind, "mlp") ? "model.depth=3" : "model.d_e=12"},
-                       &bad),
-                   0);
+  ck_assert_int_eq(
+      sgm_config_create_from_string(comm, "bad.toml", model_toml(kind, dir, path, 24), 1,
+                                    (const char *[]){boltzmann_x ? "model.boltzmann_x=false"
+                                                     : !strcmp(kind, "mlp") ? "model.depth=3"
+                                                                            : "model.d_e=12"},
+                                    &bad),
+      0);
   ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
   PetscErrorCode ierr = sgm_score_provider_create(comm, "model", &p, bad, &sp);
   ck_assert_int_eq(PetscPopErrorHandler(), 0);
@@ -265,8 +383,10 @@ static void provider_case(const char *kind)
 
 START_TEST(test_provider)
 {
-  provider_case("mlp");
-  provider_case("transformer");
+  provider_case("mlp", 0);
+  provider_case("transformer", 0);
+  provider_case("mlp", 1);
+  provider_case("transformer", 1);
 }
 END_TEST
 
@@ -425,6 +545,12 @@ START_TEST(test_rank_invariance_mlp)
   const char *online[3] = {"train.mode=\"online\"", "train.sde_steps=4",
                            "train.loss=\"composite\""};
   rank_invariance("mlp online composite", 3, online);
+  const char *bx[3] = {"model.boltzmann_x=true", "model.boltzmann=true",
+                       "train.loss=\"composite\""};
+  rank_invariance("mlp offline composite boltzmann_x", 3, bx);
+  const char *bxo[4] = {"model.boltzmann_x=true", "train.mode=\"online\"", "train.sde_steps=4",
+                        "train.loss=\"sm\""};
+  rank_invariance("mlp online sm boltzmann_x", 4, bxo);
 }
 END_TEST
 
@@ -482,9 +608,11 @@ START_TEST(test_config_check)
   /* the FPE residual needs s_x; denoising is for the local transformer only */
   char dir[512];
   snprintf(dir, sizeof dir, "%s", sgm_test_tmpdir("full_check"));
-  const char *bad[2][2] = {{"train.loss=\"fpe\"", "model.learn=\"g\""},
-                           {"train.loss=\"denoise\"", "model.learn=\"xg\""}};
-  for (int c = 0; c < 2; c++) {
+  const char *bad[4][2] = {{"train.loss=\"fpe\"", "model.learn=\"g\""},
+                           {"train.loss=\"denoise\"", "model.learn=\"xg\""},
+                           {"model.boltzmann_x=true", "system.eps=0.0"},
+                           {"model.boltzmann_x=true", "model.kind=\"local_transformer\""}};
+  for (int c = 0; c < 4; c++) {
     ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
     PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"train\"]", 2, bad[c], NULL);
     ck_assert_int_eq(PetscPopErrorHandler(), 0);
@@ -677,6 +805,7 @@ static Suite *suite(void)
   if (!long_run && !trap_run) {
     tcase_add_test(tc, test_mlp_grad);
     tcase_add_test(tc, test_transformer_grad);
+    tcase_add_test(tc, test_boltzmann_x_exact);
     tcase_add_test(tc, test_provider);
     tcase_add_test(tc, test_config_check);
     tcase_add_test(tc, test_rank_invariance_mlp);

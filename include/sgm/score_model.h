@@ -41,6 +41,7 @@ typedef struct {
   int K, max_batch;           /* window size and the largest batch of centres */
   int learn_x;                /* 1: output (s_x, s_g) (2 dim), 0: s_g only (dim) */
   int boltzmann;              /* 1: s_g = -g_c + network output (App. F.3.2) */
+  int boltzmann_x;            /* full-state kinds, 1: s_x^i = mu F_i / eps + N_x^i (App. F.3.2) */
   SgmNNAttr arch[24];         /* the architecture attributes of model.h5 */
   int narch;
 } SgmScoreModelSpec;
@@ -66,6 +67,8 @@ typedef struct {
   int n, dim;                /* particles and spatial dimension (orientations have dim too) */
   int learn_x;               /* 1: outputs s_x and s_g, 0: s_g only (s_x = 0) */
   int boltzmann;             /* 1: s_g^i = -g_i + N_g^i (App. F.3.2) */
+  int boltzmann_x;           /* 1: s_x^i = mu F_i / eps + N_x^i (App. F.3.2; N_x = 0 if !learn_x) */
+  double eps;                /* translational noise eps of the shift (> 0 when boltzmann_x) */
   int max_batch;             /* configurations per forward pass */
   int max_tan;               /* tangent directions per JVP chunk (0: automatic) */
   SgmNnMlpConfig mlp;        /* kind mlp: hidden, depth, act (in/out widths are set here) */
@@ -87,19 +90,41 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
 /// Frees; accepts NULL and NULLs the handle.
 PetscErrorCode sgm_full_score_destroy(SgmFullScore *fs);
 SgmParams *sgm_full_score_params(SgmFullScore fs);
+/// Boltzmann-informed x score (boltzmann_x, App. F.3.2): the conservative drift of each
+/// configuration, fc (B, n, dim) = mu F_i = -mu grad_i Phi (pair forces and trap, without v0 g:
+/// the engine's force array), and its per-particle divergence divfc (B, n) = div_{x_i} mu F_i
+/// (sgm_epr_drift_divergence). Then s_x^i = fc_i / eps + N_x^i and
+/// div_{x_i} s_x^i = divfc_i / eps + div_{x_i} N_x^i; at v0 = 0 the Boltzmann score is exact with
+/// N = 0 (s_x = -grad Phi_eff / eps with Phi_eff = mu Phi, the code's mobility convention).
+/// Both may be NULL when the network was built without boltzmann_x (they are then ignored).
+/// sgm_full_score_drift fills them from a PETSC_COMM_SELF engine that holds all n particles.
+typedef struct {
+  const double *fc, *divfc;
+} SgmFullScoreShift;
+
 /// Evaluates B configurations (any B >= 1, in chunks of max_batch): x, g (B, n, dim) ->
-/// sx, sg (B, n, dim) (sx = 0 when !learn_x) and the exact divergences divx, divg (B, n)
-/// (div_{x_i}.s_x^i, div_{g_i}.s_g^i; divx = 0 when !learn_x), by forward-mode JVPs with the
-/// one-hot tangents of every particle's own coordinates.
+/// sx, sg (B, n, dim) (sx = 0 when !learn_x and !boltzmann_x) and the exact divergences
+/// divx, divg (B, n) (div_{x_i}.s_x^i, div_{g_i}.s_g^i), by forward-mode JVPs with the one-hot
+/// tangents of every particle's own coordinates. sh: the conservative drift (required with
+/// boltzmann_x, else may be NULL).
 PetscErrorCode sgm_full_score_eval(SgmFullScore fs, int B, const double *x, const double *g,
-                                   double *sx, double *sg, double *divx, double *divg);
+                                   const SgmFullScoreShift *sh, double *sx, double *sg,
+                                   double *divx, double *divg);
+/// The conservative drift of a PETSC_COMM_SELF engine holding all n particles, in global-id
+/// order: computes its forces, then fc (n, dim) = mu F and divfc (n) = div_{x_i} mu F_i. Not
+/// collective.
+PetscErrorCode sgm_full_score_drift(SgmAoup e, double *fc, double *divfc);
 /// ACCUMULATES into the parameter gradients the gradient of the SUM over the B configurations of
 /// the loss w (see SgmFullLossWeights) and returns that sum in *loss_sum. bx (B, n, dim) is the
 /// x drift mu F + v0 g, divb (B) the drift divergence div b = sum_i div_{x_i} b_x^i - gamma d n;
 /// both may be NULL when w->w_fpe == 0. The residual needs s_x: w_fpe > 0 requires learn_x.
+/// sh: the conservative drift of the Boltzmann-informed x score (as sgm_full_score_eval). The
+/// shift does not depend on the parameters, so the cotangents w.r.t. the network outputs are
+/// those w.r.t. the full score.
 PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w, int B,
                                    const double *x, const double *g, const double *bx,
-                                   const double *divb, double *loss_sum);
+                                   const double *divb, const SgmFullScoreShift *sh,
+                                   double *loss_sum);
 /// Initial halo width of the windows: [model] window_width, or 1.5 times the radius holding K + 1
 /// particles at the mean density when it is 0. Not collective.
 PetscErrorCode sgm_score_model_window_width(SgmConfig cfg, const SgmAoupParams *ap, int K,

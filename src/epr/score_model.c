@@ -8,7 +8,10 @@
  * (sgm_full_score_eval: s_x, s_g and the exact per-particle divergence blocks by JVPs) and keeps
  * its own particles' values. Redundant evaluation on every rank costs the same wall time as
  * evaluating on one rank and broadcasting, and needs no second message; these networks are for
- * small systems (n <= 64 in the paper).
+ * small systems (n <= 64 in the paper). With [model] boltzmann_x (s_x = mu F / eps + N_x, App.
+ * F.3.2) the conservative drift mu F and its per-particle divergence come from a PETSC_COMM_SELF
+ * engine holding the gathered configuration (sgm_full_score_drift), exactly as the train stage
+ * computes them for its frames and replicas, so both sides evaluate the same s_x.
  *
  * Owns: loading model.h5 ([epr] model, default model.h5 in the output directory) into the network
  * built from the [model] keys by the same function the train stage uses
@@ -35,6 +38,9 @@
 typedef struct {
   SgmScoreModelSpec ms;
   double *fx, *fg, *fsx, *fsg, *fdx, *fdg; /* full-state kinds: (n, dim) and (n) */
+  double *ffc, *fdfc;                      /* boltzmann_x: mu F (n, dim) and div mu F (n) */
+  int64_t *fids;                           /* boltzmann_x: 0 .. n-1 */
+  SgmAoup feng;                            /* boltzmann_x: all n particles, PETSC_COMM_SELF */
   SgmAoup eng;                             /* owns the decomposition the windows use */
   SgmWindows w;
   float *X, *G, *M, *out, *divx, *divg;
@@ -67,7 +73,13 @@ static PetscErrorCode full_eval(SgmScoreProvider sp, const SgmParticles *P, int6
                "score \"model\": particle %lld is owned by %g ranks", (long long)id, r[2 * D]);
     for (int a = 0; a < D; a++) c->fx[id * D + a] = r[a], c->fg[id * D + a] = r[D + a];
   }
-  PetscCall(sgm_full_score_eval(c->ms.fs, 1, c->fx, c->fg, c->fsx, c->fsg, c->fdx, c->fdg));
+  SgmFullScoreShift sh = {NULL, NULL};
+  if (c->ms.boltzmann_x) {
+    PetscCall(sgm_aoup_set_state(c->feng, c->n, c->fids, c->fx, c->fg, 0));
+    PetscCall(sgm_full_score_drift(c->feng, c->ffc, c->fdfc));
+    sh.fc = c->ffc, sh.divfc = c->fdfc;
+  }
+  PetscCall(sgm_full_score_eval(c->ms.fs, 1, c->fx, c->fg, &sh, c->fsx, c->fsg, c->fdx, c->fdg));
   for (int64_t u = 0; u < count; u++) {
     const int64_t id = P->id[i0 + u];
     for (int a = 0; a < D; a++)
@@ -131,6 +143,8 @@ static PetscErrorCode model_destroy(SgmScoreProvider sp)
   if (!c) PetscFunctionReturn(PETSC_SUCCESS);
   PetscCall(sgm_windows_destroy(&c->w));
   PetscCall(sgm_aoup_destroy(&c->eng));
+  PetscCall(sgm_aoup_destroy(&c->feng));
+  PetscCall(PetscFree3(c->ffc, c->fdfc, c->fids));
   PetscCall(sgm_score_model_spec_destroy(&c->ms));
   PetscCall(PetscFree6(c->X, c->G, c->M, c->out, c->divx, c->divg));
   if (c->fx) {
@@ -177,6 +191,11 @@ PetscErrorCode sgm_score_model_create(SgmScoreProvider sp, SgmConfig cfg)
     PetscCall(PetscMalloc6(nd, &c->fx, nd, &c->fg, nd, &c->fsx, nd, &c->fsg, (size_t)p->n, &c->fdx,
                            (size_t)p->n, &c->fdg));
     PetscCall(PetscMalloc1((size_t)p->n * (2 * p->dim + 1), &c->res));
+    if (c->ms.boltzmann_x) {
+      PetscCall(PetscMalloc3(nd, &c->ffc, (size_t)p->n, &c->fdfc, (size_t)p->n, &c->fids));
+      for (int64_t i = 0; i < p->n; i++) c->fids[i] = i;
+      PetscCall(sgm_aoup_create(PETSC_COMM_SELF, p, &c->feng));
+    }
     PetscFunctionReturn(PETSC_SUCCESS);
   }
   PetscCheck(p->periodic, sp->comm, SGM_ERR_USER,

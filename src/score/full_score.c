@@ -12,12 +12,18 @@
  *    residual needs every divergence before any cotangent is known, so the JVPs run twice; for
  *    the small systems these networks are meant for (n <= 64) that is cheap next to its clarity.
  *  - The particle transformer's divergence API already returns the per-particle blocks (B, n).
+ *  - Boltzmann-informed parameterisation (App. F.3.2): s_g = -g + N_g and s_x = mu F / eps + N_x
+ *    with the conservative drift mu F (pair forces and trap) supplied by the caller with its
+ *    per-particle divergence (SgmFullScoreShift); the shifts are added in double after the float
+ *    network, so the O(k / eps) Boltzmann part is never rounded to float, and they do not depend
+ *    on the parameters (the cotangents are those of the full score).
  *  - Losses are formed in double from the float outputs, summed over particles (eq. 26 sums the
  *    full vector), and returned as sums over configurations; the caller divides by the global
  *    batch size after the gradient allreduce.
  */
 #include "sgm/score_model.h"
 #include "sgm/core.h"
+#include "sgm/epr.h"
 
 #include <math.h>
 #include <string.h>
@@ -45,6 +51,8 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
   PetscFunctionBeginUser;
   PetscCheck(c->n >= 1 && c->dim >= 1 && c->max_batch >= 1, PETSC_COMM_SELF,
              PETSC_ERR_ARG_OUTOFRANGE, "full score: n, dim, max_batch must be positive");
+  PetscCheck(!c->boltzmann_x || c->eps > 0.0, PETSC_COMM_SELF, SGM_ERR_USER,
+             "full score: the Boltzmann-informed x score s_x = mu F / eps + N_x needs eps > 0");
   PetscCall(PetscCalloc1(1, &fs));
   fs->c = *c;
   const int n = c->n, D = c->dim, mb = c->max_batch;
@@ -218,34 +226,76 @@ static PetscErrorCode backward(SgmFullScore fs, const float *dout, const float *
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Score of particle i of configuration b of the last forward (double, Boltzmann term added). */
-static void score_of(const SgmFullScore fs, int b, int i, const double *g, double *sx, double *sg)
+/* Score of particle i of configuration b of the last forward (double, Boltzmann terms added:
+ * s_g -= g, s_x += fc / eps; fc points at the chunk's first configuration). */
+static void score_of(const SgmFullScore fs, int b, int i, const double *g, const double *fc,
+                     double *sx, double *sg)
 {
   const int n = fs->c.n, D = fs->c.dim;
   const float *o = fs->out + ((size_t)b * n + i) * fs->od;
   const int og = fs->c.learn_x ? D : 0;
+  const size_t k = ((size_t)b * n + i) * D;
   for (int a = 0; a < D; a++) {
-    sx[a] = fs->c.learn_x ? (double)o[a] : 0.0;
-    sg[a] = (double)o[og + a] - (fs->c.boltzmann ? g[((size_t)b * n + i) * D + a] : 0.0);
+    sx[a] =
+        (fs->c.learn_x ? (double)o[a] : 0.0) + (fs->c.boltzmann_x ? fc[k + a] / fs->c.eps : 0.0);
+    sg[a] = (double)o[og + a] - (fs->c.boltzmann ? g[k + a] : 0.0);
   }
 }
 
+/* Divergences of particle i of configuration b of the last divergences() call, Boltzmann terms
+ * added (divfc points at the chunk's first configuration). */
+static void div_of(const SgmFullScore fs, int b, int i, const double *divfc, double *dx, double *dg)
+{
+  const size_t k = (size_t)b * fs->c.n + i;
+  *dx = fs->divx[k] + (fs->c.boltzmann_x ? divfc[k] / fs->c.eps : 0.0);
+  *dg = fs->divg[k] - (fs->c.boltzmann ? (double)fs->c.dim : 0.0);
+}
+
+static PetscErrorCode check_shift(const SgmFullScore fs, const SgmFullScoreShift *sh)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(!fs->c.boltzmann_x || (sh && sh->fc && sh->divfc), PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
+             "full score: the Boltzmann-informed x score needs the conservative drift");
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_full_score_drift(SgmAoup e, double *fc, double *divfc)
+{
+  const int D = e->p.dim;
+  const SgmParticles *P = &e->part;
+  double *dv;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_aoup_forces(e));
+  PetscCall(PetscMalloc1(P->nlocal + 1, &dv));
+  PetscCall(sgm_epr_drift_divergence(e, dv));
+  for (int64_t i = 0; i < P->nlocal; i++) {
+    const int64_t id = P->id[i];
+    for (int a = 0; a < D; a++) fc[id * D + a] = P->f[i * D + a];
+    divfc[id] = dv[i];
+  }
+  PetscCall(PetscFree(dv));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_full_score_eval(SgmFullScore fs, int B, const double *x, const double *g,
-                                   double *sx, double *sg, double *divx, double *divg)
+                                   const SgmFullScoreShift *sh, double *sx, double *sg,
+                                   double *divx, double *divg)
 {
   const int n = fs->c.n, D = fs->c.dim;
   PetscFunctionBeginUser;
+  PetscCall(check_shift(fs, sh));
   for (int b0 = 0; b0 < B; b0 += fs->c.max_batch) {
     const int nb = PetscMin(fs->c.max_batch, B - b0);
     const size_t off = (size_t)b0 * n * D;
+    const double *fc = fs->c.boltzmann_x ? sh->fc + off : NULL;
+    const double *dfc = fs->c.boltzmann_x ? sh->divfc + (size_t)b0 * n : NULL;
     PetscCall(forward(fs, nb, x + off, g + off));
     PetscCall(divergences(fs));
     for (int b = 0; b < nb; b++)
       for (int i = 0; i < n; i++) {
         const size_t k = (size_t)(b0 + b) * n + i;
-        score_of(fs, b, i, g + off, sx + k * D, sg + k * D);
-        divx[k] = fs->divx[(size_t)b * n + i];
-        divg[k] = fs->divg[(size_t)b * n + i] - (fs->c.boltzmann ? (double)D : 0.0);
+        score_of(fs, b, i, g + off, fc, sx + k * D, sg + k * D);
+        div_of(fs, b, i, dfc, divx + k, divg + k);
       }
   }
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -253,7 +303,8 @@ PetscErrorCode sgm_full_score_eval(SgmFullScore fs, int B, const double *x, cons
 
 PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w, int B,
                                    const double *x, const double *g, const double *bx,
-                                   const double *divb, double *loss_sum)
+                                   const double *divb, const SgmFullScoreShift *sh,
+                                   double *loss_sum)
 {
   const int n = fs->c.n, D = fs->c.dim, od = fs->od, lx = fs->c.learn_x;
   const double eps = w->eps, gam = w->gamma;
@@ -261,10 +312,13 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
   PetscFunctionBeginUser;
   PetscCheck(w->w_fpe == 0.0 || (lx && bx && divb), PETSC_COMM_SELF, SGM_ERR_USER,
              "the FPE residual loss needs s_x (learn = \"xg\") and the drift");
+  PetscCall(check_shift(fs, sh));
   for (int b0 = 0; b0 < B; b0 += fs->c.max_batch) {
     const int nb = PetscMin(fs->c.max_batch, B - b0);
     const size_t off = (size_t)b0 * n * D;
     const double *gb = g + off;
+    const double *fc = fs->c.boltzmann_x ? sh->fc + off : NULL;
+    const double *dfc = fs->c.boltzmann_x ? sh->divfc + (size_t)b0 * n : NULL;
     PetscCall(forward(fs, nb, x + off, gb));
     PetscCall(divergences(fs));
     for (int b = 0; b < nb; b++) {
@@ -273,8 +327,9 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
       for (int i = 0; i < n; i++) {
         double sx[3], sg[3];
         const size_t k = (size_t)b * n + i;
-        score_of(fs, b, i, gb, sx, sg);
-        const double dgx = fs->divx[k], dgg = fs->divg[k] - (fs->c.boltzmann ? (double)D : 0.0);
+        double dgx, dgg;
+        score_of(fs, b, i, gb, fc, sx, sg);
+        div_of(fs, b, i, dfc, &dgx, &dgg);
         for (int a = 0; a < D; a++) sm += sx[a] * sx[a] + sg[a] * sg[a];
         sm += 2.0 * (dgx + dgg);
         if (w->w_fpe != 0.0) {
@@ -290,7 +345,7 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
       for (int i = 0; i < n; i++) {
         double sx[3], sg[3];
         const size_t k = (size_t)b * n + i;
-        score_of(fs, b, i, gb, sx, sg);
+        score_of(fs, b, i, gb, fc, sx, sg);
         float *o = fs->dout + k * od;
         for (int a = 0; a < D; a++) {
           if (lx) {

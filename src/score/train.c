@@ -151,6 +151,9 @@ typedef struct {
   double *cdivb;         /* offline cache (nframes) of div b */
   double *bx, *bg, *bbx; /* batch staging (nj, n, dim) */
   double *bdivb, *dbx;   /* (nj), per-particle drift divergence (n) */
+  int need_shift;        /* [model] boltzmann_x: the score needs mu F and its divergence */
+  double *cfc, *cdfc;    /* offline cache (nframes, n, dim), (nframes, n) of mu F, div mu F */
+  double *bfc, *bdfc;    /* batch staging (nj, n, dim), (nj, n) */
   SgmAoup *reps;         /* online: this rank's nj replicas (PETSC_COMM_SELF engines) */
   SgmNNAttr arch[NARCH], hyper[NHYPER];
   int narch, nhyper;
@@ -197,6 +200,10 @@ PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim
   ms->max_batch = (int)v;
   PetscCall(sgm_config_get_bool(cfg, "model.boltzmann", &b));
   ms->boltzmann = (int)b;
+  PetscCall(sgm_config_get_bool(cfg, "model.boltzmann_x", &b));
+  PetscCheck(!b, comm, SGM_ERR_USER,
+             "[model] boltzmann_x = true is implemented for the full-state kinds (kind = \"mlp\" "
+             "or \"transformer\") only (docs/training.md)");
   const char *act;
   PetscCall(sgm_config_get_string(cfg, "model.activation", &act));
   c.act = !strcmp(act, "silu")   ? SGM_NN_ACT_SILU
@@ -259,6 +266,11 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
   fc.learn_x = ms->learn_x = !strcmp(learn, "xg");
   PetscCall(sgm_config_get_bool(cfg, "model.boltzmann", &b));
   fc.boltzmann = ms->boltzmann = (int)b;
+  PetscCall(sgm_config_get_bool(cfg, "model.boltzmann_x", &b));
+  fc.boltzmann_x = ms->boltzmann_x = (int)b;
+  PetscCall(sgm_config_get_real(cfg, "system.eps", &fc.eps));
+  PetscCheck(!fc.boltzmann_x || fc.eps > 0.0, comm, SGM_ERR_USER,
+             "[model] boltzmann_x = true (s_x = mu F / eps + N_x) needs [system] eps > 0");
   PetscCall(sgm_config_get_int(cfg, "model.max_batch", &v));
   fc.max_batch = ms->max_batch = (int)v;
   PetscCall(sgm_config_get_string(cfg, "model.activation", &act));
@@ -269,6 +281,7 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
   ms->arch[na++] = SGM_NN_ATTR_S("activation", act);
   ms->arch[na++] = SGM_NN_ATTR_S("learn", ms->learn_x ? "xg" : "g");
   ms->arch[na++] = SGM_NN_ATTR_I("boltzmann", ms->boltzmann);
+  ms->arch[na++] = SGM_NN_ATTR_I("boltzmann_x", ms->boltzmann_x);
   if (!strcmp(kind, "mlp")) {
     ms->kind = fc.kind = SGM_SCORE_MLP;
     fc.mlp.act = act_from_name(act);
@@ -356,6 +369,7 @@ static PetscErrorCode model_from_config(Trainer *t)
   t->max_batch = ms.max_batch;
   t->lc.learn_x = ms.learn_x, t->lc.learn_g = 1;
   t->lc.boltzmann_g = ms.boltzmann;
+  t->need_shift = ms.boltzmann_x;
   for (int i = 0; i < ms.narch; i++) t->arch[i] = ms.arch[i];
   t->narch = ms.narch;
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -609,9 +623,11 @@ static uint64_t replica_seed(uint64_t seed, int64_t j)
 }
 
 /* Positions (canonical), orientations and, when the loss needs them, drift b_x = mu F - mu A x +
- * v0 g and div b of the engine's state into row u of the arrays, in global-id order. */
+ * v0 g and div b of the engine's state into row u of the arrays, in global-id order; with
+ * [model] boltzmann_x also the conservative drift fc = mu F (forces and trap) and its
+ * per-particle divergence dfc (sgm_full_score_drift, the function the epr provider uses). */
 static PetscErrorCode full_extract(Trainer *t, SgmAoup e, double *x, double *g, double *bx,
-                                   double *divb)
+                                   double *divb, double *fc, double *dfc)
 {
   const int D = t->ap.dim;
   const SgmParticles *P = &e->part;
@@ -622,6 +638,7 @@ static PetscErrorCode full_extract(Trainer *t, SgmAoup e, double *x, double *g, 
     PetscCall(sgm_aoup_forces(e));
     PetscCall(sgm_epr_drift_divergence(e, t->dbx));
   }
+  if (t->need_shift) PetscCall(sgm_full_score_drift(e, fc, dfc));
   double db = -t->ap.gamma * D * (double)t->ap.n;
   for (int64_t i = 0; i < P->nlocal; i++) {
     const int64_t id = P->id[i];
@@ -646,12 +663,14 @@ static PetscErrorCode full_cache_frames(Trainer *t)
   double *x, *g;
   int64_t *st;
   PetscFunctionBeginUser;
-  const double bytes = (double)F * (double)row * 8.0 * (t->need_drift ? 3 : 2);
+  const double bytes = (double)F * (double)row * 8.0 *
+                       (2 + (t->need_drift ? 1 : 0) + (t->need_shift ? 1.0 + 1.0 / D : 0));
   PetscCheck(bytes < 4e9, t->run->comm, SGM_ERR_USER,
              "train: full-state kinds keep the %lld frames in memory (%.3g GB); use fewer frames",
              (long long)F, bytes / 1e9);
   PetscCall(PetscMalloc2(F * row, &t->cx, F * row, &t->cg));
   if (t->need_drift) PetscCall(PetscMalloc2(F * row, &t->cbx, F, &t->cdivb));
+  if (t->need_shift) PetscCall(PetscMalloc2(F * row, &t->cfc, F * n, &t->cdfc));
   PetscCall(PetscMalloc3(blk * row, &x, blk * row, &g, blk, &st));
   PetscCall(sgm_aoup_create(PETSC_COMM_SELF, &t->ap, &e));
   for (int64_t f0 = 0; f0 < F; f0 += blk) {
@@ -660,9 +679,10 @@ static PetscErrorCode full_cache_frames(Trainer *t)
     for (int64_t k = 0; k < nb; k++) {
       const int64_t f = f0 + k;
       PetscCall(sgm_aoup_set_state(e, n, t->ids, x + k * row, g + k * row, st[k]));
-      PetscCall(full_extract(t, e, t->cx + f * row, t->cg + f * row,
-                             t->need_drift ? t->cbx + f * row : NULL,
-                             t->need_drift ? t->cdivb + f : NULL));
+      PetscCall(full_extract(
+          t, e, t->cx + f * row, t->cg + f * row, t->need_drift ? t->cbx + f * row : NULL,
+          t->need_drift ? t->cdivb + f : NULL, t->need_shift ? t->cfc + f * row : NULL,
+          t->need_shift ? t->cdfc + f * n : NULL));
     }
   }
   PetscCall(sgm_aoup_destroy(&e));
@@ -761,6 +781,8 @@ static PetscErrorCode full_setup(Trainer *t, PetscBool resume)
   PetscCall(
       PetscMalloc3(t->nj * row + 1, &t->bx, t->nj * row + 1, &t->bg, t->nj * row + 1, &t->bbx));
   PetscCall(PetscMalloc2(t->nj + 1, &t->bdivb, t->ap.n, &t->dbx));
+  if (t->need_shift)
+    PetscCall(PetscMalloc2(t->nj * row + 1, &t->bfc, t->nj * t->ap.n + 1, &t->bdfc));
   if (t->online)
     PetscCall(full_online_start(t, resume));
   else
@@ -778,7 +800,8 @@ static PetscErrorCode full_step(Trainer *t, int64_t step, double *lsum)
     if (t->online) {
       for (int64_t i = 0; i < t->sde_steps; i++) PetscCall(sgm_aoup_step(t->reps[u]));
       PetscCall(full_extract(t, t->reps[u], t->bx + u * row, t->bg + u * row, t->bbx + u * row,
-                             t->bdivb + u));
+                             t->bdivb + u, t->need_shift ? t->bfc + u * row : NULL,
+                             t->need_shift ? t->bdfc + u * t->ap.n : NULL));
     } else {
       const int64_t f = sgm_train_frame(t->run->seed, step * t->batch + t->j0 + u, t->nframes);
       PetscCall(PetscArraycpy(t->bx + u * row, t->cx + f * row, row));
@@ -787,14 +810,19 @@ static PetscErrorCode full_step(Trainer *t, int64_t step, double *lsum)
         PetscCall(PetscArraycpy(t->bbx + u * row, t->cbx + f * row, row));
         t->bdivb[u] = t->cdivb[f];
       }
+      if (t->need_shift) {
+        PetscCall(PetscArraycpy(t->bfc + u * row, t->cfc + f * row, row));
+        PetscCall(PetscArraycpy(t->bdfc + u * t->ap.n, t->cdfc + f * t->ap.n, t->ap.n));
+      }
     }
   }
   PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
   *lsum = 0.0;
+  const SgmFullScoreShift sh = {t->bfc, t->bdfc};
   if (t->nj > 0)
     PetscCall(sgm_full_score_loss(t->fs, &t->fw, (int)t->nj, t->bx, t->bg,
                                   t->need_drift ? t->bbx : NULL, t->need_drift ? t->bdivb : NULL,
-                                  lsum));
+                                  &sh, lsum));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -809,6 +837,8 @@ static PetscErrorCode full_destroy(Trainer *t)
   PetscCall(PetscFree2(t->cbx, t->cdivb));
   PetscCall(PetscFree3(t->bx, t->bg, t->bbx));
   PetscCall(PetscFree2(t->bdivb, t->dbx));
+  PetscCall(PetscFree2(t->cfc, t->cdfc));
+  PetscCall(PetscFree2(t->bfc, t->bdfc));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -36,6 +36,11 @@ static const SgmKeySpec model_keys[] = {
      "Scores the network outputs: s_g only (App. F.8) or s_x and s_g ([s_x | s_g])"},
     {"boltzmann", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
      "Boltzmann-informed parameterisation of the g score, s_g = -g + N_g (App. F.3.2)"},
+    {"boltzmann_x", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
+     "Boltzmann-informed parameterisation of the x score, s_x^i = mu F_i / eps + N_x^i with mu F_i "
+     "the conservative drift (pair forces and trap; App. F.3.2: -grad Phi / eps), exact with N = 0 "
+     "at v0 = 0 (with boltzmann = true). Full-state kinds (mlp, transformer) only; needs [system] "
+     "eps > 0. With learn = \"g\", s_x = mu F / eps"},
     {"max_batch", SGM_KEY_INT, "32", 0, 1, 1 << 20, NULL, "",
      "Centres per forward pass (micro-batch). Sets the activation arena: about 25 MB per centre "
      "at d_e = 256, 4 layers, K = 64 (see nn_models.h)"},
@@ -126,6 +131,26 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   PetscCall(sgm_config_get_string_array(cfg, "run.stages", &nst, &st));
   for (int i = 0; i < nst; i++)
     if (!strcmp(st[i], "train")) train = PETSC_TRUE;
+  PetscBool bx;
+  PetscCall(sgm_config_get_bool(cfg, "model.boltzmann_x", &bx));
+  if (bx) {
+    double eps;
+    PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+    PetscCall(sgm_config_get_real(cfg, "system.eps", &eps));
+    /* The local transformer's denoising target is the score of the sigma-smoothed density, its
+     * inputs are windows, and the systems it is meant for (MIPS) run at eps -> 0, where a mu F /
+     * eps term makes the loss poorly conditioned (paper 002, App. F.8): not supported there. */
+    if (!strcmp(kind, "local_transformer"))
+      sgm_config_problem(pb, "model.boltzmann_x",
+                         "the Boltzmann-informed x score is implemented for the full-state kinds "
+                         "(kind = \"mlp\" or \"transformer\") only, not for the local transformer "
+                         "(docs/training.md)");
+    if (!(eps > 0.0))
+      sgm_config_problem(pb, "model.boltzmann_x",
+                         "s_x = mu F / eps + N_x needs translational noise: [system] eps = %g must "
+                         "be > 0",
+                         eps);
+  }
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
   PetscCall(sgm_config_get_int(cfg, "model.d_e", &de));
   PetscCall(sgm_config_get_int(cfg, "model.heads", &heads));
