@@ -58,6 +58,22 @@ typedef struct {
                        moved more than skin/2 (0: rebuild every step) */
 } SgmAoupParams;
 
+/// Wall-time split of sgm_aoup_step on one rank (seconds, MPI_Wtime), accumulated from
+/// sgm_aoup_create or the last sgm_aoup_timers_reset. `halo` (ghost positions of a step without
+/// rebuild) and `reduce` (the one allreduce of a step) include the time spent waiting for the
+/// other ranks; the rest is this rank's own work.
+typedef struct {
+  double forces;    /* pair-force kernel */
+  double integrate; /* noise and update */
+  double halo;      /* ghost position forwarding (steps without rebuild) */
+  double reduce;    /* the step's allreduce (Verlet displacement, non-finite flag) */
+  double migrate;   /* rebuilds: migration and cell-order sort */
+  double exchange;  /* rebuilds: ghost exchange */
+  double lists;     /* rebuilds: cell lists and neighbour lists */
+  int64_t steps, builds;
+  int64_t nlocal_min, nlocal_max, nghost_max; /* at the rebuilds */
+} SgmAoupTimers;
+
 typedef struct SgmAoup_ *SgmAoup;
 struct SgmAoup_ {
   MPI_Comm comm;
@@ -79,6 +95,10 @@ struct SgmAoup_ {
    * SGM_AOUP_SIGMA (SELL-C-sigma) */
   int64_t *nl_start, *sl_start;
   int32_t *nb_id, *sell, *sl_w, *sl_perm; /* sl_perm[b S + c]: the local in lane c of slice b */
+  /* the slices whose lists hold locals only (sl_list[0 .. sl_nint)), then those with a ghost: the
+   * first are computed while the ghost positions are in flight */
+  int32_t *sl_list;
+  int64_t sl_nint;
   double *xref;
   size_t nb_cap, xref_cap, nl_cap, sell_cap, sl_cap;
   /* list-build scratch: positions and ids in cell order (cx[2q], cid[q] of part index
@@ -95,6 +115,7 @@ struct SgmAoup_ {
   int *rcounts, *rdispls; /* open mode allgather */
   double *gbuf;
   size_t gcap;
+  SgmAoupTimers tm; /* where sgm_aoup_step's wall time goes on this rank */
 };
 
 /// Collective: creates the engine (decomposition for periodic boxes). No particles yet.
@@ -120,6 +141,11 @@ PetscErrorCode sgm_aoup_step(SgmAoup s);
 /// that every id appears once (conservation).
 PetscErrorCode sgm_aoup_gather_block(SgmAoup s, int64_t *start, int64_t *count, double **x,
                                      double **g);
+/// Not collective: zeroes the timers (SgmAoupTimers).
+void sgm_aoup_timers_reset(SgmAoup s);
+/// Collective: one log line per phase of s->tm on rank 0: per step, mean and max over ranks, and
+/// the spread of the ranks' own work (imbalance), with the local counts at the rebuilds.
+PetscErrorCode sgm_aoup_timers_log(SgmAoup s, const char *stage);
 /// Collective: total count and id checksum; error if particles were lost or duplicated.
 PetscErrorCode sgm_aoup_check(SgmAoup s);
 

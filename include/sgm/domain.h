@@ -57,10 +57,25 @@ void sgm_decomp_coords(const SgmDecomp *d, int rank, int coords[2]);
 int sgm_decomp_rank(const SgmDecomp *d, const int coords[2]);
 /// Patch of `rank`: [lo, hi) per dimension. Pure.
 void sgm_decomp_patch(const SgmDecomp *d, int rank, double lo[2], double hi[2]);
-/// Cell index of a wrapped coordinate along dimension k, in [0, ncell[k]). Pure.
-int64_t sgm_decomp_cell(const SgmDecomp *d, int k, double x);
+/// Cell index of a wrapped coordinate along dimension k, in [0, ncell[k]). Pure. (Inline: the
+/// migration and the cell-order sort call it for every particle.)
+static inline int64_t sgm_decomp_cell(const SgmDecomp *d, int k, double x)
+{
+  if (k >= d->dim) return 0;
+  double v = floor(x * ((double)d->ncell[k] / d->L[k]));
+  if (!(v >= 0.0)) return 0; /* also NaN: never convert it to an integer */
+  if (v >= (double)d->ncell[k]) return d->ncell[k] - 1;
+  return (int64_t)v;
+}
 /// Rank coordinate along k that owns cell c. Pure.
-int sgm_decomp_coord_of_cell(const SgmDecomp *d, int k, int64_t c);
+static inline int sgm_decomp_coord_of_cell(const SgmDecomp *d, int k, int64_t c)
+{
+  int64_t n = d->ncell[k], p = d->dims[k], q = n / p, r = n % p;
+  /* pieces 0..r-1 have q+1 cells, the rest q */
+  int64_t big = r * (q + 1);
+  if (c < big) return (int)(c / (q + 1));
+  return (int)(r + (c - big) / q);
+}
 /// Owner rank of a wrapped position x[dim]. Pure.
 int sgm_decomp_owner(const SgmDecomp *d, const double *x);
 

@@ -46,6 +46,13 @@ PetscErrorCode sgm_halo_exchange(SgmHalo h, SgmParticles *p);
 /// Collective: forwards field[(nlocal+nghost)*ncomp] (locals filled) into the ghost slots along
 /// the pattern of the last exchange.
 PetscErrorCode sgm_halo_forward(SgmHalo h, SgmParticles *p, double *field, int ncomp);
+/// Collective on the neighbours: starts sgm_halo_forward (field must stay untouched until
+/// sgm_halo_forward_end; its ghost rows are written by then). Copies for dimensions with one rank
+/// are done at once; the first dimension with several ranks has its receives and sends posted
+/// (no count messages: the pattern fixes them), so the caller can work on locals meanwhile.
+PetscErrorCode sgm_halo_forward_begin(SgmHalo h, double *field, int ncomp);
+/// Completes the forward started by sgm_halo_forward_begin (a no-op if none is in flight).
+PetscErrorCode sgm_halo_forward_end(SgmHalo h);
 /// Messages and bytes sent so far (statistics).
 void sgm_halo_stats(SgmHalo h, int64_t *nmsg, int64_t *nbytes);
 

@@ -19,7 +19,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
   return 0;
 }
 
-int64_t sgm_cells_index(const SgmCells *c, const double *x)
+static inline int64_t cell_index(const SgmCells *c, const double *x)
 {
   int64_t idx = 0, stride = 1;
   for (int k = 0; k < c->dim; k++) {
@@ -61,7 +61,7 @@ int sgm_cells_build(SgmCells *c, int dim, const double lo[2], const double hi[2]
   c->cap_pts = capp;
   memset(c->start, 0, ((size_t)c->ncells + 1) * sizeof(int64_t));
   for (int64_t i = 0; i < n; i++) {
-    int64_t ci = sgm_cells_index(c, x + i * dim);
+    int64_t ci = cell_index(c, x + i * dim);
     c->cell[i] = ci;
     c->start[ci + 1]++;
   }
@@ -71,6 +71,11 @@ int sgm_cells_build(SgmCells *c, int dim, const double lo[2], const double hi[2]
   for (int64_t ci = c->ncells; ci > 0; ci--) c->start[ci] = c->start[ci - 1];
   c->start[0] = 0;
   return 0;
+}
+
+int64_t sgm_cells_index(const SgmCells *c, const double *x)
+{
+  return cell_index(c, x);
 }
 
 void sgm_cells_free(SgmCells *c)

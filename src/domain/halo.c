@@ -25,6 +25,11 @@ struct SgmHalo_ {
   int64_t nsend[4], nrecv[4], roff[4];
   int nsteps;
   int64_t nmsg, nbytes;
+  /* a forward in flight (sgm_halo_forward_begin): the dimension whose messages are posted (-1:
+   * none), the field, its requests */
+  int fwd_k, fwd_ncomp;
+  double *fwd_field;
+  MPI_Request req[4];
 };
 
 PetscErrorCode sgm_particles_reserve(SgmParticles *p, int64_t n)
@@ -81,6 +86,8 @@ PetscErrorCode sgm_halo_create(MPI_Comm comm, const SgmDecomp *d, double w, SgmH
   h->w = w;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   h->rank = rank;
+  h->fwd_k = -1;
+  for (int i = 0; i < 4; i++) h->req[i] = MPI_REQUEST_NULL;
   sgm_decomp_coords(d, rank, h->coords);
   sgm_decomp_patch(d, rank, h->lo, h->hi);
   for (int k = 0; k < 2; k++)
@@ -111,30 +118,46 @@ void sgm_halo_stats(SgmHalo h, int64_t *nmsg, int64_t *nbytes)
   *nbytes = h->nbytes;
 }
 
-/* Sends sbuf[dir] (ns records of rec doubles) to nbr[k][dir] and receives from the opposite
- * neighbour into rbuf; *nr receives the record count. dir 0 = towards lower coordinates. */
-static PetscErrorCode face_sendrecv(SgmHalo h, int k, int dir, int64_t ns, int rec, int64_t *nr)
+/* Face step along k, both directions at once: sends sbuf[dir] (ns[dir] records of rec doubles)
+ * to nbr[k][dir] and receives the opposite neighbour's records into rbuf, those travelling
+ * downwards (dir 0) first, nr[0] of them, then nr[1] travelling upwards. Counts then payloads,
+ * each as one round of nonblocking messages; dir 0 = towards lower coordinates. With one rank
+ * along k the records are copied. */
+static PetscErrorCode face_exchange(SgmHalo h, int k, const int64_t ns[2], int rec, int64_t nr[2])
 {
-  int to = h->nbr[k][dir], from = h->nbr[k][1 - dir];
+  MPI_Request rq[4];
   PetscFunctionBeginUser;
-  if (to == h->rank) {
-    PetscCall(grow(&h->rbuf, &h->rcap, (size_t)(ns * rec)));
-    if (ns) memcpy(h->rbuf, h->sbuf[dir], (size_t)(ns * rec) * sizeof(double));
-    *nr = ns;
+  if (h->nbr[k][0] == h->rank) {
+    PetscCall(grow(&h->rbuf, &h->rcap, (size_t)((ns[0] + ns[1]) * rec) + 1));
+    for (int dir = 0; dir < 2; dir++) {
+      if (ns[dir])
+        memcpy(h->rbuf + (dir ? ns[0] * rec : 0), h->sbuf[dir],
+               (size_t)(ns[dir] * rec) * sizeof(double));
+      nr[dir] = ns[dir];
+    }
     PetscFunctionReturn(PETSC_SUCCESS);
   }
-  long long cs = ns, cr = 0;
-  PetscCallMPI(MPI_Sendrecv(&cs, 1, MPI_LONG_LONG, to, 100 + dir, &cr, 1, MPI_LONG_LONG, from,
-                            100 + dir, h->comm, MPI_STATUS_IGNORE));
-  PetscCall(grow(&h->rbuf, &h->rcap, (size_t)(cr * rec) + 1));
-  PetscCheck(cs * rec < INT32_MAX && cr * rec < INT32_MAX, PETSC_COMM_SELF, PETSC_ERR_SUP,
-             "halo message too large");
-  PetscCallMPI(MPI_Sendrecv(h->sbuf[dir], (int)(cs * rec), MPI_DOUBLE, to, 200 + dir, h->rbuf,
-                            (int)(cr * rec), MPI_DOUBLE, from, 200 + dir, h->comm,
-                            MPI_STATUS_IGNORE));
-  h->nmsg += 2;
-  h->nbytes += (int64_t)(cs * rec) * (int64_t)sizeof(double);
-  *nr = cr;
+  long long cs[2] = {ns[0], ns[1]}, cr[2] = {0, 0};
+  for (int dir = 0; dir < 2; dir++) {
+    PetscCallMPI(MPI_Irecv(&cr[dir], 1, MPI_LONG_LONG, h->nbr[k][1 - dir], 100 + dir, h->comm,
+                           &rq[2 * dir]));
+    PetscCallMPI(MPI_Isend(&cs[dir], 1, MPI_LONG_LONG, h->nbr[k][dir], 100 + dir, h->comm,
+                           &rq[2 * dir + 1]));
+  }
+  PetscCallMPI(MPI_Waitall(4, rq, MPI_STATUSES_IGNORE));
+  PetscCheck((cs[0] + cs[1]) * rec < INT32_MAX && (cr[0] + cr[1]) * rec < INT32_MAX,
+             PETSC_COMM_SELF, PETSC_ERR_SUP, "halo message too large");
+  PetscCall(grow(&h->rbuf, &h->rcap, (size_t)((cr[0] + cr[1]) * rec) + 1));
+  for (int dir = 0; dir < 2; dir++) {
+    PetscCallMPI(MPI_Irecv(h->rbuf + (dir ? cr[0] * rec : 0), (int)(cr[dir] * rec), MPI_DOUBLE,
+                           h->nbr[k][1 - dir], 200 + dir, h->comm, &rq[2 * dir]));
+    PetscCallMPI(MPI_Isend(h->sbuf[dir], (int)(cs[dir] * rec), MPI_DOUBLE, h->nbr[k][dir],
+                           200 + dir, h->comm, &rq[2 * dir + 1]));
+    h->nmsg += 2;
+    h->nbytes += (int64_t)(cs[dir] * rec) * (int64_t)sizeof(double);
+    nr[dir] = cr[dir];
+  }
+  PetscCallMPI(MPI_Waitall(4, rq, MPI_STATUSES_IGNORE));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -166,11 +189,25 @@ PetscErrorCode sgm_halo_migrate(SgmHalo h, SgmParticles *p)
   for (int k = 0; k < dim; k++) {
     const int np = h->d.dims[k], me = h->coords[k];
     if (np == 1) continue;
+    /* the patch as a range of x * ncell / L: floor of it in [c0, c1) <=> owned (the coordinates
+     * at the ends of the box own the clamped values beyond; a NaN fails and takes the slow path,
+     * which gives it to coordinate 0 as sgm_decomp_cell does) */
+    int64_t c0, nc;
+    sgm_decomp_split(h->d.ncell[k], np, me, &c0, &nc);
+    const double scale = (double)h->d.ncell[k] / h->d.L[k];
+    const double vlo = me == 0 ? -INFINITY : (double)c0;
+    const double vhi = me == np - 1 ? INFINITY : (double)(c0 + nc);
+    int64_t check_from = 0; /* locals before this index are known to be owned along k */
     for (int round = 0;; round++) {
-      int64_t ns[2] = {0, 0};
+      int64_t ns[2] = {0, 0}, nr[2];
       PetscCall(grow(&h->sbuf[0], &h->scap[0], 64));
       PetscCall(grow(&h->sbuf[1], &h->scap[1], 64));
-      for (int64_t i = 0; i < p->nlocal;) {
+      for (int64_t i = check_from; i < p->nlocal;) {
+        const double v = p->x[i * dim + k] * scale;
+        if (v >= vlo && v < vhi) {
+          i++;
+          continue;
+        }
         int oc = owner_coord(&h->d, k, p->x[i * dim + k]);
         if (oc == me) {
           i++;
@@ -194,20 +231,21 @@ PetscErrorCode sgm_halo_migrate(SgmHalo h, SgmParticles *p)
           }
         }
       }
-      for (int dir = 0; dir < 2; dir++) {
-        int64_t nr;
-        PetscCall(face_sendrecv(h, k, dir, ns[dir], rec, &nr));
-        PetscCall(sgm_particles_reserve(p, p->nlocal + nr));
-        for (int64_t j = 0; j < nr; j++) {
-          const double *r = h->rbuf + j * rec;
-          int64_t i = p->nlocal++;
-          p->id[i] = double_to_id(r[0]);
-          for (int c = 0; c < dim; c++)
-            p->x[i * dim + c] = r[1 + c], p->g[i * dim + c] = r[1 + dim + c];
-        }
+      PetscCall(face_exchange(h, k, ns, rec, nr));
+      check_from = p->nlocal;
+      PetscCall(sgm_particles_reserve(p, p->nlocal + nr[0] + nr[1]));
+      for (int64_t j = 0; j < nr[0] + nr[1]; j++) {
+        const double *r = h->rbuf + j * rec;
+        int64_t i = p->nlocal++;
+        p->id[i] = double_to_id(r[0]);
+        for (int c = 0; c < dim; c++)
+          p->x[i * dim + c] = r[1 + c], p->g[i * dim + c] = r[1 + dim + c];
       }
+      /* with at most 3 ranks along k every patch is a neighbour: one round places everything */
+      if (np <= 3) break;
+      /* only the particles just received can be misplaced */
       int64_t misplaced = 0, total;
-      for (int64_t i = 0; i < p->nlocal; i++)
+      for (int64_t i = check_from; i < p->nlocal; i++)
         if (owner_coord(&h->d, k, p->x[i * dim + k]) != me) misplaced++;
       PetscCallMPI(MPI_Allreduce(&misplaced, &total, 1, MPIU_INT64, MPI_SUM, h->comm));
       if (!total) break;
@@ -222,34 +260,40 @@ PetscErrorCode sgm_halo_exchange(SgmHalo h, SgmParticles *p)
 {
   const int dim = p->dim, rec = 1 + 2 * dim;
   PetscFunctionBeginUser;
+  PetscCheck(h->fwd_k < 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "a halo forward is in flight");
   p->nghost = 0;
   for (int64_t i = 0; i < p->nlocal * dim; i++) p->xb[i] = p->x[i];
   h->nsteps = 2 * dim;
   for (int k = 0; k < dim; k++) {
     const int np = h->d.dims[k], me = h->coords[k];
     const double L = h->d.L[k];
+    /* both directions select from the same candidates: locals and the ghosts of earlier
+     * dimensions (corners) */
     const int64_t ncand = p->nlocal + p->nghost;
+    int64_t ns[2], nr[2];
     for (int dir = 0; dir < 2; dir++) {
       const int s = 2 * k + dir;
       /* crossing the periodic boundary shifts the image by +L (going down) or -L (going up) */
       const double shift = (dir == 0 && me == 0) ? L : (dir == 1 && me == np - 1) ? -L : 0.0;
-      int64_t ns = 0;
-      for (int64_t i = 0; i < ncand; i++) {
-        double xk = p->xb[i * dim + k];
-        int sel = dir == 0 ? (xk < h->lo[k] + h->w) : (xk >= h->hi[k] - h->w);
-        if (!sel) continue;
-        if ((size_t)ns + 1 > h->slcap[s]) {
-          size_t nc = h->slcap[s] ? 2 * h->slcap[s] : 256;
-          void *q = realloc(h->slist[s], nc * sizeof(int64_t));
-          PetscCheck(q, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
-          h->slist[s] = q;
-          h->slcap[s] = nc;
-        }
-        h->slist[s][ns++] = i;
+      const double edge = dir == 0 ? h->lo[k] + h->w : h->hi[k] - h->w;
+      int64_t n = 0;
+      if ((size_t)ncand > h->slcap[s]) {
+        size_t nc = h->slcap[s] ? 2 * h->slcap[s] : 256;
+        while (nc < (size_t)ncand) nc *= 2;
+        void *q = realloc(h->slist[s], nc * sizeof(int64_t));
+        PetscCheck(q, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+        h->slist[s] = q;
+        h->slcap[s] = nc;
       }
-      PetscCall(grow(&h->sbuf[dir], &h->scap[dir], (size_t)(ns * rec) + 1));
-      for (int64_t j = 0; j < ns; j++) {
-        int64_t i = h->slist[s][j];
+      int64_t *sl = h->slist[s];
+      for (int64_t i = 0; i < ncand; i++) { /* appended without a branch */
+        const double xk = p->xb[i * dim + k];
+        sl[n] = i;
+        n += dir == 0 ? (xk < edge) : (xk >= edge);
+      }
+      PetscCall(grow(&h->sbuf[dir], &h->scap[dir], (size_t)(n * rec) + 1));
+      for (int64_t j = 0; j < n; j++) {
+        int64_t i = sl[j];
         double *r = h->sbuf[dir] + j * rec;
         r[0] = id_to_double(p->id[i]);
         for (int c = 0; c < dim; c++) {
@@ -257,14 +301,16 @@ PetscErrorCode sgm_halo_exchange(SgmHalo h, SgmParticles *p)
           r[1 + dim + c] = p->xb[i * dim + c] + (c == k ? shift : 0.0);
         }
       }
-      int64_t nr;
-      PetscCall(face_sendrecv(h, k, dir, ns, rec, &nr));
-      h->nsend[s] = ns;
-      h->nrecv[s] = nr;
+      ns[dir] = h->nsend[s] = n;
+    }
+    PetscCall(face_exchange(h, k, ns, rec, nr));
+    PetscCall(sgm_particles_reserve(p, p->nlocal + p->nghost + nr[0] + nr[1]));
+    for (int dir = 0; dir < 2; dir++) {
+      const int s = 2 * k + dir;
+      h->nrecv[s] = nr[dir];
       h->roff[s] = p->nlocal + p->nghost;
-      PetscCall(sgm_particles_reserve(p, p->nlocal + p->nghost + nr));
-      for (int64_t j = 0; j < nr; j++) {
-        const double *r = h->rbuf + j * rec;
+      for (int64_t j = 0; j < nr[dir]; j++) {
+        const double *r = h->rbuf + (j + (dir ? nr[0] : 0)) * rec;
         int64_t i = p->nlocal + p->nghost++;
         p->id[i] = double_to_id(r[0]);
         for (int c = 0; c < dim; c++)
@@ -275,21 +321,95 @@ PetscErrorCode sgm_halo_exchange(SgmHalo h, SgmParticles *p)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* Forward along dimension k: both directions at once. With one rank along k the ghost rows are
+ * copied from the field; otherwise the receives go straight into the ghost rows (their counts are
+ * known from the exchange, so no count message) and the sends from sbuf[dir]; the requests are
+ * left in h->req for fwd_wait. */
+static PetscErrorCode fwd_post(SgmHalo h, int k, double *field, int ncomp)
+{
+  PetscFunctionBeginUser;
+  for (int dir = 0; dir < 2; dir++) {
+    const int s = 2 * k + dir, to = h->nbr[k][dir], from = h->nbr[k][1 - dir];
+    const int64_t ns = h->nsend[s], nr = h->nrecv[s];
+    double *dst = field + h->roff[s] * ncomp;
+    if (to == h->rank) {
+      PetscCheck(nr == ns, PETSC_COMM_SELF, PETSC_ERR_PLIB, "halo pattern changed");
+      for (int64_t j = 0; j < ns; j++)
+        memcpy(dst + j * ncomp, field + h->slist[s][j] * ncomp, (size_t)ncomp * sizeof(double));
+      continue;
+    }
+    PetscCheck(ns * ncomp < INT32_MAX && nr * ncomp < INT32_MAX, PETSC_COMM_SELF, PETSC_ERR_SUP,
+               "halo message too large");
+    PetscCallMPI(
+        MPI_Irecv(dst, (int)(nr * ncomp), MPI_DOUBLE, from, 300 + dir, h->comm, &h->req[2 * dir]));
+    PetscCall(grow(&h->sbuf[dir], &h->scap[dir], (size_t)(ns * ncomp) + 1));
+    double *b = h->sbuf[dir];
+    if (ncomp == 2)
+      for (int64_t j = 0; j < ns; j++) {
+        const int64_t i = h->slist[s][j];
+        b[2 * j] = field[2 * i], b[2 * j + 1] = field[2 * i + 1];
+      }
+    else
+      for (int64_t j = 0; j < ns; j++)
+        memcpy(b + j * ncomp, field + h->slist[s][j] * ncomp, (size_t)ncomp * sizeof(double));
+    PetscCallMPI(
+        MPI_Isend(b, (int)(ns * ncomp), MPI_DOUBLE, to, 300 + dir, h->comm, &h->req[2 * dir + 1]));
+    h->nmsg++;
+    h->nbytes += ns * ncomp * (int64_t)sizeof(double);
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Completes the requests of fwd_post(k) and checks the received counts against the pattern. */
+static PetscErrorCode fwd_wait(SgmHalo h, int k, int ncomp)
+{
+  MPI_Status st[4];
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Waitall(4, h->req, st));
+  for (int dir = 0; dir < 2; dir++) {
+    if (h->nbr[k][dir] == h->rank) continue;
+    int cnt;
+    PetscCallMPI(MPI_Get_count(&st[2 * dir], MPI_DOUBLE, &cnt));
+    PetscCheck(cnt == h->nrecv[2 * k + dir] * ncomp, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+               "halo pattern changed");
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_halo_forward_begin(SgmHalo h, double *field, int ncomp)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(h->fwd_k < 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "a halo forward is in flight");
+  for (int k = 0; k < h->nsteps / 2; k++) {
+    PetscCall(fwd_post(h, k, field, ncomp));
+    if (h->d.dims[k] > 1) { /* messages posted: the later dimensions forward what they bring */
+      h->fwd_k = k, h->fwd_field = field, h->fwd_ncomp = ncomp;
+      break;
+    }
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_halo_forward_end(SgmHalo h)
+{
+  PetscFunctionBeginUser;
+  if (h->fwd_k < 0) PetscFunctionReturn(PETSC_SUCCESS);
+  const int k0 = h->fwd_k, ncomp = h->fwd_ncomp;
+  double *field = h->fwd_field;
+  h->fwd_k = -1;
+  PetscCall(fwd_wait(h, k0, ncomp));
+  for (int k = k0 + 1; k < h->nsteps / 2; k++) {
+    PetscCall(fwd_post(h, k, field, ncomp));
+    if (h->d.dims[k] > 1) PetscCall(fwd_wait(h, k, ncomp));
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_halo_forward(SgmHalo h, SgmParticles *p, double *field, int ncomp)
 {
   PetscFunctionBeginUser;
-  for (int s = 0; s < h->nsteps; s++) {
-    const int k = s / 2, dir = s % 2;
-    const int64_t ns = h->nsend[s];
-    PetscCall(grow(&h->sbuf[dir], &h->scap[dir], (size_t)(ns * ncomp) + 1));
-    for (int64_t j = 0; j < ns; j++)
-      memcpy(h->sbuf[dir] + j * ncomp, field + h->slist[s][j] * ncomp,
-             (size_t)ncomp * sizeof(double));
-    int64_t nr;
-    PetscCall(face_sendrecv(h, k, dir, ns, ncomp, &nr));
-    PetscCheck(nr == h->nrecv[s], PETSC_COMM_SELF, PETSC_ERR_PLIB, "halo pattern changed");
-    if (nr) memcpy(field + h->roff[s] * ncomp, h->rbuf, (size_t)(nr * ncomp) * sizeof(double));
-  }
   (void)p;
+  PetscCall(sgm_halo_forward_begin(h, field, ncomp));
+  PetscCall(sgm_halo_forward_end(h));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

@@ -290,12 +290,16 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
   PetscBool stop = PETSC_FALSE;
   PetscCall(sgm_progress_create(run->comm, "simulate", total - first, (double)p.n, "particle-steps",
                                 &prog));
-  double t0 = MPI_Wtime();
+  double t0 = MPI_Wtime(), twrite = 0.0;
+  sgm_aoup_timers_reset(m.s);
   for (;;) {
     const int64_t st = m.s->step;
     if (st >= n_equil && (st - n_equil) % frame_every == 0 &&
-        (st - n_equil) / frame_every == m.nframes)
+        (st - n_equil) / frame_every == m.nframes) {
+      const double tw = MPI_Wtime();
       PetscCall(write_frame(&m));
+      twrite += MPI_Wtime() - tw;
+    }
     if (st >= total) break;
     PetscCall(sgm_aoup_step(m.s));
     PetscCall(sgm_progress_update(prog, m.s->step - first));
@@ -314,6 +318,9 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
   }
   double wall = MPI_Wtime() - t0;
   PetscCall(sgm_progress_destroy(&prog));
+  PetscCall(sgm_aoup_timers_log(m.s, "simulate"));
+  PetscCall(sgm_log(run->comm, "simulate:   frames (+analysis) %.3f s of the %.3f s loop\n", twrite,
+                    wall));
   const double psteps = (double)(m.s->step - first) * (double)p.n;
   PetscCall(sgm_aoup_check(m.s));
   PetscCall(write_checkpoint(&m));

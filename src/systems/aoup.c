@@ -111,6 +111,7 @@ PetscErrorCode sgm_aoup_destroy(SgmAoup *sp)
   sgm_particles_free(&s->part);
   sgm_cells_free(&s->cells);
   free(s->nb_id), free(s->sell), free(s->sl_w), free(s->sl_start), free(s->sl_perm), free(s->gbuf);
+  free(s->sl_list);
   free(s->cx), free(s->cid), free(s->lid);
   free(s->sort_key), free(s->sort_perm), free(s->sort_cnt), free(s->sort_tmp);
   PetscCall(PetscFree(s->nl_start));
@@ -393,11 +394,12 @@ static PetscErrorCode build_sell(SgmAoup s)
   PetscFunctionBeginUser;
   if ((size_t)nsl + 1 > s->sl_cap) {
     size_t c = (size_t)nsl + 1 + (size_t)nsl / 4;
-    free(s->sl_start), free(s->sl_w), free(s->sl_perm);
+    free(s->sl_start), free(s->sl_w), free(s->sl_perm), free(s->sl_list);
     s->sl_start = malloc(c * sizeof(int64_t));
     s->sl_w = malloc(c * sizeof(int32_t));
     s->sl_perm = malloc(c * S * sizeof(int32_t));
-    PetscCheck(s->sl_start && s->sl_w && s->sl_perm, PETSC_COMM_SELF, PETSC_ERR_MEM,
+    s->sl_list = malloc(c * sizeof(int32_t));
+    PetscCheck(s->sl_start && s->sl_w && s->sl_perm && s->sl_list, PETSC_COMM_SELF, PETSC_ERR_MEM,
                "out of memory");
     s->sl_cap = c;
   }
@@ -429,16 +431,30 @@ static PetscErrorCode build_sell(SgmAoup s)
     PetscCheck(s->sell, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
     s->sell_cap = c;
   }
+  int64_t nint = 0, nbnd = 0;
   for (int64_t b = 0; b < nsl; b++) {
     int32_t *q = s->sell + s->sl_start[b];
+    int ghost = 0;
     for (int c = 0; c < S; c++) {
       const int64_t i = perm[b * S + c];
       const int64_t q0 = s->nl_start[i], len = b * S + c < n ? LEN(i) : 0;
-      for (int64_t kk = 0; kk < s->sl_w[b]; kk++)
+      for (int64_t kk = 0; kk < s->sl_w[b]; kk++) {
         q[kk * S + c] = kk < len ? s->nb_id[q0 + kk] : (int32_t)i;
+        ghost |= q[kk * S + c] >= n;
+      }
     }
+    /* interior slices from the front, boundary slices from the back (reversed below) */
+    if (ghost)
+      s->sl_list[nsl - 1 - nbnd++] = (int32_t)b;
+    else
+      s->sl_list[nint++] = (int32_t)b;
 #undef LEN
   }
+  for (int64_t u = 0; u < nbnd / 2; u++) { /* boundary slices in increasing order */
+    const int32_t t = s->sl_list[nint + u];
+    s->sl_list[nint + u] = s->sl_list[nsl - 1 - u], s->sl_list[nsl - 1 - u] = t;
+  }
+  s->sl_nint = nint;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -456,18 +472,21 @@ static PetscErrorCode build_list(SgmAoup s)
   double lo[2] = {0, 0}, hi[2] = {0, 0};
 
   PetscFunctionBeginUser;
+  double t0 = MPI_Wtime(), t1;
   if (periodic) {
     PetscCall(PetscLogEventBegin(ev_migrate, 0, 0, 0, 0));
     PetscCall(sgm_halo_migrate(s->halo, P));
     PetscCall(sort_locals(s));
     PetscCall(PetscLogEventEnd(ev_migrate, 0, 0, 0, 0));
   }
+  t1 = MPI_Wtime(), s->tm.migrate += t1 - t0, t0 = t1;
   PetscCall(PetscLogEventBegin(ev_halo, 0, 0, 0, 0));
   if (periodic)
     PetscCall(sgm_halo_exchange(s->halo, P));
   else
     PetscCall(ghosts_open(s));
   PetscCall(PetscLogEventEnd(ev_halo, 0, 0, 0, 0));
+  t1 = MPI_Wtime(), s->tm.exchange += t1 - t0, t0 = t1;
 
   PetscCall(PetscLogEventBegin(ev_cells, 0, 0, 0, 0));
   const int64_t ntot = P->nlocal + P->nghost;
@@ -577,6 +596,11 @@ static PetscErrorCode build_list(SgmAoup s)
   PetscCall(PetscArraycpy(s->xref, P->x, P->nlocal * dim));
   s->list_valid = 1;
   s->nbuilds++;
+  s->tm.lists += MPI_Wtime() - t0;
+  s->tm.builds++;
+  if (s->tm.builds == 1 || P->nlocal < s->tm.nlocal_min) s->tm.nlocal_min = P->nlocal;
+  if (P->nlocal > s->tm.nlocal_max) s->tm.nlocal_max = P->nlocal;
+  if (P->nghost > s->tm.nghost_max) s->tm.nghost_max = P->nghost;
   PetscCall(PetscLogEventEnd(ev_cells, 0, 0, 0, 0));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -590,27 +614,50 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
   const SgmPairForceFn fpair = s->pot->force;
   const int harmonic = fpair == sgm_force_harmonic, periodic = s->p.periodic;
 
+  const int mips = harmonic && periodic && dim == 2 && A == 0.0;
+  int inflight = 0;
   PetscFunctionBeginUser;
   if (!s->list_valid)
     PetscCall(build_list(s));
   else {
-    /* same ghosts as at the last build: forward their current canonical positions */
+    /* same ghosts as at the last build: forward their current canonical positions; for the MIPS
+     * kernel the messages stay in flight while the interior slices are computed */
+    const double t0 = MPI_Wtime();
     PetscCall(PetscLogEventBegin(ev_halo, 0, 0, 0, 0));
-    if (periodic)
-      PetscCall(sgm_halo_forward(s->halo, P, P->x, dim));
-    else
+    if (periodic) {
+      PetscCall(sgm_halo_forward_begin(s->halo, P->x, dim));
+      inflight = 1;
+      if (!mips) {
+        PetscCall(sgm_halo_forward_end(s->halo));
+        inflight = 0;
+      }
+    } else
       PetscCall(ghosts_open(s));
     PetscCall(PetscLogEventEnd(ev_halo, 0, 0, 0, 0));
+    s->tm.halo += MPI_Wtime() - t0;
   }
+  double tf = MPI_Wtime();
   PetscCall(PetscLogEventBegin(ev_forces, 0, 0, 0, 0));
-  if (harmonic && periodic && dim == 2 && A == 0.0) {
+  if (mips) {
     /* The MIPS case, specialised and vectorised (aoup_kernels.c): no function pointer, no trap
      * term, SGM_AOUP_SLICE particles at once over the sliced-ELLPACK lists, each summing its
      * pair terms in list order (then +0 for padding). Same operations in the same order as the
-     * general loop below: bitwise the same forces. */
-    sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->sl_perm, s->sl_start, s->sl_w, s->sell, k,
-                               2.0 * a, rc2, L, mu, A, P->f);
+     * general loop below: bitwise the same forces. The slices that read only locals first (the
+     * ghost positions may be in flight), then the others: each particle's sum is unchanged. */
+    const int64_t nsl = (P->nlocal + SGM_AOUP_SLICE - 1) / SGM_AOUP_SLICE;
+    sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->sl_perm, s->sl_start, s->sl_w, s->sell,
+                               s->sl_list, s->sl_nint, k, 2.0 * a, rc2, L, mu, A, P->f);
+    if (inflight) {
+      const double t1 = MPI_Wtime();
+      PetscCall(sgm_halo_forward_end(s->halo));
+      const double t2 = MPI_Wtime();
+      s->tm.forces += t1 - tf, s->tm.halo += t2 - t1, tf = t2;
+    }
+    sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->sl_perm, s->sl_start, s->sl_w, s->sell,
+                               s->sl_list + s->sl_nint, nsl - s->sl_nint, k, 2.0 * a, rc2, L, mu, A,
+                               P->f);
     PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
+    s->tm.forces += MPI_Wtime() - tf;
     PetscFunctionReturn(PETSC_SUCCESS);
   }
   for (int64_t i = 0; i < P->nlocal; i++) {
@@ -632,6 +679,7 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
     for (int c = 0; c < dim; c++) P->f[i * dim + c] = mu * fs[c] - mu * A * xi[c];
   }
   PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
+  s->tm.forces += MPI_Wtime() - tf;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -651,6 +699,7 @@ PetscErrorCode sgm_aoup_step(SgmAoup s)
 
   PetscFunctionBeginUser;
   PetscCall(sgm_aoup_forces(s));
+  double t0 = MPI_Wtime(), t1;
   PetscCall(PetscLogEventBegin(ev_integrate, 0, 0, 0, 0));
   /* Noise of particle id at this step: one Philox block per quantity, sgm_rng_normal2_batch
    * (the d <= 2 normals; g only when eps = 0), a pure function of (seed, id, step) whichever rank
@@ -659,10 +708,13 @@ PetscErrorCode sgm_aoup_step(SgmAoup s)
   const SgmAoupStepConst kc = {dim, periodic, dt, v0, L, sx, cg, sg, seed, step};
   sgm_aoup_kernel_integrate(&kc, P->nlocal, P->id, P->x, P->g, P->f, s->xref, &maxd2, &finite);
   PetscCall(PetscLogEventEnd(ev_integrate, 0, 0, 0, 0));
+  t1 = MPI_Wtime(), s->tm.integrate += t1 - t0, t0 = t1;
   s->step++;
   /* one allreduce per step: Verlet displacement and the non-finite check (the arrays are scanned
    * to name the particle only when this rank saw a non-finite value) */
   PetscCall(check_finite(s, 0, 3, !finite, &maxd2));
+  s->tm.reduce += MPI_Wtime() - t0;
+  s->tm.steps++;
   /* Verlet criterion: pair distances changed by at most 2 max|dx| since the build */
   if (!(2.0 * sqrt(maxd2) < s->p.skin)) s->list_valid = 0;
 #if defined(SGM_DEBUG_CHECKS)
@@ -728,5 +780,44 @@ PetscErrorCode sgm_aoup_gather_block(SgmAoup s, int64_t *startp, int64_t *countp
   *countp = count;
   *xp = x;
   *gp = g;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+void sgm_aoup_timers_reset(SgmAoup s)
+{
+  memset(&s->tm, 0, sizeof s->tm);
+}
+
+PetscErrorCode sgm_aoup_timers_log(SgmAoup s, const char *stage)
+{
+  const SgmAoupTimers *t = &s->tm;
+  enum { NP = 8 };
+  const char *names[NP] = {"forces",    "integrate",     "halo",  "allreduce",
+                           "migration", "ghost rebuild", "lists", "own work"};
+  double v[NP] = {t->forces,  t->integrate, t->halo,  t->reduce,
+                  t->migrate, t->exchange,  t->lists, 0.0};
+  double sum[NP], mx[NP], mn[NP];
+  int64_t cnt[3] = {-t->nlocal_min, t->nlocal_max, t->nghost_max}, cmax[3];
+  PetscFunctionBeginUser;
+  /* own work: everything but the two phases that wait for other ranks */
+  v[7] = t->forces + t->integrate + t->migrate + t->lists;
+  PetscCallMPI(MPI_Allreduce(v, sum, NP, MPI_DOUBLE, MPI_SUM, s->comm));
+  PetscCallMPI(MPI_Allreduce(v, mx, NP, MPI_DOUBLE, MPI_MAX, s->comm));
+  PetscCallMPI(MPI_Allreduce(v, mn, NP, MPI_DOUBLE, MPI_MIN, s->comm));
+  PetscCallMPI(MPI_Allreduce(cnt, cmax, 3, MPIU_INT64, MPI_MAX, s->comm));
+  if (t->steps == 0) PetscFunctionReturn(PETSC_SUCCESS);
+  const double us = 1e6 / (double)t->steps;
+  PetscCall(sgm_log(s->comm,
+                    "%s: time per step on %d rank(s), microseconds, mean / max over ranks "
+                    "(%" PRId64 " steps, %" PRId64 " list builds):\n",
+                    stage, s->size, t->steps, t->builds));
+  for (int k = 0; k < NP; k++)
+    PetscCall(sgm_log(s->comm, "%s:   %-13s %9.2f / %9.2f%s\n", stage, names[k],
+                      sum[k] / s->size * us, mx[k] * us,
+                      k == 7 ? " (min rank: spread = imbalance)" : ""));
+  PetscCall(sgm_log(s->comm,
+                    "%s:   own work min rank %9.2f; locals per rank at rebuilds %" PRId64
+                    "..%" PRId64 ", ghosts up to %" PRId64 "\n",
+                    stage, mn[7] * us, -cmax[0], cmax[1], cmax[2]));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

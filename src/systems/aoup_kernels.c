@@ -164,11 +164,13 @@ void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64
 
 SGM_CLONES
 void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int32_t *perm,
-                                const int64_t *start, const int32_t *w, const int32_t *nb, double k,
-                                double twoa, double rc2, double L, double mu, double A, double *F)
+                                const int64_t *start, const int32_t *w, const int32_t *nb,
+                                const int32_t *blist, int64_t nbl, double k, double twoa,
+                                double rc2, double L, double mu, double A, double *F)
 {
   const double h = 0.5 * L;
-  for (int64_t i0 = 0, b = 0; i0 < n; i0 += SB, b++) {
+  for (int64_t t = 0; t < nbl; t++) {
+    const int64_t b = blist[t], i0 = b * SB;
     const int32_t *q = nb + start[b];
     const int wb = w[b];
     double xi0[SB], xi1[SB], fs0[SB], fs1[SB];

@@ -29,11 +29,12 @@ void sgm_aoup_kernel_integrate(const SgmAoupStepConst *k, int64_t n, const int64
 /// Harmonic pair forces in a periodic 2D box with canonical positions X (all in [0, L)^2), no
 /// trap, over sliced-ELLPACK lists (SGM_AOUP_SLICE locals per slice; slice b has width w[b] and
 /// its entries at nb + start[b], partner kk of local i = perm[b S + c] at kk S + c; lanes
-/// b S + c >= n are padding and not stored):
+/// b S + c >= n are padding and not stored), for the slices blist[0 .. nbl) only:
 /// F[2i+c] = mu sum_kk t_c(i, nb[..]) - mu A X[2i+c] summed in slot order from +0, with
 /// t = k (2a - r)/r d for 0 < r^2 < rc2 and +0 otherwise (padding slots hold i itself: r = 0).
 void sgm_aoup_kernel_forces_h2p(int64_t n, const double *X, const int32_t *perm,
-                                const int64_t *start, const int32_t *w, const int32_t *nb, double k,
-                                double twoa, double rc2, double L, double mu, double A, double *F);
+                                const int64_t *start, const int32_t *w, const int32_t *nb,
+                                const int32_t *blist, int64_t nbl, double k, double twoa,
+                                double rc2, double L, double mu, double A, double *F);
 
 #endif
