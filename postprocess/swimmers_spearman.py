@@ -11,7 +11,12 @@ origin) and prints, per run, with v0 from the stored input:
   * the per-particle check div_x v_x^i ~ -div_g v_g^i (§6.3): the Pearson correlation of
     div_x v_x^i with -div_g v_g^i over particle-frames, the regression slope of div_x v_x^i on
     div_g v_g^i (-1 when they cancel), and rms(div v^i) / rms(div_g v_g^i) (0 when they cancel
-    pointwise per particle), plus the frame means of div v per particle (mean, std).
+    pointwise per particle), plus the frame means of div v per particle (mean, std);
+  * the same comparison on frame-averaged maps, where the paper sees it most clearly (Fig. 17:
+    "clearest at the level of the spatial map"): the means of div_x v_x^i and -div_g v_g^i in 10
+    equal-count radius bins (their Pearson correlation and rms ratio) and in the cells of a
+    16 x 16 grid over the central square holding 95% of the particle-frames (cells with at least
+    50 particle-frames; Pearson correlation of the two maps).
 
 Results also go to swimmers_stats.json in each run directory.
 
@@ -48,6 +53,22 @@ def analyse(run):
     dv = sx + sg
     a, b = sx.ravel(), sg.ravel()
     slope = float(np.cov(a, b)[0, 1] / np.var(b, ddof=1))
+    # frame-averaged radial profiles and spatial maps of div_x v_x and -div_g v_g
+    rq = np.quantile(r, np.linspace(0.0, 1.0, 11))
+    ri = np.clip(np.searchsorted(rq, r.ravel(), side="right") - 1, 0, 9)
+    px = np.array([a[ri == k].mean() for k in range(10)])
+    pg = np.array([-b[ri == k].mean() for k in range(10)])
+    h = float(np.quantile(np.abs(pos).max(axis=2), 0.95))
+    edges = np.linspace(-h, h, 17)
+    ix = np.digitize(pos[..., 0].ravel(), edges) - 1
+    iy = np.digitize(pos[..., 1].ravel(), edges) - 1
+    ok = (ix >= 0) & (ix < 16) & (iy >= 0) & (iy < 16)
+    cell = (ix * 16 + iy)[ok]
+    cnt = np.bincount(cell, minlength=256)
+    mx = np.bincount(cell, weights=a[ok], minlength=256)
+    mg = np.bincount(cell, weights=-b[ok], minlength=256)
+    use = cnt >= 50
+    mx, mg = mx[use] / cnt[use], mg[use] / cnt[use]
     res = {
         "v0": v0,
         "frames": int(T),
@@ -66,6 +87,14 @@ def analyse(run):
         "mean_divg_vg": float(b.mean()),
         "div_v_per_particle_frame_mean": float(dv.mean(axis=1).mean()),
         "div_v_per_particle_frame_std": float(dv.mean(axis=1).std(ddof=1)),
+        "radius_decile_edges": [float(x) for x in rq],
+        "divx_vx_by_radius_decile": [float(x) for x in px],
+        "minus_divg_vg_by_radius_decile": [float(x) for x in pg],
+        "pearson_radial_profiles": float(np.corrcoef(px, pg)[0, 1]),
+        "rms_ratio_radial_profiles": float(np.sqrt((px**2).mean() / (pg**2).mean())),
+        "map_cells": int(use.sum()),
+        "pearson_spatial_maps": float(np.corrcoef(mx, mg)[0, 1]),
+        "rms_ratio_spatial_maps": float(np.sqrt((mx**2).mean() / (mg**2).mean())),
     }
     with open(os.path.join(run, "swimmers_stats.json"), "w") as fh:
         json.dump(res, fh, indent=1)
@@ -91,6 +120,14 @@ def main():
               f"g {s['mean_divg_vg']:+.4g}; E[div v] per particle "
               f"{s['div_v_per_particle_frame_mean']:+.4g} (frame std "
               f"{s['div_v_per_particle_frame_std']:.3g})")
+        print("  frame-averaged, by radius decile: div_x v_x "
+              + " ".join(f"{x:+.3g}" for x in s["divx_vx_by_radius_decile"])
+              + "; -div_g v_g "
+              + " ".join(f"{x:+.3g}" for x in s["minus_divg_vg_by_radius_decile"]))
+        print(f"  profiles: Pearson {s['pearson_radial_profiles']:+.3f}, rms ratio x/g "
+              f"{s['rms_ratio_radial_profiles']:.3g}; spatial maps ({s['map_cells']} cells): "
+              f"Pearson {s['pearson_spatial_maps']:+.3f}, rms ratio x/g "
+              f"{s['rms_ratio_spatial_maps']:.3g}")
 
 
 if __name__ == "__main__":
