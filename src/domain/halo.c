@@ -1,10 +1,12 @@
 /* Halo exchange and migration on the rank grid of a SgmDecomp.
  *
- * One face step (dimension k, direction -1 then +1) is a pair of MPI_Sendrecv calls with the two
- * neighbours along k (counts, then payload); with one rank along k the neighbour is this rank and
- * the payload is copied. Payloads are flat double records so one set of buffers serves positions,
- * migrating particles and forwarded fields; ids travel bit-cast inside a double (memcpy).
- * Buffers persist in the SgmHalo and only grow.
+ * One face step (dimension k, both directions at once) is a round of nonblocking count messages
+ * then a round of payloads with the two neighbours along k (migration, ghost exchange); the
+ * forward of a field along a recorded pattern needs no counts and can be left in flight
+ * (sgm_halo_forward_begin/end) while the caller works on locals. With one rank along k the
+ * neighbour is this rank and the payload is copied. Payloads are flat double records so one set of
+ * buffers serves positions, migrating particles and forwarded fields; ids travel bit-cast inside a
+ * double (memcpy). Buffers persist in the SgmHalo and only grow.
  */
 #include "sgm/halo.h"
 #include "sgm/core.h"

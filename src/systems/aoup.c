@@ -1,11 +1,12 @@
 /* AOUP engine: state, pair-force registry, id-ordered force sums, Euler-Maruyama integration.
  *
- * Trade-off: forces are recomputed from fresh cell lists every step (no Verlet skin). With
- * dt = 0.1 and v0 = 0.025 a skin would be cheap to add, but rebuilding keeps the halo exactly
- * one interaction range wide and the code simple; pairs are visited twice (no Newton's third
- * law) so that each rank computes the full force on the particles it owns without a reverse
- * communication, and each particle's contributions are summed after sorting by partner id, which
- * makes the result independent of the decomposition bit for bit.
+ * Verlet lists (range rc + skin, ghosts of that width) are rebuilt, with migration, when a particle
+ * moved more than skin/2; between rebuilds a step forwards the ghost positions, overlapped with
+ * the forces of the particles whose lists hold no ghost, and ends with one allreduce (Verlet
+ * displacement, non-finite flag). Pairs are visited twice (no Newton's third law) so that each
+ * rank computes the full force on the particles it owns without a reverse communication, and each
+ * particle's contributions are summed in partner-id order, which makes the result independent of
+ * the decomposition bit for bit.
  */
 #include "sgm/aoup.h"
 #include "aoup_kernels.h"
