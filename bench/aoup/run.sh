@@ -17,6 +17,9 @@
 # process over np, initialisation included) and cpu_eff its 2-rank/1-rank ratio: on this shared
 # box wall-clock 2-rank numbers are ruined by other jobs, CPU time much less so. Memory: peak RSS (VmHWM) of 1-rank runs; bytes/particle =
 # (RSS(N2) - RSS(N1)) / (N2 - N1) between the two largest N, which removes the MPI/PETSc baseline.
+# Last, the stage's own time split of the best run of each (N, ranks): microseconds per step in
+# forces, integration, halo (ghost positions), allreduce, migration, ghost rebuild and lists, mean
+# and max over ranks (halo and allreduce include waiting for the slowest rank), and the frames.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-build}
@@ -69,7 +72,11 @@ for N in $NS; do
       # relaxation included, so it underestimates); robust to other processes taking the cores
       read -r rss ut st <"$TMP/rss"
       cps=$(awk -v N=$N -v s=$((EQUIL + S)) -v u=$ut -v t=$st -v np=$np 'BEGIN{printf "%.4g", N*s/((u+t)/np)}')
-      if awk -v a="$ps" -v b="$best" 'BEGIN{exit !(a>b)}'; then best=$ps; BG[$N.$np]=$cpu; fi
+      if awk -v a="$ps" -v b="$best" 'BEGIN{exit !(a>b)}'; then
+        best=$ps
+        BG[$N.$np]=$cpu
+        cp "$TMP/log" "$TMP/best.$N.$np"
+      fi
       if awk -v a="$cps" -v b="${CPS[$N.$np]:-0}" 'BEGIN{exit !(a>b)}'; then CPS[$N.$np]=$cps; fi
       [ "$np" = 1 ] && RSS[$N]=$rss
       rm -rf "$out"
@@ -109,3 +116,13 @@ if [ $# -ge 2 ]; then
       "$(awk -v a="${RSS[$n1]}" -v b="${RSS[$n2]}" -v n="$n1" -v m="$n2" 'BEGIN{printf "%.0f", (b-a)*1024/(m-n)}') bytes/particle"
   fi
 fi
+
+echo
+echo "time split of the best run (simulate's own timers; microseconds per step, mean / max over ranks):"
+for N in $NS; do
+  for np in $NPS; do
+    [ -f "$TMP/best.$N.$np" ] || continue
+    echo "# N=$N np=$np"
+    sed -n 's/^simulate:   /    /p' "$TMP/best.$N.$np"
+  done
+done

@@ -812,13 +812,16 @@ PetscErrorCode sgm_aoup_timers_log(SgmAoup s, const char *stage)
                     "%s: time per step on %d rank(s), microseconds, mean / max over ranks "
                     "(%" PRId64 " steps, %" PRId64 " list builds):\n",
                     stage, s->size, t->steps, t->builds));
-  for (int k = 0; k < NP; k++)
-    PetscCall(sgm_log(s->comm, "%s:   %-13s %9.2f / %9.2f%s\n", stage, names[k],
-                      sum[k] / s->size * us, mx[k] * us,
-                      k == 7 ? " (min rank: spread = imbalance)" : ""));
+  for (int k = 0; k < NP - 1; k++)
+    PetscCall(sgm_log(s->comm, "%s:   %-13s %9.2f / %9.2f\n", stage, names[k],
+                      sum[k] / s->size * us, mx[k] * us));
   PetscCall(sgm_log(s->comm,
-                    "%s:   own work min rank %9.2f; locals per rank at rebuilds %" PRId64
-                    "..%" PRId64 ", ghosts up to %" PRId64 "\n",
-                    stage, mn[7] * us, -cmax[0], cmax[1], cmax[2]));
+                    "%s:   own work      %9.2f / %9.2f, min %.2f (forces, integrate, migration, "
+                    "lists; max - mean = waiting caused by imbalance)\n",
+                    stage, sum[7] / s->size * us, mx[7] * us, mn[7] * us));
+  PetscCall(sgm_log(s->comm,
+                    "%s:   locals per rank at rebuilds %" PRId64 "..%" PRId64
+                    ", ghosts per rank up to %" PRId64 "\n",
+                    stage, -cmax[0], cmax[1], cmax[2]));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
