@@ -43,7 +43,7 @@ TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 busy() { awk '/^cpu /{print ($2+$3+$4+$7+$8+$9)/100}' /proc/stat; }
 cpu_self() { awk '{print ($14+$15+$16+$17)/100}' /proc/$$/stat; }
 
-echo "# $(date -u +%FT%TZ) $(uname -n) $(nproc) cpus; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%FT%TZ) $(uname -n) $(getconf _NPROCESSORS_ONLN) cpus; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# sgm_hpc: $EXE ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null))"
 declare -A PS BG RSS CPS
 for N in $NS; do
