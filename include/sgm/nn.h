@@ -62,6 +62,10 @@ void sgm_nn_act_jvp_backward(SgmNnAct act, float *dinp, float *dtinp, const floa
 /// instead of the erfc fit; equal to sgm_nn_act_backward up to an ulp of Phi.
 void sgm_nn_act_backward_y(SgmNnAct act, float *dinp, const float *dout, const float *inp,
                            const float *out, int N);
+/// As sgm_nn_act_backward_y but dinp (N) = act'(inp) dout, overwritten (no prior zeroing);
+/// dinp may be dout (in place) for GELU only.
+void sgm_nn_act_backward_y_set(SgmNnAct act, float *dinp, const float *dout, const float *inp,
+                               const float *out, int N);
 /// The tangent for ntan directions at once: tout (ntan,N) = act'(inp) tinp (ntan,N), the
 /// derivative evaluated once per element (from out = act(inp) when out != NULL, as
 /// sgm_nn_act_backward_y).
@@ -92,6 +96,10 @@ void sgm_nn_layernorm_forward(float *out, float *mean, float *rstd, const float 
 void sgm_nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                                const float *inp, const float *weight, const float *mean,
                                const float *rstd, int BT, int C);
+/// As sgm_nn_layernorm_backward but dinp is overwritten (dweight, dbias still accumulate).
+void sgm_nn_layernorm_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                                   const float *inp, const float *weight, const float *mean,
+                                   const float *rstd, int BT, int C);
 /// tout (BT,C) = weight * rstd (tinp - mean(tinp) - xhat mean(xhat tinp)), xhat the normalised
 /// input. tinp (BT,C).
 void sgm_nn_layernorm_jvp(float *tout, const float *tinp, const float *inp, const float *weight,
@@ -126,6 +134,12 @@ void sgm_nn_attention_forward(float *out, float *att, const float *q, const floa
 void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                const float *att, const float *q, const float *k, const float *v,
                                int B, int Tq, int Tk, int C, int NH, int ldq, int ldkv);
+/// As sgm_nn_attention_backward but the first C columns of every row of dq, dk, dv are
+/// overwritten (no prior zeroing).
+void sgm_nn_attention_backward_set(float *dq, float *dk, float *dv, float *scratch,
+                                   const float *dout, const float *att, const float *q,
+                                   const float *k, const float *v, int B, int Tq, int Tk, int C,
+                                   int NH, int ldq, int ldkv);
 /// Tangent: tout (B,Tq,C) from tq (B,Tq,ldq), tk, tv (B,Tk,ldkv); saves the tangent of the
 /// pre-softmax scores ts (B,NH,Tq,Tk) (0 on masked keys) for the reverse-over-forward;
 /// scratch (Tq,Tk) floats.

@@ -139,6 +139,17 @@ SGM_ACT_INLINE void gelu_bwd_blk(float *restrict dx, const float *restrict dy,
   else
     for (int i = 0; i < n; i++) dx[i] += (Phi[i] + x[i] * phi[i]) * dy[i];
 }
+/* dx = (Phi + x phi) dy (dx may be dy: no restrict) */
+SGM_ACT_INLINE void gelu_bwd_set_blk(float *dx, const float *dy, const float *restrict x,
+                                     const float *restrict Phi, const float *restrict phi, int n)
+{
+  if (n == GELU_BLK) {
+    float t[GELU_BLK];
+    for (int i = 0; i < GELU_BLK; i++) t[i] = (Phi[i] + x[i] * phi[i]) * dy[i];
+    memcpy(dx, t, sizeof t);
+  } else
+    for (int i = 0; i < n; i++) dx[i] = (Phi[i] + x[i] * phi[i]) * dy[i];
+}
 /* ty = (Phi + x phi) tx */
 SGM_ACT_INLINE void gelu_jvp_blk(float *restrict ty, const float *restrict tx,
                                  const float *restrict x, const float *restrict Phi,
@@ -256,6 +267,23 @@ void sgm_nn_act_backward_y(SgmNnAct act, float *dinp, const float *dout, const f
     float Phi[GELU_BLK], phi[GELU_BLK];
     const int n = gelu_block_y(inp, out, i0, N, Phi, phi);
     gelu_bwd_blk(dinp + i0, dout + i0, inp + i0, Phi, phi, n);
+  }
+}
+
+SGM_CLONES
+void sgm_nn_act_backward_y_set(SgmNnAct act, float *dinp, const float *dout, const float *inp,
+                               const float *out, int N)
+{
+  /* dinp, dout, inp, out (N); dinp may be dout only for GELU */
+  if (act != SGM_NN_ACT_GELU) {
+    memset(dinp, 0, (size_t)N * sizeof(float));
+    sgm_nn_act_backward(act, dinp, dout, inp, N);
+    return;
+  }
+  for (int i0 = 0; i0 < N; i0 += GELU_BLK) {
+    float Phi[GELU_BLK], phi[GELU_BLK];
+    const int n = out ? gelu_block_y(inp, out, i0, N, Phi, phi) : gelu_block(inp, i0, N, Phi, phi);
+    gelu_bwd_set_blk(dinp + i0, dout + i0, inp + i0, Phi, phi, n);
   }
 }
 

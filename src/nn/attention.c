@@ -19,6 +19,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 /* The row-wise softmax algebra of the sgemm path, vectorized (nn_simd.h): float exp, sums in
  * double lanes. */
@@ -76,6 +77,185 @@ SGM_NN_INLINE void softmax_row_jvp_backward(float *restrict dP, float *restrict 
   SGM_NN_LANE_REDUCE(1, Tk, t[0] = (double)P[j] * (double)dP[j], w);
   const float wf = (float)w[0];
   SGM_NN_ELEMENTS(Tk, dP[j] = scale * P[j] * (dP[j] - wf); dtP[j] = scale * P[j] * (dtP[j] - u));
+}
+
+/* ---- Fused small-window path (no BLAS) ----
+ * At the local transformer's small size (T = 17 tokens, hs = 32) one (batch, head) is ~9k
+ * multiply-adds per product: the sgemm call and packing overhead exceeded the arithmetic, and
+ * attention was ~20% of a training step. When Tp * hs <= ATT_FUSED_MAX (Tp: Tk rounded up to 8;
+ * 768 at the small size, 4608 at the paper's, which keeps sgemm) the forward and backward
+ * run as loops instead, vectorized along the keys (against a transposed copy of k or v, zero
+ * padded to a multiple of 8 keys) or along the head channels, with every sum in a fixed order
+ * (no lane reductions), so every clone gives the same bits. Larger windows keep the sgemm path. */
+#define ATT_FUSED_MAX 2048
+#define ATT_BJ        8 /* keys are padded to a multiple of ATT_BJ for the score products */
+
+/* Bt (hs, Tp) = rows j < Tk of X (stride ld) transposed, zero for Tk <= j < Tp. */
+SGM_NN_INLINE void att_transpose(float *restrict Bt, const float *restrict X, int ld, int Tk,
+                                 int Tp, int hs)
+{
+  /* rows of X read contiguously (they stream from memory; Bt stays in L1) */
+  for (int j = 0; j < Tk; j++) {
+    const float *restrict x = X + (size_t)j * ld;
+    for (int c = 0; c < hs; c++) Bt[(size_t)c * Tp + j] = x[c];
+  }
+  for (int c = 0; c < hs; c++)
+    for (int j = Tk; j < Tp; j++) Bt[(size_t)c * Tp + j] = 0.0f;
+}
+
+/* 8-float vectors (GCC/Clang vector extension: element-wise operations, so every clone gives the
+ * same bits; lowered to two SSE registers in the baseline clone). Accumulators are written out
+ * per register: with arrays indexed in loops GCC -O2 kept them in memory. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8fu __attribute__((vector_size(32), aligned(4), may_alias)); /* unaligned view */
+#define V8_LOAD(p)     (*(const v8fu *)(const void *)(p))
+#define V8_STORE(p, v) (*(v8fu *)(void *)(p) = (v))
+/* the first n <= 8 elements of v to p */
+#define V8_STORE_N(p, v, n)                                                                        \
+  do {                                                                                             \
+    float t_[8];                                                                                   \
+    V8_STORE(t_, (v));                                                                             \
+    memcpy((p), t_, (size_t)(n) * sizeof(float));                                                  \
+  } while (0)
+
+/* S (Tq, Tk) = alpha A Bt for A rows of hs (stride lda) and Bt (hs, Tp), Tp = Tk rounded up to
+ * 8: each S[i][j] = alpha * (sum over c in order). Four rows at a time share each load of Bt,
+ * keys in blocks of 16 and 8. */
+SGM_NN_INLINE void att_scores(float *restrict S, const float *restrict A, int lda,
+                              const float *restrict Bt, float alpha, int Tq, int Tk, int Tp, int hs)
+{
+  const v8f al = (v8f){0} + alpha;
+  int i0 = 0;
+  for (; i0 + 4 <= Tq; i0 += 4) {
+    const float *a0 = A + (size_t)i0 * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+    float *s0 = S + (size_t)i0 * Tk, *s1 = s0 + Tk, *s2 = s1 + Tk, *s3 = s2 + Tk;
+    int j0 = 0;
+    for (; j0 + 16 <= Tp; j0 += 16) {
+      v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+      for (int c = 0; c < hs; c++) {
+        const float *b = Bt + (size_t)c * Tp + j0;
+        const v8f b0 = V8_LOAD(b), b1 = V8_LOAD(b + 8);
+        const v8f x0 = (v8f){0} + (a0[c]), x1 = (v8f){0} + (a1[c]), x2 = (v8f){0} + (a2[c]),
+                  x3 = (v8f){0} + (a3[c]);
+        c00 += x0 * b0, c01 += x0 * b1, c10 += x1 * b0, c11 += x1 * b1;
+        c20 += x2 * b0, c21 += x2 * b1, c30 += x3 * b0, c31 += x3 * b1;
+      }
+      const int n = Tk - j0 < 16 ? Tk - j0 : 16, n1 = n - 8;
+      V8_STORE_N(s0 + j0, al * c00, n < 8 ? n : 8);
+      V8_STORE_N(s1 + j0, al * c10, n < 8 ? n : 8);
+      V8_STORE_N(s2 + j0, al * c20, n < 8 ? n : 8);
+      V8_STORE_N(s3 + j0, al * c30, n < 8 ? n : 8);
+      if (n1 > 0) {
+        V8_STORE_N(s0 + j0 + 8, al * c01, n1);
+        V8_STORE_N(s1 + j0 + 8, al * c11, n1);
+        V8_STORE_N(s2 + j0 + 8, al * c21, n1);
+        V8_STORE_N(s3 + j0 + 8, al * c31, n1);
+      }
+    }
+    for (; j0 < Tp; j0 += 8) {
+      v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+      for (int c = 0; c < hs; c++) {
+        const v8f b0 = V8_LOAD(Bt + (size_t)c * Tp + j0);
+        c0 += (v8f){0} + (a0[c]) * b0, c1 += (v8f){0} + (a1[c]) * b0;
+        c2 += (v8f){0} + (a2[c]) * b0, c3 += (v8f){0} + (a3[c]) * b0;
+      }
+      const int n = Tk - j0 < 8 ? Tk - j0 : 8;
+      V8_STORE_N(s0 + j0, al * c0, n);
+      V8_STORE_N(s1 + j0, al * c1, n);
+      V8_STORE_N(s2 + j0, al * c2, n);
+      V8_STORE_N(s3 + j0, al * c3, n);
+    }
+  }
+  for (; i0 < Tq; i0++) {
+    const float *a0 = A + (size_t)i0 * lda;
+    float *s0 = S + (size_t)i0 * Tk;
+    for (int j0 = 0; j0 < Tp; j0 += 8) {
+      v8f c0 = {0};
+      for (int c = 0; c < hs; c++) c0 += (v8f){0} + (a0[c]) * V8_LOAD(Bt + (size_t)c * Tp + j0);
+      V8_STORE_N(s0 + j0, al * c0, Tk - j0 < 8 ? Tk - j0 : 8);
+    }
+  }
+}
+
+/* Y row r (hs, stride ldy) (+)= sum_n W[r * wr + n * wn] X row n (stride ldx), n < N, for r < M:
+ * the value products P V (wr = Tk, wn = 1) and P^T dO (wr = 1, wn = Tk). acc != 0 adds onto Y.
+ * The sum over n runs in order in float, then is added to Y once. Four rows at a time share each
+ * load of X; channels in blocks of 16 and 8, then one at a time. */
+SGM_NN_INLINE void att_values(float *restrict Y, int ldy, const float *restrict W, int wr, int wn,
+                              const float *restrict X, int ldx, int M, int N, int hs, int acc)
+{
+#define ATT_PUT(y, v)                                                                              \
+  do {                                                                                             \
+    float *yp_ = (y);                                                                              \
+    if (acc)                                                                                       \
+      V8_STORE(yp_, V8_LOAD(yp_) + (v));                                                           \
+    else                                                                                           \
+      V8_STORE(yp_, (v));                                                                          \
+  } while (0)
+  int r0 = 0;
+  for (; r0 + 4 <= M; r0 += 4) {
+    const float *w0 = W + (size_t)r0 * wr, *w1 = w0 + wr, *w2 = w1 + wr, *w3 = w2 + wr;
+    float *y0 = Y + (size_t)r0 * ldy, *y1 = y0 + ldy, *y2 = y1 + ldy, *y3 = y2 + ldy;
+    int c0 = 0;
+    for (; c0 + 16 <= hs; c0 += 16) {
+      v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+      for (int n = 0; n < N; n++) {
+        const float *x = X + (size_t)n * ldx + c0;
+        const size_t o = (size_t)n * wn;
+        const v8f b0 = V8_LOAD(x), b1 = V8_LOAD(x + 8);
+        const v8f x0 = (v8f){0} + (w0[o]), x1 = (v8f){0} + (w1[o]), x2 = (v8f){0} + (w2[o]),
+                  x3 = (v8f){0} + (w3[o]);
+        c00 += x0 * b0, c01 += x0 * b1, c10 += x1 * b0, c11 += x1 * b1;
+        c20 += x2 * b0, c21 += x2 * b1, c30 += x3 * b0, c31 += x3 * b1;
+      }
+      ATT_PUT(y0 + c0, c00);
+      ATT_PUT(y0 + c0 + 8, c01);
+      ATT_PUT(y1 + c0, c10);
+      ATT_PUT(y1 + c0 + 8, c11);
+      ATT_PUT(y2 + c0, c20);
+      ATT_PUT(y2 + c0 + 8, c21);
+      ATT_PUT(y3 + c0, c30);
+      ATT_PUT(y3 + c0 + 8, c31);
+    }
+    for (; c0 + 8 <= hs; c0 += 8) {
+      v8f c0v = {0}, c1v = {0}, c2v = {0}, c3v = {0};
+      for (int n = 0; n < N; n++) {
+        const v8f b0 = V8_LOAD(X + (size_t)n * ldx + c0);
+        const size_t o = (size_t)n * wn;
+        c0v += (v8f){0} + (w0[o]) * b0, c1v += (v8f){0} + (w1[o]) * b0;
+        c2v += (v8f){0} + (w2[o]) * b0, c3v += (v8f){0} + (w3[o]) * b0;
+      }
+      ATT_PUT(y0 + c0, c0v);
+      ATT_PUT(y1 + c0, c1v);
+      ATT_PUT(y2 + c0, c2v);
+      ATT_PUT(y3 + c0, c3v);
+    }
+    for (; c0 < hs; c0++)
+      for (int r = 0; r < 4; r++) {
+        float sc = 0.0f;
+        for (int n = 0; n < N; n++)
+          sc += W[(size_t)(r0 + r) * wr + (size_t)n * wn] * X[(size_t)n * ldx + c0];
+        float *y = Y + (size_t)(r0 + r) * ldy + c0;
+        *y = acc ? *y + sc : sc;
+      }
+  }
+  for (; r0 < M; r0++) {
+    const float *w0 = W + (size_t)r0 * wr;
+    float *y0 = Y + (size_t)r0 * ldy;
+    int c0 = 0;
+    for (; c0 + 8 <= hs; c0 += 8) {
+      v8f cv = {0};
+      for (int n = 0; n < N; n++)
+        cv += (v8f){0} + (w0[(size_t)n * wn]) * V8_LOAD(X + (size_t)n * ldx + c0);
+      ATT_PUT(y0 + c0, cv);
+    }
+    for (; c0 < hs; c0++) {
+      float sc = 0.0f;
+      for (int n = 0; n < N; n++) sc += w0[(size_t)n * wn] * X[(size_t)n * ldx + c0];
+      y0[c0] = acc ? y0[c0] + sc : sc;
+    }
+  }
+#undef ATT_PUT
 }
 
 static inline double dot(const float *a, const float *b, int n)
@@ -271,6 +451,24 @@ void sgm_nn_attention_forward(float *out, float *att, const float *q, const floa
   /* out (B,Tq,C), att (B,NH,Tq,Tk), q (B,Tq,ldq), k, v (B,Tk,ldkv), mask (B,Tk) or NULL */
   const int hs = C / NH;
   const float scale = (float)(1.0 / sqrt((double)hs));
+  const int Tp = (Tk + ATT_BJ - 1) / ATT_BJ * ATT_BJ;
+  if ((size_t)Tp * hs <= ATT_FUSED_MAX) {
+    float Kt[ATT_FUSED_MAX];
+    for (int b = 0; b < B; b++) {
+      const float *mk = mask ? mask + (size_t)b * Tk : NULL;
+      for (int h = 0; h < NH; h++) {
+        const float *Qh = q + (size_t)b * Tq * ldq + h * hs;
+        const float *Kh = k + (size_t)b * Tk * ldkv + h * hs,
+                    *Vh = v + (size_t)b * Tk * ldkv + h * hs;
+        float *P = att + ((size_t)b * NH + h) * Tq * Tk;
+        att_transpose(Kt, Kh, ldkv, Tk, Tp, hs);
+        att_scores(P, Qh, ldq, Kt, scale, Tq, Tk, Tp, hs);
+        for (int i = 0; i < Tq; i++) softmax_row(P + (size_t)i * Tk, mk, Tk);
+        att_values(out + (size_t)b * Tq * C + h * hs, C, P, Tk, 1, Vh, ldkv, Tq, Tk, hs, 0);
+      }
+    }
+    return;
+  }
   for (int b = 0; b < B; b++) {
     const float *mk = mask ? mask + (size_t)b * Tk : NULL;
     for (int h = 0; h < NH; h++) {
@@ -287,15 +485,36 @@ void sgm_nn_attention_forward(float *out, float *att, const float *q, const floa
   }
 }
 
-SGM_CLONES
-void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                               const float *att, const float *q, const float *k, const float *v,
-                               int B, int Tq, int Tk, int C, int NH, int ldq, int ldkv)
+/* acc = 1: dq, dk, dv accumulate; acc = 0: they are overwritten. */
+SGM_NN_INLINE void attention_backward(float *dq, float *dk, float *dv, float *scratch,
+                                      const float *dout, const float *att, const float *q,
+                                      const float *k, const float *v, int B, int Tq, int Tk, int C,
+                                      int NH, int ldq, int ldkv, int acc)
 {
   /* dq (B,Tq,ldq), dk, dv (B,Tk,ldkv), scratch (Tq,Tk), dout (B,Tq,C), att (B,NH,Tq,Tk) */
   const int hs = C / NH;
   const double scale = 1.0 / sqrt((double)hs);
   float *dP = scratch;
+  const float beta = acc ? 1.0f : 0.0f;
+  const int Tp = (Tk + ATT_BJ - 1) / ATT_BJ * ATT_BJ;
+  if ((size_t)Tp * hs <= ATT_FUSED_MAX) {
+    float Vt[ATT_FUSED_MAX];
+    for (int b = 0; b < B; b++) {
+      for (int h = 0; h < NH; h++) {
+        const size_t oq = (size_t)b * Tq * ldq + h * hs, okv = (size_t)b * Tk * ldkv + h * hs;
+        const float *P = att + ((size_t)b * NH + h) * Tq * Tk;
+        const float *dO = dout + (size_t)b * Tq * C + h * hs;
+        att_transpose(Vt, v + okv, ldkv, Tk, Tp, hs);
+        att_scores(dP, dO, C, Vt, 1.0f, Tq, Tk, Tp, hs);              /* dO v^T */
+        att_values(dv + okv, ldkv, P, 1, Tk, dO, C, Tk, Tq, hs, acc); /* += P^T dO */
+        for (int i = 0; i < Tq; i++)
+          softmax_row_backward(dP + (size_t)i * Tk, P + (size_t)i * Tk, (float)scale, Tk);
+        att_values(dq + oq, ldq, dP, Tk, 1, k + okv, ldkv, Tq, Tk, hs, acc); /* += dS k */
+        att_values(dk + okv, ldkv, dP, 1, Tk, q + oq, ldq, Tk, Tq, hs, acc); /* += dS^T q */
+      }
+    }
+    return;
+  }
   for (int b = 0; b < B; b++) {
     for (int h = 0; h < NH; h++) {
       const size_t oq = (size_t)b * Tq * ldq + h * hs, okv = (size_t)b * Tk * ldkv + h * hs;
@@ -303,16 +522,33 @@ void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, 
       const float *dO = dout + (size_t)b * Tq * C + h * hs;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, hs, 1.0f, dO, C, v + okv, ldkv,
                   0.0f, dP, Tk);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, hs, Tq, 1.0f, P, Tk, dO, C, 1.0f,
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, hs, Tq, 1.0f, P, Tk, dO, C, beta,
                   dv + okv, ldkv);
       for (int i = 0; i < Tq; i++)
         softmax_row_backward(dP + (size_t)i * Tk, P + (size_t)i * Tk, (float)scale, Tk);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hs, Tk, 1.0f, dP, Tk, k + okv,
-                  ldkv, 1.0f, dq + oq, ldq);
+                  ldkv, beta, dq + oq, ldq);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, hs, Tq, 1.0f, dP, Tk, q + oq, ldq,
-                  1.0f, dk + okv, ldkv);
+                  beta, dk + okv, ldkv);
     }
   }
+}
+
+SGM_CLONES
+void sgm_nn_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                               const float *att, const float *q, const float *k, const float *v,
+                               int B, int Tq, int Tk, int C, int NH, int ldq, int ldkv)
+{
+  attention_backward(dq, dk, dv, scratch, dout, att, q, k, v, B, Tq, Tk, C, NH, ldq, ldkv, 1);
+}
+
+SGM_CLONES
+void sgm_nn_attention_backward_set(float *dq, float *dk, float *dv, float *scratch,
+                                   const float *dout, const float *att, const float *q,
+                                   const float *k, const float *v, int B, int Tq, int Tk, int C,
+                                   int NH, int ldq, int ldkv)
+{
+  attention_backward(dq, dk, dv, scratch, dout, att, q, k, v, B, Tq, Tk, C, NH, ldq, ldkv, 0);
 }
 
 SGM_CLONES

@@ -44,13 +44,16 @@ void sgm_nn_layernorm_forward(float *out, float *mean, float *rstd, const float 
 
 SGM_NN_INLINE void ln_row_backward(float *restrict dx, float *restrict dw, float *restrict db,
                                    const float *restrict dy, const float *restrict x,
-                                   const float *restrict w, float m, float s, int C)
+                                   const float *restrict w, float m, float s, int C, int set)
 {
   double S[2];
   SGM_NN_LANE_REDUCE(2, C, const float g = w[j] * dy[j]; t[0] = (double)g;
                      t[1] = (double)g * (double)((x[j] - m) * s), S);
   const float a = (float)(S[0] / C), b = (float)(S[1] / C);
-  if (dx) SGM_NN_ELEMENTS(C, dx[j] += s * (w[j] * dy[j] - a - (x[j] - m) * s * b));
+  if (dx && set)
+    SGM_NN_ELEMENTS(C, dx[j] = s * (w[j] * dy[j] - a - (x[j] - m) * s * b));
+  else if (dx)
+    SGM_NN_ELEMENTS(C, dx[j] += s * (w[j] * dy[j] - a - (x[j] - m) * s * b));
   if (dw) SGM_NN_ELEMENTS(C, dw[j] += dy[j] * ((x[j] - m) * s));
   if (db) SGM_NN_ELEMENTS(C, db[j] += dy[j]);
 }
@@ -63,7 +66,17 @@ void sgm_nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const 
   /* dinp (BT,C), dweight (C), dbias (C), dout (BT,C), inp (BT,C), weight (C), mean, rstd (BT) */
   for (int r = 0; r < BT; r++)
     ln_row_backward(dinp ? dinp + (size_t)r * C : NULL, dweight, dbias, dout + (size_t)r * C,
-                    inp + (size_t)r * C, weight, mean[r], rstd[r], C);
+                    inp + (size_t)r * C, weight, mean[r], rstd[r], C, 0);
+}
+
+SGM_CLONES
+void sgm_nn_layernorm_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                                   const float *inp, const float *weight, const float *mean,
+                                   const float *rstd, int BT, int C)
+{
+  for (int r = 0; r < BT; r++)
+    ln_row_backward(dinp ? dinp + (size_t)r * C : NULL, dweight, dbias, dout + (size_t)r * C,
+                    inp + (size_t)r * C, weight, mean[r], rstd[r], C, 1);
 }
 
 SGM_NN_INLINE void ln_row_jvp(float *restrict to, const float *restrict tx, const float *restrict x,

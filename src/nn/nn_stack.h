@@ -107,5 +107,10 @@ void sgm_nn_stack_jvp(SgmNnStack *s, const SgmParams *p, const float *tinp, int 
 /// dinp (rows, dims[0]) and dtinp (ntan, rows, dims[0]). tinp may be NULL when ntan = 0.
 void sgm_nn_stack_backward(SgmNnStack *s, SgmParams *p, const float *inp, const float *tinp,
                            float *dinp, float *dtinp, int rows, int ntan);
+/// The plain backward (no tangents) with overwrite semantics: from pre[nl-1].g, the gradient
+/// faces of the hidden activations and dinp (if not NULL) are written, not accumulated, so
+/// none of them needs zeroing first; parameter gradients still accumulate.
+void sgm_nn_stack_backward_set(SgmNnStack *s, SgmParams *p, const float *inp, float *dinp,
+                               int rows);
 
 #endif

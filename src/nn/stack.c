@@ -18,6 +18,7 @@
 
 #include "sgm/rng.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,6 +248,26 @@ void sgm_nn_stack_jvp(SgmNnStack *s, const SgmParams *p, const float *tinp, int 
       sgm_nn_act_jvp_n(s->act, s->post[l].t, s->pre[l].t, s->pre[l].a, s->post[l].a, (int)n, ntan);
       tx = s->post[l].t;
     }
+  }
+}
+
+void sgm_nn_stack_backward_set(SgmNnStack *s, SgmParams *p, const float *inp, float *dinp, int rows)
+{
+  for (int l = s->nl - 1; l >= 0; l--) {
+    const int C = s->dims[l], OC = s->dims[l + 1];
+    const float *x = l > 0 ? s->post[l - 1].a : inp;
+    float *dx = l > 0 ? s->post[l - 1].g : dinp;
+    const float *W = sgm_nn_param(p, s->w[l]), *dy = s->pre[l].g;
+    if (rows > 0) {
+      if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, OC, 1.0f, dy, OC, W, C,
+                    0.0f, dx, C);
+      sgm_nn_linear_backward(NULL, sgm_nn_grad(p, s->w[l]), sgm_nn_grad(p, s->b[l]), dy, x, W, rows,
+                             C, OC);
+    }
+    if (l > 0) /* d pre = act'(pre) d post, in place into pre's gradient face */
+      sgm_nn_act_backward_y_set(s->act, s->pre[l - 1].g, s->post[l - 1].g, s->pre[l - 1].a,
+                                s->post[l - 1].a, rows * C);
   }
 }
 

@@ -647,6 +647,92 @@ static void transformer_backward(SgmNnTransformer m, int ntan)
   }
 }
 
+/* dinp (rows,C) = dout (rows,OC) W (OC,C), or += with acc; dW (OC,C) += dout^T inp; db += the
+ * column sums of dout. */
+static void lin_bwd(float *dinp, int acc, float *dW, float *db, const float *dout, const float *inp,
+                    const float *W, int rows, int C, int OC)
+{
+  if (rows <= 0) return;
+  if (dinp)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, OC, 1.0f, dout, OC, W, C,
+                acc ? 1.0f : 0.0f, dinp, C);
+  sgm_nn_linear_backward(NULL, dW, db, dout, inp, W, rows, C, OC);
+}
+
+/* The plain backward (ntan = 0) from the gradient on the decoder output: the same sums as
+ * transformer_backward(m, 0) in the same order, but every activation gradient is written by its
+ * first producer instead of accumulated onto a zeroed face, so the arena's gradient slab is
+ * never cleared (that memset alone was ~10% of a small-model training step), and the residual
+ * branches reuse their input gradient instead of copying it: the gradient of r2 serves as that of
+ * f and, after the linear1 backward adds onto it, as that of n1; the gradient of r1 serves as
+ * that of ao. Parameter gradients accumulate as always. */
+static void transformer_backward_plain(SgmNnTransformer m)
+{
+  const int B = m->B, T = m->T, C = m->C, H = m->H, NH = m->cfg.n_heads, L = m->cfg.n_layers;
+  const int Dg = m->cfg.gdim, R = B * T;
+  const SgmNnAct act = m->cfg.act;
+  SgmParams *p = &m->params;
+  float *scr = m->scratch;
+  int rows;
+  SgmNnBuf *di = dec_in(m, &rows);
+  sgm_nn_stack_backward_set(&m->dec, p, di->a, di->g, rows);
+  if (m->local && !m->centre_only) {
+    SgmNnBuf *n2 = &m->blk[L - 1].n2;
+    memset(n2->g, 0, (size_t)R * C * sizeof(float));
+    scatter_add_centre(n2->g, m->decin.g, B, T, C);
+  }
+  for (int l = L - 1; l >= 0; l--) {
+    Block *b = &m->blk[l];
+    SgmNnBuf *Xb = block_in(m, l);
+    const int cb = centre_block(m, l);
+    rows = cb ? B : R;
+    /* norm2; residual 2: d f = d r2 */
+    sgm_nn_layernorm_backward_set(b->r2.g, G_(m, b->n2w), G_(m, b->n2b), b->n2.g, b->r2.a,
+                                  P_(m, b->n2w), b->mean2.a, b->rstd2.a, rows, C);
+    /* psi */
+    lin_bwd(b->ha.g, 0, G_(m, b->w2), G_(m, b->b2), b->r2.g, b->ha.a, P_(m, b->w2), rows, H, C);
+    sgm_nn_act_backward_y_set(act, b->h.g, b->ha.g, b->h.a, b->ha.a, rows * H);
+    /* d n1 = d r2 (residual 2) + d h W1, accumulated in r2's gradient face */
+    lin_bwd(b->r2.g, 1, G_(m, b->w1), G_(m, b->b1), b->h.g, b->n1.a, P_(m, b->w1), rows, C, H);
+    /* norm1; residual 1: d ao = d r1 */
+    sgm_nn_layernorm_backward_set(b->r1.g, G_(m, b->n1w), G_(m, b->n1b), b->r2.g, b->r1.a,
+                                  P_(m, b->n1w), b->mean1.a, b->rstd1.a, rows, C);
+    lin_bwd(b->ay.g, 0, G_(m, b->wo), G_(m, b->bo), b->r1.g, b->ay.a, P_(m, b->wo), rows, C, C);
+    /* attention, in_proj, and the residual's d X += d r1 */
+    if (!cb) {
+      const float *q = b->qkv.a;
+      float *dq = b->qkv.g;
+      sgm_nn_attention_backward_set(dq, dq + C, dq + 2 * C, scr, b->ay.g, b->att.a, q, q + C,
+                                    q + 2 * C, B, T, T, C, NH, 3 * C, 3 * C);
+      lin_bwd(Xb->g, 0, G_(m, b->win), G_(m, b->bin), dq, Xb->a, P_(m, b->win), R, C, 3 * C);
+      sgm_nn_residual_forward(Xb->g, Xb->g, b->r1.g, R * C);
+    } else {
+      const float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
+      float *dkv = b->qkv.g, *dq = b->qkv.g + (size_t)R * 2 * C;
+      sgm_nn_attention_backward_set(dq, dkv, dkv + C, scr, b->ay.g, b->att.a, q, kv, kv + C, B, 1,
+                                    T, C, NH, C, 2 * C);
+      const float *Wq = P_(m, b->win), *Wkv = P_(m, b->win) + (size_t)C * C;
+      float *dWq = G_(m, b->win), *dWkv = G_(m, b->win) + (size_t)C * C;
+      lin_bwd(b->xc.g, 0, dWq, G_(m, b->bin), dq, b->xc.a, Wq, B, C, C);
+      sgm_nn_residual_forward(b->xc.g, b->xc.g, b->r1.g, B * C);
+      lin_bwd(Xb->g, 0, dWkv, G_(m, b->bin) + C, dkv, Xb->a, Wkv, R, C, 2 * C);
+      scatter_add_centre(Xb->g, b->xc.g, B, T, C);
+    }
+  }
+  /* embeddings */
+  SgmNnBuf *exo = &m->ex.pre[m->ex.nl - 1];
+  for (size_t r = 0; r < (size_t)R; r++)
+    memcpy(exo->g + r * m->Cx, m->X0.g + r * C, (size_t)m->Cx * sizeof(float));
+  sgm_nn_stack_backward_set(&m->ex, p, m->xin.a, m->xin.g, R);
+  if (Dg > 0) {
+    SgmNnBuf *ego = &m->eg.pre[m->eg.nl - 1];
+    const int Cg = C - m->Cx;
+    for (size_t r = 0; r < (size_t)R; r++)
+      memcpy(ego->g + r * Cg, m->X0.g + r * C + m->Cx, (size_t)Cg * sizeof(float));
+    sgm_nn_stack_backward_set(&m->eg, p, m->gin.a, m->gin.g, R);
+  }
+}
+
 static size_t out_size(const SgmNnTransformer m)
 {
   return (size_t)(m->local ? m->B : m->B * m->T) * m->dout;
@@ -655,9 +741,8 @@ static size_t out_size(const SgmNnTransformer m)
 PetscErrorCode sgm_nn_transformer_backward(SgmNnTransformer m, const float *dout)
 {
   PetscFunctionBeginUser;
-  sgm_nn_arena_zero_grad(&m->ar, m->B, 0);
   memcpy(m->dec.pre[m->dec.nl - 1].g, dout, out_size(m) * sizeof(float));
-  transformer_backward(m, 0);
+  transformer_backward_plain(m);
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
