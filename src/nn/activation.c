@@ -28,6 +28,24 @@
 #define SGM_ACT_INLINE static inline
 #endif
 
+/* exp(x) for -87 <= x <= 88 as sgm_nn_expf (Cody-Waite reduction, the same degree-7 Taylor
+ * polynomial) but with the polynomial in Estrin's form: its dependency chain is 5 operations
+ * deep instead of 14, and GELU's cost was the latency of these chains, not their operation
+ * count. Relative error ~2e-7, as sgm_nn_expf. */
+SGM_ACT_INLINE float gelu_expf(float x)
+{
+  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+  const float r2 = r * r, r4 = r2 * r2;
+  const float a = 1.0f + r, b = 0.5f + r * (1.0f / 6), c = 1.0f / 24 + r * (1.0f / 120),
+              d = 1.0f / 720 + r * (1.0f / 5040);
+  const float p = (a + b * r2) + (c + d * r2) * r4;
+  const int32_t e = ((int32_t)k + 127) * (1 << 23);
+  float s;
+  memcpy(&s, &e, sizeof s);
+  return p * s;
+}
+
 /* Phi(x) and, if phi != NULL, phi(x) of GELU_BLK elements (the forward needs Phi alone). |x| is
  * clamped at 12 inside both (Phi(-12) = 2e-33, phi(12) = 2e-32; keeps the exp arguments >= -87),
  * x itself (so a NaN) reaches the callers. */
@@ -36,16 +54,13 @@ SGM_ACT_INLINE void gelu_phi(const float *restrict x, float *restrict Phi, float
   for (int i = 0; i < GELU_BLK; i++) {
     const float xi = x[i], ax = sgm_nn_min_pos(fabsf(xi), 12.0f), z = ax * (float)SGM_INV_SQRT2;
     const float t = 1.0f / (1.0f + 0.5f * z);
-    const float P =
-        -1.26551223f +
-        t * (1.00002368f +
-             t * (0.37409196f +
-                  t * (0.09678418f +
-                       t * (-0.18628806f +
-                            t * (0.27886807f + t * (-1.13520398f +
-                                                    t * (1.48851587f + t * (-0.82215223f +
-                                                                            t * 0.17087277f))))))));
-    const float h = 0.5f * t * sgm_nn_expf(P - z * z), g = 1.0f - h; /* h = erfc(z)/2 */
+    /* Numerical Recipes' erfcc polynomial in t, degree 9, in Estrin's form (see gelu_expf) */
+    const float t2 = t * t, t4 = t2 * t2, t8 = t4 * t4;
+    const float p01 = -1.26551223f + t * 1.00002368f, p23 = 0.37409196f + t * 0.09678418f,
+                p45 = -0.18628806f + t * 0.27886807f, p67 = -1.13520398f + t * 1.48851587f,
+                p89 = -0.82215223f + t * 0.17087277f;
+    const float P = ((p01 + p23 * t2) + (p45 + p67 * t2) * t4) + p89 * t8;
+    const float h = 0.5f * t * gelu_expf(P - z * z), g = 1.0f - h; /* h = erfc(z)/2 */
     /* Phi = h for x < 0 (sign bit set), 1 - h otherwise: a bit select (no cancellation) */
     int32_t ix, ih, ig;
     memcpy(&ix, &xi, sizeof ix);
@@ -57,7 +72,7 @@ SGM_ACT_INLINE void gelu_phi(const float *restrict x, float *restrict Phi, float
   if (phi)
     for (int i = 0; i < GELU_BLK; i++) {
       const float ax = sgm_nn_min_pos(fabsf(x[i]), 12.0f);
-      phi[i] = (float)SGM_INV_SQRT2PI * sgm_nn_expf(-0.5f * ax * ax);
+      phi[i] = (float)SGM_INV_SQRT2PI * gelu_expf(-0.5f * ax * ax);
     }
 }
 
@@ -85,7 +100,7 @@ SGM_ACT_INLINE void gelu_phi_y(const float *restrict x, const float *restrict y,
 {
   for (int i = 0; i < GELU_BLK; i++) {
     const float ax = fabsf(x[i]), axc = sgm_nn_min_pos(ax, 12.0f);
-    phi[i] = (float)SGM_INV_SQRT2PI * sgm_nn_expf(-0.5f * axc * axc);
+    phi[i] = (float)SGM_INV_SQRT2PI * gelu_expf(-0.5f * axc * axc);
     int32_t ia, it;
     const float tiny = 1e-20f;
     memcpy(&ia, &ax, sizeof ia);
