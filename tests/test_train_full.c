@@ -5,12 +5,20 @@
  *  - losses: the value against the formula of eqs. 22/24/25 recomputed here from the evaluated
  *    score and divergences, and the gradient along a random parameter direction against a central
  *    finite difference of the loss (relative 3e-2), for sm, fpe and composite, both kinds, with and
- *    without the Boltzmann parameterisation;
+ *    without the Boltzmann parameterisation (s_g shift; s_x shift [model] boltzmann_x with a smooth
+ *    synthetic conservative drift, so the finite differences see the shift's divergence too);
+ *  - the Boltzmann-informed score is exact for trapped non-interacting AOUPs at v0 = 0 with N = 0
+ *    (all parameters zero): s, div s, the sm loss against their closed forms (1e-12), FPE
+ *    residual 0, v = 0; without the x shift it is not; a missing shift is refused;
  *  - the "model" provider on 1, 2, 4 ranks equals the network evaluated directly (1e-12, both
- *    are the same float network), and a model.h5 of another architecture is refused;
+ *    are the same float network), and a model.h5 of another architecture is refused; with
+ *    boltzmann_x and pair forces, the provider's s_x equals N_x plus the forces of the parallel
+ *    engine over eps, and a model.h5 trained with the other boltzmann_x is refused;
  *  - rank-count invariance of the `train` stage (all ranks vs rank 0 alone from the same data:
  *    parameters to 1e-5 of the largest, losses to 1e-4) offline (mlp sm, transformer composite)
- *    and online (mlp composite, SDE replicas); restart identity (bitwise) online and offline;
+ *    and online (mlp composite, SDE replicas), and with boltzmann_x (offline composite, online sm);
+ *    restart identity (bitwise) online and offline; boltzmann_x with eps = 0 or with the local
+ *    transformer is refused by the input check;
  *  - the trap check (--trap; non-interacting AOUPs in a harmonic trap, exact Gaussian score,
  *    measured on an independent trajectory of another seed): a short run of input/trap_mlp.toml
  *    must bring the relative L2 error of the learned score below half that of the initial
