@@ -76,7 +76,7 @@ typedef struct {
 } SgmFullScoreConfig;
 
 /// Losses of the full-state kinds, per configuration r (sums over all N particles, eq. 26):
-///   L_sm  = |s|^2 + 2 sum_i (div_{x_i} s_x^i + div_{g_i} s_g^i)   (s as evaluated, shifts included)
+///   L_sm  = |s|^2 + 2 sum_i (div_{x_i} s_x^i + div_{g_i} s_g^i)  (s with its shifts)
 ///   R     = div b - sum_i (eps div_{x_i} s_x^i + gamma div_{g_i} s_g^i) + v.s,  v = b - D s
 ///   L     = w_sm L_sm + w_fpe R^2
 /// sm: (w_sm, w_fpe) = (1, 0); fpe: (0, lambda2); composite: (lambda1, lambda2).
