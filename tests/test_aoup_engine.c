@@ -124,6 +124,7 @@ static void run_and_compare(SgmAoupParams p, int relax, int nsteps)
    * trajectory depends neither on the rank count nor on the skin */
   SgmAoupParams q = p;
   q.skin = 0.0;
+  q.grid[0] = q.grid[1] = 0; /* one rank: no rank-grid hint */
   ck_assert_int_eq(sgm_aoup_create(PETSC_COMM_SELF, &q, &r), 0);
   ck_assert_int_eq(sgm_aoup_init_random(r, relax), 0);
   for (int t = 0; t < nsteps; t++) ck_assert_int_eq(sgm_aoup_step(r), 0);
@@ -150,6 +151,13 @@ START_TEST(test_rank_invariance_2d)
   p.eps = 0.0, p.g_exact = 0;
   strcpy(p.potential, "harmonic");
   p.dt = 0.05, p.skin = 0.6;
+  run_and_compare(p, 20, 300);
+  /* all ranks in a column: x is copied locally, the forward of the positions is in flight along
+   * y (the first dimension with several ranks); at 4 ranks migration along y needs more than one
+   * round (the path with the "anything misplaced?" allreduce) */
+  int size;
+  MPI_Comm_size(sgm_test_comm(), &size);
+  p.grid[0] = 1, p.grid[1] = size;
   run_and_compare(p, 20, 300);
 }
 END_TEST
