@@ -11,11 +11,12 @@
  * one [T][N] dataset each (not a [T][N][nq] block) so that ParaView, h5py and the XDMF sidecar
  * address them by name. The fields are small ([ny][nx] per map), reduced onto every rank by the
  * stage and written as row blocks; a 2D CoRectMesh with cell-centred attributes describes them.
- * The helpers of h5md.c are static there, so the few needed are repeated here.
+ * The HDF5 and XDMF helpers shared with h5md.c and xdmf.c are in io_internal.h.
  */
 #include "sgm/epr_io.h"
 #include "sgm/epr.h"
 #include "sgm/core.h"
+#include "io_internal.h"
 
 #include <hdf5.h>
 #include <stdio.h>
@@ -41,50 +42,6 @@ struct SgmEprFile_ {
   int64_t *sbuf;
 };
 
-static PetscErrorCode open_mpio(MPI_Comm comm, const char *path, int create, hid_t *f)
-{
-  hid_t fapl;
-  PetscFunctionBeginUser;
-  SgmCallH5H(fapl, H5Pcreate(H5P_FILE_ACCESS));
-  SgmCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
-  *f = create ? H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)
-              : H5Fopen(path, H5F_ACC_RDWR, fapl);
-  SgmCallH5(H5Pclose(fapl));
-  PetscCheck(*f >= 0, comm, PETSC_ERR_FILE_OPEN, "cannot create HDF5 file %s", path);
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
-static PetscErrorCode attr_write(hid_t obj, const char *name, hid_t type, int n, const void *val)
-{
-  hid_t s, a;
-  hsize_t dims[1] = {(hsize_t)n};
-  PetscFunctionBeginUser;
-  if (n == 1)
-    SgmCallH5H(s, H5Screate(H5S_SCALAR));
-  else
-    SgmCallH5H(s, H5Screate_simple(1, dims, NULL));
-  SgmCallH5H(a, H5Acreate2(obj, name, type, s, H5P_DEFAULT, H5P_DEFAULT));
-  SgmCallH5(H5Awrite(a, type, val));
-  SgmCallH5(H5Aclose(a));
-  SgmCallH5(H5Sclose(s));
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
-static PetscErrorCode attr_string(hid_t obj, const char *name, const char *val)
-{
-  hid_t t, s, a;
-  PetscFunctionBeginUser;
-  SgmCallH5H(t, H5Tcopy(H5T_C_S1));
-  SgmCallH5(H5Tset_size(t, strlen(val) + 1));
-  SgmCallH5H(s, H5Screate(H5S_SCALAR));
-  SgmCallH5H(a, H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT));
-  SgmCallH5(H5Awrite(a, t, val));
-  SgmCallH5(H5Aclose(a));
-  SgmCallH5(H5Sclose(s));
-  SgmCallH5(H5Tclose(t));
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
 static PetscErrorCode create_dset(hid_t parent, const char *name, hid_t type, int rank_,
                                   const hsize_t *dims, const hsize_t *chunk)
 {
@@ -104,27 +61,10 @@ static PetscErrorCode create_dset(hid_t parent, const char *name, hid_t type, in
 static PetscErrorCode write_slab(hid_t f, const char *name, hid_t type, int rank_,
                                  const hsize_t *off, const hsize_t *cnt, int empty, const void *buf)
 {
-  hid_t d, fs, ms, x;
-  static double dummy[4];
+  hid_t d;
   PetscFunctionBeginUser;
   SgmCallH5H(d, H5Dopen2(f, name, H5P_DEFAULT));
-  SgmCallH5H(fs, H5Dget_space(d));
-  if (empty) {
-    hsize_t one[1] = {1};
-    SgmCallH5(H5Sselect_none(fs));
-    SgmCallH5H(ms, H5Screate_simple(1, one, NULL));
-    SgmCallH5(H5Sselect_none(ms));
-    buf = dummy;
-  } else {
-    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL));
-    SgmCallH5H(ms, H5Screate_simple(rank_, cnt, NULL));
-  }
-  SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
-  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_COLLECTIVE));
-  SgmCallH5(H5Dwrite(d, type, ms, fs, x, buf));
-  SgmCallH5(H5Pclose(x));
-  SgmCallH5(H5Sclose(ms));
-  SgmCallH5(H5Sclose(fs));
+  PetscCall(sgm_h5_write_rows(d, type, rank_, off, cnt, empty, buf));
   SgmCallH5(H5Dclose(d));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -148,7 +88,7 @@ PetscErrorCode sgm_epr_file_create(MPI_Comm comm, const char *path, const SgmEpr
     PetscCall(PetscStrncpy(e->extra[k], info->extra_names[k], sizeof e->extra[k]));
   PetscCallMPI(MPI_Comm_rank(comm, &e->rank));
   PetscCallMPI(MPI_Comm_size(comm, &size));
-  PetscCall(open_mpio(comm, path, 1, &e->f));
+  PetscCall(sgm_h5_open(comm, path, 0, 1, &e->f));
   const hsize_t T = (hsize_t)info->nframes, N = (hsize_t)info->n, D = (hsize_t)info->dim;
   const hsize_t cn = N < 65536 ? N : 65536;
   hsize_t d1[1] = {T}, d1n[1] = {N};
@@ -167,31 +107,18 @@ PetscErrorCode sgm_epr_file_create(MPI_Comm comm, const char *path, const SgmEpr
     PetscCall(create_dset(e->f, e->extra[k], H5T_NATIVE_DOUBLE, 2, d2, T > 0 && N > 0 ? c2 : NULL));
   SgmCallH5H(g, H5Gcreate2(e->f, "series", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
   SgmCallH5(H5Gclose(g));
-  if (info->dim == 1) {
-    /* zero y and z coordinates for the Polyvertex geometry of the sidecar */
-    hid_t sp, pl, d;
-    double zero = 0.0;
-    SgmCallH5H(sp, H5Screate_simple(1, d1n, NULL));
-    SgmCallH5H(pl, H5Pcreate(H5P_DATASET_CREATE));
-    SgmCallH5(H5Pset_fill_value(pl, H5T_NATIVE_DOUBLE, &zero));
-    SgmCallH5(H5Pset_alloc_time(pl, H5D_ALLOC_TIME_EARLY));
-    SgmCallH5(H5Pset_fill_time(pl, H5D_FILL_TIME_ALLOC));
-    SgmCallH5H(d,
-               H5Dcreate2(e->f, "xdmf_zero", H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, pl, H5P_DEFAULT));
-    SgmCallH5(H5Dclose(d));
-    SgmCallH5(H5Pclose(pl));
-    SgmCallH5(H5Sclose(sp));
-  }
+  /* zero y and z coordinates for the Polyvertex geometry of the sidecar */
+  if (info->dim == 1) PetscCall(sgm_h5_xdmf_zero(e->f, info->n));
   int ival = info->dim;
-  PetscCall(attr_write(e->f, "dim", H5T_NATIVE_INT, 1, &ival));
-  PetscCall(attr_write(e->f, "n", H5T_NATIVE_INT64, 1, &info->n));
-  PetscCall(attr_write(e->f, "nframes", H5T_NATIVE_INT64, 1, &info->nframes));
-  PetscCall(attr_string(e->f, "score", info->score ? info->score : ""));
-  if (info->config) PetscCall(attr_string(e->f, "input", info->config));
+  PetscCall(sgm_h5_attr_num(e->f, "dim", H5T_NATIVE_INT, 1, &ival));
+  PetscCall(sgm_h5_attr_num(e->f, "n", H5T_NATIVE_INT64, 1, &info->n));
+  PetscCall(sgm_h5_attr_num(e->f, "nframes", H5T_NATIVE_INT64, 1, &info->nframes));
+  PetscCall(sgm_h5_attr_str(e->f, "score", info->score ? info->score : ""));
+  if (info->config) PetscCall(sgm_h5_attr_str(e->f, "input", info->config));
   {
     /* ids in the same block split as the rows */
-    const int64_t q = info->n / size, r = info->n % size;
-    const int64_t c = q + (e->rank < r), s = q * e->rank + (e->rank < r ? e->rank : r);
+    int64_t s, c;
+    sgm_io_block_rows(info->n, e->rank, size, &s, &c);
     int64_t *ids;
     PetscCall(PetscMalloc1(c + 1, &ids));
     for (int64_t i = 0; i < c; i++) ids[i] = s + i;
@@ -285,7 +212,7 @@ PetscErrorCode sgm_epr_file_write_series(SgmEprFile e, const char *name, const d
 PetscErrorCode sgm_epr_file_set_attr(SgmEprFile e, const char *name, double v)
 {
   PetscFunctionBeginUser;
-  PetscCall(attr_write(e->f, name, H5T_NATIVE_DOUBLE, 1, &v));
+  PetscCall(sgm_h5_attr_num(e->f, name, H5T_NATIVE_DOUBLE, 1, &v));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -356,19 +283,6 @@ PetscErrorCode sgm_epr_read_frames(MPI_Comm comm, const char *path, const char *
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Component c of frame t of /<name> [T][N][d] as an N-vector. */
-static void slab3(FILE *fp, const char *h5, const char *name, int64_t t, int c, int64_t T,
-                  int64_t n, int dim)
-{
-  fprintf(fp,
-          "        <DataItem ItemType=\"HyperSlab\" Dimensions=\"%lld\" Type=\"HyperSlab\">\n"
-          "          <DataItem Dimensions=\"3 3\" Format=\"XML\">%lld 0 %d 1 1 1 1 %lld "
-          "1</DataItem>\n"
-          "          <DataItem Dimensions=\"%lld %lld %d\" NumberType=\"Float\" Precision=\"8\" "
-          "Format=\"HDF\">%s:/%s</DataItem>\n        </DataItem>\n",
-          (long long)n, (long long)t, c, (long long)n, (long long)T, (long long)n, dim, h5, name);
-}
-
 /* Row t of /<name> [T][N] as an N-vector. */
 static void slab2(FILE *fp, const char *h5, const char *name, int64_t t, int64_t T, int64_t n)
 {
@@ -386,44 +300,15 @@ static int write_particles_xdmf(const char *path, const char *h5, int dim, int64
   static const char *vshort[SGM_EPR_NVEC] = {"x", "g", "s_x", "s_g", "v_x", "v_g"};
   FILE *fp = fopen(path, "w");
   if (!fp) return -1;
-  fprintf(fp, "<?xml version=\"1.0\" ?>\n<!DOCTYPE Xdmf SYSTEM \"Xdmf.dtd\" []>\n"
-              "<Xdmf Version=\"3.0\">\n  <Domain>\n"
-              "    <Grid Name=\"epr\" GridType=\"Collection\" CollectionType=\"Temporal\">\n");
+  sgm_xdmf_head(fp, "epr");
   for (int64_t t = 0; t < T; t++) {
-    fprintf(fp, "    <Grid Name=\"frame%lld\" GridType=\"Uniform\">\n", (long long)t);
-    fprintf(fp, "      <Time Value=\"%.17g\"/>\n", times[t]);
-    fprintf(fp, "      <Topology TopologyType=\"Polyvertex\" NumberOfElements=\"%lld\"/>\n",
-            (long long)n);
-    if (dim == 2) {
-      fprintf(fp,
-              "      <Geometry GeometryType=\"XY\">\n"
-              "        <DataItem ItemType=\"HyperSlab\" Dimensions=\"%lld 2\" Type=\"HyperSlab\">\n"
-              "          <DataItem Dimensions=\"3 3\" Format=\"XML\">%lld 0 0 1 1 1 1 %lld "
-              "2</DataItem>\n"
-              "          <DataItem Dimensions=\"%lld %lld 2\" NumberType=\"Float\" Precision=\"8\" "
-              "Format=\"HDF\">%s:/position</DataItem>\n        </DataItem>\n",
-              (long long)n, (long long)t, (long long)n, (long long)T, (long long)n, h5);
-    } else {
-      fprintf(fp, "      <Geometry GeometryType=\"X_Y_Z\">\n");
-      slab3(fp, h5, "position", t, 0, T, n, dim);
-      for (int c = 1; c < 3; c++)
-        fprintf(fp,
-                "        <DataItem Dimensions=\"%lld\" NumberType=\"Float\" Precision=\"8\" "
-                "Format=\"HDF\">%s:/xdmf_zero</DataItem>\n",
-                (long long)n, h5);
-    }
-    fprintf(fp, "      </Geometry>\n");
-    fprintf(fp,
-            "      <Attribute Name=\"id\" AttributeType=\"Scalar\" Center=\"Node\">\n"
-            "        <DataItem Dimensions=\"%lld\" NumberType=\"Int\" Precision=\"8\" "
-            "Format=\"HDF\">%s:/id</DataItem>\n      </Attribute>\n",
-            (long long)n, h5);
+    sgm_xdmf_frame_head(fp, h5, "position", "xdmf_zero", "id", t, times[t], T, n, dim);
     for (int v = 1; v < SGM_EPR_NVEC; v++)
       for (int c = 0; c < dim; c++) {
         char an[16];
         snprintf(an, sizeof an, "%s%s", vshort[v], dim > 1 ? (c ? "_y" : "_x") : "");
         fprintf(fp, "      <Attribute Name=\"%s\" AttributeType=\"Scalar\" Center=\"Node\">\n", an);
-        slab3(fp, h5, sgm_epr_vec_names[v], t, c, T, n, dim);
+        sgm_xdmf_slab3(fp, h5, sgm_epr_vec_names[v], t, c, T, n, dim);
         fprintf(fp, "      </Attribute>\n");
       }
     for (int q = 0; q < SGM_EPR_NQ; q++) {
@@ -440,10 +325,7 @@ static int write_particles_xdmf(const char *path, const char *h5, int dim, int64
     }
     fprintf(fp, "    </Grid>\n");
   }
-  fprintf(fp, "    </Grid>\n  </Domain>\n</Xdmf>\n");
-  int bad = ferror(fp);
-  bad |= fclose(fp);
-  return bad ? -1 : 0;
+  return sgm_xdmf_tail(fp);
 }
 
 PetscErrorCode sgm_epr_xdmf_write(MPI_Comm comm, const char *xdmf_path, const char *h5_ref, int dim,
@@ -483,10 +365,7 @@ static int write_fields_xdmf(const char *path, const char *h5, const SgmFieldsGr
             "        <DataItem Dimensions=\"%lld %lld\" NumberType=\"Float\" Precision=\"8\" "
             "Format=\"HDF\">%s:/%s</DataItem>\n      </Attribute>\n",
             names[f], (long long)gr->ny, (long long)gr->nx, h5, names[f]);
-  fprintf(fp, "    </Grid>\n  </Domain>\n</Xdmf>\n");
-  int bad = ferror(fp);
-  bad |= fclose(fp);
-  return bad ? -1 : 0;
+  return sgm_xdmf_tail(fp);
 }
 
 PetscErrorCode sgm_epr_fields_write(MPI_Comm comm, const char *h5_path, const char *xdmf_path,
@@ -499,9 +378,9 @@ PetscErrorCode sgm_epr_fields_write(MPI_Comm comm, const char *h5_path, const ch
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCallMPI(MPI_Comm_size(comm, &size));
-  PetscCall(open_mpio(comm, h5_path, 1, &f));
-  const int64_t q = gr->ny / size, r = gr->ny % size;
-  const int64_t c = q + (rank < r), s = q * rank + (rank < r ? rank : r);
+  PetscCall(sgm_h5_open(comm, h5_path, 0, 1, &f));
+  int64_t s, c;
+  sgm_io_block_rows(gr->ny, rank, size, &s, &c);
   hsize_t dims[2] = {(hsize_t)gr->ny, (hsize_t)gr->nx}, o[2] = {(hsize_t)s, 0},
           cn[2] = {(hsize_t)c, (hsize_t)gr->nx};
   for (int k = 0; k < nf; k++) {
@@ -510,10 +389,10 @@ PetscErrorCode sgm_epr_fields_write(MPI_Comm comm, const char *h5_path, const ch
                          data + (size_t)k * gr->nx * gr->ny + (size_t)s * gr->nx));
   }
   int64_t shape[2] = {gr->ny, gr->nx};
-  PetscCall(attr_write(f, "origin", H5T_NATIVE_DOUBLE, 2, gr->origin));
-  PetscCall(attr_write(f, "spacing", H5T_NATIVE_DOUBLE, 2, gr->spacing));
-  PetscCall(attr_write(f, "shape", H5T_NATIVE_INT64, 2, shape));
-  PetscCall(attr_write(f, "nframes", H5T_NATIVE_INT64, 1, &gr->nframes));
+  PetscCall(sgm_h5_attr_num(f, "origin", H5T_NATIVE_DOUBLE, 2, gr->origin));
+  PetscCall(sgm_h5_attr_num(f, "spacing", H5T_NATIVE_DOUBLE, 2, gr->spacing));
+  PetscCall(sgm_h5_attr_num(f, "shape", H5T_NATIVE_INT64, 2, shape));
+  PetscCall(sgm_h5_attr_num(f, "nframes", H5T_NATIVE_INT64, 1, &gr->nframes));
   SgmCallH5(H5Fclose(f));
   if (rank == 0) ok = write_fields_xdmf(xdmf_path, h5_ref, gr, nf, names) == 0;
   PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));

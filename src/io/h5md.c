@@ -8,6 +8,7 @@
  */
 #include "sgm/h5md.h"
 #include "sgm/core.h"
+#include "io_internal.h"
 
 #include <hdf5.h>
 #include <string.h>
@@ -15,55 +16,6 @@
 #ifndef PETSC_SUCCESS
 #define PETSC_SUCCESS 0
 #endif
-
-static PetscErrorCode open_file(MPI_Comm comm, const char *path, unsigned flags, int create,
-                                hid_t *f)
-{
-  hid_t fapl;
-  PetscFunctionBeginUser;
-  SgmCallH5H(fapl, H5Pcreate(H5P_FILE_ACCESS));
-  SgmCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
-  if (create)
-    *f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-  else
-    *f = H5Fopen(path, flags, fapl);
-  SgmCallH5(H5Pclose(fapl));
-  PetscCheck(*f >= 0, comm, PETSC_ERR_FILE_OPEN, "cannot %s HDF5 file %s",
-             create ? "create" : "open", path);
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
-static PetscErrorCode attr_str(hid_t obj, const char *name, const char *val)
-{
-  hid_t t, s, a;
-  PetscFunctionBeginUser;
-  SgmCallH5H(t, H5Tcopy(H5T_C_S1));
-  SgmCallH5(H5Tset_size(t, strlen(val) + 1));
-  SgmCallH5(H5Tset_strpad(t, H5T_STR_NULLTERM));
-  SgmCallH5H(s, H5Screate(H5S_SCALAR));
-  SgmCallH5H(a, H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT));
-  SgmCallH5(H5Awrite(a, t, val));
-  SgmCallH5(H5Aclose(a));
-  SgmCallH5(H5Sclose(s));
-  SgmCallH5(H5Tclose(t));
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
-static PetscErrorCode attr_num(hid_t obj, const char *name, hid_t type, int n, const void *val)
-{
-  hid_t s, a;
-  hsize_t dims[1] = {(hsize_t)n};
-  PetscFunctionBeginUser;
-  if (n == 1)
-    SgmCallH5H(s, H5Screate(H5S_SCALAR));
-  else
-    SgmCallH5H(s, H5Screate_simple(1, dims, NULL));
-  SgmCallH5H(a, H5Acreate2(obj, name, type, s, H5P_DEFAULT, H5P_DEFAULT));
-  SgmCallH5(H5Awrite(a, type, val));
-  SgmCallH5(H5Aclose(a));
-  SgmCallH5(H5Sclose(s));
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
 
 /* Time-dependent element: step [T], time [T], value [T][N][d], all extendible along T. */
 static PetscErrorCode create_element(hid_t parent, const char *name, int dim, int64_t n)
@@ -94,34 +46,6 @@ static PetscErrorCode create_element(hid_t parent, const char *name, int dim, in
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Collective write of the hyperslab (off, cnt) of dset; `empty` ranks select nothing. */
-static PetscErrorCode write_rows(hid_t dset, hid_t type, int rank_, const hsize_t *off,
-                                 const hsize_t *cnt, int empty, const void *buf)
-{
-  hid_t fs, ms, x;
-  static double dummy[4];
-  PetscFunctionBeginUser;
-  SgmCallH5H(fs, H5Dget_space(dset));
-  if (empty) {
-    /* ranks with nothing to write still take part in the collective call */
-    hsize_t one[1] = {1};
-    SgmCallH5(H5Sselect_none(fs));
-    SgmCallH5H(ms, H5Screate_simple(1, one, NULL));
-    SgmCallH5(H5Sselect_none(ms));
-    buf = &dummy;
-  } else {
-    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL));
-    SgmCallH5H(ms, H5Screate_simple(rank_, cnt, NULL));
-  }
-  SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
-  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_COLLECTIVE));
-  SgmCallH5(H5Dwrite(dset, type, ms, fs, x, buf));
-  SgmCallH5(H5Pclose(x));
-  SgmCallH5(H5Sclose(ms));
-  SgmCallH5(H5Sclose(fs));
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
 PetscErrorCode sgm_h5md_create(MPI_Comm comm, const char *path, const SgmH5mdInfo *info)
 {
   hid_t f, g, sub, pg, sp, d;
@@ -129,24 +53,24 @@ PetscErrorCode sgm_h5md_create(MPI_Comm comm, const char *path, const SgmH5mdInf
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCallMPI(MPI_Comm_size(comm, &size));
-  PetscCall(open_file(comm, path, 0, 1, &f));
+  PetscCall(sgm_h5_open(comm, path, 0, 1, &f));
   /* /h5md */
   SgmCallH5H(g, H5Gcreate2(f, "h5md", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
   int ver[2] = {1, 1};
-  PetscCall(attr_num(g, "version", H5T_NATIVE_INT, 2, ver));
+  PetscCall(sgm_h5_attr_num(g, "version", H5T_NATIVE_INT, 2, ver));
   SgmCallH5H(sub, H5Gcreate2(g, "author", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-  PetscCall(attr_str(sub, "name", info->author ? info->author : "sgm_hpc user"));
+  PetscCall(sgm_h5_attr_str(sub, "name", info->author ? info->author : "sgm_hpc user"));
   SgmCallH5(H5Gclose(sub));
   SgmCallH5H(sub, H5Gcreate2(g, "creator", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-  PetscCall(attr_str(sub, "name", "sgm_hpc"));
-  PetscCall(attr_str(sub, "version", sgm_version()));
+  PetscCall(sgm_h5_attr_str(sub, "name", "sgm_hpc"));
+  PetscCall(sgm_h5_attr_str(sub, "version", sgm_version()));
   SgmCallH5(H5Gclose(sub));
   SgmCallH5(H5Gclose(g));
   /* /particles/<group> */
   SgmCallH5H(g, H5Gcreate2(f, "particles", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
   SgmCallH5H(pg, H5Gcreate2(g, info->group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
   SgmCallH5H(sub, H5Gcreate2(pg, "box", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-  PetscCall(attr_num(sub, "dimension", H5T_NATIVE_INT, 1, &info->dim));
+  PetscCall(sgm_h5_attr_num(sub, "dimension", H5T_NATIVE_INT, 1, &info->dim));
   {
     /* boundary: fixed-length string array, one entry per dimension */
     hid_t t, a;
@@ -167,7 +91,7 @@ PetscErrorCode sgm_h5md_create(MPI_Comm comm, const char *path, const SgmH5mdInf
     SgmCallH5H(
         d, H5Dcreate2(sub, "edges", H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     hsize_t o[1] = {0};
-    PetscCall(write_rows(d, H5T_NATIVE_DOUBLE, 1, o, nd, rank != 0, edges));
+    PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_DOUBLE, 1, o, nd, rank != 0, edges));
     SgmCallH5(H5Dclose(d));
     SgmCallH5(H5Sclose(sp));
   }
@@ -178,8 +102,7 @@ PetscErrorCode sgm_h5md_create(MPI_Comm comm, const char *path, const SgmH5mdInf
     /* ids: row i is particle i (files are written in global-id order) */
     hsize_t nn[1] = {(hsize_t)info->n};
     int64_t s, c;
-    int64_t q = info->n / size, r = info->n % size;
-    c = q + (rank < r), s = q * rank + (rank < r ? rank : r);
+    sgm_io_block_rows(info->n, rank, size, &s, &c);
     int64_t *ids;
     PetscCall(PetscMalloc1(c + 1, &ids));
     for (int64_t i = 0; i < c; i++) ids[i] = s + i;
@@ -187,7 +110,7 @@ PetscErrorCode sgm_h5md_create(MPI_Comm comm, const char *path, const SgmH5mdInf
     SgmCallH5H(d,
                H5Dcreate2(pg, "id", H5T_NATIVE_INT64, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     hsize_t o[1] = {(hsize_t)s}, cn[1] = {(hsize_t)c};
-    PetscCall(write_rows(d, H5T_NATIVE_INT64, 1, o, cn, c == 0, ids));
+    PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_INT64, 1, o, cn, c == 0, ids));
     SgmCallH5(H5Dclose(d));
     SgmCallH5(H5Sclose(sp));
     PetscCall(PetscFree(ids));
@@ -196,23 +119,11 @@ PetscErrorCode sgm_h5md_create(MPI_Comm comm, const char *path, const SgmH5mdInf
   SgmCallH5(H5Gclose(g));
   /* /parameters */
   SgmCallH5H(g, H5Gcreate2(f, "parameters", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-  if (info->config) PetscCall(attr_str(g, "input", info->config));
+  if (info->config) PetscCall(sgm_h5_attr_str(g, "input", info->config));
   for (int i = 0; i < info->nparams; i++)
-    PetscCall(attr_num(g, info->param_names[i], H5T_NATIVE_DOUBLE, 1, &info->param_values[i]));
-  if (info->dim == 1) {
-    hsize_t nn[1] = {(hsize_t)info->n};
-    SgmCallH5H(sp, H5Screate_simple(1, nn, NULL));
-    hid_t pl;
-    SgmCallH5H(pl, H5Pcreate(H5P_DATASET_CREATE));
-    double zero = 0.0;
-    SgmCallH5(H5Pset_fill_value(pl, H5T_NATIVE_DOUBLE, &zero));
-    SgmCallH5(H5Pset_alloc_time(pl, H5D_ALLOC_TIME_EARLY));
-    SgmCallH5(H5Pset_fill_time(pl, H5D_FILL_TIME_ALLOC));
-    SgmCallH5H(d, H5Dcreate2(g, "xdmf_zero", H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, pl, H5P_DEFAULT));
-    SgmCallH5(H5Dclose(d));
-    SgmCallH5(H5Pclose(pl));
-    SgmCallH5(H5Sclose(sp));
-  }
+    PetscCall(
+        sgm_h5_attr_num(g, info->param_names[i], H5T_NATIVE_DOUBLE, 1, &info->param_values[i]));
+  if (info->dim == 1) PetscCall(sgm_h5_xdmf_zero(g, info->n));
   SgmCallH5(H5Gclose(g));
   SgmCallH5(H5Fclose(f));
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -238,18 +149,18 @@ PetscErrorCode sgm_h5md_append(MPI_Comm comm, const char *path, const char *grou
   const double *vals[2] = {x, g};
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  PetscCall(open_file(comm, path, H5F_ACC_RDWR, 0, &f));
+  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDWR, 0, &f));
   for (int e = 0; e < 2; e++) {
     hsize_t T1[1] = {(hsize_t)frame + 1}, o1[1] = {(hsize_t)frame}, c1[1] = {1};
     PetscCall(element_path(p, sizeof p, group, elems[e], "step"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
     SgmCallH5(H5Dset_extent(d, T1));
-    PetscCall(write_rows(d, H5T_NATIVE_INT64, 1, o1, c1, rank != 0, &step));
+    PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_INT64, 1, o1, c1, rank != 0, &step));
     SgmCallH5(H5Dclose(d));
     PetscCall(element_path(p, sizeof p, group, elems[e], "time"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
     SgmCallH5(H5Dset_extent(d, T1));
-    PetscCall(write_rows(d, H5T_NATIVE_DOUBLE, 1, o1, c1, rank != 0, &time));
+    PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_DOUBLE, 1, o1, c1, rank != 0, &time));
     SgmCallH5(H5Dclose(d));
     PetscCall(element_path(p, sizeof p, group, elems[e], "value"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
@@ -261,7 +172,7 @@ PetscErrorCode sgm_h5md_append(MPI_Comm comm, const char *path, const char *grou
     dims[0] = (hsize_t)frame + 1;
     SgmCallH5(H5Dset_extent(d, dims));
     hsize_t o3[3] = {(hsize_t)frame, (hsize_t)start, 0}, c3[3] = {1, (hsize_t)count, (hsize_t)dim};
-    PetscCall(write_rows(d, H5T_NATIVE_DOUBLE, 3, o3, c3, count == 0, vals[e]));
+    PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_DOUBLE, 3, o3, c3, count == 0, vals[e]));
     SgmCallH5(H5Dclose(d));
   }
   SgmCallH5(H5Fclose(f));
@@ -289,7 +200,7 @@ PetscErrorCode sgm_h5md_nframes(MPI_Comm comm, const char *path, const char *gro
   char p[512];
   hsize_t n;
   PetscFunctionBeginUser;
-  PetscCall(open_file(comm, path, H5F_ACC_RDONLY, 0, &f));
+  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDONLY, 0, &f));
   PetscCall(element_path(p, sizeof p, group, "position", "step"));
   PetscCall(dset_len(f, p, &n));
   SgmCallH5(H5Fclose(f));
@@ -304,7 +215,7 @@ PetscErrorCode sgm_h5md_truncate(MPI_Comm comm, const char *path, const char *gr
   char p[512];
   const char *elems[2] = {"position", "orientation"}, *dss[3] = {"step", "time", "value"};
   PetscFunctionBeginUser;
-  PetscCall(open_file(comm, path, H5F_ACC_RDWR, 0, &f));
+  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDWR, 0, &f));
   for (int e = 0; e < 2; e++)
     for (int k = 0; k < 3; k++) {
       hsize_t dims[3];
@@ -334,7 +245,7 @@ PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *
   const char *elems[2] = {"position", "orientation"};
   double *out[2] = {x, g};
   PetscFunctionBeginUser;
-  PetscCall(open_file(comm, path, H5F_ACC_RDONLY, 0, &f));
+  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDONLY, 0, &f));
   for (int e = 0; e < 2; e++) {
     if (!out[e]) continue;
     hsize_t dims[3];
@@ -382,7 +293,7 @@ PetscErrorCode sgm_h5md_read_edges(MPI_Comm comm, const char *path, const char *
   hid_t f, d, sp;
   char p[512];
   PetscFunctionBeginUser;
-  PetscCall(open_file(comm, path, H5F_ACC_RDONLY, 0, &f));
+  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDONLY, 0, &f));
   PetscCheck((size_t)snprintf(p, sizeof p, "/particles/%s/box/edges", group) < sizeof p,
              PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "group name too long");
   SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));

@@ -3,6 +3,7 @@
  * so nothing is duplicated. Rank 0 reads the frame times from the (closed) HDF5 file. */
 #include "sgm/h5md.h"
 #include "sgm/core.h"
+#include "io_internal.h"
 
 #include <hdf5.h>
 #include <stdio.h>
@@ -11,21 +12,6 @@
 #ifndef PETSC_SUCCESS
 #define PETSC_SUCCESS 0
 #endif
-
-/* One component c of frame t of /particles/<g>/<elem>/value [T][N][d] as an N-vector. */
-static void slab(FILE *fp, const char *h5, const char *group, const char *elem, int64_t t, int c,
-                 int64_t T, int64_t n, int dim)
-{
-  fprintf(
-      fp,
-      "        <DataItem ItemType=\"HyperSlab\" Dimensions=\"%lld\" Type=\"HyperSlab\">\n"
-      "          <DataItem Dimensions=\"3 3\" Format=\"XML\">%lld 0 %d 1 1 1 1 %lld 1</DataItem>\n"
-      "          <DataItem Dimensions=\"%lld %lld %d\" NumberType=\"Float\" Precision=\"8\" "
-      "Format=\"HDF\">%s:/particles/%s/%s/value</DataItem>\n"
-      "        </DataItem>\n",
-      (long long)n, (long long)t, c, (long long)n, (long long)T, (long long)n, dim, h5, group,
-      elem);
-}
 
 static int write_xdmf(const char *xdmf_path, const char *h5_path, const char *h5, const char *group)
 {
@@ -51,53 +37,23 @@ static int write_xdmf(const char *xdmf_path, const char *h5_path, const char *h5
     free(times);
     return -1;
   }
-  fprintf(fp,
-          "<?xml version=\"1.0\" ?>\n<!DOCTYPE Xdmf SYSTEM \"Xdmf.dtd\" []>\n"
-          "<Xdmf Version=\"3.0\">\n  <Domain>\n"
-          "    <Grid Name=\"trajectory\" GridType=\"Collection\" CollectionType=\"Temporal\">\n");
+  sgm_xdmf_head(fp, "trajectory");
+  char pos[512], zero[] = "parameters/xdmf_zero", id[512], orient[512];
+  snprintf(pos, sizeof pos, "particles/%s/position/value", group);
+  snprintf(id, sizeof id, "particles/%s/id", group);
+  snprintf(orient, sizeof orient, "particles/%s/orientation/value", group);
   for (int64_t t = 0; t < T; t++) {
-    fprintf(fp, "    <Grid Name=\"frame%lld\" GridType=\"Uniform\">\n", (long long)t);
-    fprintf(fp, "      <Time Value=\"%.17g\"/>\n", times[t]);
-    fprintf(fp, "      <Topology TopologyType=\"Polyvertex\" NumberOfElements=\"%lld\"/>\n",
-            (long long)n);
-    if (dim == 2) {
-      fprintf(fp,
-              "      <Geometry GeometryType=\"XY\">\n"
-              "        <DataItem ItemType=\"HyperSlab\" Dimensions=\"%lld 2\" Type=\"HyperSlab\">\n"
-              "          <DataItem Dimensions=\"3 3\" Format=\"XML\">%lld 0 0 1 1 1 1 %lld "
-              "2</DataItem>\n"
-              "          <DataItem Dimensions=\"%lld %lld 2\" NumberType=\"Float\" Precision=\"8\" "
-              "Format=\"HDF\">%s:/particles/%s/position/value</DataItem>\n"
-              "        </DataItem>\n",
-              (long long)n, (long long)t, (long long)n, (long long)T, (long long)n, h5, group);
-    } else {
-      fprintf(fp, "      <Geometry GeometryType=\"X_Y_Z\">\n");
-      slab(fp, h5, group, "position", t, 0, T, n, dim);
-      for (int c = 1; c < 3; c++)
-        fprintf(fp,
-                "        <DataItem Dimensions=\"%lld\" NumberType=\"Float\" Precision=\"8\" "
-                "Format=\"HDF\">%s:/parameters/xdmf_zero</DataItem>\n",
-                (long long)n, h5);
-    }
-    fprintf(fp, "      </Geometry>\n");
-    fprintf(fp,
-            "      <Attribute Name=\"id\" AttributeType=\"Scalar\" Center=\"Node\">\n"
-            "        <DataItem Dimensions=\"%lld\" NumberType=\"Int\" Precision=\"8\" "
-            "Format=\"HDF\">%s:/particles/%s/id</DataItem>\n      </Attribute>\n",
-            (long long)n, h5, group);
+    sgm_xdmf_frame_head(fp, h5, pos, zero, id, t, times[t], T, n, dim);
     for (int c = 0; c < dim; c++) {
       fprintf(fp, "      <Attribute Name=\"g%c\" AttributeType=\"Scalar\" Center=\"Node\">\n",
               "xy"[c]);
-      slab(fp, h5, group, "orientation", t, c, T, n, dim);
+      sgm_xdmf_slab3(fp, h5, orient, t, c, T, n, dim);
       fprintf(fp, "      </Attribute>\n");
     }
     fprintf(fp, "    </Grid>\n");
   }
-  fprintf(fp, "    </Grid>\n  </Domain>\n</Xdmf>\n");
-  int bad = ferror(fp);
-  bad |= fclose(fp);
   free(times);
-  return bad ? -1 : 0;
+  return sgm_xdmf_tail(fp);
 }
 
 PetscErrorCode sgm_xdmf_write_trajectory(MPI_Comm comm, const char *xdmf_path, const char *h5_path,
