@@ -565,131 +565,99 @@ static int ml_quotes(Parser *P, char q, Buf *out, const char *kind)
   return n >= 3;
 }
 
-/* Basic string at '"' (or '"""' when ml); result in out (NUL-terminated, length out->n). */
-static int parse_basic(Parser *P, int ml, Buf *out)
+/* The escape at '\\' of a basic string (a line-ending backslash when ml): its text appended to
+ * out, the parser moved past it. */
+static int parse_escape(Parser *P, int ml, Buf *out, const char *kind, Pos open)
 {
-  const char *kind = ml ? "multi-line basic" : "basic";
-  Pos open = here(P);
   char tmp[40];
-  out->n = 0;
-  if (buf_put(out, "", 0)) return oom(P);
-  P->pos += ml ? 3 : 1;
-  if (ml && at_eol(P)) eat_eol(P);
-  for (;;) {
-    int c = peek(P);
-    if (c < 0) return fail_at(P, open, "unterminated %s string", kind);
-    if (c == '"') {
-      if (!ml) {
+  Pos at = here(P);
+  int e = peek_at(P, 1);
+  if (ml && (e == ' ' || e == '\t' || e == '\n' || e == '\r')) {
+    size_t k = 1;
+    while (peek_at(P, k) == ' ' || peek_at(P, k) == '\t') k++;
+    int t = peek_at(P, k);
+    if (t != '\n' && t != '\r')
+      return fail_at(P, at,
+                     "invalid escape '\\%c' in %s string (a line-ending backslash "
+                     "must be followed only by whitespace)",
+                     (char)e, kind);
+    P->pos += k;
+    for (;;) {
+      if (at_eol(P))
+        eat_eol(P);
+      else if (peek(P) == ' ' || peek(P) == '\t')
         P->pos++;
-        return 0;
-      }
-      int r = ml_quotes(P, '"', out, kind);
-      if (r) return r < 0 ? -1 : 0;
-      continue;
+      else
+        break;
     }
-    if (c == '\\') {
-      Pos at = here(P);
-      int e = peek_at(P, 1);
-      if (ml && (e == ' ' || e == '\t' || e == '\n' || e == '\r')) {
-        size_t k = 1;
-        while (peek_at(P, k) == ' ' || peek_at(P, k) == '\t') k++;
-        int t = peek_at(P, k);
-        if (t != '\n' && t != '\r')
-          return fail_at(P, at,
-                         "invalid escape '\\%c' in %s string (a line-ending backslash "
-                         "must be followed only by whitespace)",
-                         (char)e, kind);
-        P->pos += k;
-        for (;;) {
-          if (at_eol(P))
-            eat_eol(P);
-          else if (peek(P) == ' ' || peek(P) == '\t')
-            P->pos++;
-          else
-            break;
-        }
-        continue;
-      }
-      char ch = 0;
-      int ndig = 0;
-      switch (e) {
-      case 'b':
-        ch = '\b';
-        break;
-      case 't':
-        ch = '\t';
-        break;
-      case 'n':
-        ch = '\n';
-        break;
-      case 'f':
-        ch = '\f';
-        break;
-      case 'r':
-        ch = '\r';
-        break;
-      case '"':
-        ch = '"';
-        break;
-      case '\\':
-        ch = '\\';
-        break;
-      case 'u':
-        ndig = 4;
-        break;
-      case 'U':
-        ndig = 8;
-        break;
-      case -1:
-        return fail_at(P, open, "unterminated %s string", kind);
-      default:
-        if (e == '\n' || e == '\r') return fail_at(P, open, "unterminated %s string", kind);
-        if (e >= 0x20 && e < 0x7f)
-          return fail_at(P, at, "invalid escape '\\%c' in %s string", (char)e, kind);
-        return fail_at(P, at, "invalid escape '\\' followed by %s in %s string",
-                       char_repr(P, P->pos + 1, tmp, sizeof tmp), kind);
-      }
-      if (!ndig) {
-        if (buf_putc(out, ch)) return oom(P);
-        P->pos += 2;
-        continue;
-      }
-      uint32_t cp = 0;
-      for (int k = 0; k < ndig; k++) {
-        int h = peek_at(P, 2 + (size_t)k);
-        if (!is_hex(h))
-          return fail_at(P, at, "invalid escape: '\\%c' needs %d hex digits in %s string", (char)e,
-                         ndig, kind);
-        cp = cp * 16 + (uint32_t)hex_val(h);
-      }
-      if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-        return fail_at(P, at, "invalid escape: U+%04" PRIX32 " is not a Unicode scalar value", cp);
-      if (put_utf8(out, cp)) return oom(P);
-      P->pos += 2 + (size_t)ndig;
-      continue;
-    }
-    if (c == '\n' || c == '\r') {
-      if (!ml) return fail_at(P, open, "unterminated %s string", kind);
-      if (buf_putc(out, '\n')) return oom(P);
-      eat_eol(P);
-      continue;
-    }
-    if (is_ctrl((unsigned)c))
-      return fail_at(P, here(P), "control character U+%04X in %s string (use an escape)", c, kind);
-    size_t st = P->pos;
-    while (P->pos < P->len) {
-      unsigned b = (unsigned char)P->s[P->pos];
-      if (b == '"' || b == '\\' || is_ctrl(b)) break;
-      P->pos++;
-    }
-    if (buf_put(out, P->s + st, P->pos - st)) return oom(P);
+    return 0;
   }
+  char ch = 0;
+  int ndig = 0;
+  switch (e) {
+  case 'b':
+    ch = '\b';
+    break;
+  case 't':
+    ch = '\t';
+    break;
+  case 'n':
+    ch = '\n';
+    break;
+  case 'f':
+    ch = '\f';
+    break;
+  case 'r':
+    ch = '\r';
+    break;
+  case '"':
+    ch = '"';
+    break;
+  case '\\':
+    ch = '\\';
+    break;
+  case 'u':
+    ndig = 4;
+    break;
+  case 'U':
+    ndig = 8;
+    break;
+  case -1:
+    return fail_at(P, open, "unterminated %s string", kind);
+  default:
+    if (e == '\n' || e == '\r') return fail_at(P, open, "unterminated %s string", kind);
+    if (e >= 0x20 && e < 0x7f)
+      return fail_at(P, at, "invalid escape '\\%c' in %s string", (char)e, kind);
+    return fail_at(P, at, "invalid escape '\\' followed by %s in %s string",
+                   char_repr(P, P->pos + 1, tmp, sizeof tmp), kind);
+  }
+  if (!ndig) {
+    if (buf_putc(out, ch)) return oom(P);
+    P->pos += 2;
+    return 0;
+  }
+  uint32_t cp = 0;
+  for (int k = 0; k < ndig; k++) {
+    int h = peek_at(P, 2 + (size_t)k);
+    if (!is_hex(h))
+      return fail_at(P, at, "invalid escape: '\\%c' needs %d hex digits in %s string", (char)e,
+                     ndig, kind);
+    cp = cp * 16 + (uint32_t)hex_val(h);
+  }
+  if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+    return fail_at(P, at, "invalid escape: U+%04" PRIX32 " is not a Unicode scalar value", cp);
+  if (put_utf8(out, cp)) return oom(P);
+  P->pos += 2 + (size_t)ndig;
+  return 0;
 }
 
-/* Literal string at '\'' (or '\'\'\'' when ml). */
-static int parse_literal(Parser *P, int ml, Buf *out)
+/* String at q ('"' basic, '\'' literal; tripled when ml); result in out (NUL-terminated,
+ * length out->n). Only basic strings have escapes. */
+static int parse_string(Parser *P, char q, int ml, Buf *out)
 {
-  const char *kind = ml ? "multi-line literal" : "literal";
+  const int basic = q == '"';
+  const char *kind =
+      basic ? (ml ? "multi-line basic" : "basic") : (ml ? "multi-line literal" : "literal");
   Pos open = here(P);
   out->n = 0;
   if (buf_put(out, "", 0)) return oom(P);
@@ -698,13 +666,17 @@ static int parse_literal(Parser *P, int ml, Buf *out)
   for (;;) {
     int c = peek(P);
     if (c < 0) return fail_at(P, open, "unterminated %s string", kind);
-    if (c == '\'') {
+    if (c == q) {
       if (!ml) {
         P->pos++;
         return 0;
       }
-      int r = ml_quotes(P, '\'', out, kind);
+      int r = ml_quotes(P, q, out, kind);
       if (r) return r < 0 ? -1 : 0;
+      continue;
+    }
+    if (basic && c == '\\') {
+      if (parse_escape(P, ml, out, kind, open)) return -1;
       continue;
     }
     if (c == '\n' || c == '\r') {
@@ -714,11 +686,12 @@ static int parse_literal(Parser *P, int ml, Buf *out)
       continue;
     }
     if (is_ctrl((unsigned)c))
-      return fail_at(P, here(P), "control character U+%04X in %s string", c, kind);
+      return fail_at(P, here(P), "control character U+%04X in %s string%s", c, kind,
+                     basic ? " (use an escape)" : "");
     size_t st = P->pos;
     while (P->pos < P->len) {
       unsigned b = (unsigned char)P->s[P->pos];
-      if (b == '\'' || is_ctrl(b)) break;
+      if (b == (unsigned char)q || (basic && b == '\\') || is_ctrl(b)) break;
       P->pos++;
     }
     if (buf_put(out, P->s + st, P->pos - st)) return oom(P);
@@ -745,7 +718,7 @@ static int parse_key(Parser *P, Key *k)
     if (c == '"' || c == '\'') {
       if (peek_at(P, 1) == c && peek_at(P, 2) == c)
         return fail_at(P, at, "multi-line strings cannot be used as keys");
-      if ((c == '"' ? parse_basic(P, 0, &P->tmp) : parse_literal(P, 0, &P->tmp))) return -1;
+      if (parse_string(P, (char)c, 0, &P->tmp)) return -1;
       s = P->tmp.d;
       n = P->tmp.n;
     } else if (is_bare(c)) {
@@ -1199,7 +1172,7 @@ static int parse_string_value(Parser *P, Node **out)
   Pos at = here(P);
   int q = peek(P);
   int ml = peek_at(P, 1) == q && peek_at(P, 2) == q;
-  if ((q == '"' ? parse_basic(P, ml, &P->tmp) : parse_literal(P, ml, &P->tmp))) return -1;
+  if (parse_string(P, q, ml, &P->tmp)) return -1;
   Node *n = node_alloc(P, SGM_TOML_STRING, 0, at);
   if (!n) return -1;
   n->v.u.s.str = memdup0(P->tmp.d, P->tmp.n);
