@@ -29,6 +29,7 @@
  *    value is 0) and the MLP of input/trap_mlp.toml an error below 15% (measured 8%: variance-
  *    limited at this data budget, docs/validation.md). */
 #include "testutil.h"
+#include "train_util.h"
 #include "sgm/app.h"
 #include "sgm/core.h"
 #include "sgm/epr.h"
@@ -400,7 +401,7 @@ END_TEST
 
 /* ---- the train stage ---- */
 
-static const char *base =
+static const char base[] =
     "[run]\nname = \"train_full\"\nseed = 5\nstages = [\"simulate\"]\noverwrite = true\n"
     "[system]\ndim = 2\nn = 4\nL = 6.0\nmu = 1.0\nv0 = 1.0\ngamma = 1.0\neps = 0.5\nk = 0.0\n"
     "potential = \"harmonic\"\ntrap_A = 1.0\nboundary = \"open\"\n"
@@ -411,140 +412,18 @@ static const char *base =
     "[train]\nloss = \"sm\"\nsteps = 12\nbatch = 7\noptimizer = \"adam\"\nlr = 1e-3\n"
     "schedule = \"warmup_cosine\"\nwarmup = 3\nlog_every = 4\nonline_init = \"trajectory\"\n";
 
+static const SgmTrainCase tcase = {"train_full.toml", base, "full"};
+
 static PetscErrorCode run_text(MPI_Comm comm, const char *text, const char *outdir,
                                const char *stages, int nset, const char **sets, const char *restart)
 {
-  SgmConfig cfg;
-  SgmRun *run;
-  const char *all[32];
-  char outset[600], stset[200];
-  PetscFunctionBeginUser;
-  PetscCall(sgm_schema_register(&sgm_table_system));
-  PetscCall(sgm_schema_register(&sgm_table_simulate));
-  PetscCall(sgm_schema_register(&sgm_table_model));
-  PetscCall(sgm_schema_register(&sgm_table_train));
-  PetscCall(sgm_schema_register(&sgm_table_epr));
-  PetscCall(sgm_schema_register_check("train", sgm_train_config_check));
-  PetscCall(sgm_stage_register("simulate", sgm_stage_simulate, "integrate"));
-  PetscCall(sgm_stage_register("train", sgm_stage_train, "train"));
-  PetscCall(sgm_stage_register("epr", sgm_stage_epr, "epr"));
-  snprintf(outset, sizeof outset, "run.output=\"%s\"", outdir);
-  snprintf(stset, sizeof stset, "run.stages=%s", stages);
-  all[0] = outset, all[1] = stset;
-  for (int i = 0; i < nset; i++) all[2 + i] = sets[i];
-  PetscCall(sgm_config_create_from_string(comm, "train_full.toml", text, nset + 2, all, &cfg));
-  PetscCall(sgm_run_create(comm, cfg, restart, &run));
-  PetscCall(sgm_run_stages(run));
-  PetscCall(sgm_run_destroy(&run));
-  PetscCall(sgm_config_destroy(&cfg));
-  PetscFunctionReturn(PETSC_SUCCESS);
+  return sgm_test_run_text(comm, tcase.name, text, outdir, stages, nset, sets, restart);
 }
 
-static double *read_ds(const char *path, const char *name, size_t *n, hid_t type)
-{
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  ck_assert_msg(f >= 0, "cannot open %s", path);
-  hid_t d = H5Dopen2(f, name, H5P_DEFAULT), sp = H5Dget_space(d);
-  ck_assert_msg(d >= 0, "no %s in %s", name, path);
-  *n = (size_t)H5Sget_simple_extent_npoints(sp);
-  double *v = malloc(8 * (*n + 1));
-  H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
-  H5Sclose(sp), H5Dclose(d), H5Fclose(f);
-  return v;
-}
-
-typedef struct {
-  float *v;
-  size_t n;
-  int nt;
-  char names[64][80];
-  size_t off[65];
-} Params;
-
-static herr_t read_one(hid_t g, const char *name, const H5L_info_t *info, void *op)
-{
-  Params *b = op;
-  (void)info;
-  hid_t d = H5Dopen2(g, name, H5P_DEFAULT), sp = H5Dget_space(d);
-  size_t m = (size_t)H5Sget_simple_extent_npoints(sp);
-  b->v = realloc(b->v, (b->n + m) * sizeof(float));
-  H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b->v + b->n);
-  if (b->nt < 64) {
-    snprintf(b->names[b->nt], sizeof b->names[0], "%s", name);
-    b->off[b->nt++] = b->n;
-  }
-  b->n += m;
-  H5Sclose(sp), H5Dclose(d);
-  return 0;
-}
-
-static Params read_params(const char *dir)
-{
-  char path[1024];
-  Params b = {0};
-  snprintf(path, sizeof path, "%s/model.h5", dir);
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  ck_assert_msg(f >= 0, "cannot open %s", path);
-  hid_t g = H5Gopen2(f, "/params", H5P_DEFAULT);
-  hsize_t idx = 0;
-  H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, read_one, &b);
-  H5Gclose(g), H5Fclose(f);
-  ck_assert_int_gt(b.n, 0);
-  return b;
-}
-
-static double *read_loss(const char *dir, size_t *n)
-{
-  char path[1024];
-  snprintf(path, sizeof path, "%s/train_log.h5", dir);
-  return read_ds(path, "loss", n, H5T_NATIVE_DOUBLE);
-}
-
+/* d_e = 8, 12 logged losses */
 static void rank_invariance(const char *tag, int nx, const char **extra)
 {
-  MPI_Comm comm = sgm_test_comm();
-  PetscMPIInt rank, size;
-  MPI_Comm_rank(comm, &rank), MPI_Comm_size(comm, &size);
-  char sim[512], par[512], ser[512], traj[600];
-  snprintf(sim, sizeof sim, "%s", sgm_test_tmpdir("full_sim"));
-  snprintf(par, sizeof par, "%s", sgm_test_tmpdir("full_par"));
-  snprintf(ser, sizeof ser, "%s", sgm_test_tmpdir("full_ser"));
-  ck_assert_int_eq(run_text(comm, base, sim, "[\"simulate\"]", 0, NULL, NULL), 0);
-  snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", sim);
-  const char *sets[8] = {traj};
-  for (int i = 0; i < nx; i++) sets[1 + i] = extra[i];
-  ck_assert_int_eq(run_text(comm, base, par, "[\"train\"]", 1 + nx, sets, NULL), 0);
-  char msg[256] = "";
-  if (rank == 0) {
-    ck_assert_int_eq(run_text(PETSC_COMM_SELF, base, ser, "[\"train\"]", 1 + nx, sets, NULL), 0);
-    Params a = read_params(par), b = read_params(ser);
-    double pmax = 0, dmax = 0;
-    for (size_t i = 0; i < a.n && a.n == b.n; i++) {
-      int k = 0;
-      while (k + 1 < a.nt && a.off[k + 1] <= i) k++;
-      /* the key slice [C, 2C) (C = d_e = 8) of in_proj_bias has an identically zero gradient
-       * (softmax is invariant to a shift of all scores); Adam turns its rounding noise into
-       * +-lr steps (as in test_train.c) */
-      if (strstr(a.names[k], "in_proj_bias") && i - a.off[k] >= 8 && i - a.off[k] < 16) continue;
-      pmax = fmax(pmax, fabs(b.v[i]));
-      dmax = fmax(dmax, fabs((double)a.v[i] - b.v[i]));
-    }
-    printf("%s: rank invariance on %d ranks: max |dp| %.3g, max |p| %.3g\n", tag, size, dmax, pmax);
-    size_t n1, n2;
-    double *l1 = read_loss(par, &n1), *l2 = read_loss(ser, &n2);
-    if (a.n != b.n || n1 != 12 || n2 != 12)
-      snprintf(msg, sizeof msg, "%s: sizes differ", tag);
-    else if (!(dmax <= 1e-5 * pmax))
-      snprintf(msg, sizeof msg, "%s: params differ by %g (max |p| %g)", tag, dmax, pmax);
-    for (size_t i = 0; i < n1 && i < n2 && !msg[0]; i++)
-      if (!(fabs(l1[i] - l2[i]) <= 1e-4 * fabs(l2[i]) + 1e-6))
-        snprintf(msg, sizeof msg, "%s: loss %zu: %g vs %g", tag, i, l1[i], l2[i]);
-    /* training moved the parameters (a test that cannot pass vacuously) */
-    free(a.v), free(b.v), free(l1), free(l2);
-  }
-  MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, comm);
-  ck_assert_msg(!msg[0], "%s", msg);
-  MPI_Barrier(comm);
+  sgm_test_train_rank_invariance(&tcase, tag, nx, extra, 8, 12);
 }
 
 START_TEST(test_rank_invariance_mlp)
@@ -571,35 +450,7 @@ END_TEST
 
 static void restart_identity(const char *tag, int nx, const char **extra)
 {
-  MPI_Comm comm = sgm_test_comm();
-  PetscMPIInt rank;
-  MPI_Comm_rank(comm, &rank);
-  char sim[512], full[512], part[512], traj[600], restart[700];
-  snprintf(sim, sizeof sim, "%s", sgm_test_tmpdir("full_rsim"));
-  snprintf(full, sizeof full, "%s", sgm_test_tmpdir("full_full"));
-  snprintf(part, sizeof part, "%s", sgm_test_tmpdir("full_part"));
-  ck_assert_int_eq(run_text(comm, base, sim, "[\"simulate\"]", 0, NULL, NULL), 0);
-  snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", sim);
-  const char *sets[10] = {traj, "train.steps=10"};
-  for (int i = 0; i < nx; i++) sets[2 + i] = extra[i];
-  sets[2 + nx] = "train.stop_after=4";
-  const int n = 2 + nx;
-  ck_assert_int_eq(run_text(comm, base, full, "[\"train\"]", n, sets, NULL), 0);
-  ck_assert_int_eq(run_text(comm, base, part, "[\"train\"]", n + 1, sets, NULL), 0);
-  snprintf(restart, sizeof restart, "%s/train_checkpoint.h5", part);
-  ck_assert_int_eq(run_text(comm, base, part, "[\"train\"]", n, sets, restart), 0);
-  int ok = 1;
-  if (rank == 0) {
-    Params a = read_params(full), b = read_params(part);
-    ok = a.n == b.n && memcmp(a.v, b.v, a.n * sizeof(float)) == 0;
-    size_t n1, n2;
-    double *l1 = read_loss(full, &n1), *l2 = read_loss(part, &n2);
-    ok = ok && n1 == 10 && n2 == 10 && memcmp(l1, l2, n1 * sizeof(double)) == 0;
-    free(a.v), free(b.v), free(l1), free(l2);
-  }
-  MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
-  ck_assert_msg(ok, "%s: restarted model or loss log differs from the uninterrupted run", tag);
-  MPI_Barrier(comm);
+  sgm_test_train_restart_identity(&tcase, tag, nx, extra, 1);
 }
 
 START_TEST(test_restart_identity)
@@ -668,12 +519,12 @@ static TrapResult trap_measure(const char *dir, const SgmAoupParams *p)
   size_t nx, ng, nsx, nsg, ntot, nsys;
   TrapResult r;
   snprintf(path, sizeof path, "%s/epr.h5", dir);
-  double *x = read_ds(path, "position", &nx, H5T_NATIVE_DOUBLE);
-  double *g = read_ds(path, "orientation", &ng, H5T_NATIVE_DOUBLE);
-  double *sx = read_ds(path, "score_x", &nsx, H5T_NATIVE_DOUBLE);
-  double *sg = read_ds(path, "score_g", &nsg, H5T_NATIVE_DOUBLE);
-  double *tot = read_ds(path, "epr_total", &ntot, H5T_NATIVE_DOUBLE);
-  double *sys = read_ds(path, "series/epr_system", &nsys, H5T_NATIVE_DOUBLE);
+  double *x = sgm_test_read_ds(path, "position", &nx, H5T_NATIVE_DOUBLE);
+  double *g = sgm_test_read_ds(path, "orientation", &ng, H5T_NATIVE_DOUBLE);
+  double *sx = sgm_test_read_ds(path, "score_x", &nsx, H5T_NATIVE_DOUBLE);
+  double *sg = sgm_test_read_ds(path, "score_g", &nsg, H5T_NATIVE_DOUBLE);
+  double *tot = sgm_test_read_ds(path, "epr_total", &ntot, H5T_NATIVE_DOUBLE);
+  double *sys = sgm_test_read_ds(path, "series/epr_system", &nsys, H5T_NATIVE_DOUBLE);
   SgmTrapExact ex;
   ck_assert_int_eq(sgm_score_trap_exact(p, &ex), 0);
   double e2 = 0, s2 = 0;
