@@ -25,6 +25,12 @@ Gaussian with g ~ N(0, 1), the Fisher information of y about g gives
 so the printed "FB bound" is a lower estimate of the class's mean |g + s_g|^2 = |v_g|^2 / gamma^2
 for the sigma-smoothed density (the network can use more than the own force), and the ratios
 between classes show how sigma shifts the contrast interface / dense.
+
+The window of the local transformer also holds the neighbours' g, which the noise on x does not
+blur (gamma = 1e-4: g of particles that arrived at a young cluster together stays correlated).
+The second table does the same with the mean g of the --knn nearest neighbours as the predictor,
+and with both predictors (least squares on [y, mean neighbour g], per component): R^2 of the
+joint linear predictor gives the same 2 R^2 / (1 - R^2) estimate.
 """
 import argparse
 
@@ -55,6 +61,7 @@ def main():
     ap.add_argument("--thresholds", nargs="*", default=["0.3,0.6", "0.2,0.7"])
     ap.add_argument("--radius", type=float, default=5.0, help="phi_i radius in units of a")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--knn", type=int, default=16, help="neighbours of the mean-g predictor")
     o = ap.parse_args()
 
     with h5py.File(o.trajectory, "r") as f:
@@ -72,12 +79,14 @@ def main():
     sig = [float(s) for s in o.sigmas.split(",")]
     print(f"{o.trajectory}: frames {list(fr)}, N = {X.shape[1]}, L = {L:.4g}, k = {k}, v0 = {v0}")
 
-    phi = []
-    for x in X:
+    phi, mg = [], []
+    for x, g in zip(X, G):
         tree = cKDTree(np.mod(x, L), boxsize=L)
         n = np.array([len(v) - 1 for v in tree.query_ball_point(np.mod(x, L), o.radius * a)])
         phi.append(n / o.radius**2)
-    phi = np.array(phi)
+        _, nb = tree.query(np.mod(x, L), k=o.knn + 1)
+        mg.append(g[nb[:, 1:]].mean(1))
+    phi, mg = np.array(phi), np.array(mg)
 
     ys = {s: [] for s in sig}
     for s in sig:
@@ -106,6 +115,27 @@ def main():
                 B.append(2 * r * r / (1 - r * r))
             print(f"  {s:6.3g}  {R[0]:6.3f} {R[1]:6.3f} {R[2]:6.3f}   {B[0]:9.3g} / {B[1]:9.3g} / "
                   f"{B[2]:9.3g}      {B[1] / B[2]:6.3g}   {B[1] / B[0]:6.3g}")
+        print(f"  predictor: mean g of the {o.knn} nearest neighbours (noise-free), and joint with "
+              "the noised own force")
+        for s in [None] + [v for v in sig if v > 0]:
+            B = []
+            for c in range(3):
+                gg, cols = [], []
+                for t, y in (ys[s] if s is not None else [(t, None) for t in range(len(fr))]):
+                    sel = cls[t] == c
+                    gg.append(G[t][sel].ravel())
+                    cc = [mg[t][sel].ravel()]
+                    if y is not None:
+                        cc.append(y[sel].ravel())
+                    cols.append(np.stack(cc, 1))
+                gg, A = np.concatenate(gg), np.concatenate(cols)
+                A = np.column_stack([A, np.ones(len(A))])
+                coef, *_ = np.linalg.lstsq(A, gg, rcond=None)
+                r2 = 1 - ((gg - A @ coef) ** 2).mean() / gg.var()
+                B.append(2 * r2 / (1 - r2))
+            lab = "nb g alone" if s is None else f"nb g + force, sigma {s:g}"
+            print(f"  {lab:28s} estimate E|g+s_g|^2 {B[0]:8.3g} / {B[1]:8.3g} / {B[2]:8.3g}"
+                  f"   ratio int/den {B[1] / B[2]:6.3g}  int/dil {B[1] / B[0]:6.3g}")
 
 
 if __name__ == "__main__":
