@@ -5,13 +5,13 @@ sgm_mpi_test(test_epr_stage SOURCES test_epr_stage.c RANKS 1 2 4 TIMEOUT 300)
 sgm_mpi_test(test_epr_long SOURCES test_epr_stage.c RANKS 2 ARGS --long LABELS long TIMEOUT 900)
 # interface / dilute / dense classes of the epr stage on a constructed configuration, and the
 # release of a provider whose create fails
-sgm_mpi_test(test_epr_classes SOURCES test_epr_classes.c RANKS 1 2 4 TIMEOUT 120)
+sgm_mpi_test(test_epr_classes SOURCES test_epr_classes.c epr_util.c RANKS 1 2 4 TIMEOUT 120)
 # attention maps of the transformer (direct double forward), rollout (eq. 93) against the matrix
 # product, and attention.h5 of the epr stage (K nearest neighbours, recomputed rollout)
 sgm_mpi_test(test_epr_attention SOURCES test_epr_attention.c RANKS 1 2 4 TIMEOUT 120)
 # probability-flow trajectories (eq. 7, PETSc TSRK): trap flow vs the matrix exponential and the
 # preserved stationary covariance; periodic interacting flow (exact g(t), short-time v_x)
-sgm_mpi_test(test_epr_flow SOURCES test_epr_flow.c RANKS 1 2 4 TIMEOUT 120)
+sgm_mpi_test(test_epr_flow SOURCES test_epr_flow.c epr_util.c RANKS 1 2 4 TIMEOUT 120)
 # [epr] weights: raw / EMA / auto loading of model.h5, the error without an EMA
 sgm_mpi_test(test_epr_weights SOURCES test_epr_weights.c RANKS 1 2 4 TIMEOUT 120)
 # jobscripts/train_mips.slurm in chunks (stand-in srun/scontrol, SIGUSR1 in simulate and in train,

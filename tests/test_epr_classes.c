@@ -16,6 +16,7 @@
  * then fails is released through its destroy (the leak fixed in score_provider.c), and
  * sgm_score_provider_create returns the error with the handle untouched. */
 #include "testutil.h"
+#include "epr_util.h"
 #include "sgm/app.h"
 #include "sgm/core.h"
 #include "sgm/epr.h"
@@ -83,26 +84,6 @@ static double phi_brute(const double *x, int i)
   return cnt / (RLOC * RLOC);
 }
 
-static PetscErrorCode lin_eval(SgmScoreProvider sp, const SgmParticles *P, int64_t i0,
-                               int64_t count, double *sx, double *sg, double *divx, double *divg)
-{
-  (void)sp;
-  for (int64_t u = 0; u < count; u++) {
-    for (int k = 0; k < P->dim; k++)
-      sx[u * P->dim + k] = 0.0, sg[u * P->dim + k] = -2.0 * P->g[(i0 + u) * P->dim + k];
-    divx[u] = 0.0, divg[u] = -2.0 * P->dim;
-  }
-  return PETSC_SUCCESS;
-}
-
-static PetscErrorCode lin_create(SgmScoreProvider sp, SgmConfig cfg)
-{
-  (void)cfg;
-  sp->eval = lin_eval;
-  sp->range = 0.0;
-  return PETSC_SUCCESS;
-}
-
 static PetscErrorCode write_traj(const char *path, const double *x1)
 {
   PetscMPIInt rank;
@@ -130,25 +111,14 @@ static PetscErrorCode run_epr(const char *dir)
            "[epr]\nscore = \"test_lin\"\nbatches = 2\nwrite_fields = false\n"
            "local_radius = %g\nphi_dilute = %g\nphi_dense = %g\n",
            dir, np, LBOX, RLOC, PHILO, PHIHI);
-  PetscCall(sgm_score_provider_register("test_lin", lin_create, "s_g = -2 g (test)"));
+  PetscCall(
+      sgm_score_provider_register("test_lin", sgm_test_lin_score_create, "s_g = -2 g (test)"));
   PetscCall(sgm_config_create_from_string(sgm_test_comm(), "cls.toml", text, 0, NULL, &cfg));
   PetscCall(sgm_run_create(sgm_test_comm(), cfg, NULL, &run));
   PetscCall(sgm_run_stages(run));
   PetscCall(sgm_run_destroy(&run));
   PetscCall(sgm_config_destroy(&cfg));
   PetscFunctionReturn(PETSC_SUCCESS);
-}
-
-static double *read_all(hid_t f, const char *name, size_t *n)
-{
-  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-  ck_assert_msg(d >= 0, "dataset %s missing", name);
-  hid_t sp = H5Dget_space(d);
-  *n = (size_t)H5Sget_simple_extent_npoints(sp);
-  double *v = malloc(sizeof(double) * (*n + 1));
-  ck_assert_int_ge(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
-  H5Sclose(sp), H5Dclose(d);
-  return v;
 }
 
 /* value of "key": in the "epr" object of metrics.json */
@@ -159,20 +129,6 @@ static double metric(const char *json, const char *key)
   const char *p = strstr(strstr(json, "\"epr\""), pat);
   ck_assert_msg(p, "metric %s missing", key);
   return strtod(p + strlen(pat), NULL);
-}
-
-static char *slurp(const char *path)
-{
-  FILE *fp = fopen(path, "rb");
-  ck_assert_msg(fp, "cannot open %s", path);
-  fseek(fp, 0, SEEK_END);
-  long len = ftell(fp);
-  fseek(fp, 0, SEEK_SET);
-  char *s = malloc((size_t)len + 1);
-  ck_assert_int_eq(fread(s, 1, (size_t)len, fp), (size_t)len);
-  s[len] = 0;
-  fclose(fp);
-  return s;
 }
 
 START_TEST(test_interface_classes)
@@ -195,8 +151,10 @@ START_TEST(test_interface_classes)
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   ck_assert_int_ge(f, 0);
   size_t nphi, ncls, nvg;
-  double *phi = read_all(f, "phi_local", &nphi), *cls = read_all(f, "phase_class", &ncls);
-  double *vg = read_all(f, "velocity_g", &nvg), *tot = read_all(f, "epr_total", &nvg);
+  double *phi = sgm_test_read_all(f, "phi_local", &nphi),
+         *cls = sgm_test_read_all(f, "phase_class", &ncls);
+  double *vg = sgm_test_read_all(f, "velocity_g", &nvg),
+         *tot = sgm_test_read_all(f, "epr_total", &nvg);
   ck_assert_uint_eq(nphi, 2 * (size_t)np);
   ck_assert_uint_eq(ncls, 2 * (size_t)np);
   double cnt[3] = {0}, s_vg2[3] = {0}, s_tot[3] = {0};
@@ -225,7 +183,7 @@ START_TEST(test_interface_classes)
   for (int c = 0; c < 3; c++) ck_assert_msg(cnt[c] >= 20, "class %d has %g members", c, cnt[c]);
 
   snprintf(path, sizeof path, "%s/metrics.json", dir);
-  char *js = slurp(path);
+  char *js = sgm_test_slurp(path);
   double vg2[3];
   for (int c = 0; c < 3; c++) {
     char k[64];
@@ -243,7 +201,7 @@ START_TEST(test_interface_classes)
   ck_assert_double_eq_tol(metric(js, "vg2_ratio_interface_dilute"), 25.0, 1e-9);
   free(js);
   snprintf(path, sizeof path, "%s/epr.xdmf", dir);
-  char *xd = slurp(path);
+  char *xd = sgm_test_slurp(path);
   ck_assert(strstr(xd, "Name=\"phi_local\"") && strstr(xd, "Name=\"phase_class\""));
   free(xd);
 }

@@ -13,6 +13,7 @@
  *  - The files: flow_f<frame>.h5 (H5MD: position/orientation value [outputs+1][N][d], time) and
  *    flow_f<frame>.xdmf exist. */
 #include "testutil.h"
+#include "epr_util.h"
 #include "sgm/app.h"
 #include "sgm/core.h"
 #include "sgm/epr.h"
@@ -66,13 +67,8 @@ static double *read_all(const char *file, const char *name, size_t *n)
 {
   hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
   ck_assert_msg(f >= 0, "cannot open %s", file);
-  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-  ck_assert_msg(d >= 0, "dataset %s missing", name);
-  hid_t sp = H5Dget_space(d);
-  *n = (size_t)H5Sget_simple_extent_npoints(sp);
-  double *v = malloc(sizeof(double) * (*n + 1));
-  ck_assert_int_ge(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
-  H5Sclose(sp), H5Dclose(d), H5Fclose(f);
+  double *v = sgm_test_read_all(f, name, n);
+  H5Fclose(f);
   return v;
 }
 
@@ -190,25 +186,6 @@ START_TEST(test_flow_trap)
 }
 END_TEST
 
-static PetscErrorCode lin_eval(SgmScoreProvider sp, const SgmParticles *P, int64_t i0,
-                               int64_t count, double *sx, double *sg, double *divx, double *divg)
-{
-  (void)sp;
-  for (int64_t u = 0; u < count; u++) {
-    for (int k = 0; k < P->dim; k++)
-      sx[u * P->dim + k] = 0.0, sg[u * P->dim + k] = -2.0 * P->g[(i0 + u) * P->dim + k];
-    divx[u] = 0.0, divg[u] = -2.0 * P->dim;
-  }
-  return PETSC_SUCCESS;
-}
-static PetscErrorCode lin_create(SgmScoreProvider sp, SgmConfig cfg)
-{
-  (void)cfg;
-  sp->eval = lin_eval;
-  sp->range = 0.0;
-  return PETSC_SUCCESS;
-}
-
 #define NPB 80
 START_TEST(test_flow_periodic)
 {
@@ -221,7 +198,8 @@ START_TEST(test_flow_periodic)
   for (int i = 0; i < NPB * 2; i++) x[i] = urand(&st) * L, g[i] = nrand(&st);
   snprintf(path, sizeof path, "%s/trajectory.h5", dir);
   ck_assert_int_eq(write_traj(path, NPB, 1, L, x, g), 0);
-  ck_assert_int_eq(sgm_score_provider_register("test_lin_flow", lin_create, "s_g = -2 g"), 0);
+  ck_assert_int_eq(
+      sgm_score_provider_register("test_lin_flow", sgm_test_lin_score_create, "s_g = -2 g"), 0);
   snprintf(text, sizeof text,
            "[run]\nname = \"flowp\"\nseed = 1\nstages = [\"epr\"]\noverwrite = true\n"
            "output = \"%s\"\n"

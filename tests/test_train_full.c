@@ -556,20 +556,6 @@ static TrapResult trap_measure(const char *dir, const SgmAoupParams *p)
   return r;
 }
 
-static char *slurp(const char *path)
-{
-  FILE *f = fopen(path, "rb");
-  ck_assert_msg(f != NULL, "cannot open %s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  ck_assert_int_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-  s[n] = 0;
-  fclose(f);
-  return s;
-}
-
 /* Trains with the input (plus overrides), then measures on an INDEPENDENT trajectory (another
  * seed, `test_steps` steps): the learned model and, for reference, the initial network (0 steps).
  */
@@ -577,7 +563,7 @@ static void trap_case(const char *input, int nshort, const char **shortset, cons
                       double max_err, int full_targets, char *msg)
 {
   MPI_Comm comm = sgm_test_comm();
-  char *text = slurp(input);
+  char *text = sgm_test_slurp(input);
   char dir[512], dir0[512], dirt[512], traj[700], model[700], ttraj[760];
   snprintf(dir, sizeof dir, "%s", sgm_test_tmpdir("trap_learned"));
   snprintf(dir0, sizeof dir0, "%s", sgm_test_tmpdir("trap_initial"));

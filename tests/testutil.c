@@ -46,3 +46,17 @@ const char *sgm_test_tmpdir(const char *tag)
   MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, PETSC_COMM_WORLD);
   return path;
 }
+
+char *sgm_test_slurp(const char *path)
+{
+  FILE *fp = fopen(path, "rb");
+  ck_assert_msg(fp != NULL, "cannot open %s", path);
+  fseek(fp, 0, SEEK_END);
+  long len = ftell(fp);
+  fseek(fp, 0, SEEK_SET);
+  char *s = malloc((size_t)len + 1);
+  ck_assert_int_eq(fread(s, 1, (size_t)len, fp), (size_t)len);
+  s[len] = 0;
+  fclose(fp);
+  return s;
+}

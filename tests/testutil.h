@@ -17,4 +17,7 @@ MPI_Comm sgm_test_comm(void);
 /// A fresh empty temporary directory (same path on every rank; collective). Caller frees nothing.
 const char *sgm_test_tmpdir(const char *tag);
 
+/// The whole file `path` as a NUL-terminated string (caller frees); fails the test if unreadable.
+char *sgm_test_slurp(const char *path);
+
 #endif
