@@ -1,5 +1,5 @@
 # Core: RNG, configuration, driver services.
-sgm_unit_test(test_rng SOURCES test_rng.c)
+sgm_unit_test(test_rng SOURCES test_rng.c rng_util.c)
 sgm_mpi_test(test_config SOURCES test_config.c RANKS 1 2 4)
 sgm_mpi_test(test_run_services SOURCES test_run_services.c RANKS 1 2)
 add_test(NAME e2e_invalid_inputs COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_invalid.sh

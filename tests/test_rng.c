@@ -3,6 +3,7 @@
  * estimator (stated per test), so a correct generator fails with probability < 1e-5 per check;
  * the stream is deterministic, so the test is also reproducible. */
 #include "testutil.h"
+#include "rng_util.h"
 #include "sgm/rng.h"
 
 #include <math.h>
@@ -61,34 +62,9 @@ START_TEST(test_uniform_open_interval)
 }
 END_TEST
 
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Kolmogorov-Smirnov statistic of sorted x against a CDF. */
-static double ks_stat(double *x, int n, double (*cdf)(double))
-{
-  double d = 0;
-  qsort(x, (size_t)n, sizeof *x, cmp_double);
-  for (int i = 0; i < n; i++) {
-    double f = cdf(x[i]);
-    double lo = f - (double)i / n, hi = (double)(i + 1) / n - f;
-    if (lo > d) d = lo;
-    if (hi > d) d = hi;
-  }
-  return d;
-}
-
 static double cdf_uniform(double x)
 {
   return x;
-}
-
-static double cdf_normal(double x)
-{
-  return 0.5 * erfc(-x / sqrt(2.0));
 }
 
 START_TEST(test_uniform_statistics)
@@ -107,36 +83,19 @@ START_TEST(test_uniform_statistics)
   ck_assert_double_le(fabs(mean - 0.5), 1.3e-3);
   ck_assert_double_le(fabs(var - 1.0 / 12.0), 3.4e-4);
   /* KS: the 0.1% critical value is 1.95/sqrt(n) = 1.95e-3 */
-  ck_assert_double_le(ks_stat(u, NDRAW, cdf_uniform), 1.95e-3);
+  ck_assert_double_le(sgm_test_ks(u, NDRAW, cdf_uniform), 1.95e-3);
   free(u);
 }
 END_TEST
 
 START_TEST(test_normal_statistics)
 {
-  double *z = malloc(NDRAW * sizeof *z), m1 = 0, m2 = 0, m4 = 0, zmax = 0;
+  double *z = malloc(NDRAW * sizeof *z);
   /* Mix the ways normals are drawn: many ids, several steps, sub-counters through sgm_rng_normals.
    */
   for (int i = 0; i < NDRAW / 8; i++)
     sgm_rng_normals(7, SGM_RNG_TEST, (uint64_t)i, 11, 8, z + 8 * i);
-  for (int i = 0; i < NDRAW; i++) m1 += z[i];
-  m1 /= NDRAW;
-  for (int i = 0; i < NDRAW; i++) {
-    double d = z[i] - m1;
-    m2 += d * d;
-    m4 += d * d * d * d;
-    if (fabs(z[i]) > zmax) zmax = fabs(z[i]);
-  }
-  m2 /= NDRAW;
-  m4 /= NDRAW;
-  double kurt = m4 / (m2 * m2);
-  /* se(mean) = 1e-3, se(var) = sqrt(2/n) = 1.41e-3, se(kurtosis) = sqrt(24/n) = 4.9e-3 */
-  ck_assert_double_le(fabs(m1), 4.5e-3);
-  ck_assert_double_le(fabs(m2 - 1.0), 6.4e-3);
-  ck_assert_double_le(fabs(kurt - 3.0), 2.2e-2);
-  /* tails exist: P(|z| > 4) = 6.3e-5, so ~63 expected among 1e6 */
-  ck_assert_double_ge(zmax, 4.0);
-  ck_assert_double_le(ks_stat(z, NDRAW, cdf_normal), 1.95e-3);
+  sgm_test_check_normals(z, NDRAW);
   free(z);
 }
 END_TEST

@@ -9,6 +9,7 @@
  * - statistics over 10^6 draws (4.5 standard errors; KS at the 0.1% level) and no correlation
  *   between the pair's components, neighbouring ids or steps. */
 #include "testutil.h"
+#include "rng_util.h"
 #include "sgm/rng.h"
 
 #include <math.h>
@@ -16,12 +17,6 @@
 #include <string.h>
 
 #define NDRAW 1000000
-
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 /* the pair of words (w0, w1, w2) evaluated in long double: radius uniform as in normal2 */
 static void ref_pair(const uint32_t w[4], long double z[2], double *R)
@@ -125,24 +120,11 @@ START_TEST(test_octant_edges)
 }
 END_TEST
 
-static double ks_normal(double *x, int n)
-{
-  double d = 0;
-  qsort(x, (size_t)n, sizeof *x, cmp_double);
-  for (int i = 0; i < n; i++) {
-    double f = 0.5 * erfc(-x[i] / sqrt(2.0));
-    double lo = f - (double)i / n, hi = (double)(i + 1) / n - f;
-    if (lo > d) d = lo;
-    if (hi > d) d = hi;
-  }
-  return d;
-}
-
 START_TEST(test_batch_statistics)
 {
   enum { NID = 5000 };
   const int nsteps = NDRAW / (2 * NID);
-  double *z = malloc(NDRAW * sizeof *z), m1 = 0, m2 = 0, m4 = 0, zmax = 0;
+  double *z = malloc(NDRAW * sizeof *z);
   int64_t id[NID];
   for (int i = 0; i < NID; i++) id[i] = i;
   for (int t = 0; t < nsteps; t++)
@@ -160,22 +142,7 @@ START_TEST(test_batch_statistics)
   ck_assert_double_le(fabs(c01 / npairs), 4.5 / sqrt(npairs));
   ck_assert_double_le(fabs(cid / npairs), 4.5 / sqrt(npairs));
   ck_assert_double_le(fabs(cst / npairs), 4.5 / sqrt(npairs));
-  for (int i = 0; i < NDRAW; i++) m1 += z[i];
-  m1 /= NDRAW;
-  for (int i = 0; i < NDRAW; i++) {
-    double d = z[i] - m1;
-    m2 += d * d;
-    m4 += d * d * d * d;
-    if (fabs(z[i]) > zmax) zmax = fabs(z[i]);
-  }
-  m2 /= NDRAW;
-  m4 /= NDRAW;
-  /* se(mean) = 1e-3, se(var) = sqrt(2/n) = 1.41e-3, se(kurtosis) = sqrt(24/n) = 4.9e-3 */
-  ck_assert_double_le(fabs(m1), 4.5e-3);
-  ck_assert_double_le(fabs(m2 - 1.0), 6.4e-3);
-  ck_assert_double_le(fabs(m4 / (m2 * m2) - 3.0), 2.2e-2);
-  ck_assert_double_ge(zmax, 4.0);
-  ck_assert_double_le(ks_normal(z, NDRAW), 1.95 / sqrt((double)NDRAW));
+  sgm_test_check_normals(z, NDRAW);
   free(z);
 }
 END_TEST

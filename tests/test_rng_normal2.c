@@ -3,31 +3,13 @@
  * with probability < 1e-5 per check; the stream is deterministic, so the test is reproducible),
  * the word layout (w0, w1 radius, w2 angle), and independence of the pair and of neighbours. */
 #include "testutil.h"
+#include "rng_util.h"
 #include "sgm/rng.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 #define NDRAW 1000000
-
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double ks_normal(double *x, int n)
-{
-  double d = 0;
-  qsort(x, (size_t)n, sizeof *x, cmp_double);
-  for (int i = 0; i < n; i++) {
-    double f = 0.5 * erfc(-x[i] / sqrt(2.0));
-    double lo = f - (double)i / n, hi = (double)(i + 1) / n - f;
-    if (lo > d) d = lo;
-    if (hi > d) d = hi;
-  }
-  return d;
-}
 
 START_TEST(test_normal2_layout)
 {
@@ -58,29 +40,12 @@ END_TEST
 
 START_TEST(test_normal2_statistics)
 {
-  double *z = malloc(NDRAW * sizeof *z), m1 = 0, m2 = 0, m4 = 0, zmax = 0;
+  double *z = malloc(NDRAW * sizeof *z);
   ck_assert_ptr_nonnull(z);
   /* the engine's use: one call per (id, step); mix ids and steps */
   for (int i = 0; i < NDRAW / 2; i++)
     sgm_rng_normal2(7, SGM_RNG_TEST, (uint64_t)(i % 5003), (uint64_t)(i / 5003), 0, z + 2 * i);
-  for (int i = 0; i < NDRAW; i++) m1 += z[i];
-  m1 /= NDRAW;
-  for (int i = 0; i < NDRAW; i++) {
-    double d = z[i] - m1;
-    m2 += d * d;
-    m4 += d * d * d * d;
-    if (fabs(z[i]) > zmax) zmax = fabs(z[i]);
-  }
-  m2 /= NDRAW;
-  m4 /= NDRAW;
-  const double kurt = m4 / (m2 * m2);
-  /* se(mean) = 1e-3, se(var) = sqrt(2/n) = 1.41e-3, se(kurtosis) = sqrt(24/n) = 4.9e-3 */
-  ck_assert_double_le(fabs(m1), 4.5e-3);
-  ck_assert_double_le(fabs(m2 - 1.0), 6.4e-3);
-  ck_assert_double_le(fabs(kurt - 3.0), 2.2e-2);
-  ck_assert_double_ge(zmax, 4.0); /* P(|z| > 4) = 6.3e-5: ~63 expected */
-  /* KS: 0.1% critical value 1.95/sqrt(n) */
-  ck_assert_double_le(ks_normal(z, NDRAW), 1.95 / sqrt((double)NDRAW));
+  sgm_test_check_normals(z, NDRAW);
   free(z);
 }
 END_TEST
