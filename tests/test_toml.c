@@ -77,12 +77,16 @@ static void free_names(char **names, size_t n)
   free(names);
 }
 
-START_TEST(corpus_valid)
+/* One corpus document: 0 when it passes, else 1 (details on stderr). */
+typedef size_t (*CorpusCheck)(const char *name, const char *text, size_t len, char *expect);
+
+/* Every <name>.toml of data/toml/<kind> (at least MIN_CORPUS) with its <name>.expect, checked. */
+static void run_corpus(const char *kind, CorpusCheck check)
 {
-  const char *dir = SGM_TEST_DATA "/toml/valid";
-  char **names, path[1024];
+  char dir[512], **names, path[1024];
+  snprintf(dir, sizeof dir, "%s/toml/%s", SGM_TEST_DATA, kind);
   size_t n = list_corpus(dir, &names), nfail = 0;
-  ck_assert_msg(n >= MIN_CORPUS, "only %zu valid documents in %s", n, dir);
+  ck_assert_msg(n >= MIN_CORPUS, "only %zu %s documents in %s", n, kind, dir);
   for (size_t i = 0; i < n; i++) {
     size_t len;
     snprintf(path, sizeof path, "%s/%s.toml", dir, names[i]);
@@ -90,69 +94,74 @@ START_TEST(corpus_valid)
     snprintf(path, sizeof path, "%s/%s.expect", dir, names[i]);
     char *expect = read_file(path, NULL);
     ck_assert_msg(text && expect, "%s: missing .toml or .expect", names[i]);
-    SgmTomlValue *root = NULL;
-    char err[256];
-    if (sgm_toml_parse(text, len, &root, err, sizeof err) != 0) {
-      fprintf(stderr, "valid/%s.toml: rejected: %s\n", names[i], err);
-      nfail++;
-    } else {
-      char *dump = sgm_toml_dump(root);
-      ck_assert_ptr_nonnull(dump);
-      if (strcmp(dump, expect) != 0) {
-        fprintf(stderr, "valid/%s.toml: dump differs from .expect\n--- got\n%s--- expected\n%s",
-                names[i], dump, expect);
-        nfail++;
-      }
-      free(dump);
-    }
-    sgm_toml_free(root);
+    nfail += check(names[i], text, len, expect);
     free(text);
     free(expect);
   }
   free_names(names, n);
-  ck_assert_msg(nfail == 0, "%zu of the valid documents failed (details on stderr)", nfail);
+  ck_assert_msg(nfail == 0, "%zu of the %s documents failed (details on stderr)", nfail, kind);
+}
+
+/* valid: parsed, and the dump equals the .expect */
+static size_t check_valid(const char *name, const char *text, size_t len, char *expect)
+{
+  size_t nfail = 0;
+  SgmTomlValue *root = NULL;
+  char err[256];
+  if (sgm_toml_parse(text, len, &root, err, sizeof err) != 0) {
+    fprintf(stderr, "valid/%s.toml: rejected: %s\n", name, err);
+    nfail++;
+  } else {
+    char *dump = sgm_toml_dump(root);
+    ck_assert_ptr_nonnull(dump);
+    if (strcmp(dump, expect) != 0) {
+      fprintf(stderr, "valid/%s.toml: dump differs from .expect\n--- got\n%s--- expected\n%s", name,
+              dump, expect);
+      nfail++;
+    }
+    free(dump);
+  }
+  sgm_toml_free(root);
+  return nfail;
+}
+
+START_TEST(corpus_valid)
+{
+  run_corpus("valid", check_valid);
 }
 END_TEST
 
+/* invalid: rejected with the .expect position and message */
+static size_t check_invalid(const char *name, const char *text, size_t len, char *expect)
+{
+  size_t nfail = 0;
+  /* .expect: first line LINE or LINE:COL, second line a substring of the message. */
+  char *nl = strchr(expect, '\n');
+  ck_assert_msg(nl != NULL, "%s.expect: needs two lines", name);
+  *nl = '\0';
+  char *msg = nl + 1, *end = strchr(msg, '\n');
+  if (end) *end = '\0';
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "%s:", expect);
+  ck_assert_msg(strlen(msg) > 0, "%s.expect: empty message", name);
+  SgmTomlValue *root = (SgmTomlValue *)&root;
+  char err[512];
+  int rc = sgm_toml_parse(text, len, &root, err, sizeof err);
+  if (rc != -1 || root != NULL) {
+    fprintf(stderr, "invalid/%s.toml: accepted (rc %d)\n", name, rc);
+    nfail++;
+    sgm_toml_free(rc == 0 ? root : NULL);
+  } else if (strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, msg)) {
+    fprintf(stderr, "invalid/%s.toml: got \"%s\", expected \"%s ...%s...\"\n", name, err, prefix,
+            msg);
+    nfail++;
+  }
+  return nfail;
+}
+
 START_TEST(corpus_invalid)
 {
-  const char *dir = SGM_TEST_DATA "/toml/invalid";
-  char **names, path[1024];
-  size_t n = list_corpus(dir, &names), nfail = 0;
-  ck_assert_msg(n >= MIN_CORPUS, "only %zu invalid documents in %s", n, dir);
-  for (size_t i = 0; i < n; i++) {
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s.toml", dir, names[i]);
-    char *text = read_file(path, &len);
-    snprintf(path, sizeof path, "%s/%s.expect", dir, names[i]);
-    char *expect = read_file(path, NULL);
-    ck_assert_msg(text && expect, "%s: missing .toml or .expect", names[i]);
-    /* .expect: first line LINE or LINE:COL, second line a substring of the message. */
-    char *nl = strchr(expect, '\n');
-    ck_assert_msg(nl != NULL, "%s.expect: needs two lines", names[i]);
-    *nl = '\0';
-    char *msg = nl + 1, *end = strchr(msg, '\n');
-    if (end) *end = '\0';
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "%s:", expect);
-    ck_assert_msg(strlen(msg) > 0, "%s.expect: empty message", names[i]);
-    SgmTomlValue *root = (SgmTomlValue *)&root;
-    char err[512];
-    int rc = sgm_toml_parse(text, len, &root, err, sizeof err);
-    if (rc != -1 || root != NULL) {
-      fprintf(stderr, "invalid/%s.toml: accepted (rc %d)\n", names[i], rc);
-      nfail++;
-      sgm_toml_free(rc == 0 ? root : NULL);
-    } else if (strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, msg)) {
-      fprintf(stderr, "invalid/%s.toml: got \"%s\", expected \"%s ...%s...\"\n", names[i], err,
-              prefix, msg);
-      nfail++;
-    }
-    free(text);
-    free(expect);
-  }
-  free_names(names, n);
-  ck_assert_msg(nfail == 0, "%zu of the invalid documents failed (details on stderr)", nfail);
+  run_corpus("invalid", check_invalid);
 }
 END_TEST
 
