@@ -56,8 +56,12 @@ def class_stats(vg2, cls, batches):
     rd = np.array([p[1] for p in per])
     rg = np.array([p[2] for p in per])
     nb = len(per)
-    err = (np.nanstd(rd, ddof=1) / np.sqrt(nb) if nb > 1 else np.nan,
-           np.nanstd(rg, ddof=1) / np.sqrt(nb) if nb > 1 else np.nan)
+
+    def se(r):  # nan when a class is empty in all but one batch
+        r = r[np.isfinite(r)]
+        return r.std(ddof=1) / np.sqrt(len(r)) if len(r) > 1 else np.nan
+
+    err = (se(rd), se(rg))
     counts = np.array([(cls == c).sum() / T for c in range(3)])
     return counts, mean, r_dense, r_dilute, err
 
