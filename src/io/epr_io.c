@@ -235,7 +235,7 @@ PetscErrorCode sgm_epr_read_frames(MPI_Comm comm, const char *path, const char *
                                    double *x, double *g, int64_t *step)
 {
   char p[512];
-  hid_t f, d, fs, ms;
+  hid_t f;
   const char *elems[2] = {"position", "orientation"};
   double *out[2] = {x, g};
   PetscFunctionBeginUser;
@@ -244,39 +244,20 @@ PetscErrorCode sgm_epr_read_frames(MPI_Comm comm, const char *path, const char *
   PetscCheck(f >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot open %s", path);
   for (int e = 0; e < 2; e++) {
     if (!out[e]) continue;
-    hsize_t dims[3];
+    hsize_t T;
     snprintf(p, sizeof p, "/particles/%s/%s/value", group, elems[e]);
-    SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
-    SgmCallH5H(fs, H5Dget_space(d));
-    PetscCheck(H5Sget_simple_extent_ndims(fs) == 3, PETSC_COMM_SELF, SGM_ERR_USER,
-               "%s:%s is not [T][N][d]", path, p);
-    SgmCallH5(H5Sget_simple_extent_dims(fs, dims, NULL));
-    PetscCheck(dims[1] == (hsize_t)n && dims[2] == (hsize_t)dim, PETSC_COMM_SELF, SGM_ERR_USER,
-               "%s holds %llu particles in %llu dimensions, the input asks for %lld in %d", path,
-               (unsigned long long)dims[1], (unsigned long long)dims[2], (long long)n, dim);
-    PetscCheck(first + (nb - 1) * stride < (int64_t)dims[0], PETSC_COMM_SELF, SGM_ERR_USER,
-               "%s has %llu frames, frame %lld requested", path, (unsigned long long)dims[0],
+    PetscCall(sgm_h5_value_frames(PETSC_COMM_SELF, f, path, p, dim, n, &T));
+    PetscCheck(first + (nb - 1) * stride < (int64_t)T, PETSC_COMM_SELF, SGM_ERR_USER,
+               "%s has %llu frames, frame %lld requested", path, (unsigned long long)T,
                (long long)(first + (nb - 1) * stride));
     hsize_t o[3] = {(hsize_t)first, 0, 0}, st[3] = {(hsize_t)stride, 1, 1},
             c[3] = {(hsize_t)nb, (hsize_t)n, (hsize_t)dim};
-    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, o, st, c, NULL));
-    SgmCallH5H(ms, H5Screate_simple(3, c, NULL));
-    SgmCallH5(H5Dread(d, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, out[e]));
-    SgmCallH5(H5Sclose(ms));
-    SgmCallH5(H5Sclose(fs));
-    SgmCallH5(H5Dclose(d));
+    PetscCall(sgm_h5_read_slab(f, p, H5T_NATIVE_DOUBLE, 3, o, st, c, out[e]));
   }
   if (step) {
     hsize_t o[1] = {(hsize_t)first}, st[1] = {(hsize_t)stride}, c[1] = {(hsize_t)nb};
     snprintf(p, sizeof p, "/particles/%s/position/step", group);
-    SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
-    SgmCallH5H(fs, H5Dget_space(d));
-    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, o, st, c, NULL));
-    SgmCallH5H(ms, H5Screate_simple(1, c, NULL));
-    SgmCallH5(H5Dread(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, step));
-    SgmCallH5(H5Sclose(ms));
-    SgmCallH5(H5Sclose(fs));
-    SgmCallH5(H5Dclose(d));
+    PetscCall(sgm_h5_read_slab(f, p, H5T_NATIVE_INT64, 1, o, st, c, step));
   }
   SgmCallH5(H5Fclose(f));
   (void)comm;

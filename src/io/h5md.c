@@ -240,7 +240,7 @@ PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *
                                    int64_t frame, int dim, int64_t n, double *x, double *g,
                                    int64_t *step)
 {
-  hid_t f, d, fs, ms;
+  hid_t f;
   char p[512];
   const char *elems[2] = {"position", "orientation"};
   double *out[2] = {x, g};
@@ -248,39 +248,20 @@ PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *
   PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDONLY, 0, &f));
   for (int e = 0; e < 2; e++) {
     if (!out[e]) continue;
-    hsize_t dims[3];
+    hsize_t T;
     PetscCall(element_path(p, sizeof p, group, elems[e], "value"));
-    SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
-    SgmCallH5H(fs, H5Dget_space(d));
-    PetscCheck(H5Sget_simple_extent_ndims(fs) == 3, comm, SGM_ERR_USER, "%s:%s is not [T][N][d]",
-               path, p);
-    SgmCallH5(H5Sget_simple_extent_dims(fs, dims, NULL));
-    PetscCheck(dims[1] == (hsize_t)n && dims[2] == (hsize_t)dim, comm, SGM_ERR_USER,
-               "%s holds %llu particles in %llu dimensions, the input asks for %lld in %d", path,
-               (unsigned long long)dims[1], (unsigned long long)dims[2], (long long)n, dim);
-    PetscCheck(dims[0] > 0, comm, SGM_ERR_USER, "%s has no frames", path);
-    int64_t fr = frame < 0 ? (int64_t)dims[0] + frame : frame;
-    PetscCheck(fr >= 0 && fr < (int64_t)dims[0], comm, SGM_ERR_USER,
-               "%s has %llu frames, frame %lld requested", path, (unsigned long long)dims[0],
+    PetscCall(sgm_h5_value_frames(comm, f, path, p, dim, n, &T));
+    PetscCheck(T > 0, comm, SGM_ERR_USER, "%s has no frames", path);
+    int64_t fr = frame < 0 ? (int64_t)T + frame : frame;
+    PetscCheck(fr >= 0 && fr < (int64_t)T, comm, SGM_ERR_USER,
+               "%s has %llu frames, frame %lld requested", path, (unsigned long long)T,
                (long long)frame);
     hsize_t o[3] = {(hsize_t)fr, 0, 0}, c[3] = {1, (hsize_t)n, (hsize_t)dim};
-    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, o, NULL, c, NULL));
-    SgmCallH5H(ms, H5Screate_simple(3, c, NULL));
-    SgmCallH5(H5Dread(d, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, out[e]));
-    SgmCallH5(H5Sclose(ms));
-    SgmCallH5(H5Sclose(fs));
-    SgmCallH5(H5Dclose(d));
+    PetscCall(sgm_h5_read_slab(f, p, H5T_NATIVE_DOUBLE, 3, o, NULL, c, out[e]));
     if (e == 0 && step) {
       hsize_t o1[1] = {(hsize_t)fr}, c1[1] = {1};
       PetscCall(element_path(p, sizeof p, group, elems[e], "step"));
-      SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
-      SgmCallH5H(fs, H5Dget_space(d));
-      SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, o1, NULL, c1, NULL));
-      SgmCallH5H(ms, H5Screate_simple(1, c1, NULL));
-      SgmCallH5(H5Dread(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, step));
-      SgmCallH5(H5Sclose(ms));
-      SgmCallH5(H5Sclose(fs));
-      SgmCallH5(H5Dclose(d));
+      PetscCall(sgm_h5_read_slab(f, p, H5T_NATIVE_INT64, 1, o1, NULL, c1, step));
     }
   }
   SgmCallH5(H5Fclose(f));

@@ -19,6 +19,14 @@ PetscErrorCode sgm_h5_attr_num(hid_t obj, const char *name, hid_t type, int n, c
  * take part in the collective call. */
 PetscErrorCode sgm_h5_write_rows(hid_t dset, hid_t type, int rank_, const hsize_t *off,
                                  const hsize_t *cnt, int empty, const void *buf);
+/* Checks that dataset p of f (the file `path`, named in messages on comm) is [T][n][dim]; *T its
+ * frame count. */
+PetscErrorCode sgm_h5_value_frames(MPI_Comm comm, hid_t f, const char *path, const char *p, int dim,
+                                   int64_t n, hsize_t *T);
+/* Independent read of the hyperslab (off, stride (NULL: 1), cnt) of the rank_-dimensional
+ * dataset p of f into buf. */
+PetscErrorCode sgm_h5_read_slab(hid_t f, const char *p, hid_t type, int rank_, const hsize_t *off,
+                                const hsize_t *stride, const hsize_t *cnt, void *buf);
 /* /<parent>/xdmf_zero: n zeros, the y and z coordinates of 1-D Polyvertex geometries. */
 PetscErrorCode sgm_h5_xdmf_zero(hid_t parent, int64_t n);
 /* The block of `n` rows that `rank` of `size` owns: rows [*start, *start + *count). */

@@ -77,6 +77,42 @@ PetscErrorCode sgm_h5_write_rows(hid_t dset, hid_t type, int rank_, const hsize_
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+PetscErrorCode sgm_h5_value_frames(MPI_Comm comm, hid_t f, const char *path, const char *p, int dim,
+                                   int64_t n, hsize_t *T)
+{
+  hid_t d, fs;
+  hsize_t dims[3];
+  PetscFunctionBeginUser;
+  SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
+  SgmCallH5H(fs, H5Dget_space(d));
+  PetscCheck(H5Sget_simple_extent_ndims(fs) == 3, comm, SGM_ERR_USER, "%s:%s is not [T][N][d]",
+             path, p);
+  SgmCallH5(H5Sget_simple_extent_dims(fs, dims, NULL));
+  PetscCheck(dims[1] == (hsize_t)n && dims[2] == (hsize_t)dim, comm, SGM_ERR_USER,
+             "%s holds %llu particles in %llu dimensions, the input asks for %lld in %d", path,
+             (unsigned long long)dims[1], (unsigned long long)dims[2], (long long)n, dim);
+  SgmCallH5(H5Sclose(fs));
+  SgmCallH5(H5Dclose(d));
+  *T = dims[0];
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_h5_read_slab(hid_t f, const char *p, hid_t type, int rank_, const hsize_t *off,
+                                const hsize_t *stride, const hsize_t *cnt, void *buf)
+{
+  hid_t d, fs, ms;
+  PetscFunctionBeginUser;
+  SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
+  SgmCallH5H(fs, H5Dget_space(d));
+  SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, stride, cnt, NULL));
+  SgmCallH5H(ms, H5Screate_simple(rank_, cnt, NULL));
+  SgmCallH5(H5Dread(d, type, ms, fs, H5P_DEFAULT, buf));
+  SgmCallH5(H5Sclose(ms));
+  SgmCallH5(H5Sclose(fs));
+  SgmCallH5(H5Dclose(d));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_h5_xdmf_zero(hid_t parent, int64_t n)
 {
   hid_t sp, pl, d;
