@@ -781,6 +781,23 @@ static const char *key_str(const Key *k, size_t upto, char *out, size_t cap)
 
 static int parse_value(Parser *P, int depth, Node **out);
 
+/* One intermediate part p of a dotted key or header under table t: *c is the existing value
+ * (*line its line, >= 1) or, when absent, a new table with `flags` (*line = 0). */
+static int key_step(Parser *P, Node *t, const KeyPart *p, unsigned flags, Node **c, int *line)
+{
+  size_t j = tab_find(t, p->s, p->n);
+  if (j != SIZE_MAX) {
+    *c = (Node *)t->v.u.tab.vals[j];
+    *line = t->v.u.tab.key_line[j];
+    return 0;
+  }
+  *line = 0;
+  *c = node_alloc(P, SGM_TOML_TABLE, t->depth + 1, p->at);
+  if (!*c) return -1;
+  (*c)->flags = flags;
+  return tab_add(P, t, p->s, p->n, *c, p->at.line);
+}
+
 /* key = value inside table t (the current [table] or an inline table). */
 static int parse_keyval(Parser *P, Node *t)
 {
@@ -796,17 +813,13 @@ static int parse_keyval(Parser *P, Node *t)
   skip_ws(P);
   for (size_t i = 0; i + 1 < k.n; i++) {
     const KeyPart *p = &k.p[i];
-    size_t j = tab_find(t, p->s, p->n);
-    if (j == SIZE_MAX) {
-      Node *c = node_alloc(P, SGM_TOML_TABLE, t->depth + 1, p->at);
-      if (!c) goto bad;
-      c->flags = F_DOTTED;
-      if (tab_add(P, t, p->s, p->n, c, p->at.line)) goto bad;
+    Node *c;
+    int line;
+    if (key_step(P, t, p, F_DOTTED, &c, &line)) goto bad;
+    if (!line) {
       t = c;
       continue;
     }
-    Node *c = (Node *)t->v.u.tab.vals[j];
-    int line = t->v.u.tab.key_line[j];
     key_str(&k, i + 1, ks, sizeof ks);
     if (c->v.type != SGM_TOML_TABLE) {
       fail_at(P, p->at, "key \"%s\" is already defined as %s at line %d, not a table", ks,
@@ -1232,17 +1245,13 @@ static int parse_header(Parser *P)
   Node *t = P->root;
   for (size_t i = 0; i + 1 < k.n; i++) {
     const KeyPart *p = &k.p[i];
-    size_t j = tab_find(t, p->s, p->n);
-    if (j == SIZE_MAX) {
-      Node *c = node_alloc(P, SGM_TOML_TABLE, t->depth + 1, p->at);
-      if (!c) goto bad;
-      c->flags = F_IMPLICIT;
-      if (tab_add(P, t, p->s, p->n, c, p->at.line)) goto bad;
+    Node *c;
+    int line;
+    if (key_step(P, t, p, F_IMPLICIT, &c, &line)) goto bad;
+    if (!line) {
       t = c;
       continue;
     }
-    Node *c = (Node *)t->v.u.tab.vals[j];
-    int line = t->v.u.tab.key_line[j];
     key_str(&k, i + 1, ks, sizeof ks);
     if (c->v.type == SGM_TOML_ARRAY && (c->flags & F_AOT)) {
       t = (Node *)c->v.u.arr.items[c->v.u.arr.n - 1];
