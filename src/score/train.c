@@ -281,7 +281,9 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
   ms->arch[na++] = SGM_NN_ATTR_S("activation", act);
   ms->arch[na++] = SGM_NN_ATTR_S("learn", ms->learn_x ? "xg" : "g");
   ms->arch[na++] = SGM_NN_ATTR_I("boltzmann", ms->boltzmann);
-  ms->arch[na++] = SGM_NN_ATTR_I("boltzmann_x", ms->boltzmann_x);
+  /* written only when set, so that model files from before the key (no attribute) still load
+   * into boltzmann_x = false; a mismatch either way is refused by the architecture check */
+  if (ms->boltzmann_x) ms->arch[na++] = SGM_NN_ATTR_I("boltzmann_x", 1);
   if (!strcmp(kind, "mlp")) {
     ms->kind = fc.kind = SGM_SCORE_MLP;
     fc.mlp.act = act_from_name(act);
