@@ -71,6 +71,8 @@ typedef struct {
   double *sk_S;      /* [nshell] shell average of |rho_k|^2 / N over the full k plane */
   double *sk_max;    /* [nshell] largest |rho_k|^2 / N in the shell (Bragg peak height) */
   int64_t *sk_modes; /* [nshell] number of modes (k and -k counted separately) */
+  void *sk_cache;    /* private: the S(k) FFTW plan, buffers and slab map kept across calls
+                        (structure_factor.c); released by sgm_observables_free */
 } SgmObservables;
 
 /// Defaults of the [analysis] table (r_local 5, density_bins 64, contact_tol 0.1, sk_grid 0,

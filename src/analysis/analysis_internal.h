@@ -7,5 +7,7 @@
 /// Collective on s->comm: S(k) of the owned particles of s on an M^d grid into o->sk_* (see
 /// structure_factor.c).
 PetscErrorCode sgm_observables_sk(SgmAoup s, int M, SgmObservables *o);
+/// Releases the S(k) plan and buffers cached in o->sk_cache (collective: frees an MPI plan).
+void sgm_observables_sk_free(SgmObservables *o);
 
 #endif

@@ -84,6 +84,7 @@ PetscErrorCode sgm_observables_free(SgmObservables *o)
   PetscFunctionBeginUser;
   free(o->hist), free(o->id), free(o->nloc), free(o->phi_loc), free(o->cluster);
   free(o->sk_k), free(o->sk_S), free(o->sk_max), free(o->sk_modes);
+  sgm_observables_sk_free(o);
   memset(o, 0, sizeof *o);
   PetscFunctionReturn(PETSC_SUCCESS);
 }

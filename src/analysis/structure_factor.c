@@ -101,34 +101,90 @@ static PetscErrorCode sk_1d(SgmAoup s, int64_t M, double *sum, double *ksum, dou
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-static PetscErrorCode sk_2d(SgmAoup s, int64_t M, double *sum, double *ksum, double *smax,
-                            int64_t *modes)
+/* The 2D plan, its in-place buffer and the row -> slab owner map depend only on (comm, M): they
+ * are made on the first call and kept in o->sk_cache until sgm_observables_free (the plan and the
+ * transform are those of a fresh FFTW_ESTIMATE plan on a buffer of the same alignment, so the
+ * output does not change; only the per-frame planning and allocation go). */
+typedef struct {
+  MPI_Comm comm; /* a duplicate of the communicator of the plan */
+  int size;
+  int64_t M;
+  ptrdiff_t alloc, local_n0, local_0;
+  double *field;
+  fftw_plan plan;
+  int *row_owner;
+} SkCache;
+
+void sgm_observables_sk_free(SgmObservables *o)
+{
+  SkCache *c = o->sk_cache;
+  if (!c) return;
+  if (c->plan) fftw_destroy_plan(c->plan);
+  fftw_free(c->field);
+  free(c->row_owner);
+  if (c->comm != MPI_COMM_NULL) MPI_Comm_free(&c->comm);
+  free(c);
+  o->sk_cache = NULL;
+}
+
+static PetscErrorCode sk_cache_get(SgmAoup s, int64_t M, SgmObservables *o, SkCache **out)
+{
+  SkCache *c = o->sk_cache;
+  const int size = s->size;
+  const int64_t nj = M / 2 + 1;
+  PetscFunctionBeginUser;
+  int same = MPI_UNEQUAL;
+  if (c && c->M == M && c->size == size) PetscCallMPI(MPI_Comm_compare(c->comm, s->comm, &same));
+  if (same == MPI_IDENT || same == MPI_CONGRUENT) {
+    *out = c;
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
+  sgm_observables_sk_free(o);
+  PetscCall(fftw_mpi_once());
+  c = calloc(1, sizeof *c);
+  PetscCheck(c, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  o->sk_cache = c;
+  c->comm = MPI_COMM_NULL, c->size = size, c->M = M;
+  PetscCallMPI(MPI_Comm_dup(s->comm, &c->comm)); /* kept to recognise the group on later calls */
+  c->alloc =
+      fftw_mpi_local_size_2d((ptrdiff_t)M, (ptrdiff_t)nj, s->comm, &c->local_n0, &c->local_0);
+  /* in place: the real field is padded to [local_n0][2 (M/2 + 1)], the output [local_n0][M/2+1] */
+  c->field = fftw_alloc_real((size_t)(2 * c->alloc + 2));
+  PetscCheck(c->field, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  memset(c->field, 0, (size_t)(2 * c->alloc + 2) * sizeof(double));
+  c->plan = fftw_mpi_plan_dft_r2c_2d((ptrdiff_t)M, (ptrdiff_t)M, c->field, (fftw_complex *)c->field,
+                                     s->comm, FFTW_ESTIMATE);
+  PetscCheck(c->plan, PETSC_COMM_SELF, PETSC_ERR_LIB, "FFTW: no 2D MPI r2c plan of size %" PRId64,
+             M);
+  /* row -> slab owner */
+  long long mine[2] = {(long long)c->local_0, (long long)c->local_n0}, *all;
+  PetscCall(PetscMalloc1(2 * size, &all));
+  PetscCallMPI(MPI_Allgather(mine, 2, MPI_LONG_LONG, all, 2, MPI_LONG_LONG, s->comm));
+  c->row_owner = malloc((size_t)M * sizeof *c->row_owner);
+  PetscCheck(c->row_owner, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  for (int r = 0; r < size; r++)
+    for (long long i = all[2 * r]; i < all[2 * r] + all[2 * r + 1]; i++) c->row_owner[i] = r;
+  PetscCall(PetscFree(all));
+  *out = c;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode sk_2d(SgmAoup s, int64_t M, SgmObservables *o, double *sum, double *ksum,
+                            double *smax, int64_t *modes)
 {
   const double L = s->p.L, inv_h = (double)M / L;
   const int size = s->size;
   const int64_t nj = M / 2 + 1, pad = 2 * nj;
-  ptrdiff_t local_n0, local_0;
+  SkCache *c = NULL;
   PetscFunctionBeginUser;
-  PetscCall(fftw_mpi_once());
-  const ptrdiff_t alloc =
-      fftw_mpi_local_size_2d((ptrdiff_t)M, (ptrdiff_t)nj, s->comm, &local_n0, &local_0);
-  /* in place: the real field is padded to [local_n0][2 (M/2 + 1)], the output [local_n0][M/2+1] */
-  double *field = fftw_alloc_real((size_t)(2 * alloc + 2));
-  PetscCheck(field, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
-  memset(field, 0, (size_t)(2 * alloc + 2) * sizeof(double));
-  fftw_plan plan = fftw_mpi_plan_dft_r2c_2d((ptrdiff_t)M, (ptrdiff_t)M, field,
-                                            (fftw_complex *)field, s->comm, FFTW_ESTIMATE);
-  PetscCheck(plan, PETSC_COMM_SELF, PETSC_ERR_LIB, "FFTW: no 2D MPI r2c plan of size %" PRId64, M);
+  PetscCall(sk_cache_get(s, M, o, &c));
+  const ptrdiff_t local_n0 = c->local_n0, local_0 = c->local_0;
+  double *field = c->field;
+  const int *row_owner = c->row_owner;
+  memset(field, 0, (size_t)(2 * c->alloc + 2) * sizeof(double));
 
-  /* row -> slab owner */
-  long long mine[2] = {(long long)local_0, (long long)local_n0}, *all;
-  int *row_owner, *sc, *sd, *rc, *rd, *cur;
+  int *sc, *sd, *rc, *rd, *cur;
   int64_t *sbuf, *rbuf;
-  PetscCall(PetscMalloc1(2 * size, &all));
-  PetscCallMPI(MPI_Allgather(mine, 2, MPI_LONG_LONG, all, 2, MPI_LONG_LONG, s->comm));
-  PetscCall(PetscMalloc1(M, &row_owner));
-  for (int r = 0; r < size; r++)
-    for (long long i = all[2 * r]; i < all[2 * r] + all[2 * r + 1]; i++) row_owner[i] = r;
   PetscCall(PetscCalloc5(size, &sc, size, &sd, size, &rc, size, &rd, size, &cur));
   const int64_t nlocal = s->part.nlocal;
   PetscCall(PetscMalloc1(nlocal + 1, &sbuf));
@@ -150,20 +206,16 @@ static PetscErrorCode sk_2d(SgmAoup s, int64_t M, double *sum, double *ksum, dou
                "S(k): grid row %" PRId64 " sent to the wrong slab", ix);
     field[(ix - local_0) * pad + iy] += 1.0;
   }
-  fftw_execute(plan);
+  fftw_execute(c->plan);
   const double *out = field; /* in place: (re, im) pairs, rows of nj modes */
   for (ptrdiff_t r = 0; r < local_n0; r++) {
     const int64_t i = (int64_t)(local_0 + r), kx = i <= M / 2 ? i : i - M;
     shell_accumulate(sum, ksum, smax, modes, out + r * pad, nj, kx, M, 2.0 * PETSC_PI / L,
                      (double)s->p.n);
   }
-  fftw_destroy_plan(plan);
-  fftw_free(field);
   PetscCall(PetscFree(rbuf));
   PetscCall(PetscFree(sbuf));
   PetscCall(PetscFree5(sc, sd, rc, rd, cur));
-  PetscCall(PetscFree(row_owner));
-  PetscCall(PetscFree(all));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -179,7 +231,7 @@ PetscErrorCode sgm_observables_sk(SgmAoup s, int M, SgmObservables *o)
   if (s->p.dim == 1)
     PetscCall(sk_1d(s, M, sum, ksum, smax, modes));
   else
-    PetscCall(sk_2d(s, M, sum, ksum, smax, modes));
+    PetscCall(sk_2d(s, M, o, sum, ksum, smax, modes));
   if (s->p.dim == 2) {
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sum, ns, MPI_DOUBLE, MPI_SUM, s->comm));
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, ksum, ns, MPI_DOUBLE, MPI_SUM, s->comm));
