@@ -113,6 +113,10 @@ typedef struct {
   double *field;
   fftw_plan plan;
   int *row_owner;
+  double L;         /* box length of the shell geometry below */
+  int32_t *code;    /* [local_n0 * nj] per local mode: -1 (not in a shell) or 2 (s - 1) + (w - 1) */
+  double *ksum_g;   /* [M/2] reduced sum of w |k| per shell (same every frame) */
+  int64_t *modes_g; /* [M/2] reduced mode count per shell; NULL until the first reduction */
 } SkCache;
 
 void sgm_observables_sk_free(SgmObservables *o)
@@ -122,6 +126,9 @@ void sgm_observables_sk_free(SgmObservables *o)
   if (c->plan) fftw_destroy_plan(c->plan);
   fftw_free(c->field);
   free(c->row_owner);
+  free(c->code);
+  free(c->ksum_g);
+  free(c->modes_g);
   if (c->comm != MPI_COMM_NULL) MPI_Comm_free(&c->comm);
   free(c);
   o->sk_cache = NULL;
@@ -134,7 +141,8 @@ static PetscErrorCode sk_cache_get(SgmAoup s, int64_t M, SgmObservables *o, SkCa
   const int64_t nj = M / 2 + 1;
   PetscFunctionBeginUser;
   int same = MPI_UNEQUAL;
-  if (c && c->M == M && c->size == size) PetscCallMPI(MPI_Comm_compare(c->comm, s->comm, &same));
+  if (c && c->M == M && c->size == size && c->L == s->p.L)
+    PetscCallMPI(MPI_Comm_compare(c->comm, s->comm, &same));
   if (same == MPI_IDENT || same == MPI_CONGRUENT) {
     *out = c;
     PetscFunctionReturn(PETSC_SUCCESS);
@@ -144,7 +152,7 @@ static PetscErrorCode sk_cache_get(SgmAoup s, int64_t M, SgmObservables *o, SkCa
   c = calloc(1, sizeof *c);
   PetscCheck(c, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
   o->sk_cache = c;
-  c->comm = MPI_COMM_NULL, c->size = size, c->M = M;
+  c->comm = MPI_COMM_NULL, c->size = size, c->M = M, c->L = s->p.L;
   PetscCallMPI(MPI_Comm_dup(s->comm, &c->comm)); /* kept to recognise the group on later calls */
   c->alloc =
       fftw_mpi_local_size_2d((ptrdiff_t)M, (ptrdiff_t)nj, s->comm, &c->local_n0, &c->local_0);
@@ -208,10 +216,42 @@ static PetscErrorCode sk_2d(SgmAoup s, int64_t M, SgmObservables *o, double *sum
   }
   fftw_execute(c->plan);
   const double *out = field; /* in place: (re, im) pairs, rows of nj modes */
+  if (!c->code) {
+    /* first call: the shell of every local mode, and this rank's |k| sums and mode counts (the
+     * same loop order as shell_accumulate, so the same sums) */
+    c->code = malloc((size_t)(local_n0 * nj + 1) * sizeof *c->code);
+    PetscCheck(c->code, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+    for (ptrdiff_t r = 0; r < local_n0; r++) {
+      const int64_t i = (int64_t)(local_0 + r), kx = i <= M / 2 ? i : i - M;
+      for (int64_t j = 0; j < nj; j++) {
+        const int64_t q = kx * kx + j * j;
+        int32_t code = -1;
+        if (q != 0) {
+          const int64_t sh = shell_of(q);
+          if (sh <= M / 2) {
+            const int64_t w = (j == 0 || (M % 2 == 0 && j == M / 2)) ? 1 : 2;
+            ksum[sh - 1] += (double)w * (2.0 * PETSC_PI / L) * sqrt((double)q);
+            modes[sh - 1] += w;
+            code = (int32_t)(2 * (sh - 1) + (w - 1));
+          }
+        }
+        c->code[r * nj + j] = code;
+      }
+    }
+  }
+  /* |rho_k|^2 / N into the shell sums and maxima (what shell_accumulate does for S) */
+  const double N = (double)s->p.n;
   for (ptrdiff_t r = 0; r < local_n0; r++) {
-    const int64_t i = (int64_t)(local_0 + r), kx = i <= M / 2 ? i : i - M;
-    shell_accumulate(sum, ksum, smax, modes, out + r * pad, nj, kx, M, 2.0 * PETSC_PI / L,
-                     (double)s->p.n);
+    const double *row = out + r * pad;
+    const int32_t *code = c->code + r * nj;
+    for (int64_t j = 0; j < nj; j++) {
+      if (code[j] < 0) continue;
+      const int32_t sh = code[j] >> 1;
+      const int64_t w = (code[j] & 1) + 1;
+      const double p = (row[2 * j] * row[2 * j] + row[2 * j + 1] * row[2 * j + 1]) / N;
+      sum[sh] += (double)w * p;
+      if (p > smax[sh]) smax[sh] = p;
+    }
   }
   PetscCall(PetscFree(rbuf));
   PetscCall(PetscFree(sbuf));
@@ -233,10 +273,22 @@ PetscErrorCode sgm_observables_sk(SgmAoup s, int M, SgmObservables *o)
   else
     PetscCall(sk_2d(s, M, o, sum, ksum, smax, modes));
   if (s->p.dim == 2) {
+    SkCache *c = o->sk_cache;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sum, ns, MPI_DOUBLE, MPI_SUM, s->comm));
-    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, ksum, ns, MPI_DOUBLE, MPI_SUM, s->comm));
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, smax, ns, MPI_DOUBLE, MPI_MAX, s->comm));
-    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, modes, ns, MPI_INT64_T, MPI_SUM, s->comm));
+    if (!c->modes_g) {
+      /* the |k| sums and mode counts are geometry: reduced once, then reused bit for bit */
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, ksum, ns, MPI_DOUBLE, MPI_SUM, s->comm));
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, modes, ns, MPI_INT64_T, MPI_SUM, s->comm));
+      c->ksum_g = malloc((size_t)(ns + 1) * sizeof *c->ksum_g);
+      c->modes_g = malloc((size_t)(ns + 1) * sizeof *c->modes_g);
+      PetscCheck(c->ksum_g && c->modes_g, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+      memcpy(c->ksum_g, ksum, (size_t)ns * sizeof *ksum);
+      memcpy(c->modes_g, modes, (size_t)ns * sizeof *modes);
+    } else {
+      memcpy(ksum, c->ksum_g, (size_t)ns * sizeof *ksum);
+      memcpy(modes, c->modes_g, (size_t)ns * sizeof *modes);
+    }
   }
   void *q[4] = {o->sk_k, o->sk_S, o->sk_max, o->sk_modes};
   for (int t = 0; t < 4; t++) {
