@@ -38,6 +38,17 @@ PetscErrorCode sgm_h5md_create(MPI_Comm comm, const char *path, const SgmH5mdInf
 PetscErrorCode sgm_h5md_append(MPI_Comm comm, const char *path, const char *group, int64_t frame,
                                int64_t step, double time, int dim, int64_t start, int64_t count,
                                const double *x, const double *g);
+/// Collective: opens the trajectory at path for appending frames and observables with the calls
+/// below (one open and close per frame instead of one per writer). *fh is the HDF5 file id
+/// (hid_t, a 64-bit integer in HDF5 >= 1.10); close it with sgm_h5md_close before anything else
+/// opens the file, so the file is consistent between frames as with sgm_h5md_append.
+PetscErrorCode sgm_h5md_open_append(MPI_Comm comm, const char *path, int64_t *fh);
+/// Collective: closes a file opened by sgm_h5md_open_append.
+PetscErrorCode sgm_h5md_close(int64_t fh);
+/// sgm_h5md_append on an open file fh (sgm_h5md_open_append).
+PetscErrorCode sgm_h5md_append_fh(MPI_Comm comm, int64_t fh, const char *group, int64_t frame,
+                                  int64_t step, double time, int dim, int64_t start, int64_t count,
+                                  const double *x, const double *g);
 /// Collective: number of frames in the file.
 PetscErrorCode sgm_h5md_nframes(MPI_Comm comm, const char *path, const char *group,
                                 int64_t *nframes);

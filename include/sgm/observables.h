@@ -107,5 +107,9 @@ PetscErrorCode sgm_observables_metrics(SgmMetrics m, const char *stage, const Sg
 /// later rows). Layout in docs/formats.md. time is the physical time of the frame.
 PetscErrorCode sgm_observables_write(MPI_Comm comm, const char *path, int64_t frame, double time,
                                      const SgmObservables *o);
+/// sgm_observables_write on a file that is already open: fh is the HDF5 file id (hid_t) of
+/// sgm_h5md_open_append (include/sgm/h5md.h), so a frame and its observables share one open.
+PetscErrorCode sgm_observables_write_fh(MPI_Comm comm, int64_t fh, int64_t frame, double time,
+                                        const SgmObservables *o);
 
 #endif

@@ -238,15 +238,28 @@ static PetscErrorCode put_attr_double(hid_t obj, const char *name, double v)
 PetscErrorCode sgm_observables_write(MPI_Comm comm, const char *path, int64_t frame, double time,
                                      const SgmObservables *o)
 {
-  hid_t fapl, f, g, sub;
-  PetscMPIInt rank;
+  hid_t fapl, f;
   PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
   SgmCallH5H(fapl, H5Pcreate(H5P_FILE_ACCESS));
   SgmCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
   f = H5Fopen(path, H5F_ACC_RDWR, fapl);
   SgmCallH5(H5Pclose(fapl));
   PetscCheck(f >= 0, comm, SGM_ERR_USER, "observables: cannot open %s for writing", path);
+  PetscCall(sgm_observables_write_fh(comm, (int64_t)f, frame, time, o));
+  SgmCallH5(H5Fclose(f));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+_Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is passed as int64_t");
+
+PetscErrorCode sgm_observables_write_fh(MPI_Comm comm, int64_t fh, int64_t frame, double time,
+                                        const SgmObservables *o)
+{
+  const hid_t f = (hid_t)fh;
+  hid_t g, sub;
+  PetscMPIInt rank;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCall(open_group(f, "observables", &g));
   PetscCall(put_attr_double(g, "r_local", o->r_local));
   PetscCall(put_attr_double(g, "r_contact", o->r_contact));
@@ -296,6 +309,5 @@ PetscErrorCode sgm_observables_write(MPI_Comm comm, const char *path, int64_t fr
     SgmCallH5(H5Gclose(sub));
   }
   SgmCallH5(H5Gclose(g));
-  SgmCallH5(H5Fclose(f));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

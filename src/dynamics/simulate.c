@@ -104,15 +104,21 @@ static PetscErrorCode write_frame(Sim *m)
   double *x, *g;
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
+  const int analyse = m->op.every > 0 && m->nframes % m->op.every == 0;
+  int64_t fh;
   PetscCall(id_blocks(m, &start, &count, &x, &g));
-  PetscCall(sgm_h5md_append(m->run->comm, m->traj_tmp, m->group, m->nframes, m->s->step,
-                            (double)m->s->step * m->s->p.dt, m->s->p.dim, start, count, x, g));
-  if (m->op.every > 0 && m->nframes % m->op.every == 0) {
-    PetscCall(sgm_observables_compute(m->s, &m->op, &m->obs));
-    PetscCall(sgm_observables_write(m->run->comm, m->traj_tmp, m->nframes / m->op.every,
-                                    (double)m->s->step * m->s->p.dt, &m->obs));
+  /* the observables first, so the file is open only while it is written; then the frame and its
+   * observables share one open and close (the file is consistent after each frame) */
+  if (analyse) PetscCall(sgm_observables_compute(m->s, &m->op, &m->obs));
+  PetscCall(sgm_h5md_open_append(m->run->comm, m->traj_tmp, &fh));
+  PetscCall(sgm_h5md_append_fh(m->run->comm, fh, m->group, m->nframes, m->s->step,
+                               (double)m->s->step * m->s->p.dt, m->s->p.dim, start, count, x, g));
+  if (analyse) {
+    PetscCall(sgm_observables_write_fh(m->run->comm, fh, m->nframes / m->op.every,
+                                       (double)m->s->step * m->s->p.dt, &m->obs));
     m->nanalysed++;
   }
+  PetscCall(sgm_h5md_close(fh));
   m->nframes++;
   PetscCall(PetscFree(x));
   PetscCall(PetscFree(g));

@@ -138,29 +138,59 @@ static PetscErrorCode element_path(char *buf, size_t len, const char *group, con
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+_Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is passed as int64_t");
+
+PetscErrorCode sgm_h5md_open_append(MPI_Comm comm, const char *path, int64_t *fh)
+{
+  hid_t f;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDWR, 0, &f));
+  *fh = (int64_t)f;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_h5md_close(int64_t fh)
+{
+  PetscFunctionBeginUser;
+  SgmCallH5(H5Fclose((hid_t)fh));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_h5md_append(MPI_Comm comm, const char *path, const char *group, int64_t frame,
                                int64_t step, double time, int dim, int64_t start, int64_t count,
                                const double *x, const double *g)
 {
-  hid_t f, d;
+  int64_t fh;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_h5md_open_append(comm, path, &fh));
+  PetscCall(sgm_h5md_append_fh(comm, fh, group, frame, step, time, dim, start, count, x, g));
+  PetscCall(sgm_h5md_close(fh));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_h5md_append_fh(MPI_Comm comm, int64_t fh, const char *group, int64_t frame,
+                                  int64_t step, double time, int dim, int64_t start, int64_t count,
+                                  const double *x, const double *g)
+{
+  const hid_t f = (hid_t)fh;
+  hid_t d;
   PetscMPIInt rank;
   char p[512];
   const char *elems[2] = {"position", "orientation"};
   const double *vals[2] = {x, g};
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDWR, 0, &f));
   for (int e = 0; e < 2; e++) {
     hsize_t T1[1] = {(hsize_t)frame + 1}, o1[1] = {(hsize_t)frame}, c1[1] = {1};
     PetscCall(element_path(p, sizeof p, group, elems[e], "step"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
     SgmCallH5(H5Dset_extent(d, T1));
-    PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_INT64, 1, o1, c1, rank != 0, &step));
+    PetscCall(sgm_h5_write_root(d, H5T_NATIVE_INT64, 1, o1, c1, rank == 0, &step));
     SgmCallH5(H5Dclose(d));
     PetscCall(element_path(p, sizeof p, group, elems[e], "time"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
     SgmCallH5(H5Dset_extent(d, T1));
-    PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_DOUBLE, 1, o1, c1, rank != 0, &time));
+    PetscCall(sgm_h5_write_root(d, H5T_NATIVE_DOUBLE, 1, o1, c1, rank == 0, &time));
     SgmCallH5(H5Dclose(d));
     PetscCall(element_path(p, sizeof p, group, elems[e], "value"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
@@ -175,7 +205,6 @@ PetscErrorCode sgm_h5md_append(MPI_Comm comm, const char *path, const char *grou
     PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_DOUBLE, 3, o3, c3, count == 0, vals[e]));
     SgmCallH5(H5Dclose(d));
   }
-  SgmCallH5(H5Fclose(f));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -19,6 +19,11 @@ PetscErrorCode sgm_h5_attr_num(hid_t obj, const char *name, hid_t type, int n, c
  * take part in the collective call. */
 PetscErrorCode sgm_h5_write_rows(hid_t dset, hid_t type, int rank_, const hsize_t *off,
                                  const hsize_t *cnt, int empty, const void *buf);
+/* Write of the hyperslab (off, cnt) of dset by the root alone (independent MPI-IO; the other
+ * ranks return at once): for global values such as a frame's step and time. The chunks must be
+ * allocated already (parallel HDF5 allocates them in the collective H5Dcreate / H5Dset_extent). */
+PetscErrorCode sgm_h5_write_root(hid_t dset, hid_t type, int rank_, const hsize_t *off,
+                                 const hsize_t *cnt, int root, const void *buf);
 /* Checks that dataset p of f (the file `path`, named in messages on comm) is [T][n][dim]; *T its
  * frame count. */
 PetscErrorCode sgm_h5_value_frames(MPI_Comm comm, hid_t f, const char *path, const char *p, int dim,

@@ -77,6 +77,24 @@ PetscErrorCode sgm_h5_write_rows(hid_t dset, hid_t type, int rank_, const hsize_
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+PetscErrorCode sgm_h5_write_root(hid_t dset, hid_t type, int rank_, const hsize_t *off,
+                                 const hsize_t *cnt, int root, const void *buf)
+{
+  hid_t fs, ms, x;
+  PetscFunctionBeginUser;
+  if (!root) PetscFunctionReturn(PETSC_SUCCESS);
+  SgmCallH5H(fs, H5Dget_space(dset));
+  SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL));
+  SgmCallH5H(ms, H5Screate_simple(rank_, cnt, NULL));
+  SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
+  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_INDEPENDENT));
+  SgmCallH5(H5Dwrite(dset, type, ms, fs, x, buf));
+  SgmCallH5(H5Pclose(x));
+  SgmCallH5(H5Sclose(ms));
+  SgmCallH5(H5Sclose(fs));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_h5_value_frames(MPI_Comm comm, hid_t f, const char *path, const char *p, int dim,
                                    int64_t n, hsize_t *T)
 {
