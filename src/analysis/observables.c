@@ -435,7 +435,19 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
   int64_t *comp;
   double *lab, *cmin;
   PetscCall(PetscMalloc3(ntot + 1, &comp, ntot + 1, &lab, ntot + 1, &cmin));
-  contact_components(comp, &C, P.id, P.x, P.xb, ntot, dim, L, r_con);
+  /* contacts (r_con, about 2.2 a) are searched in cells of width >= r_con rather than the density
+   * cells of width w = max(r_loc, r_con) (5 a by default): about 5x fewer candidate pairs in 2D.
+   * The edges are the same, so are the components (every root is its component's smallest slot). */
+  SgmCells Cc;
+  const SgmCells *Ccon = &C;
+  memset(&Cc, 0, sizeof Cc);
+  if (r_con < w) {
+    PetscCheck(!sgm_cells_build(&Cc, dim, lo, hi, r_con, max_cells, ntot, P.xb), PETSC_COMM_SELF,
+               PETSC_ERR_MEM, "cell list allocation failed");
+    Ccon = &Cc;
+  }
+  contact_components(comp, Ccon, P.id, P.x, P.xb, ntot, dim, L, r_con);
+  sgm_cells_free(&Cc);
   PetscCall(propagate_labels(s, h, &P, comp, lab, cmin, &o->label_iterations));
   for (int64_t i = 0; i < nlocal; i++) o->cluster[i] = (int64_t)lab[i];
   PetscCall(cluster_sizes(s, o->cluster, nlocal, o));
