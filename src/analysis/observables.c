@@ -120,15 +120,17 @@ static inline double min_image_r2(const double *xi, const double *xj, int dim, d
 
 /* Neighbour counts. nloc[nlocal]: for each owned slot i < nlocal, the number of slots j (locals
  * and ghosts, ntot in all) with another id, minimum-image distance < r and nearest copy. x, xb,
- * id: [ntot*dim], [ntot*dim], [ntot]; C: cells over the ntot slots with width >= r. */
-static void count_neighbours(int64_t *nloc, const SgmCells *C, const int64_t *id, const double *x,
-                             const double *xb, int64_t nlocal, int dim, double L, double r)
+ * id: [ntot*dim], [ntot*dim], [ntot]; C: cells over the ntot slots with width >= r / R, searched
+ * R cells either side (R = 2: a 5 x 5 block of r/2 cells, 31% less area than 3 x 3 cells of r). */
+static void count_neighbours(int64_t *nloc, const SgmCells *C, int64_t R, const int64_t *id,
+                             const double *x, const double *xb, int64_t nlocal, int dim, double L,
+                             double r)
 {
   const double r2max = r * r, halfL = 0.5 * L;
   for (int64_t i = 0; i < nlocal; i++) {
     const int64_t ci = C->cell[i], cx = ci % C->nc[0], cy = ci / C->nc[0];
-    const int64_t y0 = cy > 0 ? cy - 1 : 0, y1 = cy + 1 < C->nc[1] ? cy + 1 : C->nc[1] - 1;
-    const int64_t x0 = cx > 0 ? cx - 1 : 0, x1 = cx + 1 < C->nc[0] ? cx + 1 : C->nc[0] - 1;
+    const int64_t y0 = cy > R ? cy - R : 0, y1 = cy + R < C->nc[1] ? cy + R : C->nc[1] - 1;
+    const int64_t x0 = cx > R ? cx - R : 0, x1 = cx + R < C->nc[0] ? cx + R : C->nc[0] - 1;
     int64_t cnt = 0;
     for (int64_t yy = y0; yy <= y1; yy++) {
       const int64_t q0 = C->start[x0 + yy * C->nc[0]], q1 = C->start[x1 + 1 + yy * C->nc[0]];
@@ -413,7 +415,8 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
   sgm_decomp_patch(&s->decomp, s->rank, plo, phi);
   for (int c = 0; c < dim; c++) lo[c] = plo[c] - w, hi[c] = phi[c] + w;
   int64_t max_cells = dim == 1 ? 4 * ntot + 3 : 2 * (int64_t)sqrt((double)ntot) + 3;
-  PetscCheck(!sgm_cells_build(&C, dim, lo, hi, w, max_cells, ntot, P.xb), PETSC_COMM_SELF,
+  /* density cells of width >= r_loc / 2, searched two cells either side */
+  PetscCheck(!sgm_cells_build(&C, dim, lo, hi, 0.5 * r_loc, max_cells, ntot, P.xb), PETSC_COMM_SELF,
              PETSC_ERR_MEM, "cell list allocation failed");
 
   /* local density */
@@ -424,7 +427,7 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
   PetscCall(resize((void **)&o->phi_loc, (size_t)nlocal, sizeof(double)));
   PetscCall(resize((void **)&o->cluster, (size_t)nlocal, sizeof(int64_t)));
   memcpy(o->id, P.id, (size_t)nlocal * sizeof(int64_t));
-  count_neighbours(o->nloc, &C, P.id, P.x, P.xb, nlocal, dim, L, r_loc);
+  count_neighbours(o->nloc, &C, 2, P.id, P.x, P.xb, nlocal, dim, L, r_loc);
   const double ratio = pow(a / r_loc, (double)dim);
   for (int64_t i = 0; i < nlocal; i++) o->phi_loc[i] = (double)o->nloc[i] * ratio;
   PetscCall(density_histogram(s, o, p->density_bins));
@@ -435,18 +438,14 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
   int64_t *comp;
   double *lab, *cmin;
   PetscCall(PetscMalloc3(ntot + 1, &comp, ntot + 1, &lab, ntot + 1, &cmin));
-  /* contacts (r_con, about 2.2 a) are searched in cells of width >= r_con rather than the density
-   * cells of width w = max(r_loc, r_con) (5 a by default): about 5x fewer candidate pairs in 2D.
+  /* contacts (r_con, about 2.2 a) are searched in their own cells of width >= r_con (before: the
+   * cells of width w = max(r_loc, r_con), 5 a by default, about 5x more candidate pairs in 2D).
    * The edges are the same, so are the components (every root is its component's smallest slot). */
   SgmCells Cc;
-  const SgmCells *Ccon = &C;
   memset(&Cc, 0, sizeof Cc);
-  if (r_con < w) {
-    PetscCheck(!sgm_cells_build(&Cc, dim, lo, hi, r_con, max_cells, ntot, P.xb), PETSC_COMM_SELF,
-               PETSC_ERR_MEM, "cell list allocation failed");
-    Ccon = &Cc;
-  }
-  contact_components(comp, Ccon, P.id, P.x, P.xb, ntot, dim, L, r_con);
+  PetscCheck(!sgm_cells_build(&Cc, dim, lo, hi, r_con, max_cells, ntot, P.xb), PETSC_COMM_SELF,
+             PETSC_ERR_MEM, "cell list allocation failed");
+  contact_components(comp, &Cc, P.id, P.x, P.xb, ntot, dim, L, r_con);
   sgm_cells_free(&Cc);
   PetscCall(propagate_labels(s, h, &P, comp, lab, cmin, &o->label_iterations));
   for (int64_t i = 0; i < nlocal; i++) o->cluster[i] = (int64_t)lab[i];
