@@ -1,14 +1,15 @@
 /* The /observables group of trajectory.h5: one row per analysed frame (docs/formats.md).
  *
  * Owns: the HDF5 layout of the observables. Every result is global and already known on every
- * rank, so rank 0 supplies the data and the others select nothing, but the file is opened with
- * the MPI-IO driver and every metadata call is made by all ranks: errors are then raised on every
- * rank alike (a rank-0-only serial write would need its error broadcast by hand) and the writer
- * follows the same open-extend-write-close rhythm as the H5MD frames, so the file is consistent
- * after each frame. Datasets are extensible along the frame axis and resized to frame + 1 on each
- * write, which also drops rows beyond a restart point. Per-particle arrays (optional) are first
- * moved to the id blocks of the ranks (one Alltoallv) and written as contiguous hyperslabs in id
- * order, like the H5MD positions.
+ * rank, so rank 0 writes the data (independent MPI-IO, no collective transfer) while the file is
+ * opened with the MPI-IO driver and every metadata call (create, extend, attributes) is made by
+ * all ranks: errors of those are raised on every rank alike (a rank-0-only serial write would need
+ * its error broadcast by hand) and the writer follows the same open-extend-write-close rhythm as
+ * the H5MD frames (the simulate stage shares one open per frame between both), so the file is
+ * consistent after each frame. Datasets are extensible along the frame axis and resized to frame +
+ * 1 on each write, which also drops rows beyond a restart point. Per-particle arrays (optional) are
+ * first moved to the id blocks of the ranks (one Alltoallv) and written as contiguous hyperslabs in
+ * id order, like the H5MD positions.
  */
 #include "sgm/observables.h"
 #include "sgm/core.h"
