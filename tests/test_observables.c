@@ -383,6 +383,56 @@ static SgmObservables sk_of(int dim, int64_t n, double L, const double *x, int M
   return o;
 }
 
+/* S(k) into an existing o (its cached plan, shells and |k| sums are reused or rebuilt). */
+static void sk_into(int dim, int64_t n, double L, const double *x, int M, SgmObservables *o)
+{
+  SgmAoup s = engine(dim, n, L, x, NULL);
+  SgmObservablesParams op = oparams(2.5, 0.1);
+  op.sk_grid = M;
+  ck_assert_int_eq(sgm_observables_compute(s, &op, o), 0);
+  sgm_aoup_destroy(&s);
+}
+
+static void assert_sk_same(const SgmObservables *a, const SgmObservables *b, const char *what)
+{
+  ck_assert_msg(a->nshell == b->nshell && a->sk_grid == b->sk_grid, "%s: shells differ", what);
+  const size_t len = (size_t)a->nshell * sizeof(double);
+  ck_assert_msg(!memcmp(a->sk_S, b->sk_S, len), "%s: S differs from a fresh computation", what);
+  ck_assert_msg(!memcmp(a->sk_max, b->sk_max, len), "%s: S_max differs", what);
+  ck_assert_msg(!memcmp(a->sk_k, b->sk_k, len), "%s: k differs", what);
+  ck_assert_msg(!memcmp(a->sk_modes, b->sk_modes, (size_t)a->nshell * sizeof(int64_t)),
+                "%s: mode counts differ", what);
+}
+
+START_TEST(test_sk_reuse)
+{
+  /* one SgmObservables through several frames (the simulate stage's use): every result equals,
+   * bit for bit, that of a fresh SgmObservables, also when M or L changes (cache rebuilt) */
+  const int64_t n = 3000;
+  const double L = 100.0, L2 = 120.0;
+  double *x = random_points(2, n, L, 11), *y = random_points(2, n, L, 12);
+  double *z = random_points(2, n, L2, 13);
+  SgmObservables r, f;
+  memset(&r, 0, sizeof r);
+  sk_into(2, n, L, x, 64, &r);
+  sk_into(2, n, L, y, 64, &r);
+  f = sk_of(2, n, L, y, 64);
+  assert_sk_same(&r, &f, "second frame");
+  sgm_observables_free(&f);
+  sk_into(2, n, L, x, 32, &r);
+  f = sk_of(2, n, L, x, 32);
+  assert_sk_same(&r, &f, "new grid");
+  sgm_observables_free(&f);
+  sk_into(2, n, L2, z, 32, &r);
+  f = sk_of(2, n, L2, z, 32);
+  assert_sk_same(&r, &f, "new box");
+  sgm_observables_free(&f);
+  sgm_observables_free(&r);
+  ck_assert_ptr_null(r.sk_cache);
+  free(x), free(y), free(z);
+}
+END_TEST
+
 START_TEST(test_sk_ideal_gas)
 {
   /* |rho_k|^2 / N of NGP-deposited uniform points has mean 1 at every k != 0 and is ~exponential
@@ -649,6 +699,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_dimers);
   tcase_add_test(t, test_lattice_ties);
   tcase_add_test(t, test_sk_ideal_gas);
+  tcase_add_test(t, test_sk_reuse);
   tcase_add_test(t, test_sk_lattice);
   tcase_add_test(t, test_sk_direct_dft);
   tcase_add_test(t, test_halo_width_check);
