@@ -93,10 +93,17 @@ int main(int argc, char **argv)
   if (ierr == PETSC_SUCCESS) ierr = status;
   PetscCall(PetscPopErrorHandler());
   if (ierr != PETSC_SUCCESS && ierr != SGM_ERR_USER) {
-    /* A failure on some ranks only: make sure no rank waits forever in a collective. */
-    int rank;
+    /* A failure that is not a (collectively checked) input error may have happened on some
+     * ranks only (an I/O error of a rank-0 write, a non-finite state on the rank that owns the
+     * particle): the others may be waiting in a collective, so end the whole job instead of
+     * finalising (MPI_Finalize would wait for them). Files are written to temporary names and
+     * renamed, so what is on disk stays consistent. */
+    int rank, size;
     MPI_Comm_rank(PETSC_COMM_WORLD, &rank);
+    MPI_Comm_size(PETSC_COMM_WORLD, &size);
     fprintf(stderr, "sgm_hpc: [rank %d] stopped with error %d\n", rank, (int)ierr);
+    fflush(stderr);
+    if (size > 1) MPI_Abort(PETSC_COMM_WORLD, exit_status(ierr));
   }
   int code = exit_status(ierr);
   PetscFinalize();
