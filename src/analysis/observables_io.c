@@ -13,6 +13,7 @@
  */
 #include "sgm/observables.h"
 #include "sgm/core.h"
+#include "../io/io_internal.h"
 
 #include <inttypes.h>
 #include <hdf5.h>
@@ -30,32 +31,11 @@ static PetscErrorCode open_group(hid_t parent, const char *name, hid_t *g)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Write of `buf` into the selection of fs by rank 0 alone, as independent MPI-IO: the data are
- * global and known on every rank, the space of the chunks was allocated by the collective
- * H5Dcreate / H5Dset_extent before (parallel HDF5 allocates early), and the other ranks skip the
- * call, so no collective transfer (several MPI collectives inside HDF5 and MPI-IO) is made for a
- * few bytes. */
-static PetscErrorCode write_sel(hid_t d, hid_t type, hid_t fs, int rank, int nd, const hsize_t *off,
-                                const hsize_t *cnt, const void *buf)
-{
-  hid_t ms, x;
-  PetscFunctionBeginUser;
-  if (rank != 0) PetscFunctionReturn(PETSC_SUCCESS);
-  SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL));
-  SgmCallH5H(ms, H5Screate_simple(nd, cnt, NULL));
-  SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
-  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_INDEPENDENT));
-  SgmCallH5(H5Dwrite(d, type, ms, fs, x, buf));
-  SgmCallH5(H5Pclose(x));
-  SgmCallH5(H5Sclose(ms));
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
 /* Row `frame` of the per-frame dataset `name`: shape [T] when ncol == 0, else [T][ncol]. */
 static PetscErrorCode put_row(hid_t parent, const char *name, hid_t type, int64_t frame,
                               int64_t ncol, const void *row, int rank)
 {
-  hid_t d, fs;
+  hid_t d;
   const int nd = ncol ? 2 : 1;
   PetscFunctionBeginUser;
   htri_t e = H5Lexists(parent, name, H5P_DEFAULT);
@@ -76,9 +56,8 @@ static PetscErrorCode put_row(hid_t parent, const char *name, hid_t type, int64_
   hsize_t ext[2] = {(hsize_t)frame + 1, (hsize_t)ncol}, off[2] = {(hsize_t)frame, 0};
   hsize_t cnt[2] = {1, (hsize_t)ncol};
   SgmCallH5(H5Dset_extent(d, ext));
-  SgmCallH5H(fs, H5Dget_space(d));
-  PetscCall(write_sel(d, type, fs, rank, nd, off, cnt, row));
-  SgmCallH5(H5Sclose(fs));
+  /* global values, known on every rank: rank 0 writes them alone (independent MPI-IO) */
+  PetscCall(sgm_h5_write_root(d, type, nd, off, cnt, rank == 0, row));
   SgmCallH5(H5Dclose(d));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -105,7 +84,7 @@ static PetscErrorCode put_fixed(hid_t parent, const char *name, hid_t type, int6
     SgmCallH5H(fs, H5Screate_simple(1, dims, NULL));
     SgmCallH5H(d, H5Dcreate2(parent, name, type, fs, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
   }
-  PetscCall(write_sel(d, type, fs, rank, 1, off, dims, v));
+  PetscCall(sgm_h5_write_root(d, type, 1, off, dims, rank == 0, v));
   SgmCallH5(H5Sclose(fs));
   SgmCallH5(H5Dclose(d));
   PetscFunctionReturn(PETSC_SUCCESS);
