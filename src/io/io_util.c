@@ -51,8 +51,11 @@ PetscErrorCode sgm_h5_attr_num(hid_t obj, const char *name, hid_t type, int n, c
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-PetscErrorCode sgm_h5_write_rows(hid_t dset, hid_t type, int rank_, const hsize_t *off,
-                                 const hsize_t *cnt, int empty, const void *buf)
+/* Write of the hyperslab (off, cnt) of dset with the given MPI-IO transfer mode; `empty` selects
+ * nothing (a collective write in which this rank has no rows). */
+static PetscErrorCode write_sel(hid_t dset, hid_t type, int rank_, const hsize_t *off,
+                                const hsize_t *cnt, int empty, H5FD_mpio_xfer_t mode,
+                                const void *buf)
 {
   hid_t fs, ms, x;
   static double dummy[4];
@@ -69,7 +72,7 @@ PetscErrorCode sgm_h5_write_rows(hid_t dset, hid_t type, int rank_, const hsize_
     SgmCallH5H(ms, H5Screate_simple(rank_, cnt, NULL));
   }
   SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
-  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_COLLECTIVE));
+  SgmCallH5(H5Pset_dxpl_mpio(x, mode));
   SgmCallH5(H5Dwrite(dset, type, ms, fs, x, buf));
   SgmCallH5(H5Pclose(x));
   SgmCallH5(H5Sclose(ms));
@@ -77,21 +80,19 @@ PetscErrorCode sgm_h5_write_rows(hid_t dset, hid_t type, int rank_, const hsize_
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+PetscErrorCode sgm_h5_write_rows(hid_t dset, hid_t type, int rank_, const hsize_t *off,
+                                 const hsize_t *cnt, int empty, const void *buf)
+{
+  PetscFunctionBeginUser;
+  PetscCall(write_sel(dset, type, rank_, off, cnt, empty, H5FD_MPIO_COLLECTIVE, buf));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_h5_write_root(hid_t dset, hid_t type, int rank_, const hsize_t *off,
                                  const hsize_t *cnt, int root, const void *buf)
 {
-  hid_t fs, ms, x;
   PetscFunctionBeginUser;
-  if (!root) PetscFunctionReturn(PETSC_SUCCESS);
-  SgmCallH5H(fs, H5Dget_space(dset));
-  SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL));
-  SgmCallH5H(ms, H5Screate_simple(rank_, cnt, NULL));
-  SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
-  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_INDEPENDENT));
-  SgmCallH5(H5Dwrite(dset, type, ms, fs, x, buf));
-  SgmCallH5(H5Pclose(x));
-  SgmCallH5(H5Sclose(ms));
-  SgmCallH5(H5Sclose(fs));
+  if (root) PetscCall(write_sel(dset, type, rank_, off, cnt, 0, H5FD_MPIO_INDEPENDENT, buf));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
