@@ -95,8 +95,7 @@ static PetscErrorCode put_fixed(hid_t parent, const char *name, hid_t type, int6
 static PetscErrorCode put_block(hid_t parent, const char *name, int64_t frame, int64_t n,
                                 int64_t start, int64_t count, const int64_t *v)
 {
-  hid_t d, fs, ms, x;
-  static const int64_t dummy[1] = {0};
+  hid_t d;
   PetscFunctionBeginUser;
   htri_t e = H5Lexists(parent, name, H5P_DEFAULT);
   SgmCallH5(e);
@@ -114,24 +113,9 @@ static PetscErrorCode put_block(hid_t parent, const char *name, int64_t frame, i
     SgmCallH5H(d, H5Dopen2(parent, name, H5P_DEFAULT));
   }
   hsize_t ext[2] = {(hsize_t)frame + 1, (hsize_t)n}, off[2] = {(hsize_t)frame, (hsize_t)start};
-  hsize_t cnt[2] = {1, (hsize_t)count}, one[1] = {1};
+  hsize_t cnt[2] = {1, (hsize_t)count};
   SgmCallH5(H5Dset_extent(d, ext));
-  SgmCallH5H(fs, H5Dget_space(d));
-  if (count > 0) {
-    SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL));
-    SgmCallH5H(ms, H5Screate_simple(2, cnt, NULL));
-  } else {
-    SgmCallH5(H5Sselect_none(fs));
-    SgmCallH5H(ms, H5Screate_simple(1, one, NULL));
-    SgmCallH5(H5Sselect_none(ms));
-    v = dummy;
-  }
-  SgmCallH5H(x, H5Pcreate(H5P_DATASET_XFER));
-  SgmCallH5(H5Pset_dxpl_mpio(x, H5FD_MPIO_COLLECTIVE));
-  SgmCallH5(H5Dwrite(d, H5T_NATIVE_INT64, ms, fs, x, v));
-  SgmCallH5(H5Pclose(x));
-  SgmCallH5(H5Sclose(ms));
-  SgmCallH5(H5Sclose(fs));
+  PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_INT64, 2, off, cnt, count == 0, v));
   SgmCallH5(H5Dclose(d));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

@@ -7,6 +7,7 @@
  * renames (sgm_run_commit_file), so a crash never leaves a torn checkpoint. */
 #include "sgm/simulate.h"
 #include "sgm/core.h"
+#include "io_internal.h"
 
 #include <hdf5.h>
 #include <string.h>
@@ -37,8 +38,7 @@ PetscErrorCode sgm_checkpoint_write(MPI_Comm comm, const char *path, const SgmCh
                                     int64_t start, int64_t count, const double *x, const double *g,
                                     const char *config)
 {
-  hid_t fapl, f, grp, sp, d, fs, ms, xf;
-  static double dummy[2];
+  hid_t fapl, f, grp, sp, d;
   PetscFunctionBeginUser;
   SgmCallH5H(fapl, H5Pcreate(H5P_FILE_ACCESS));
   SgmCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
@@ -66,25 +66,8 @@ PetscErrorCode sgm_checkpoint_write(MPI_Comm comm, const char *path, const SgmCh
     SgmCallH5H(sp, H5Screate_simple(2, dims, NULL));
     SgmCallH5H(
         d, H5Dcreate2(grp, names[e], H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    SgmCallH5H(fs, H5Dget_space(d));
     hsize_t o[2] = {(hsize_t)start, 0}, c[2] = {(hsize_t)count, (hsize_t)h->dim};
-    const void *buf = vals[e];
-    if (count > 0) {
-      SgmCallH5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, o, NULL, c, NULL));
-      SgmCallH5H(ms, H5Screate_simple(2, c, NULL));
-    } else {
-      hsize_t one[1] = {1};
-      SgmCallH5(H5Sselect_none(fs));
-      SgmCallH5H(ms, H5Screate_simple(1, one, NULL));
-      SgmCallH5(H5Sselect_none(ms));
-      buf = dummy;
-    }
-    SgmCallH5H(xf, H5Pcreate(H5P_DATASET_XFER));
-    SgmCallH5(H5Pset_dxpl_mpio(xf, H5FD_MPIO_COLLECTIVE));
-    SgmCallH5(H5Dwrite(d, H5T_NATIVE_DOUBLE, ms, fs, xf, buf));
-    SgmCallH5(H5Pclose(xf));
-    SgmCallH5(H5Sclose(ms));
-    SgmCallH5(H5Sclose(fs));
+    PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_DOUBLE, 2, o, c, count == 0, vals[e]));
     SgmCallH5(H5Dclose(d));
     SgmCallH5(H5Sclose(sp));
   }
