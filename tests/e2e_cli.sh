@@ -6,12 +6,7 @@
 set -uo pipefail
 exe=$1; shift
 mpi=("$@")
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-check() { # name, condition (string evaluated by bash)
-  if eval "$2"; then echo "ok   $1"; pass=$((pass + 1)); else echo "FAIL $1"; fail=$((fail + 1)); fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
 cat >"$tmp/in.toml" <<TOML
 [run]
 name = "cli"
@@ -78,5 +73,4 @@ TOML
 check "early stop exits 0" "[[ $rc -eq 0 ]] && [[ -f $tmp/stop/checkpoint.h5 ]]"
 check "early stop runs no later stage" "! grep -q 'stage simulate (2/2)' $tmp/o && grep -q 'stages after simulate not run' $tmp/o"
 
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+e2e_finish

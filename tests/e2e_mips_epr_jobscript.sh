@@ -11,12 +11,7 @@
 set -uo pipefail
 exe=$1; src=$2; shift 2
 mpi=("$@")
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-check() { # name, condition (string evaluated by bash)
-  if eval "$2"; then echo "ok   $1"; pass=$((pass + 1)); else echo "FAIL $1"; fail=$((fail + 1)); fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
 py=$("$src/scripts/find-python.sh") || { echo "FAIL no python3 with h5py"; exit 1; }
 
 for f in "$src"/input/mips_epr_*.toml "$src"/input/transfer_*.toml "$src"/input/equilibrium_*.toml; do

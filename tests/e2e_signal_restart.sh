@@ -8,12 +8,7 @@
 set -uo pipefail
 exe=$1; src=$2; shift 2
 mpi=("$@")
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-check() { # name, condition (string evaluated by bash)
-  if eval "$2"; then echo "ok   $1"; pass=$((pass + 1)); else echo "FAIL $1"; fail=$((fail + 1)); fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
 py=$("$src/scripts/find-python.sh") || { echo "FAIL no python3 with h5py"; exit 1; }
 N=${SGM_E2E_N:-4096}
 STEPS=${SGM_E2E_STEPS:-20000}
@@ -64,5 +59,4 @@ rc=$?
 cat "$tmp/cmp.log"
 check "restarted trajectory equals the uninterrupted one bit for bit" "[[ $rc -eq 0 ]]"
 
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+e2e_finish
