@@ -258,6 +258,69 @@ START_TEST(test_linear_blas_vs_naive)
 }
 END_TEST
 
+/* The no-packing AVX2/FMA GEMMs of the linear layers (sgm_nn_linear_small_gemm) at the small
+ * model's shapes and odd ones: row counts that are no multiple of the 6-row tile, the 48-row chunk
+ * or the 64-row dW chunk, column counts that leave an 8-wide panel, K = 2 and K = 192 (two K
+ * blocks), and shapes outside the kernel's range (sgemm). Forward (with bias), backward (+= onto
+ * non-zero buffers) and the set-variant input gradient, each against the double naive loops with
+ * the same tolerance as sgemm (BLAS_RTOL of the largest magnitude), with the kernel on and off. */
+static const int small_shapes[][3] = {{329, 64, 192}, {329, 192, 64}, {101, 64, 64}, {53, 32, 64},
+                                      {329, 2, 64},   {47, 64, 32},   {29, 24, 40},  {13, 128, 8},
+                                      {31, 64, 200},  {17, 7, 16},    {5, 64, 128},  {1, 64, 64}};
+START_TEST(test_linear_small_gemm)
+{
+  const int BT = small_shapes[_i][0], C = small_shapes[_i][1], OC = small_shapes[_i][2];
+  float *x = rnd(BT * C, -1, 1), *w = rnd(OC * C, -1, 1), *b = rnd(OC, -1, 1);
+  float *dy = rnd(BT * OC, -1, 1), *dx0 = rnd(BT * C, -1, 1), *dw0 = rnd(OC * C, -1, 1);
+  float *db0 = rnd(OC, -1, 1);
+  float *y2 = zeros(BT * OC), *dx2 = malloc(BT * C * sizeof(float)),
+        *dw2 = malloc(OC * C * sizeof(float)), *db2 = malloc(OC * sizeof(float)),
+        *dxs2 = zeros(BT * C);
+  memcpy(dx2, dx0, BT * C * sizeof(float));
+  memcpy(dw2, dw0, OC * C * sizeof(float));
+  memcpy(db2, db0, OC * sizeof(float));
+  sgm_nn_linear_forward_naive(y2, x, w, b, BT, C, OC);
+  sgm_nn_linear_backward_naive(dx2, dw2, db2, dy, x, w, BT, C, OC);
+  sgm_nn_linear_backward_naive(dxs2, NULL, NULL, dy, x, w, BT, C, OC);
+  const int was = sgm_nn_linear_small_gemm(-1);
+  for (int on = 1; on >= 0; on--) {
+    sgm_nn_linear_small_gemm(on);
+    float *y1 = zeros(BT * OC), *dx1 = malloc(BT * C * sizeof(float)),
+          *dw1 = malloc(OC * C * sizeof(float)), *db1 = malloc(OC * sizeof(float)),
+          *dxs1 = rnd(BT * C, -1, 1); /* overwritten by the set variant */
+    memcpy(dx1, dx0, BT * C * sizeof(float));
+    memcpy(dw1, dw0, OC * C * sizeof(float));
+    memcpy(db1, db0, OC * sizeof(float));
+    sgm_nn_linear_forward(y1, x, w, b, BT, C, OC);
+    sgm_nn_linear_backward(dx1, dw1, db1, dy, x, w, BT, C, OC);
+    sgm_nn_linear_backward_input(dxs1, 0, dy, w, BT, C, OC);
+    struct {
+      const char *n;
+      float *a, *b;
+      int len;
+    } c[] = {{"out", y1, y2, BT * OC},
+             {"dinp", dx1, dx2, BT * C},
+             {"dweight", dw1, dw2, OC * C},
+             {"dbias", db1, db2, OC},
+             {"dinp (set)", dxs1, dxs2, BT * C}};
+    for (int k = 0; k < 5; k++) {
+      double e = 0.0, s = 0.0;
+      for (int i = 0; i < c[k].len; i++) {
+        e = fmax(e, fabs(c[k].a[i] - c[k].b[i]));
+        s = fmax(s, fabs(c[k].b[i]));
+      }
+      ck_assert_msg(e <= BLAS_RTOL * s,
+                    "%s (%d x %d -> %d, small kernel %d): vs naive %.3g (scale %.3g)", c[k].n, BT,
+                    C, OC, sgm_nn_linear_small_gemm(-1), e, s);
+    }
+    free(y1), free(dx1), free(dw1), free(db1), free(dxs1);
+  }
+  sgm_nn_linear_small_gemm(was);
+  free(x), free(w), free(b), free(dy), free(dx0), free(dw0), free(db0);
+  free(y2), free(dx2), free(dw2), free(db2), free(dxs2);
+}
+END_TEST
+
 /* ---- activations ---- */
 enum { AN = 40 };
 static SgmNnAct act_kind;
@@ -657,6 +720,8 @@ static Suite *nn_layers_suite(void)
   tcase_add_checked_fixture(tc, prob_free, NULL);
   tcase_add_test(tc, test_linear_fd);
   tcase_add_test(tc, test_linear_blas_vs_naive);
+  tcase_add_loop_test(tc, test_linear_small_gemm, 0,
+                      (int)(sizeof small_shapes / sizeof small_shapes[0]));
   tcase_add_loop_test(tc, test_activations_fd, 0, 3);
   tcase_add_test(tc, test_gelu_values);
   tcase_add_test(tc, test_gelu_float_accuracy);

@@ -37,6 +37,14 @@ void sgm_nn_linear_forward_naive(float *out, const float *inp, const float *weig
 /// dout (BT,OC), inp (BT,C), weight (OC,C). Any of dinp, dweight, dbias may be NULL.
 void sgm_nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *weight, int BT, int C, int OC);
+/// dinp (BT,C) = dout @ weight (acc = 0) or += (acc != 0); dout (BT,OC), weight (OC,C).
+void sgm_nn_linear_backward_input(float *dinp, int acc, const float *dout, const float *weight,
+                                  int BT, int C, int OC);
+/// The linear layers' GEMMs at small shapes (N a multiple of 8, N and K <= 192) run a no-packing
+/// AVX2/FMA kernel instead of sgemm when the CPU has AVX2 and FMA. on = 1 / 0 switches it on
+/// (where the CPU allows) / off, on = -1 only queries; returns whether it is on. For tests and
+/// A/B benchmarks (not thread-safe; call before any thread uses the layers).
+int sgm_nn_linear_small_gemm(int on);
 /// Triple-loop reference of sgm_nn_linear_backward.
 void sgm_nn_linear_backward_naive(float *dinp, float *dweight, float *dbias, const float *dout,
                                   const float *inp, const float *weight, int BT, int C, int OC);

@@ -18,7 +18,6 @@
 
 #include "sgm/rng.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,9 +258,7 @@ void sgm_nn_stack_backward_set(SgmNnStack *s, SgmParams *p, const float *inp, fl
     float *dx = l > 0 ? s->post[l - 1].g : dinp;
     const float *W = sgm_nn_param(p, s->w[l]), *dy = s->pre[l].g;
     if (rows > 0) {
-      if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, OC, 1.0f, dy, OC, W, C,
-                    0.0f, dx, C);
+      if (dx) sgm_nn_linear_backward_input(dx, 0, dy, W, rows, C, OC);
       sgm_nn_linear_backward(NULL, sgm_nn_grad(p, s->w[l]), sgm_nn_grad(p, s->b[l]), dy, x, W, rows,
                              C, OC);
     }

@@ -653,9 +653,7 @@ static void lin_bwd(float *dinp, int acc, float *dW, float *db, const float *dou
                     const float *W, int rows, int C, int OC)
 {
   if (rows <= 0) return;
-  if (dinp)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, OC, 1.0f, dout, OC, W, C,
-                acc ? 1.0f : 0.0f, dinp, C);
+  if (dinp) sgm_nn_linear_backward_input(dinp, acc, dout, W, rows, C, OC);
   sgm_nn_linear_backward(NULL, dW, db, dout, inp, W, rows, C, OC);
 }
 
