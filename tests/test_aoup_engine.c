@@ -112,14 +112,24 @@ START_TEST(test_halo_migration_stress)
 }
 END_TEST
 
-static void run_and_compare(SgmAoupParams p, int relax, int nsteps)
+static void run_and_compare_mode(SgmAoupParams p, int relax, int nsteps, int lagged,
+                                 int64_t *nbuilds)
 {
   SgmAoup s, r;
   double *x, *g, *xr, *gr;
   ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
   ck_assert_int_eq(sgm_aoup_init_random(s, relax), 0);
+  /* lagged: each step's reduction completes during the next step's forces (the simulate stage's
+   * mode); the same rebuilds at the same steps */
+  ck_assert_int_eq(sgm_aoup_set_lagged(s, lagged ? PETSC_TRUE : PETSC_FALSE), 0);
+  /* and load balancing at every list build (the simulate stage's default is every 10) */
+  ck_assert_int_eq(sgm_aoup_set_balance(s, lagged ? 1 : 0, 0.0), 0);
   for (int t = 0; t < nsteps; t++) ck_assert_int_eq(sgm_aoup_step(s), 0);
   gather_full(s, &x, &g);
+  if (lagged)
+    ck_assert_int_eq(s->nbuilds, *nbuilds);
+  else
+    *nbuilds = s->nbuilds;
   /* serial reference, computed by every rank on its own, without Verlet lists (skin 0): the
    * trajectory depends neither on the rank count nor on the skin */
   SgmAoupParams q = p;
@@ -142,6 +152,13 @@ static void run_and_compare(SgmAoupParams p, int relax, int nsteps)
   sgm_aoup_destroy(&r);
 }
 
+static void run_and_compare(SgmAoupParams p, int relax, int nsteps)
+{
+  int64_t nbuilds = -1;
+  run_and_compare_mode(p, relax, nsteps, 0, &nbuilds);
+  run_and_compare_mode(p, relax, nsteps, 1, &nbuilds);
+}
+
 START_TEST(test_rank_invariance_2d)
 {
   SgmAoupParams p = params(2, 400, sqrt(400 * M_PI / 0.5), 1);
@@ -159,6 +176,69 @@ START_TEST(test_rank_invariance_2d)
   MPI_Comm_size(sgm_test_comm(), &size);
   p.grid[0] = 1, p.grid[1] = size;
   run_and_compare(p, 20, 300);
+}
+END_TEST
+
+/* Load balancing on a lopsided state: two thirds of the particles in a strip x < L/2. The cuts
+ * move (several ranks along x), the per-rank counts come within a few cell columns of equal, and
+ * the trajectory is bitwise the serial one. */
+START_TEST(test_balance_lopsided)
+{
+  int size;
+  MPI_Comm_size(sgm_test_comm(), &size);
+  SgmAoupParams p = params(2, 600, 60.0, 1);
+  strcpy(p.potential, "harmonic");
+  p.eps = 0.0, p.g_exact = 0, p.dt = 0.05, p.skin = 0.6, p.v0 = 0.5;
+  p.grid[0] = size, p.grid[1] = 1; /* all ranks along x */
+  int64_t *id = malloc(sizeof(int64_t) * (size_t)p.n);
+  double *x0 = malloc(sizeof(double) * (size_t)(2 * p.n)),
+         *g0 = malloc(sizeof(double) * (size_t)(2 * p.n));
+  for (int64_t i = 0; i < p.n; i++) {
+    double u[4];
+    sgm_rng_uniform4(5, SGM_RNG_TEST, (uint64_t)i, 0, 0, u);
+    id[i] = i;
+    x0[2 * i] = (i % 3 ? 0.5 * u[0] : u[0]) * p.L;
+    x0[2 * i + 1] = u[1] * p.L;
+    g0[2 * i] = u[2] - 0.5, g0[2 * i + 1] = u[3] - 0.5;
+  }
+  SgmAoup s, r;
+  ck_assert_int_eq(sgm_aoup_create(sgm_test_comm(), &p, &s), 0);
+  ck_assert_int_eq(sgm_aoup_set_state(s, p.n, id, x0, g0, 0), 0);
+  ck_assert_int_eq(sgm_aoup_set_balance(s, 1, 0.0), 0);
+  ck_assert_int_eq(sgm_aoup_set_lagged(s, PETSC_TRUE), 0);
+  ck_assert_int_eq(sgm_aoup_step(s), 0);
+  /* right after the first build: counts per rank */
+  int64_t mine = s->part.nlocal, most, fewest;
+  MPI_Allreduce(&mine, &most, 1, MPI_INT64_T, MPI_MAX, sgm_test_comm());
+  MPI_Allreduce(&mine, &fewest, 1, MPI_INT64_T, MPI_MIN, sgm_test_comm());
+  if (size > 1) {
+    ck_assert_int_ge(s->tm.balances, 1);
+    /* uniform cuts would give the first half of the ranks 5/6 of the particles; balanced: within
+     * two columns of cells of the mean (a column of the strip holds ~45 particles here) */
+    const double mean = (double)p.n / size,
+                 col = 5.0 * (double)p.n / 6.0 / (0.5 * (double)s->decomp.ncell[0]);
+    ck_assert_msg((double)most <= mean + 2.0 * col, "most %lld, mean %g, column %g",
+                  (long long)most, mean, col);
+    ck_assert_int_ge(s->decomp.min_cells[0], 1);
+  }
+  (void)fewest;
+  for (int t = 1; t < 200; t++) ck_assert_int_eq(sgm_aoup_step(s), 0);
+  SgmAoupParams q = p;
+  q.skin = 0.0, q.grid[0] = q.grid[1] = 0;
+  ck_assert_int_eq(sgm_aoup_create(PETSC_COMM_SELF, &q, &r), 0);
+  ck_assert_int_eq(sgm_aoup_set_state(r, p.n, id, x0, g0, 0), 0);
+  for (int t = 0; t < 200; t++) ck_assert_int_eq(sgm_aoup_step(r), 0);
+  double *x, *g, *xr, *gr;
+  gather_full(s, &x, &g);
+  gather_full(r, &xr, &gr);
+  for (int64_t i = 0; i < 2 * p.n; i++) {
+    ck_assert_msg(x[i] == xr[i], "x[%lld] differs: %.17g vs %.17g", (long long)i, x[i], xr[i]);
+    ck_assert(g[i] == gr[i]);
+  }
+  ck_assert_int_eq(sgm_aoup_check(s), 0);
+  free(x), free(g), free(xr), free(gr), free(id), free(x0), free(g0);
+  sgm_aoup_destroy(&s);
+  sgm_aoup_destroy(&r);
 }
 END_TEST
 
@@ -326,6 +406,15 @@ START_TEST(test_nonfinite_stops)
   PetscErrorCode e2 = e1 ? 0 : sgm_aoup_step(s);
   ck_assert_int_eq(e1 ? e1 : e2, PETSC_ERR_FP);
   sgm_aoup_destroy(&s);
+  /* lagged: raised by the next step's forces or by sgm_aoup_sync, naming the step it refers to */
+  ck_assert_int_eq(sgm_aoup_create(PETSC_COMM_SELF, &p, &s), 0);
+  ck_assert_int_eq(sgm_aoup_set_state(s, 2, id, x, g, 0), 0);
+  ck_assert_int_eq(sgm_aoup_set_lagged(s, PETSC_TRUE), 0);
+  e1 = sgm_aoup_step(s);
+  e2 = e1 ? 0 : sgm_aoup_step(s);
+  PetscErrorCode e3 = e1 || e2 ? 0 : sgm_aoup_sync(s);
+  ck_assert_int_eq(e1 ? e1 : e2 ? e2 : e3, PETSC_ERR_FP);
+  sgm_aoup_destroy(&s);
 }
 END_TEST
 
@@ -337,6 +426,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_ring_force);
   tcase_add_test(t, test_halo_migration_stress);
   tcase_add_test(t, test_rank_invariance_2d);
+  tcase_add_test(t, test_balance_lopsided);
   tcase_add_test(t, test_rank_invariance_1d_and_open);
   tcase_add_test(t, test_restart_identity);
   tcase_add_test(t, test_step_equals_scalar_update);

@@ -1,12 +1,25 @@
 /* Test harness: PETSc around check. Every rank runs the same suite (collective tests need all
  * ranks); the failure count is reduced so the exit status is non-zero if any rank failed. */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include "testutil.h"
 #include "sgm/schema.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* The directories sgm_test_tmpdir made (rank 0): removed after a run in which every test passed,
+ * kept for inspection otherwise. */
+static char *made[256];
+static int nmade;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+  (void)sb, (void)flag, (void)ftw;
+  return remove(path);
+}
 
 int sgm_test_main(int argc, char **argv, Suite *s)
 {
@@ -24,6 +37,13 @@ int sgm_test_main(int argc, char **argv, Suite *s)
   }
   srunner_free(sr);
   MPI_Allreduce(&nfailed, &total, 1, MPI_INT, MPI_SUM, PETSC_COMM_WORLD);
+  for (int i = 0; i < nmade; i++) {
+    if (total == 0) nftw(made[i], rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(made[i]);
+  }
+  if (rank == 0 && total != 0 && nmade > 0)
+    fprintf(stderr, "test directories kept for inspection under %s/sgm_test_*\n",
+            getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   if (PetscFinalize()) return 1;
   return total == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
@@ -41,7 +61,10 @@ const char *sgm_test_tmpdir(const char *tag)
   if (rank == 0) {
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(path, sizeof path, "%s/sgm_test_%s_XXXXXX", base, tag);
-    if (!mkdtemp(path)) path[0] = '\0';
+    if (!mkdtemp(path))
+      path[0] = '\0';
+    else if (nmade < (int)(sizeof made / sizeof made[0]))
+      made[nmade++] = strdup(path);
   }
   MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, PETSC_COMM_WORLD);
   return path;

@@ -63,14 +63,14 @@ typedef struct {
 /// rebuild) and `reduce` (the one allreduce of a step) include the time spent waiting for the
 /// other ranks; the rest is this rank's own work.
 typedef struct {
-  double forces;    /* pair-force kernel */
-  double integrate; /* noise and update */
-  double halo;      /* ghost position forwarding (steps without rebuild) */
-  double reduce;    /* the step's allreduce (Verlet displacement, non-finite flag) */
-  double migrate;   /* rebuilds: migration and cell-order sort */
-  double exchange;  /* rebuilds: ghost exchange */
-  double lists;     /* rebuilds: cell lists and neighbour lists */
-  int64_t steps, builds;
+  double forces;                   /* pair-force kernel */
+  double integrate;                /* noise and update */
+  double halo;                     /* ghost position forwarding (steps without rebuild) */
+  double reduce;                   /* the step's allreduce (Verlet displacement, non-finite flag) */
+  double migrate;                  /* rebuilds: migration and cell-order sort */
+  double exchange;                 /* rebuilds: ghost exchange */
+  double lists;                    /* rebuilds: cell lists and neighbour lists */
+  int64_t steps, builds, balances; /* balances: list builds that moved the cuts */
   int64_t nlocal_min, nlocal_max, nghost_max; /* at the rebuilds */
 } SgmAoupTimers;
 
@@ -112,6 +112,15 @@ struct SgmAoup_ {
   size_t sort_cap, sort_cnt_cap;
   int list_valid;
   int64_t nbuilds;
+  /* load balancing (sgm_aoup_set_balance): every bal_every list builds; the cuts and the cell ->
+   * coordinate tables that s->decomp points to once they moved */
+  int64_t bal_every;
+  int64_t *bal_cut[2];
+  int32_t *bal_coord[2];
+  /* lagged mode (sgm_aoup_set_lagged): the step's reduction pending until the next forward */
+  int lagged, red_pending;
+  double red_in[2], red_out[2];
+  int64_t red_step;
   int *rcounts, *rdispls; /* open mode allgather */
   double *gbuf;
   size_t gcap;
@@ -141,6 +150,25 @@ PetscErrorCode sgm_aoup_step(SgmAoup s);
 /// that every id appears once (conservation).
 PetscErrorCode sgm_aoup_gather_block(SgmAoup s, int64_t *start, int64_t *count, double **x,
                                      double **g);
+/// Collective: load balancing for a periodic box on several ranks. Every `every` list builds
+/// (0 = never; the first build included) the cuts between rank patches along each dimension
+/// with several ranks move to split the particle counts of the cell columns into equal parts,
+/// each patch keeping at least half the uniform width and at least min_width (a halo width the
+/// caller needs, e.g. the observables'). The trajectory is the same bits with or without it.
+PetscErrorCode sgm_aoup_set_balance(SgmAoup s, int64_t every, double min_width);
+/// Collective: in lagged mode each step's reduction (Verlet displacement, non-finite check) is
+/// not an allreduce at the end of sgm_aoup_step: its two values travel with the next step's
+/// ghost-position messages (sgm_halo_forward_reduce), which every rank waits for anyway, and
+/// are applied by the next sgm_aoup_forces after the interior slices of the MIPS kernel (the
+/// slices are recomputed if the lists turn out stale); or by sgm_aoup_sync (an allreduce). Same
+/// rebuild steps, same bits, same error (naming the step it refers to). Only with a periodic
+/// box whose halo reaches every rank (at most 3 ranks per dimension); elsewhere, and off (the
+/// default), the step ends with its allreduce. The collective functions below complete a
+/// pending reduction first; code that reads the state between steps calls sgm_aoup_sync.
+PetscErrorCode sgm_aoup_set_lagged(SgmAoup s, PetscBool on);
+/// Collective: completes a pending lagged reduction (no-op otherwise); raises the non-finite
+/// error it carries.
+PetscErrorCode sgm_aoup_sync(SgmAoup s);
 /// Not collective: zeroes the timers (SgmAoupTimers).
 void sgm_aoup_timers_reset(SgmAoup s);
 /// Collective: one log line per phase of s->tm on rank 0: per step, mean and max over ranks, and

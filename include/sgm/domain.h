@@ -46,11 +46,20 @@ typedef struct {
   int dims[2];      /* ranks per dimension (dims[1] = 1 in 1D) */
   int64_t ncell[2]; /* DMDA cells per dimension (ncell[1] = 1 in 1D) */
   double L[2];      /* box edges */
+  /* Load-balanced cuts (NULL: PETSc's split, sgm_decomp_split): rank coordinate i along k owns
+   * cells cut[k][i] .. cut[k][i+1]-1 (cut[k][0] = 0, cut[k][dims[k]] = ncell[k]); coord[k][c] is
+   * the coordinate owning cell c. Owned by whoever balances (the AOUP engine); copies of the
+   * struct share them. min_cells[k]: the fewest cells any coordinate has or may be given. */
+  const int64_t *cut[2];
+  const int32_t *coord[2];
+  int64_t min_cells[2];
 } SgmDecomp;
 
 /// PETSc's default split of n cells over p pieces: piece i starts at *start and has *count
 /// = n/p + (i < n%p) cells. Pure.
 void sgm_decomp_split(int64_t n, int p, int i, int64_t *start, int64_t *count);
+/// Cells of rank coordinate i along k: the balanced cuts where set, else sgm_decomp_split. Pure.
+void sgm_decomp_range(const SgmDecomp *d, int k, int i, int64_t *start, int64_t *count);
 /// Rank coordinates (x fastest) of `rank`. Pure.
 void sgm_decomp_coords(const SgmDecomp *d, int rank, int coords[2]);
 /// Rank at coordinates, wrapped periodically. Pure.
@@ -70,6 +79,7 @@ static inline int64_t sgm_decomp_cell(const SgmDecomp *d, int k, double x)
 /// Rank coordinate along k that owns cell c. Pure.
 static inline int sgm_decomp_coord_of_cell(const SgmDecomp *d, int k, int64_t c)
 {
+  if (d->coord[k]) return d->coord[k][c];
   int64_t n = d->ncell[k], p = d->dims[k], q = n / p, r = n % p;
   /* pieces 0..r-1 have q+1 cells, the rest q */
   int64_t big = r * (q + 1);

@@ -53,6 +53,22 @@ PetscErrorCode sgm_halo_forward(SgmHalo h, SgmParticles *p, double *field, int n
 PetscErrorCode sgm_halo_forward_begin(SgmHalo h, double *field, int ncomp);
 /// Completes the forward started by sgm_halo_forward_begin (a no-op if none is in flight).
 PetscErrorCode sgm_halo_forward_end(SgmHalo h);
+/// Not collective: takes a changed assignment of cells to ranks (same rank grid, new
+/// SgmDecomp cuts): patch bounds updated, the recorded pattern dropped (migrate and exchange
+/// next).
+PetscErrorCode sgm_halo_set_decomp(SgmHalo h, const SgmDecomp *d);
+/// Whether every rank is a neighbour (at most 3 ranks along each dimension), so that a value
+/// carried by a forward reaches every rank. Pure.
+int sgm_halo_reduce_covers_all(SgmHalo h);
+/// Not collective: the next forward also carries in[2], combined with MPI_MAX: each message
+/// round sends the running max (16 bytes beside the field) to both neighbours along its
+/// dimension, so after sgm_halo_forward_end every rank holds the max over its neighbourhood,
+/// which is every rank (requires sgm_halo_reduce_covers_all). Costs no extra synchronisation:
+/// the values travel with the positions the step waits for anyway.
+PetscErrorCode sgm_halo_forward_reduce(SgmHalo h, const double in[2]);
+/// Not collective: the reduced pair of the completed forward started after
+/// sgm_halo_forward_reduce.
+PetscErrorCode sgm_halo_forward_reduced(SgmHalo h, double out[2]);
 /// Messages and bytes sent so far (statistics).
 void sgm_halo_stats(SgmHalo h, int64_t *nmsg, int64_t *nbytes);
 

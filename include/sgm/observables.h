@@ -86,6 +86,8 @@ PetscErrorCode sgm_observables_params_from_config(SgmConfig cfg, SgmObservablesP
 /// since the halo engine exchanges one hop per face). Call it before a run so that a bad
 /// [analysis] setting stops the run before any work (SGM_ERR_USER).
 PetscErrorCode sgm_observables_check(SgmAoup s, const SgmObservablesParams *p);
+/// The halo width the observables need: max(r_local a, 2a (1 + contact_tol)). Pure.
+double sgm_observables_halo_width(const SgmObservablesParams *p, double a);
 /// Collective on s->comm: computes every observable of the current state of s (periodic boxes
 /// only). Works on a migrated copy of the owned particles with its own halo of width max(r_loc,
 /// r_contact), so the engine's particles, ghosts and halo pattern are untouched. Arrays in *o are

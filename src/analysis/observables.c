@@ -298,7 +298,8 @@ static PetscErrorCode propagate_labels(SgmAoup s, SgmHalo h, SgmParticles *P, co
 /* Narrowest patch edge along dimension k over all ranks (pure arithmetic on the split). */
 static double narrowest_patch(const SgmDecomp *d, int k)
 {
-  return d->L[k] * (double)(d->ncell[k] / d->dims[k]) / (double)d->ncell[k];
+  /* min_cells: the fewest cells the engine's load balancing may leave to a rank */
+  return d->L[k] * (double)d->min_cells[k] / (double)d->ncell[k];
 }
 
 /* Exact moments of n_i from the global histogram of every value (no overflow bin): the same
@@ -347,6 +348,12 @@ static PetscErrorCode density_histogram(SgmAoup s, SgmObservables *o, int nbins)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+double sgm_observables_halo_width(const SgmObservablesParams *p, double a)
+{
+  const double r_loc = p->r_local * a, r_con = 2.0 * a * (1.0 + p->contact_tol);
+  return r_loc > r_con ? r_loc : r_con;
+}
+
 PetscErrorCode sgm_observables_check(SgmAoup s, const SgmObservablesParams *p)
 {
   const int dim = s->p.dim;
@@ -358,7 +365,7 @@ PetscErrorCode sgm_observables_check(SgmAoup s, const SgmObservablesParams *p)
   PetscCheck(p->r_local > 0.0 && p->density_bins >= 2 && p->contact_tol >= 0.0, s->comm,
              SGM_ERR_USER, "analysis: need r_local > 0, density_bins >= 2, contact_tol >= 0");
   const double r_loc = p->r_local * a, r_con = 2.0 * a * (1.0 + p->contact_tol);
-  const double w = r_loc > r_con ? r_loc : r_con;
+  const double w = sgm_observables_halo_width(p, a);
   PetscCheck(w < 0.5 * L, s->comm, SGM_ERR_USER,
              "analysis: halo width %g (max of r_local*a = %g and 2a(1+contact_tol) = %g) must be "
              "below L/2 = %g",

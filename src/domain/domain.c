@@ -17,6 +17,15 @@ void sgm_decomp_split(int64_t n, int p, int i, int64_t *start, int64_t *count)
   *start = q * i + (i < r ? i : r);
 }
 
+void sgm_decomp_range(const SgmDecomp *d, int k, int i, int64_t *start, int64_t *count)
+{
+  if (d->cut[k]) {
+    *start = d->cut[k][i];
+    *count = d->cut[k][i + 1] - d->cut[k][i];
+  } else
+    sgm_decomp_split(d->ncell[k], d->dims[k], i, start, count);
+}
+
 void sgm_decomp_coords(const SgmDecomp *d, int rank, int coords[2])
 {
   coords[0] = rank % d->dims[0];
@@ -36,7 +45,7 @@ void sgm_decomp_patch(const SgmDecomp *d, int rank, double lo[2], double hi[2])
   sgm_decomp_coords(d, rank, c);
   for (int k = 0; k < 2; k++) {
     int64_t s, n;
-    sgm_decomp_split(d->ncell[k], d->dims[k], c[k], &s, &n);
+    sgm_decomp_range(d, k, c[k], &s, &n);
     lo[k] = d->L[k] * (double)s / (double)d->ncell[k];
     hi[k] = d->L[k] * (double)(s + n) / (double)d->ncell[k];
     if (k >= d->dim) lo[k] = 0.0, hi[k] = d->L[k];
@@ -92,6 +101,7 @@ PetscErrorCode sgm_decomp_create(MPI_Comm comm, int dim, const double L[2], doub
   d->dims[1] = dim == 2 ? (int)n : 1;
   d->ncell[0] = M;
   d->ncell[1] = dim == 2 ? N : 1;
+  for (int k = 0; k < 2; k++) d->min_cells[k] = d->ncell[k] / d->dims[k];
   for (int k = 0; k < dim; k++) {
     const PetscInt *own = k == 0 ? lx : ly;
     for (int i = 0; i < d->dims[k]; i++) {

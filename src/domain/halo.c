@@ -32,6 +32,11 @@ struct SgmHalo_ {
   int fwd_k, fwd_ncomp;
   double *fwd_field;
   MPI_Request req[4];
+  /* a max-reduction carried by the next forward (sgm_halo_forward_reduce): the running max, what
+   * was sent and received per direction, their requests */
+  int red_on;
+  double red[2], red_s[2][2], red_r[2][2];
+  MPI_Request rreq[4];
 };
 
 PetscErrorCode sgm_particles_reserve(SgmParticles *p, int64_t n)
@@ -89,7 +94,7 @@ PetscErrorCode sgm_halo_create(MPI_Comm comm, const SgmDecomp *d, double w, SgmH
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   h->rank = rank;
   h->fwd_k = -1;
-  for (int i = 0; i < 4; i++) h->req[i] = MPI_REQUEST_NULL;
+  for (int i = 0; i < 4; i++) h->req[i] = h->rreq[i] = MPI_REQUEST_NULL;
   sgm_decomp_coords(d, rank, h->coords);
   sgm_decomp_patch(d, rank, h->lo, h->hi);
   for (int k = 0; k < 2; k++)
@@ -99,6 +104,18 @@ PetscErrorCode sgm_halo_create(MPI_Comm comm, const SgmDecomp *d, double w, SgmH
       h->nbr[k][s] = sgm_decomp_rank(d, c);
     }
   *hout = h;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_halo_set_decomp(SgmHalo h, const SgmDecomp *d)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(h->fwd_k < 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "a halo forward is in flight");
+  PetscCheck(d->dims[0] == h->d.dims[0] && d->dims[1] == h->d.dims[1], PETSC_COMM_SELF,
+             PETSC_ERR_ARG_INCOMP, "the rank grid changed");
+  h->d = *d;
+  sgm_decomp_patch(d, h->rank, h->lo, h->hi);
+  h->nsteps = 0; /* the recorded pattern is stale: an exchange must come before a forward */
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -195,7 +212,7 @@ PetscErrorCode sgm_halo_migrate(SgmHalo h, SgmParticles *p)
      * at the ends of the box own the clamped values beyond; a NaN fails and takes the slow path,
      * which gives it to coordinate 0 as sgm_decomp_cell does) */
     int64_t c0, nc;
-    sgm_decomp_split(h->d.ncell[k], np, me, &c0, &nc);
+    sgm_decomp_range(&h->d, k, me, &c0, &nc);
     const double scale = (double)h->d.ncell[k] / h->d.L[k];
     const double vlo = me == 0 ? -INFINITY : (double)c0;
     const double vhi = me == np - 1 ? INFINITY : (double)(c0 + nc);
@@ -356,6 +373,13 @@ static PetscErrorCode fwd_post(SgmHalo h, int k, double *field, int ncomp)
         memcpy(b + j * ncomp, field + h->slist[s][j] * ncomp, (size_t)ncomp * sizeof(double));
     PetscCallMPI(
         MPI_Isend(b, (int)(ns * ncomp), MPI_DOUBLE, to, 300 + dir, h->comm, &h->req[2 * dir + 1]));
+    if (h->red_on) { /* the running max so far (earlier dimensions' included), 16 bytes */
+      h->red_s[dir][0] = h->red[0], h->red_s[dir][1] = h->red[1];
+      PetscCallMPI(
+          MPI_Irecv(h->red_r[dir], 2, MPI_DOUBLE, from, 310 + dir, h->comm, &h->rreq[2 * dir]));
+      PetscCallMPI(
+          MPI_Isend(h->red_s[dir], 2, MPI_DOUBLE, to, 310 + dir, h->comm, &h->rreq[2 * dir + 1]));
+    }
     h->nmsg++;
     h->nbytes += ns * ncomp * (int64_t)sizeof(double);
   }
@@ -368,6 +392,12 @@ static PetscErrorCode fwd_wait(SgmHalo h, int k, int ncomp)
   MPI_Status st[4];
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Waitall(4, h->req, st));
+  if (h->red_on) {
+    PetscCallMPI(MPI_Waitall(4, h->rreq, MPI_STATUSES_IGNORE));
+    for (int dir = 0; dir < 2; dir++)
+      if (h->nbr[k][dir] != h->rank)
+        for (int i = 0; i < 2; i++) h->red[i] = fmax(h->red[i], h->red_r[dir][i]);
+  }
   for (int dir = 0; dir < 2; dir++) {
     if (h->nbr[k][dir] == h->rank) continue;
     int cnt;
@@ -404,6 +434,34 @@ PetscErrorCode sgm_halo_forward_end(SgmHalo h)
     PetscCall(fwd_post(h, k, field, ncomp));
     if (h->d.dims[k] > 1) PetscCall(fwd_wait(h, k, ncomp));
   }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+int sgm_halo_reduce_covers_all(SgmHalo h)
+{
+  for (int k = 0; k < h->d.dim; k++)
+    if (h->d.dims[k] > 3) return 0;
+  return 1;
+}
+
+PetscErrorCode sgm_halo_forward_reduce(SgmHalo h, const double in[2])
+{
+  PetscFunctionBeginUser;
+  PetscCheck(h->fwd_k < 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "a halo forward is in flight");
+  PetscCheck(sgm_halo_reduce_covers_all(h), PETSC_COMM_SELF, PETSC_ERR_SUP,
+             "the halo's neighbours are not all ranks: use an allreduce");
+  h->red_on = 1;
+  h->red[0] = in[0], h->red[1] = in[1];
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_halo_forward_reduced(SgmHalo h, double out[2])
+{
+  PetscFunctionBeginUser;
+  PetscCheck(h->red_on && h->fwd_k < 0, PETSC_COMM_SELF, PETSC_ERR_ORDER,
+             "no completed forward carried a reduction");
+  out[0] = h->red[0], out[1] = h->red[1];
+  h->red_on = 0;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

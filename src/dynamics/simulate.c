@@ -267,6 +267,12 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
              "[analysis] every = %lld: the observables need a periodic box (boundary = \"open\")",
              (long long)m.op.every);
   if (m.op.every > 0) PetscCall(sgm_observables_check(m.s, &m.op));
+  {
+    int64_t bal;
+    PetscCall(sgm_config_get_int(cfg, "simulate.balance_every", &bal));
+    PetscCall(sgm_aoup_set_balance(m.s, bal,
+                                   m.op.every > 0 ? sgm_observables_halo_width(&m.op, p.a) : 0.0));
+  }
   const char *pn[] = {"dim", "n", "L", "mu",   "v0",     "gamma",
                       "eps", "a", "k", "beta", "trap_A", "dt"};
   const double pv[] = {p.dim, (double)p.n, p.L, p.mu,   p.v0,     p.gamma,
@@ -298,11 +304,14 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
                                 &prog));
   double t0 = MPI_Wtime(), twrite = 0.0;
   sgm_aoup_timers_reset(m.s);
+  /* each step's reduction overlaps the next step's interior forces (sgm_aoup_set_lagged) */
+  PetscCall(sgm_aoup_set_lagged(m.s, PETSC_TRUE));
   for (;;) {
     const int64_t st = m.s->step;
     if (st >= n_equil && (st - n_equil) % frame_every == 0 &&
         (st - n_equil) / frame_every == m.nframes) {
       const double tw = MPI_Wtime();
+      PetscCall(sgm_aoup_sync(m.s)); /* the last step's non-finite check before the frame */
       PetscCall(write_frame(&m));
       twrite += MPI_Wtime() - tw;
     }
@@ -322,6 +331,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
     }
     if (stop) break;
   }
+  PetscCall(sgm_aoup_sync(m.s));
   double wall = MPI_Wtime() - t0;
   PetscCall(sgm_progress_destroy(&prog));
   PetscCall(sgm_aoup_timers_log(m.s, "simulate"));

@@ -113,6 +113,10 @@ PetscErrorCode sgm_aoup_destroy(SgmAoup *sp)
   sgm_cells_free(&s->cells);
   free(s->nb_id), free(s->sell), free(s->sl_w), free(s->sl_start), free(s->sl_perm), free(s->gbuf);
   free(s->sl_list);
+  for (int k = 0; k < 2; k++) {
+    PetscCall(PetscFree(s->bal_cut[k]));
+    PetscCall(PetscFree(s->bal_coord[k]));
+  }
   free(s->cx), free(s->cid), free(s->lid);
   free(s->sort_key), free(s->sort_perm), free(s->sort_cnt), free(s->sort_tmp);
   PetscCall(PetscFree(s->nl_start));
@@ -141,6 +145,7 @@ PetscErrorCode sgm_aoup_set_state(SgmAoup s, int64_t n, const int64_t *id, const
 {
   const int dim = s->p.dim;
   PetscFunctionBeginUser;
+  PetscCall(sgm_aoup_sync(s));
   PetscCheck(n == s->p.n, s->comm, SGM_ERR_USER,
              "state has %" PRId64 " particles, expected %" PRId64, n, s->p.n);
   s->part.nlocal = s->part.nghost = 0;
@@ -170,6 +175,7 @@ PetscErrorCode sgm_aoup_check(SgmAoup s)
    * sums. The exact per-id check is in sgm_aoup_gather_block. */
   uint64_t loc[3] = {(uint64_t)s->part.nlocal, 0, 0}, tot[3], ref[3] = {(uint64_t)s->p.n, 0, 0};
   PetscFunctionBeginUser;
+  PetscCall(sgm_aoup_sync(s));
   for (int64_t i = 0; i < s->part.nlocal; i++) {
     uint64_t v = (uint64_t)s->part.id[i], h = v * 0x9E3779B97F4A7C15ull;
     loc[1] += v, loc[2] += h ^ (h >> 29);
@@ -288,29 +294,82 @@ static PetscErrorCode nb_reserve(SgmAoup s, size_t n)
  * wins so every rank prints the same message. Keys < 2^35 are exact in a double. With scan = 0
  * the caller has already checked that every value is finite (the step loop does it on the fly)
  * and only the reduction runs. */
-static PetscErrorCode check_finite(SgmAoup s, int q0, int nq, int scan, double *maxd2)
+/* The smallest key id * 4 + quantity of a non-finite value among quantities q0 .. q0+nq-1 of
+ * the locals (INFINITY if none). */
+static double nonfinite_key(SgmAoup s, int q0, int nq)
 {
   const int dim = s->p.dim;
-  static const char *names[] = {"force", "position", "orientation g"};
   const double *arr[3] = {s->part.f, s->part.x, s->part.g};
-  double bad = INFINITY, in[2], out[2];
-  PetscFunctionBeginUser;
-  for (int q = q0; scan && q < q0 + nq; q++)
+  double bad = INFINITY;
+  for (int q = q0; q < q0 + nq; q++)
     for (int64_t i = 0; i < s->part.nlocal; i++)
       for (int c = 0; c < dim; c++)
         if (!isfinite(arr[q][i * dim + c])) {
           double key = (double)(s->part.id[i] * 4 + q);
           if (key < bad) bad = key;
         }
-  in[0] = maxd2 && isfinite(*maxd2) ? *maxd2 : 0.0;
-  in[1] = -bad;
-  PetscCallMPI(MPI_Allreduce(in, out, 2, MPI_DOUBLE, MPI_MAX, s->comm));
-  if (maxd2) *maxd2 = out[0];
+  return bad;
+}
+
+/* The reduced pair {max d2, -key} (see check_finite): the error, identical on every rank. */
+static PetscErrorCode reduced_check(SgmAoup s, const double out[2], int64_t step)
+{
+  static const char *names[] = {"force", "position", "orientation g"};
+  PetscFunctionBeginUser;
   const int64_t gbad = isfinite(out[1]) ? (int64_t)(-out[1]) : -1;
   PetscCheck(gbad < 0, s->comm, PETSC_ERR_FP,
              "non-finite %s of particle %" PRId64 " in the step to step %" PRId64
              " (time step too large for the forces?)",
-             names[gbad % 4], gbad / 4, s->step);
+             names[gbad % 4], gbad / 4, step);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Raises the same error on every rank if any rank found a non-finite force, position or g
+ * (quantities q0 .. q0+nq-1 in that order), and reduces *maxd2 (the Verlet displacement, may be
+ * NULL) in the same allreduce: {max d2, -key} with MPI_MAX, where the smallest (id, quantity) key
+ * wins so every rank prints the same message. Keys < 2^35 are exact in a double. With scan = 0
+ * the caller has already checked that every value is finite (the step loop does it on the fly)
+ * and only the reduction runs. */
+static PetscErrorCode check_finite(SgmAoup s, int q0, int nq, int scan, double *maxd2)
+{
+  double in[2], out[2];
+  PetscFunctionBeginUser;
+  in[0] = maxd2 && isfinite(*maxd2) ? *maxd2 : 0.0;
+  in[1] = scan ? -nonfinite_key(s, q0, nq) : -INFINITY;
+  PetscCallMPI(MPI_Allreduce(in, out, 2, MPI_DOUBLE, MPI_MAX, s->comm));
+  if (maxd2) *maxd2 = out[0];
+  PetscCall(reduced_check(s, out, s->step));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_aoup_set_lagged(SgmAoup s, PetscBool on)
+{
+  PetscFunctionBeginUser;
+  PetscCall(sgm_aoup_sync(s));
+  /* only where the forward reaches every rank; elsewhere the step keeps its allreduce */
+  s->lagged = on && s->p.periodic && s->halo && sgm_halo_reduce_covers_all(s->halo);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Applies the reduced pair of the last step: the error, the Verlet criterion (pair distances
+ * changed by at most 2 max|dx| since the build). */
+static PetscErrorCode lagged_apply(SgmAoup s)
+{
+  PetscFunctionBeginUser;
+  s->red_pending = 0;
+  PetscCall(reduced_check(s, s->red_out, s->red_step));
+  if (!(2.0 * sqrt(s->red_out[0]) < s->p.skin)) s->list_valid = 0;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_aoup_sync(SgmAoup s)
+{
+  PetscFunctionBeginUser;
+  if (!s->red_pending) PetscFunctionReturn(PETSC_SUCCESS);
+  const double t0 = MPI_Wtime();
+  PetscCallMPI(MPI_Allreduce(s->red_in, s->red_out, 2, MPI_DOUBLE, MPI_MAX, s->comm));
+  s->tm.reduce += MPI_Wtime() - t0;
+  PetscCall(lagged_apply(s));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -464,6 +523,86 @@ static PetscErrorCode build_sell(SgmAoup s)
  * copies of one particle, or images of itself) removed. The force loop walks these lists in order,
  * so a particle's force is the sum of its pair terms in partner-id order whatever the
  * decomposition, and whenever the list was built. */
+PetscErrorCode sgm_aoup_set_balance(SgmAoup s, int64_t every, double min_width)
+{
+  SgmDecomp *d = &s->decomp;
+  PetscFunctionBeginUser;
+  PetscCheck(every >= 0, s->comm, SGM_ERR_USER, "balance interval %" PRId64 " < 0", every);
+  s->bal_every = s->p.periodic && s->size > 1 ? every : 0;
+  if (!s->bal_every) PetscFunctionReturn(PETSC_SUCCESS);
+  for (int k = 0; k < s->p.dim; k++) {
+    const int64_t nc = d->ncell[k], np = d->dims[k], uni = nc / np;
+    if (np == 1) continue;
+    /* a patch keeps at least half the uniform width, one cell (>= the ghost width) and
+     * min_width (the observables' halo), never more than the uniform split gives */
+    int64_t m = (uni + 1) / 2;
+    const int64_t need = (int64_t)ceil(min_width * (double)nc / d->L[k] - 1e-9);
+    if (need > m) m = need;
+    if (m < 1) m = 1;
+    if (m > uni) m = uni;
+    d->min_cells[k] = m;
+    if (!s->bal_cut[k]) {
+      PetscCall(PetscMalloc1(np + 1, &s->bal_cut[k]));
+      PetscCall(PetscMalloc1(nc, &s->bal_coord[k]));
+    }
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Load balancing at a list build (before the migration): along each dimension with several
+ * ranks, the global particle count of every cell column (one allreduce of ncell integers) and
+ * cuts that split the prefix sums nearest to equal parts, each part >= min_cells; adopted when
+ * the largest part shrinks by more than 1 % of the mean. Every rank computes the same cuts from
+ * the same integers. The trajectory does not depend on them (forces are summed in id order). */
+static PetscErrorCode balance(SgmAoup s)
+{
+  SgmDecomp *d = &s->decomp;
+  const int dim = s->p.dim;
+  int changed = 0;
+  PetscFunctionBeginUser;
+  for (int k = 0; k < dim; k++) {
+    const int np = d->dims[k];
+    const int64_t nc = d->ncell[k], minc = d->min_cells[k];
+    if (np == 1) continue;
+    int64_t *h, *pre, *cut;
+    PetscCall(PetscMalloc3(nc, &h, nc + 1, &pre, np + 1, &cut));
+    memset(h, 0, (size_t)nc * sizeof(int64_t));
+    for (int64_t i = 0; i < s->part.nlocal; i++) h[sgm_decomp_cell(d, k, s->part.x[i * dim + k])]++;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, h, (int)nc, MPI_INT64_T, MPI_SUM, s->comm));
+    pre[0] = 0;
+    for (int64_t c = 0; c < nc; c++) pre[c + 1] = pre[c] + h[c];
+    int64_t cur = 0, prop = 0;
+    for (int i = 0; i < np; i++) {
+      int64_t c0, n0;
+      sgm_decomp_range(d, k, i, &c0, &n0);
+      if (pre[c0 + n0] - pre[c0] > cur) cur = pre[c0 + n0] - pre[c0];
+    }
+    cut[0] = 0, cut[np] = nc;
+    for (int i = 1; i < np; i++) {
+      const double target = (double)pre[nc] * (double)i / (double)np;
+      int64_t lo = cut[i - 1] + minc, hi = nc - (int64_t)(np - i) * minc, best = lo;
+      for (int64_t c = lo; c <= hi; c++)
+        if (fabs((double)pre[c] - target) < fabs((double)pre[best] - target)) best = c;
+      cut[i] = best;
+    }
+    for (int i = 0; i < np; i++)
+      if (pre[cut[i + 1]] - pre[cut[i]] > prop) prop = pre[cut[i + 1]] - pre[cut[i]];
+    if ((double)(cur - prop) > 0.01 * (double)pre[nc] / (double)np) {
+      for (int i = 0; i <= np; i++) s->bal_cut[k][i] = cut[i];
+      for (int i = 0; i < np; i++)
+        for (int64_t c = cut[i]; c < cut[i + 1]; c++) s->bal_coord[k][c] = i;
+      d->cut[k] = s->bal_cut[k], d->coord[k] = s->bal_coord[k];
+      changed = 1;
+    }
+    PetscCall(PetscFree3(h, pre, cut));
+  }
+  if (changed) {
+    PetscCall(sgm_halo_set_decomp(s->halo, d));
+    s->tm.balances++;
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static PetscErrorCode build_list(SgmAoup s)
 {
   const int dim = s->p.dim;
@@ -476,6 +615,7 @@ static PetscErrorCode build_list(SgmAoup s)
   double t0 = MPI_Wtime(), t1;
   if (periodic) {
     PetscCall(PetscLogEventBegin(ev_migrate, 0, 0, 0, 0));
+    if (s->bal_every > 0 && s->nbuilds % s->bal_every == 0) PetscCall(balance(s));
     PetscCall(sgm_halo_migrate(s->halo, P));
     PetscCall(sort_locals(s));
     PetscCall(PetscLogEventEnd(ev_migrate, 0, 0, 0, 0));
@@ -618,6 +758,9 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
   const int mips = harmonic && periodic && dim == 2 && A == 0.0;
   int inflight = 0;
   PetscFunctionBeginUser;
+  /* a lagged reduction (sgm_aoup_set_lagged) travels with the ghost positions below; where no
+   * forward runs, an allreduce completes it first */
+  if (s->red_pending && !(s->list_valid && periodic)) PetscCall(sgm_aoup_sync(s));
   if (!s->list_valid)
     PetscCall(build_list(s));
   else {
@@ -626,11 +769,17 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
     const double t0 = MPI_Wtime();
     PetscCall(PetscLogEventBegin(ev_halo, 0, 0, 0, 0));
     if (periodic) {
+      if (s->red_pending) PetscCall(sgm_halo_forward_reduce(s->halo, s->red_in));
       PetscCall(sgm_halo_forward_begin(s->halo, P->x, dim));
       inflight = 1;
       if (!mips) {
         PetscCall(sgm_halo_forward_end(s->halo));
         inflight = 0;
+        if (s->red_pending) {
+          PetscCall(sgm_halo_forward_reduced(s->halo, s->red_out));
+          PetscCall(lagged_apply(s));
+          if (!s->list_valid) PetscCall(build_list(s)); /* no force computed yet */
+        }
       }
     } else
       PetscCall(ghosts_open(s));
@@ -653,6 +802,25 @@ PetscErrorCode sgm_aoup_forces(SgmAoup s)
       PetscCall(sgm_halo_forward_end(s->halo));
       const double t2 = MPI_Wtime();
       s->tm.forces += t1 - tf, s->tm.halo += t2 - t1, tf = t2;
+    }
+    if (s->red_pending) {
+      /* the previous step's Verlet displacement and non-finite flag, arrived with the ghost
+       * positions; if the lists are stale every slice is recomputed after the rebuild (the
+       * interior ones were computed speculatively with the old lists) */
+      PetscCall(sgm_halo_forward_reduced(s->halo, s->red_out));
+      PetscCall(lagged_apply(s));
+      if (!s->list_valid) {
+        PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
+        PetscCall(build_list(s));
+        PetscCall(PetscLogEventBegin(ev_forces, 0, 0, 0, 0));
+        tf = MPI_Wtime();
+        const int64_t nall = (P->nlocal + SGM_AOUP_SLICE - 1) / SGM_AOUP_SLICE;
+        sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->sl_perm, s->sl_start, s->sl_w, s->sell,
+                                   s->sl_list, nall, k, 2.0 * a, rc2, L, mu, A, P->f);
+        PetscCall(PetscLogEventEnd(ev_forces, 0, 0, 0, 0));
+        s->tm.forces += MPI_Wtime() - tf;
+        PetscFunctionReturn(PETSC_SUCCESS);
+      }
     }
     sgm_aoup_kernel_forces_h2p(P->nlocal, P->x, s->sl_perm, s->sl_start, s->sl_w, s->sell,
                                s->sl_list + s->sl_nint, nsl - s->sl_nint, k, 2.0 * a, rc2, L, mu, A,
@@ -711,13 +879,23 @@ PetscErrorCode sgm_aoup_step(SgmAoup s)
   PetscCall(PetscLogEventEnd(ev_integrate, 0, 0, 0, 0));
   t1 = MPI_Wtime(), s->tm.integrate += t1 - t0, t0 = t1;
   s->step++;
-  /* one allreduce per step: Verlet displacement and the non-finite check (the arrays are scanned
-   * to name the particle only when this rank saw a non-finite value) */
-  PetscCall(check_finite(s, 0, 3, !finite, &maxd2));
-  s->tm.reduce += MPI_Wtime() - t0;
   s->tm.steps++;
-  /* Verlet criterion: pair distances changed by at most 2 max|dx| since the build */
-  if (!(2.0 * sqrt(maxd2) < s->p.skin)) s->list_valid = 0;
+  if (s->lagged) {
+    /* the same reduction, carried by the next step's ghost-position messages (or completed by
+     * an allreduce in sgm_aoup_sync): same decisions at the same steps, same message */
+    s->red_in[0] = isfinite(maxd2) ? maxd2 : 0.0;
+    s->red_in[1] = finite ? -INFINITY : -nonfinite_key(s, 0, 3);
+    s->red_step = s->step;
+    s->red_pending = 1;
+    s->tm.reduce += MPI_Wtime() - t0;
+  } else {
+    /* one allreduce per step: Verlet displacement and the non-finite check (the arrays are
+     * scanned to name the particle only when this rank saw a non-finite value) */
+    PetscCall(check_finite(s, 0, 3, !finite, &maxd2));
+    s->tm.reduce += MPI_Wtime() - t0;
+    /* Verlet criterion: pair distances changed by at most 2 max|dx| since the build */
+    if (!(2.0 * sqrt(maxd2) < s->p.skin)) s->list_valid = 0;
+  }
 #if defined(SGM_DEBUG_CHECKS)
   PetscCall(sgm_aoup_check(s));
 #endif
@@ -735,6 +913,7 @@ PetscErrorCode sgm_aoup_gather_block(SgmAoup s, int64_t *startp, int64_t *countp
   char *seen;
 
   PetscFunctionBeginUser;
+  PetscCall(sgm_aoup_sync(s));
   sgm_decomp_split(s->p.n, size, s->rank, &start, &count);
   PetscCall(PetscCalloc4(size, &sc, size, &sd, size, &rc, size, &rd));
   for (int64_t i = 0; i < P->nlocal; i++) sc[id_block_owner(s->p.n, size, P->id[i])] += rec;
@@ -798,14 +977,15 @@ PetscErrorCode sgm_aoup_timers_log(SgmAoup s, const char *stage)
   double v[NP] = {t->forces,  t->integrate, t->halo,  t->reduce,
                   t->migrate, t->exchange,  t->lists, 0.0};
   double sum[NP], mx[NP], mn[NP];
-  int64_t cnt[3] = {-t->nlocal_min, t->nlocal_max, t->nghost_max}, cmax[3];
+  int64_t cnt[4] = {-t->nlocal_min, t->nlocal_max, t->nghost_max, t->balances}, cmax[4];
   PetscFunctionBeginUser;
+  PetscCall(sgm_aoup_sync(s));
   /* own work: everything but the two phases that wait for other ranks */
   v[7] = t->forces + t->integrate + t->migrate + t->lists;
   PetscCallMPI(MPI_Allreduce(v, sum, NP, MPI_DOUBLE, MPI_SUM, s->comm));
   PetscCallMPI(MPI_Allreduce(v, mx, NP, MPI_DOUBLE, MPI_MAX, s->comm));
   PetscCallMPI(MPI_Allreduce(v, mn, NP, MPI_DOUBLE, MPI_MIN, s->comm));
-  PetscCallMPI(MPI_Allreduce(cnt, cmax, 3, MPIU_INT64, MPI_MAX, s->comm));
+  PetscCallMPI(MPI_Allreduce(cnt, cmax, 4, MPIU_INT64, MPI_MAX, s->comm));
   if (t->steps == 0) PetscFunctionReturn(PETSC_SUCCESS);
   const double us = 1e6 / (double)t->steps;
   PetscCall(sgm_log(s->comm,
@@ -821,7 +1001,8 @@ PetscErrorCode sgm_aoup_timers_log(SgmAoup s, const char *stage)
                     stage, sum[7] / s->size * us, mx[7] * us, mn[7] * us));
   PetscCall(sgm_log(s->comm,
                     "%s:   locals per rank at rebuilds %" PRId64 "..%" PRId64
-                    ", ghosts per rank up to %" PRId64 "\n",
-                    stage, -cmax[0], cmax[1], cmax[2]));
+                    ", ghosts per rank up to %" PRId64 "; load balancing moved the cuts %" PRId64
+                    " times\n",
+                    stage, -cmax[0], cmax[1], cmax[2], cmax[3]));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

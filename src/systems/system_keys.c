@@ -63,6 +63,11 @@ static const SgmKeySpec simulate_keys[] = {
      "Verlet skin: neighbour lists hold partners within range + skin and are rebuilt (with "
      "migration and ghosts) when a particle moved skin/2; 0 = rebuild every step. Results do not "
      "depend on it"},
+    {"balance_every", SGM_KEY_INT, "10", 0, 0, 2.8e14, NULL, "list builds",
+     "Load balancing (periodic box, several ranks): every this many neighbour-list builds the "
+     "cuts between rank patches move to split the particle counts of the cell columns equally "
+     "(a patch keeps at least half its uniform width); 0 = the uniform split throughout. Results "
+     "do not depend on it"},
     {"cell_size", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "length",
      "Minimum width of the DMDA cells (0: the interaction range); sets the EPR field grid"},
     {"stop_after", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "steps",
