@@ -1,7 +1,8 @@
 /* Decomposition maths (pure) and the DMDA that picks the rank grid.
  *
  * The DMDA is the field grid of the EPR maps too, so its cells are the unit of ownership: a rank
- * owns the cells of its DMDA patch and the particles whose cell index falls in them. Cells are at
+ * owns the cells of its DMDA patch (or, once the engine balanced the load, the cells between its
+ * cuts, SgmDecomp.cut) and the particles whose cell index falls in them. Cells are at
  * least one interaction range wide, so every patch is too and halos come from face neighbours
  * only (corners via the x-then-y forwarding in halo.c).
  */
