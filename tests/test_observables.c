@@ -429,6 +429,20 @@ START_TEST(test_sk_reuse)
   sgm_observables_free(&f);
   sgm_observables_free(&r);
   ck_assert_ptr_null(r.sk_cache);
+  /* prepared before the first frame (sgm_observables_prepare, as simulate does): same bits */
+  {
+    SgmAoup s = engine(2, n, L, x, NULL);
+    SgmObservablesParams op = oparams(2.5, 0.1);
+    op.sk_grid = 64;
+    ck_assert_int_eq(sgm_observables_prepare(s, &op, &r), 0);
+    ck_assert_ptr_nonnull(r.sk_cache);
+    ck_assert_int_eq(sgm_observables_compute(s, &op, &r), 0);
+    sgm_aoup_destroy(&s);
+    f = sk_of(2, n, L, x, 64);
+    assert_sk_same(&r, &f, "prepared");
+    sgm_observables_free(&f);
+    sgm_observables_free(&r);
+  }
   free(x), free(y), free(z);
 }
 END_TEST

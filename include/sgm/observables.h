@@ -94,6 +94,9 @@ double sgm_observables_halo_width(const SgmObservablesParams *p, double a);
 /// (re)allocated; o must be zero-initialised before the first call and released with
 /// sgm_observables_free.
 PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p, SgmObservables *o);
+/// Collective: the set-up the first sgm_observables_compute would do (the S(k) FFTW plan, its
+/// buffers and shell geometry), done now, e.g. before a timed loop. Optional; same results.
+PetscErrorCode sgm_observables_prepare(SgmAoup s, const SgmObservablesParams *p, SgmObservables *o);
 /// Frees the arrays of o and zeroes it. Not collective.
 PetscErrorCode sgm_observables_free(SgmObservables *o);
 

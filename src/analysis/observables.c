@@ -384,6 +384,28 @@ PetscErrorCode sgm_observables_check(SgmAoup s, const SgmObservablesParams *p)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* The S(k) grid M: sk_grid, or automatic: a power of two with spacing <= a/2, so shells reach
+ * k = 2 pi / a; 0 or less: no S(k). */
+static int sk_grid_of(SgmAoup s, const SgmObservablesParams *p)
+{
+  int M = p->sk_grid;
+  if (M == 0) {
+    const double need = 2.0 * s->p.L / s->p.a;
+    const int cap = s->p.dim == 1 ? 1 << 20 : 2048;
+    M = 16;
+    while (M < need && M < cap) M *= 2;
+  }
+  return M;
+}
+
+PetscErrorCode sgm_observables_prepare(SgmAoup s, const SgmObservablesParams *p, SgmObservables *o)
+{
+  PetscFunctionBeginUser;
+  const int M = sk_grid_of(s, p);
+  if (M >= 2) PetscCall(sgm_observables_sk_prepare(s, M, o));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p, SgmObservables *o)
 {
   const int dim = s->p.dim;
@@ -466,14 +488,7 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
 
   /* structure factor */
   PetscCall(PetscLogEventBegin(ev_sk, 0, 0, 0, 0));
-  int M = p->sk_grid;
-  if (M == 0) {
-    /* automatic: a power of two with spacing <= a/2, so shells reach k = 2 pi / a */
-    const double need = 2.0 * L / a;
-    const int cap = dim == 1 ? 1 << 20 : 2048;
-    M = 16;
-    while (M < need && M < cap) M *= 2;
-  }
+  const int M = sk_grid_of(s, p);
   if (M > 0)
     PetscCall(sgm_observables_sk(s, M, o));
   else

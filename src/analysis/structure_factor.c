@@ -177,6 +177,67 @@ static PetscErrorCode sk_cache_get(SgmAoup s, int64_t M, SgmObservables *o, SkCa
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* The shell of every local mode (c->code), and this rank's |k| sums and mode counts added to
+ * ksum, modes (the same loop order as shell_accumulate, so the same sums). Once per cache. */
+static PetscErrorCode sk_geometry(SkCache *c, double *ksum, int64_t *modes)
+{
+  const int64_t M = c->M, nj = M / 2 + 1;
+  const double L = c->L;
+  PetscFunctionBeginUser;
+  c->code = malloc((size_t)(c->local_n0 * nj + 1) * sizeof *c->code);
+  PetscCheck(c->code, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  for (ptrdiff_t r = 0; r < c->local_n0; r++) {
+    const int64_t i = (int64_t)(c->local_0 + r), kx = i <= M / 2 ? i : i - M;
+    for (int64_t j = 0; j < nj; j++) {
+      const int64_t q = kx * kx + j * j;
+      int32_t code = -1;
+      if (q != 0) {
+        const int64_t sh = shell_of(q);
+        if (sh <= M / 2) {
+          const int64_t w = (j == 0 || (M % 2 == 0 && j == M / 2)) ? 1 : 2;
+          ksum[sh - 1] += (double)w * (2.0 * PETSC_PI / L) * sqrt((double)q);
+          modes[sh - 1] += w;
+          code = (int32_t)(2 * (sh - 1) + (w - 1));
+        }
+      }
+      c->code[r * nj + j] = code;
+    }
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* The reduced |k| sums and mode counts are geometry: reduced once, kept, reused bit for bit. */
+static PetscErrorCode sk_geometry_reduce(SgmAoup s, SkCache *c, int ns, double *ksum,
+                                         int64_t *modes)
+{
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, ksum, ns, MPI_DOUBLE, MPI_SUM, s->comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, modes, ns, MPI_INT64_T, MPI_SUM, s->comm));
+  c->ksum_g = malloc((size_t)(ns + 1) * sizeof *c->ksum_g);
+  c->modes_g = malloc((size_t)(ns + 1) * sizeof *c->modes_g);
+  PetscCheck(c->ksum_g && c->modes_g, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
+  memcpy(c->ksum_g, ksum, (size_t)ns * sizeof *ksum);
+  memcpy(c->modes_g, modes, (size_t)ns * sizeof *modes);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_observables_sk_prepare(SgmAoup s, int M, SgmObservables *o)
+{
+  SkCache *c = NULL;
+  const int ns = M / 2;
+  double *ksum;
+  int64_t *modes;
+  PetscFunctionBeginUser;
+  if (s->p.dim != 2 || M < 2) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(sk_cache_get(s, M, o, &c));
+  if (c->modes_g) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(PetscCalloc2(ns, &ksum, ns, &modes));
+  if (!c->code) PetscCall(sk_geometry(c, ksum, modes));
+  PetscCall(sk_geometry_reduce(s, c, ns, ksum, modes));
+  PetscCall(PetscFree2(ksum, modes));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static PetscErrorCode sk_2d(SgmAoup s, int64_t M, SgmObservables *o, double *sum, double *ksum,
                             double *smax, int64_t *modes)
 {
@@ -216,29 +277,7 @@ static PetscErrorCode sk_2d(SgmAoup s, int64_t M, SgmObservables *o, double *sum
   }
   fftw_execute(c->plan);
   const double *out = field; /* in place: (re, im) pairs, rows of nj modes */
-  if (!c->code) {
-    /* first call: the shell of every local mode, and this rank's |k| sums and mode counts (the
-     * same loop order as shell_accumulate, so the same sums) */
-    c->code = malloc((size_t)(local_n0 * nj + 1) * sizeof *c->code);
-    PetscCheck(c->code, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
-    for (ptrdiff_t r = 0; r < local_n0; r++) {
-      const int64_t i = (int64_t)(local_0 + r), kx = i <= M / 2 ? i : i - M;
-      for (int64_t j = 0; j < nj; j++) {
-        const int64_t q = kx * kx + j * j;
-        int32_t code = -1;
-        if (q != 0) {
-          const int64_t sh = shell_of(q);
-          if (sh <= M / 2) {
-            const int64_t w = (j == 0 || (M % 2 == 0 && j == M / 2)) ? 1 : 2;
-            ksum[sh - 1] += (double)w * (2.0 * PETSC_PI / L) * sqrt((double)q);
-            modes[sh - 1] += w;
-            code = (int32_t)(2 * (sh - 1) + (w - 1));
-          }
-        }
-        c->code[r * nj + j] = code;
-      }
-    }
-  }
+  if (!c->code) PetscCall(sk_geometry(c, ksum, modes));
   /* |rho_k|^2 / N into the shell sums and maxima (what shell_accumulate does for S) */
   const double N = (double)s->p.n;
   for (ptrdiff_t r = 0; r < local_n0; r++) {
@@ -276,16 +315,9 @@ PetscErrorCode sgm_observables_sk(SgmAoup s, int M, SgmObservables *o)
     SkCache *c = o->sk_cache;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sum, ns, MPI_DOUBLE, MPI_SUM, s->comm));
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, smax, ns, MPI_DOUBLE, MPI_MAX, s->comm));
-    if (!c->modes_g) {
-      /* the |k| sums and mode counts are geometry: reduced once, then reused bit for bit */
-      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, ksum, ns, MPI_DOUBLE, MPI_SUM, s->comm));
-      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, modes, ns, MPI_INT64_T, MPI_SUM, s->comm));
-      c->ksum_g = malloc((size_t)(ns + 1) * sizeof *c->ksum_g);
-      c->modes_g = malloc((size_t)(ns + 1) * sizeof *c->modes_g);
-      PetscCheck(c->ksum_g && c->modes_g, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
-      memcpy(c->ksum_g, ksum, (size_t)ns * sizeof *ksum);
-      memcpy(c->modes_g, modes, (size_t)ns * sizeof *modes);
-    } else {
+    if (!c->modes_g)
+      PetscCall(sk_geometry_reduce(s, c, ns, ksum, modes));
+    else {
       memcpy(ksum, c->ksum_g, (size_t)ns * sizeof *ksum);
       memcpy(modes, c->modes_g, (size_t)ns * sizeof *modes);
     }

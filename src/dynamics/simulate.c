@@ -267,6 +267,8 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
              "[analysis] every = %lld: the observables need a periodic box (boundary = \"open\")",
              (long long)m.op.every);
   if (m.op.every > 0) PetscCall(sgm_observables_check(m.s, &m.op));
+  /* the S(k) plan and geometry now, not in the first frame of the step loop */
+  if (m.op.every > 0) PetscCall(sgm_observables_prepare(m.s, &m.op, &m.obs));
   {
     int64_t bal;
     PetscCall(sgm_config_get_int(cfg, "simulate.balance_every", &bal));
