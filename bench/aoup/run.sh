@@ -15,7 +15,9 @@
 # efficiency P(2)/(2 P(1)), and "bg" = cores used by other processes during the sgm_hpc run (the
 # anchor's definition); cpu_ps/s = particle-steps per CPU-second of one rank (user+sys of the whole
 # process over np, initialisation included) and cpu_eff its 2-rank/1-rank ratio: on this shared
-# box wall-clock 2-rank numbers are ruined by other jobs, CPU time much less so. Memory: peak RSS (VmHWM) of 1-rank runs; bytes/particle =
+# box wall-clock 2-rank numbers are ruined by other jobs, CPU time much less so. steps_ps/s and
+# eff_steps: the same runs without the time of their two frames (observables, S(k), HDF5; the
+# LAMMPS anchor writes and analyses nothing), best of REPS. Memory: peak RSS (VmHWM) of 1-rank runs; bytes/particle =
 # (RSS(N2) - RSS(N1)) / (N2 - N1) between the two largest N, which removes the MPI/PETSc baseline.
 # Last, the stage's own time split of the best run of each (N, ranks): microseconds per step in
 # forces, integration, halo (ghost positions), allreduce, migration, ghost rebuild and lists, mean
@@ -45,7 +47,7 @@ cpu_self() { awk '{print ($14+$15+$16+$17)/100}' /proc/$$/stat; }
 
 echo "# $(date -u +%FT%TZ) $(uname -n) $(getconf _NPROCESSORS_ONLN) cpus; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# sgm_hpc: $EXE ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null))"
-declare -A PS BG RSS CPS
+declare -A PS PSS BG RSS CPS
 for N in $NS; do
   if [ "$N" -le 8192 ]; then S=$STEPS_SMALL; else S=$STEPS_LARGE; fi
   for np in $NPS; do
@@ -64,6 +66,8 @@ for N in $NS; do
       fi
       w1=$(date +%s.%N); b1=$(busy)
       ps=$(awk '/particle-steps\/s;/{for(i=1;i<=NF;i++) if($i=="particle-steps/s;") print $(i-1)}' "$TMP/log")
+      # the step loop without its frames: "frames (+analysis) X s of the Y s loop"
+      pss=$(awk -v N=$N -v s=$((EQUIL + S)) '/frames \(\+analysis\)/{print N*s/($8-$4)}' "$TMP/log")
       [ -n "$ps" ] || { echo "sgm_hpc failed (N=$N np=$np):" >&2; tail -5 "$TMP/log" >&2; exit 1; }
       # other processes' cores: total busy minus ours (np cores at most while running)
       cpu=$(awk -v a="$b0" -v b="$b1" -v w="$(awk -v a=$w0 -v b=$w1 'BEGIN{print b-a}')" -v np=$np \
@@ -72,6 +76,7 @@ for N in $NS; do
       # relaxation included, so it underestimates); robust to other processes taking the cores
       read -r rss ut st <"$TMP/rss"
       cps=$(awk -v N=$N -v s=$((EQUIL + S)) -v u=$ut -v t=$st -v np=$np 'BEGIN{printf "%.4g", N*s/((u+t)/np)}')
+      if awk -v a="$pss" -v b="${PSS[$N.$np]:-0}" 'BEGIN{exit !(a>b)}'; then PSS[$N.$np]=$pss; fi
       if awk -v a="$ps" -v b="$best" 'BEGIN{exit !(a>b)}'; then
         best=$ps
         BG[$N.$np]=$cpu
@@ -97,14 +102,15 @@ if [ "$LAMMPS" = 1 ]; then
   done <"$TMP/lmp.txt"
 fi
 
-printf "\n%6s %2s %12s %12s %7s %6s %5s | %12s %8s\n" N np sgm_ps/s lammps_ps/s ratio eff bg cpu_ps/s cpu_eff
+printf "\n%6s %2s %12s %12s %7s %6s %5s | %12s %8s | %12s %9s\n" N np sgm_ps/s lammps_ps/s ratio eff bg cpu_ps/s cpu_eff steps_ps/s eff_steps
 for N in $NS; do
   for np in $NPS; do
     l=${LP[$N.$np]:-nan}
     r=$(awk -v a="${PS[$N.$np]}" -v b="$l" 'BEGIN{if(b+0>0) printf "%.2f", a/b; else print "-"}')
     e=$(awk -v a="${PS[$N.$np]}" -v b="${PS[$N.1]:-0}" -v p=$np 'BEGIN{if(b>0) printf "%.2f", a/(p*b); else print "-"}')
     ce=$(awk -v a="${CPS[$N.$np]}" -v b="${CPS[$N.1]:-0}" 'BEGIN{if(b>0) printf "%.2f", a/b; else print "-"}')
-    printf "%6d %2d %12.4g %12s %7s %6s %5s | %12s %8s\n" "$N" "$np" "${PS[$N.$np]}" "$l" "$r" "$e" "${BG[$N.$np]}" "${CPS[$N.$np]}" "$ce"
+    es=$(awk -v a="${PSS[$N.$np]:-0}" -v b="${PSS[$N.1]:-0}" -v p=$np 'BEGIN{if(b>0) printf "%.2f", a/(p*b); else print "-"}')
+    printf "%6d %2d %12.4g %12s %7s %6s %5s | %12s %8s | %12.4g %9s\n" "$N" "$np" "${PS[$N.$np]}" "$l" "$r" "$e" "${BG[$N.$np]}" "${CPS[$N.$np]}" "$ce" "${PSS[$N.$np]:-0}" "$es"
   done
 done
 set -- $NS
