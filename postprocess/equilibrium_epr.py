@@ -15,7 +15,12 @@ eps |s_x - mu F/eps|^2 + gamma |s_g + g|^2. The force mu F is recovered as b_x =
     cancel) and the EPR as a fraction of it;
   - the relative L2 errors of s_x against mu F/eps and of s_g against -g, the cosine and the
     least-squares scale of s_x on mu F/eps (over all particle-frames);
-  - metrics.json's E[div v] with its standard error, when present.
+  - the score-matching loss (eq. 22) of the learned score minus that of the exact score on these
+    frames, per particle: 2 s.N + |N|^2 + 2 div N with N = s_hat - s (N_x = -v_x/eps, N_g =
+    -v_g/gamma, div N = -(div_x v_x/eps + div_g v_g/gamma) from epr.h5). Its expectation over the
+    stationary law is E|N|^2 >= 0; a negative value on the training frames means the network
+    fitted the sample (memorisation), not the density;
+  - metrics.json's E[div v] with its standard error, E[v.s] and E[|s|^2 + div s], when present.
 Needs numpy and h5py (Debian's /usr/bin/python3, or scripts/find-python.sh).
 """
 import argparse
@@ -40,6 +45,7 @@ def one(d, nb):
                             else str(f.attrs["input"]))
         vx, sx, vg, sg, g = (f[k][()] for k in ("velocity_x", "score_x", "velocity_g",
                                                  "score_g", "orientation"))
+        dvx, dvg = f["epr_system_x"][()], f["epr_system_g"][()]
     s = cfg["system"]
     eps, gam, v0 = float(s["eps"]), float(s["gamma"]), float(s["v0"])
     if v0 != 0.0 or eps <= 0.0:
@@ -55,6 +61,11 @@ def one(d, nb):
     scale = (sx * ref).sum() / (ref * ref).sum()
     ex_rel = np.sqrt(((sx - ref) ** 2).sum() / (ref * ref).sum())
     eg_rel = np.sqrt(((sg + g) ** 2).sum() / (g * g).sum())
+    nx, ng = -vx / eps, -vg / gam
+    s0x, s0g = sx - nx, -g
+    dl = (2 * (s0x * nx).sum(-1) + (nx * nx).sum(-1) + 2 * (s0g * ng).sum(-1) + (ng * ng).sum(-1)
+          - 2 * (dvx / eps + dvg / gam))  # (frames, N)
+    dl_se = batch_se(dl.mean(1), nb)
     print(f"{d}: {vx.shape[0]} frames, N = {vx.shape[1]}, eps = {eps:g}, gamma = {gam:g}")
     print(f"  EPR per particle {tot.mean():.4g} +- {se:.2g} (batch means, {nb} batches) = "
           f"{tot.mean() / se:.1f} s.e. from 0;  x part {ex.mean():.4g}, g part {eg.mean():.4g}")
@@ -62,6 +73,8 @@ def one(d, nb):
           f"EPR / scale = {tot.mean() / zero:.3g}")
     print(f"  s_x vs mu F/eps: rel. L2 error {ex_rel:.3g}, cosine {cos:.4f}, LSQ scale {scale:.4f};"
           f"  s_g vs -g: rel. L2 error {eg_rel:.3g}")
+    print(f"  score-matching loss minus the exact score's, per particle: {dl.mean():.4g} +- "
+          f"{dl_se:.2g} (|N|^2 part {((nx * nx).sum(-1) + (ng * ng).sum(-1)).mean():.4g})")
     mp = os.path.join(d, "metrics.json")
     if os.path.exists(mp):
         with open(mp) as f:
@@ -70,6 +83,9 @@ def one(d, nb):
         if "div_v_mean" in e:
             print(f"  E[div v] {e['div_v_mean']:.4g} +- {e['div_v_se']:.2g};  program's EPR "
                   f"{e['epr_per_particle']:.4g} +- {e['epr_per_particle_se']:.2g}")
+        if "v_dot_s_mean" in e:
+            print(f"  E[v.s] {e['v_dot_s_mean']:.4g} +- {e['v_dot_s_se']:.2g};  E[|s|^2 + div s] "
+                  f"{e['score_ibp_mean']:.4g} +- {e['score_ibp_se']:.2g}")
         if "final_loss" in t:
             print(f"  training: {t['steps']} steps, final loss {t['final_loss']:.4g}, "
                   f"{t['particles_per_s']:.0f} centres/s, {t['wall_time_s']:.0f} s")

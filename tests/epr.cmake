@@ -19,3 +19,8 @@ sgm_mpi_test(test_epr_weights SOURCES test_epr_weights.c RANKS 1 2 4 TIMEOUT 120
 add_test(NAME e2e_mips_epr_jobscript COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_mips_epr_jobscript.sh
   $<TARGET_FILE:sgm_hpc> ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
 set_tests_properties(e2e_mips_epr_jobscript PROPERTIES LABELS "e2e" TIMEOUT 300 PROCESSORS 2)
+# equilibrium (v0 = 0, 8 interacting AOUPs in a trap): the Boltzmann-informed MLP trained online
+# drives the EPR below 1/3 of the untrained network's (1 and 2 ranks: ~13 s + 8 s; 4 ranks on 2
+# cores take 20-45 s; the rank-count behaviour of train and epr is tested by test_train_full and
+# test_epr_stage)
+sgm_mpi_test(test_epr_equilibrium SOURCES test_epr_equilibrium.c train_util.c RANKS 1 2 TIMEOUT 120)
