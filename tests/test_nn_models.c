@@ -759,6 +759,56 @@ START_TEST(test_ltf_lean_equals_full)
 }
 END_TEST
 
+START_TEST(test_ltf_chunked_forward)
+{
+  /* At small widths the forward runs the embeddings and the full blocks in chunks of 32 windows
+   * (transformer.c, forward_chunk). 70 windows (3 chunks, the last partial) with random absent
+   * neighbours, on a lean (max_tan = 0) and a full model, both last-block modes: the batch output
+   * equals each window run alone to 1e-6 (every operation is row- or window-local; only sgemm,
+   * at this config's widths that are no multiple of 8, may sum differently for 1 row), and the
+   * batch gradients (parameters, inputs) equal the sums of the single-window ones to 1e-5. */
+  enum { NB = 70, NR = NB * TT };
+  SgmNnTransformerConfig c = tf_config();
+  c.n_layers = 3;
+  static float x[NR * TD], g[NR * TG], mk[NR], o[NB * TO], os[NB * TO], o1[TO], r[NB * TO];
+  static float dx[NR * TD], dg[NR * TG], dx1[NR * TD], dg1[NR * TG];
+  fill(x, NR * TD, -1, 1), fill(g, NR * TG, -1, 1), fill(r, NB * TO, -1, 1);
+  for (int i = 0; i < NR; i++) mk[i] = (i % TT == 0 || urand() < 0.7) ? 1.0f : 0.0f;
+  for (int max_tan = 0; max_tan <= TNT; max_tan += TNT) {
+    SgmNnTransformer m;
+    ck_assert_int_eq(sgm_nn_transformer_create_local(&c, TT - 1, NB, max_tan, 21, &m), 0);
+    SgmParams *p = sgm_nn_transformer_params(m);
+    float *gsum = calloc(p->nparams, sizeof(float)), *gb = malloc(p->nparams * sizeof(float));
+    for (int centre_only = 1; centre_only >= 0; centre_only--) {
+      sgm_nn_transformer_set_centre_only(m, centre_only);
+      sgm_nn_params_zero_grad(p);
+      memset(dx, 0, sizeof dx), memset(dg, 0, sizeof dg);
+      ck_assert_int_eq(sgm_nn_transformer_forward(m, o, x, g, mk, NB), 0);
+      ck_assert_int_eq(sgm_nn_transformer_backward(m, r), 0);
+      sgm_nn_transformer_input_grad(m, dx, dg);
+      memcpy(gb, p->grads, p->nparams * sizeof(float));
+      sgm_nn_params_zero_grad(p);
+      memset(dx1, 0, sizeof dx1), memset(dg1, 0, sizeof dg1);
+      for (int b = 0; b < NB; b++) {
+        const size_t t0 = (size_t)b * TT;
+        ck_assert_int_eq(sgm_nn_transformer_forward(m, o1, x + t0 * TD, g + t0 * TG, mk + t0, 1),
+                         0);
+        memcpy(os + (size_t)b * TO, o1, sizeof o1);
+        ck_assert_int_eq(sgm_nn_transformer_backward(m, r + (size_t)b * TO), 0);
+        sgm_nn_transformer_input_grad(m, dx1 + t0 * TD, dg1 + t0 * TG);
+      }
+      memcpy(gsum, p->grads, p->nparams * sizeof(float));
+      ck_assert_double_le(max_rel_diff(o, os, NB * TO), 1e-6);
+      ck_assert_double_le(max_rel_diff(gb, gsum, p->nparams), 1e-5);
+      ck_assert_double_le(max_rel_diff(dx, dx1, NR * TD), 1e-5);
+      ck_assert_double_le(max_rel_diff(dg, dg1, NR * TG), 1e-5);
+    }
+    free(gsum), free(gb);
+    sgm_nn_transformer_destroy(&m);
+  }
+}
+END_TEST
+
 START_TEST(test_ltf_rejects_invalid_centre)
 {
   /* a window whose centre is marked absent is a caller error, not a NaN */
@@ -1031,6 +1081,7 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tl, test_ltf_centre_tangent_equals_general);
   tcase_add_test(tl, test_ltf_partial_batch);
   tcase_add_test(tl, test_ltf_lean_equals_full);
+  tcase_add_test(tl, test_ltf_chunked_forward);
   tcase_add_test(tl, test_ltf_rejects_invalid_centre);
   suite_add_tcase(s, tl);
   TCase *tt = tcase_create("torch_reference");

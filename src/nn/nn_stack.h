@@ -101,6 +101,9 @@ PetscErrorCode sgm_nn_stack_define(SgmNnStack *s, SgmNnParamBuilder *pb, SgmNnAr
 void sgm_nn_stack_init(SgmNnStack *s, SgmParams *p, uint64_t seed);
 /// inp (rows, dims[0]) -> pre[nl-1].a (rows, dims[nl]).
 void sgm_nn_stack_forward(SgmNnStack *s, const SgmParams *p, const float *inp, int rows);
+/// The same for rows [r0, r0 + rows) only: inp and every face indexed from row 0 (row-local).
+void sgm_nn_stack_forward_rows(SgmNnStack *s, const SgmParams *p, const float *inp, int r0,
+                               int rows);
 /// tinp (ntan, rows, dims[0]) -> pre[nl-1].t (ntan, rows, dims[nl]).
 void sgm_nn_stack_jvp(SgmNnStack *s, const SgmParams *p, const float *tinp, int rows, int ntan);
 /// From pre[nl-1].g (and .gt for ntan > 0): accumulates parameter gradients and, if not NULL,

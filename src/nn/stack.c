@@ -235,6 +235,23 @@ void sgm_nn_stack_forward(SgmNnStack *s, const SgmParams *p, const float *inp, i
   }
 }
 
+void sgm_nn_stack_forward_rows(SgmNnStack *s, const SgmParams *p, const float *inp, int r0,
+                               int rows)
+{
+  const float *x = inp + (size_t)r0 * s->dims[0];
+  for (int l = 0; l < s->nl; l++) {
+    const int OC = s->dims[l + 1];
+    float *pre = s->pre[l].a + (size_t)r0 * OC;
+    sgm_nn_linear_forward(pre, x, sgm_nn_param(p, s->w[l]), sgm_nn_param(p, s->b[l]), rows,
+                          s->dims[l], OC);
+    if (l < s->nl - 1) {
+      float *post = s->post[l].a + (size_t)r0 * OC;
+      sgm_nn_act_forward(s->act, post, pre, rows * OC);
+      x = post;
+    }
+  }
+}
+
 void sgm_nn_stack_jvp(SgmNnStack *s, const SgmParams *p, const float *tinp, int rows, int ntan)
 {
   const float *tx = tinp;

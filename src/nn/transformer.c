@@ -294,6 +294,12 @@ static inline SgmNnBuf *dec_in(SgmNnTransformer m, int *rows)
   return m->centre_only ? &m->blk[L - 1].n2 : &m->decin;
 }
 
+/* The forward through the embeddings and the full (not centre-only) blocks runs in chunks of
+ * SGM_LTF_CHUNK_WIN windows when C <= SGM_LTF_CHUNK_MAXC (the small model; the paper size keeps
+ * whole-batch calls): forward_chunk. */
+#define SGM_LTF_CHUNK_WIN  32
+#define SGM_LTF_CHUNK_MAXC 128
+
 /* dst[b] = src[b*T] for rows of width C (the centre token of each window), and the reverse add. */
 static void gather_centre(float *dst, const float *src, int B, int T, int C)
 {
@@ -304,6 +310,54 @@ static void scatter_add_centre(float *dst, const float *src, int B, int T, int C
 {
   for (int b = 0; b < B; b++)
     for (int c = 0; c < C; c++) dst[(size_t)b * T * C + c] += src[(size_t)b * C + c];
+}
+
+/* The forward of windows [b0, b0 + nb) through the embeddings and every full (not centre-only)
+ * block, for small widths (C <= SGM_LTF_CHUNK_MAXC). Every operation there is row- or
+ * window-local (and so is the K, V projection of a centre-only block, done here too), so the
+ * results are bitwise those of whole-batch calls, but a chunk's activations stay in L2 from one
+ * layer to the next instead of streaming through L3 (the attention's first
+ * reads of q, k, v were a third of its time). xin and gin hold the inputs already. */
+static void forward_chunk(SgmNnTransformer m, const float *mk, int b0, int nb)
+{
+  const int T = m->T, C = m->C, H = m->H, NH = m->cfg.n_heads, L = m->cfg.n_layers;
+  const int Dg = m->cfg.gdim, nr = nb * T, Cx = m->Cx;
+  const size_t o = (size_t)b0 * T;
+  sgm_nn_stack_forward_rows(&m->ex, &m->params, m->xin.a, (int)o, nr);
+  const float *ex = m->ex.pre[m->ex.nl - 1].a;
+  if (Dg > 0) {
+    sgm_nn_stack_forward_rows(&m->eg, &m->params, m->gin.a, (int)o, nr);
+    const float *eg = m->eg.pre[m->eg.nl - 1].a;
+    for (size_t r = o; r < o + (size_t)nr; r++) {
+      memcpy(m->X0.a + r * C, ex + r * Cx, (size_t)Cx * sizeof(float));
+      memcpy(m->X0.a + r * C + Cx, eg + r * (C - Cx), (size_t)(C - Cx) * sizeof(float));
+    }
+  } else {
+    memcpy(m->X0.a + o * C, ex + o * C, (size_t)nr * C * sizeof(float));
+  }
+  for (int l = 0; l < L; l++) {
+    Block *b = &m->blk[l];
+    const float *X = block_in(m, l)->a + o * C;
+    if (centre_block(m, l)) { /* its K, V projections of every token; the rest is per window */
+      sgm_nn_linear_forward(b->qkv.a + o * 2 * C, X, P_(m, b->win) + (size_t)C * C,
+                            P_(m, b->bin) + C, nr, C, 2 * C);
+      continue;
+    }
+    float *qkv = b->qkv.a + o * 3 * C;
+    sgm_nn_linear_forward(qkv, X, P_(m, b->win), P_(m, b->bin), nr, C, 3 * C);
+    sgm_nn_attention_forward(b->ay.a + o * C, b->att.a + (size_t)b0 * NH * T * T, qkv, qkv + C,
+                             qkv + 2 * C, mk ? mk + o : NULL, nb, T, T, C, NH, 3 * C, 3 * C);
+    sgm_nn_linear_forward(b->ao.a + o * C, b->ay.a + o * C, P_(m, b->wo), P_(m, b->bo), nr, C, C);
+    sgm_nn_residual_forward(b->r1.a + o * C, X, b->ao.a + o * C, nr * C);
+    sgm_nn_layernorm_forward(b->n1.a + o * C, b->mean1.a + o, b->rstd1.a + o, b->r1.a + o * C,
+                             P_(m, b->n1w), P_(m, b->n1b), nr, C);
+    sgm_nn_linear_forward(b->h.a + o * H, b->n1.a + o * C, P_(m, b->w1), P_(m, b->b1), nr, C, H);
+    sgm_nn_act_forward(m->cfg.act, b->ha.a + o * H, b->h.a + o * H, nr * H);
+    sgm_nn_linear_forward(b->f.a + o * C, b->ha.a + o * H, P_(m, b->w2), P_(m, b->b2), nr, H, C);
+    sgm_nn_residual_forward(b->r2.a + o * C, b->n1.a + o * C, b->f.a + o * C, nr * C);
+    sgm_nn_layernorm_forward(b->n2.a + o * C, b->mean2.a + o, b->rstd2.a + o, b->r2.a + o * C,
+                             P_(m, b->n2w), P_(m, b->n2b), nr, C);
+  }
 }
 
 PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const float *x,
@@ -332,20 +386,28 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
   }
   const float *mk = m->use_mask ? m->mask : NULL;
 
-  memcpy(m->xin.a, x, (size_t)R * D * sizeof(float));
-  sgm_nn_stack_forward(&m->ex, &m->params, m->xin.a, R);
-  const float *ex = m->ex.pre[m->ex.nl - 1].a;
-  if (Dg > 0) {
-    memcpy(m->gin.a, g, (size_t)R * Dg * sizeof(float));
-    sgm_nn_stack_forward(&m->eg, &m->params, m->gin.a, R);
-    const float *eg = m->eg.pre[m->eg.nl - 1].a;
-    for (int r = 0; r < R; r++) {
-      memcpy(m->X0.a + (size_t)r * C, ex + (size_t)r * m->Cx, (size_t)m->Cx * sizeof(float));
-      memcpy(m->X0.a + (size_t)r * C + m->Cx, eg + (size_t)r * (C - m->Cx),
-             (size_t)(C - m->Cx) * sizeof(float));
-    }
+  const int chunked = C <= SGM_LTF_CHUNK_MAXC;
+  if (chunked) {
+    memcpy(m->xin.a, x, (size_t)R * D * sizeof(float));
+    if (Dg > 0) memcpy(m->gin.a, g, (size_t)R * Dg * sizeof(float));
+    for (int b0 = 0; b0 < B; b0 += SGM_LTF_CHUNK_WIN)
+      forward_chunk(m, mk, b0, B - b0 < SGM_LTF_CHUNK_WIN ? B - b0 : SGM_LTF_CHUNK_WIN);
   } else {
-    memcpy(m->X0.a, ex, (size_t)R * C * sizeof(float));
+    memcpy(m->xin.a, x, (size_t)R * D * sizeof(float));
+    sgm_nn_stack_forward(&m->ex, &m->params, m->xin.a, R);
+    const float *ex = m->ex.pre[m->ex.nl - 1].a;
+    if (Dg > 0) {
+      memcpy(m->gin.a, g, (size_t)R * Dg * sizeof(float));
+      sgm_nn_stack_forward(&m->eg, &m->params, m->gin.a, R);
+      const float *eg = m->eg.pre[m->eg.nl - 1].a;
+      for (int r = 0; r < R; r++) {
+        memcpy(m->X0.a + (size_t)r * C, ex + (size_t)r * m->Cx, (size_t)m->Cx * sizeof(float));
+        memcpy(m->X0.a + (size_t)r * C + m->Cx, eg + (size_t)r * (C - m->Cx),
+               (size_t)(C - m->Cx) * sizeof(float));
+      }
+    } else {
+      memcpy(m->X0.a, ex, (size_t)R * C * sizeof(float));
+    }
   }
 
   for (int l = 0; l < L; l++) {
@@ -353,6 +415,7 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
     const float *X = block_in(m, l)->a;
     int rows;
     const float *xres; /* the residual stream entering the block, rows x C */
+    if (chunked && !centre_block(m, l)) continue; /* done in forward_chunk */
     if (!centre_block(m, l)) {
       rows = R;
       xres = X;
@@ -364,7 +427,8 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
       rows = B;
       gather_centre(b->xc.a, X, B, T, C);
       xres = b->xc.a;
-      sgm_nn_linear_forward(kv, X, P_(m, b->win) + (size_t)C * C, P_(m, b->bin) + C, R, C, 2 * C);
+      if (!chunked) /* else done in forward_chunk */
+        sgm_nn_linear_forward(kv, X, P_(m, b->win) + (size_t)C * C, P_(m, b->bin) + C, R, C, 2 * C);
       sgm_nn_linear_forward(q, b->xc.a, P_(m, b->win), P_(m, b->bin), B, C, C);
       sgm_nn_attention_forward(b->ay.a, b->att.a, q, kv, kv + C, mk, B, 1, T, C, NH, C, 2 * C);
     }
