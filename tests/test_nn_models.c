@@ -761,12 +761,13 @@ END_TEST
 
 START_TEST(test_ltf_chunked_forward)
 {
-  /* At small widths the forward runs the embeddings and the full blocks in chunks of 32 windows
-   * (transformer.c, forward_chunk). 70 windows (3 chunks, the last partial) with random absent
-   * neighbours, on a lean (max_tan = 0) and a full model, both last-block modes: the batch output
-   * equals each window run alone to 1e-6 (every operation is row- or window-local; only sgemm,
-   * at this config's widths that are no multiple of 8, may sum differently for 1 row), and the
-   * batch gradients (parameters, inputs) equal the sums of the single-window ones to 1e-5. */
+  /* At small widths the forward and the plain backward run the embeddings and the full blocks in
+   * chunks of 32 windows (transformer.c, forward_chunk, backward_chunk). 70 windows (3 chunks, the
+   * last partial) with random absent neighbours, on a lean (max_tan = 0) and a full model, both
+   * last-block modes: the batch output equals each window run alone to 1e-6 (every operation is
+   * row- or window-local; only sgemm, at this config's widths that are no multiple of 8, may sum
+   * differently for 1 row), and the batch gradients (parameters, inputs) equal the sums of the
+   * single-window ones to 1e-5. */
   enum { NB = 70, NR = NB * TT };
   SgmNnTransformerConfig c = tf_config();
   c.n_layers = 3;

@@ -115,5 +115,9 @@ void sgm_nn_stack_backward(SgmNnStack *s, SgmParams *p, const float *inp, const 
 /// none of them needs zeroing first; parameter gradients still accumulate.
 void sgm_nn_stack_backward_set(SgmNnStack *s, SgmParams *p, const float *inp, float *dinp,
                                int rows);
+/// The same for rows [r0, r0 + rows) only (inp, dinp and every face indexed from row 0); the
+/// parameter gradients accumulate.
+void sgm_nn_stack_backward_set_rows(SgmNnStack *s, SgmParams *p, const float *inp, float *dinp,
+                                    int r0, int rows);
 
 #endif

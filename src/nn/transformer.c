@@ -728,6 +728,53 @@ static void lin_bwd(float *dinp, int acc, float *dW, float *db, const float *dou
  * branches reuse their input gradient instead of copying it: the gradient of r2 serves as that of
  * f and, after the linear1 backward adds onto it, as that of n1; the gradient of r1 serves as
  * that of ao. Parameter gradients accumulate as always. */
+/* transformer_backward_plain for windows [b0, b0 + nb) through the full blocks l <= lc and the
+ * embeddings, at small widths (as forward_chunk): every layer there is row- or window-local but
+ * the parameter gradients, which accumulate chunk after chunk. The gradients on the output of
+ * block lc are complete before the first chunk. */
+static void backward_chunk(SgmNnTransformer m, int lc, int b0, int nb)
+{
+  const int T = m->T, C = m->C, H = m->H, NH = m->cfg.n_heads, Dg = m->cfg.gdim;
+  const int nr = nb * T, Cx = m->Cx;
+  const size_t o = (size_t)b0 * T;
+  const SgmNnAct act = m->cfg.act;
+  SgmParams *p = &m->params;
+  for (int l = lc; l >= 0; l--) {
+    Block *b = &m->blk[l];
+    SgmNnBuf *Xb = block_in(m, l);
+    float *r2g = b->r2.g + o * C, *r1g = b->r1.g + o * C, *hg = b->h.g + o * H;
+    sgm_nn_layernorm_backward_set(r2g, G_(m, b->n2w), G_(m, b->n2b), b->n2.g + o * C,
+                                  b->r2.a + o * C, P_(m, b->n2w), b->mean2.a + o, b->rstd2.a + o,
+                                  nr, C);
+    lin_bwd(b->ha.g + o * H, 0, G_(m, b->w2), G_(m, b->b2), r2g, b->ha.a + o * H, P_(m, b->w2), nr,
+            H, C);
+    sgm_nn_act_backward_y_set(act, hg, b->ha.g + o * H, b->h.a + o * H, b->ha.a + o * H, nr * H);
+    lin_bwd(r2g, 1, G_(m, b->w1), G_(m, b->b1), hg, b->n1.a + o * C, P_(m, b->w1), nr, C, H);
+    sgm_nn_layernorm_backward_set(r1g, G_(m, b->n1w), G_(m, b->n1b), r2g, b->r1.a + o * C,
+                                  P_(m, b->n1w), b->mean1.a + o, b->rstd1.a + o, nr, C);
+    lin_bwd(b->ay.g + o * C, 0, G_(m, b->wo), G_(m, b->bo), r1g, b->ay.a + o * C, P_(m, b->wo), nr,
+            C, C);
+    const float *q = b->qkv.a + o * 3 * C;
+    float *dq = b->qkv.g + o * 3 * C, *dX = Xb->g + o * C;
+    sgm_nn_attention_backward_set(dq, dq + C, dq + 2 * C, m->scratch, b->ay.g + o * C,
+                                  b->att.a + (size_t)b0 * NH * T * T, q, q + C, q + 2 * C, nb, T, T,
+                                  C, NH, 3 * C, 3 * C);
+    lin_bwd(dX, 0, G_(m, b->win), G_(m, b->bin), dq, Xb->a + o * C, P_(m, b->win), nr, C, 3 * C);
+    sgm_nn_residual_forward(dX, dX, r1g, nr * C);
+  }
+  SgmNnBuf *exo = &m->ex.pre[m->ex.nl - 1];
+  for (size_t r = o; r < o + (size_t)nr; r++)
+    memcpy(exo->g + r * Cx, m->X0.g + r * C, (size_t)Cx * sizeof(float));
+  sgm_nn_stack_backward_set_rows(&m->ex, p, m->xin.a, m->xin.g, (int)o, nr);
+  if (Dg > 0) {
+    SgmNnBuf *ego = &m->eg.pre[m->eg.nl - 1];
+    const int Cg = C - Cx;
+    for (size_t r = o; r < o + (size_t)nr; r++)
+      memcpy(ego->g + r * Cg, m->X0.g + r * C + Cx, (size_t)Cg * sizeof(float));
+    sgm_nn_stack_backward_set_rows(&m->eg, p, m->gin.a, m->gin.g, (int)o, nr);
+  }
+}
+
 static void transformer_backward_plain(SgmNnTransformer m)
 {
   const int B = m->B, T = m->T, C = m->C, H = m->H, NH = m->cfg.n_heads, L = m->cfg.n_layers;
@@ -743,10 +790,16 @@ static void transformer_backward_plain(SgmNnTransformer m)
     memset(n2->g, 0, (size_t)R * C * sizeof(float));
     scatter_add_centre(n2->g, m->decin.g, B, T, C);
   }
+  const int chunked = C <= SGM_LTF_CHUNK_MAXC;
   for (int l = L - 1; l >= 0; l--) {
     Block *b = &m->blk[l];
     SgmNnBuf *Xb = block_in(m, l);
     const int cb = centre_block(m, l);
+    if (chunked && !cb) { /* this block, those below and the embeddings: per window chunk */
+      for (int b0 = 0; b0 < B; b0 += SGM_LTF_CHUNK_WIN)
+        backward_chunk(m, l, b0, B - b0 < SGM_LTF_CHUNK_WIN ? B - b0 : SGM_LTF_CHUNK_WIN);
+      return;
+    }
     rows = cb ? B : R;
     /* norm2; residual 2: d f = d r2 */
     sgm_nn_layernorm_backward_set(b->r2.g, G_(m, b->n2w), G_(m, b->n2b), b->n2.g, b->r2.a,
