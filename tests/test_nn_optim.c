@@ -541,6 +541,18 @@ START_TEST(test_save_load_roundtrip)
   ck_assert_int_eq(sgm_nn_save(comm, path, &a.p, 3, arch, 0, NULL, oa), 0);
   ck_assert_int_eq(sgm_nn_load_ema(comm, path, &c.p, 3, arch), 0);
   ck_assert_int_eq(memcmp(c.p.params, ea, a.p.nparams * sizeof(float)), 0);
+  /* saved before the first step: the EMA weights are the weights (not the zeroed average) */
+  {
+    SgmOptim o0;
+    TinyModel d;
+    tiny_model(&d, 8, 4);
+    ck_assert_int_eq(sgm_optim_create("adamw", a.p.nparams, &s, &o0), 0);
+    ck_assert_int_eq(sgm_nn_save(comm, path, &a.p, 3, arch, 0, NULL, o0), 0);
+    ck_assert_int_eq(sgm_nn_load_ema(comm, path, &d.p, 3, arch), 0);
+    ck_assert_int_eq(memcmp(d.p.params, a.p.params, a.p.nparams * sizeof(float)), 0);
+    ck_assert_int_eq(sgm_optim_destroy(&o0), 0);
+    tiny_free(&d);
+  }
   /* weights only, no optimiser in the file: loading without optimiser works */
   ck_assert_int_eq(sgm_nn_save(comm, path, &a.p, 3, arch, 0, NULL, NULL), 0);
   ck_assert_int_eq(sgm_nn_load(comm, path, &c.p, 3, arch, NULL), 0);

@@ -154,7 +154,9 @@ static PetscErrorCode write_optimizer(hid_t file, const SgmParams *p, SgmOptim o
   PetscCall(write_attrs(g, (int)(sizeof attrs / sizeof attrs[0]), attrs));
   PetscCall(write_tensors(g, "m", p, m));
   PetscCall(write_tensors(g, "v", p, v));
-  if (ema) PetscCall(write_tensors(g, "ema", p, ema));
+  /* before the first update the average of the weights is the weights (the optimiser fills its
+   * EMA at the first step): a model saved after 0 steps loads the same with either weights */
+  if (ema) PetscCall(write_tensors(g, "ema", p, step == 0 ? p->params : ema));
   SgmCallH5(H5Gclose(g));
   PetscFunctionReturn(0);
 }
