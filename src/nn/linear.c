@@ -73,11 +73,15 @@ int sgm_nn_linear_small_gemm(int on)
   return gemm_small_on;
 }
 
+#if GEMM_HAVE
+/* 1 if the kernel serves an output N wide with reduction length K (the flag is set lazily; a race
+ * between threads writes the same value). */
 static int gemm_small(int N, int K)
 {
   if (gemm_small_on < 0) gemm_small_on = gemm_small_cpu();
   return gemm_small_on && N % 8 == 0 && N <= SGM_NN_GEMM_SMALL_MAX && K <= SGM_NN_GEMM_SMALL_MAX;
 }
+#endif
 
 #if GEMM_HAVE
 enum { MR = 6 };
