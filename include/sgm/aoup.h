@@ -114,7 +114,7 @@ struct SgmAoup_ {
   int64_t nbuilds;
   /* load balancing (sgm_aoup_set_balance): every bal_every list builds; the cuts and the cell ->
    * coordinate tables that s->decomp points to once they moved */
-  int64_t bal_every;
+  int64_t bal_every, nbalances; /* nbalances: builds that moved the cuts since creation */
   int64_t *bal_cut[2];
   int32_t *bal_coord[2];
   /* lagged mode (sgm_aoup_set_lagged): the step's reduction pending until the next forward */

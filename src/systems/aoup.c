@@ -599,6 +599,7 @@ static PetscErrorCode balance(SgmAoup s)
   if (changed) {
     PetscCall(sgm_halo_set_decomp(s->halo, d));
     s->tm.balances++;
+    s->nbalances++;
   }
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -977,7 +978,8 @@ PetscErrorCode sgm_aoup_timers_log(SgmAoup s, const char *stage)
   double v[NP] = {t->forces,  t->integrate, t->halo,  t->reduce,
                   t->migrate, t->exchange,  t->lists, 0.0};
   double sum[NP], mx[NP], mn[NP];
-  int64_t cnt[4] = {-t->nlocal_min, t->nlocal_max, t->nghost_max, t->balances}, cmax[4];
+  int64_t cnt[5] = {-t->nlocal_min, t->nlocal_max, t->nghost_max, t->balances, s->nbalances},
+          cmax[5];
   PetscFunctionBeginUser;
   PetscCall(sgm_aoup_sync(s));
   /* own work: everything but the two phases that wait for other ranks */
@@ -985,7 +987,7 @@ PetscErrorCode sgm_aoup_timers_log(SgmAoup s, const char *stage)
   PetscCallMPI(MPI_Allreduce(v, sum, NP, MPI_DOUBLE, MPI_SUM, s->comm));
   PetscCallMPI(MPI_Allreduce(v, mx, NP, MPI_DOUBLE, MPI_MAX, s->comm));
   PetscCallMPI(MPI_Allreduce(v, mn, NP, MPI_DOUBLE, MPI_MIN, s->comm));
-  PetscCallMPI(MPI_Allreduce(cnt, cmax, 4, MPIU_INT64, MPI_MAX, s->comm));
+  PetscCallMPI(MPI_Allreduce(cnt, cmax, 5, MPIU_INT64, MPI_MAX, s->comm));
   if (t->steps == 0) PetscFunctionReturn(PETSC_SUCCESS);
   const double us = 1e6 / (double)t->steps;
   PetscCall(sgm_log(s->comm,
@@ -1002,7 +1004,7 @@ PetscErrorCode sgm_aoup_timers_log(SgmAoup s, const char *stage)
   PetscCall(sgm_log(s->comm,
                     "%s:   locals per rank at rebuilds %" PRId64 "..%" PRId64
                     ", ghosts per rank up to %" PRId64 "; load balancing moved the cuts %" PRId64
-                    " times\n",
-                    stage, -cmax[0], cmax[1], cmax[2], cmax[3]));
+                    " times in these steps, %" PRId64 " since the start (relaxation included)\n",
+                    stage, -cmax[0], cmax[1], cmax[2], cmax[3], cmax[4]));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
