@@ -28,10 +28,13 @@
 # per model (train stage with steps = 0; the throughput does not depend on the weights).
 #
 # usage: bench/epr/run.sh [--models small,mips,big] [--parts epr,train] [--rounds R] [--n N]
-#                         [--n-big N] [--n-train N] [--batch B] [--build DIR] [--work DIR] [--quick]
+#                         [--n-big N] [--n-train N] [--batch B] [--build DIR] [--work DIR]
+#                         [--frames F] [--quick]
 #   defaults: all three models, both parts, 2 rounds, N = 32768 (small, mips), N = 1024 for the
 #   big model's EPR (~15-60 particles/s: N = 32768 would take 10+ min per frame on this host),
 #   N_train = 4096, B = 1024; ~15 min on the 2-vCPU host when it is quiet, ~35 min at load 8-13.
+#   --frames F: EPR on frames 1..F of the 3-frame trajectory (default 2; 1 for the big model
+#   at N = 32768: ~10 min per C run here).
 #   --quick: small only, N = 4096, 1 round, few steps: a smoke test, not a measurement.
 # Needs: sgm_hpc in BUILD, mpicc/mpiexec, Debian's /usr/bin/python3 with python3-torch, the
 # anchor at ../shared/anchors/torch (SGM_TORCH_ANCHOR).
@@ -47,7 +50,8 @@ BATCH=1024
 BUILD=$ROOT/build
 WORK=
 QUICK=0
-usage="usage: $0 [--models small,mips,big] [--parts epr,train] [--rounds R] [--n N] [--n-big N] [--n-train N] [--batch B] [--build DIR] [--work DIR] [--quick]"
+FRAMES=2
+usage="usage: $0 [--models small,mips,big] [--parts epr,train] [--rounds R] [--n N] [--n-big N] [--n-train N] [--batch B] [--build DIR] [--work DIR] [--frames F] [--quick]"
 while [ $# -gt 0 ]; do
   case $1 in
     --models) MODELS=$2; shift 2 ;;
@@ -59,6 +63,7 @@ while [ $# -gt 0 ]; do
     --batch) BATCH=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
+    --frames) FRAMES=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
@@ -167,7 +172,7 @@ score = "model"
 model = "model_$m/model.h5"
 trajectory = "traj$ne/trajectory.h5"
 first = 1
-last = 2
+last = $FRAMES
 batches = 2
 write_particles = false
 write_fields = false

@@ -66,7 +66,7 @@ def main():
     if "epr" in parts:
         print("\n## EPR evaluation: score + exact divergence per particle, particles/s, "
               "median (best) over rounds")
-        print("C: the epr stage (SgmEpr event, slowest rank, 2 frames); torch: torch_worker.py div "
+        print("C: the epr stage (SgmEpr event, slowest rank, frames 1..F, --frames); torch: torch_worker.py div "
               "(forward + 2 backward) in chunks of the same size as [model] max_batch\n")
         print("| model | N | C 1 rank | torch 1 thread | ratio 1 | C 2 ranks | torch 2 threads |"
               " ratio 2 (vs torch 2 thr) | C 2 ranks / C 1 rank | per-round ratios 1; 2 |"
