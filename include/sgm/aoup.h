@@ -117,6 +117,7 @@ struct SgmAoup_ {
   int64_t bal_every, nbalances; /* nbalances: builds that moved the cuts since creation */
   int64_t *bal_cut[2];
   int32_t *bal_coord[2];
+  int64_t *bal_scratch;
   /* lagged mode (sgm_aoup_set_lagged): the step's reduction pending until the next forward */
   int lagged, red_pending;
   double red_in[2], red_out[2];

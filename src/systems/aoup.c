@@ -113,6 +113,7 @@ PetscErrorCode sgm_aoup_destroy(SgmAoup *sp)
   sgm_cells_free(&s->cells);
   free(s->nb_id), free(s->sell), free(s->sl_w), free(s->sl_start), free(s->sl_perm), free(s->gbuf);
   free(s->sl_list);
+  PetscCall(PetscFree(s->bal_scratch));
   for (int k = 0; k < 2; k++) {
     PetscCall(PetscFree(s->bal_cut[k]));
     PetscCall(PetscFree(s->bal_coord[k]));
@@ -546,6 +547,14 @@ PetscErrorCode sgm_aoup_set_balance(SgmAoup s, int64_t every, double min_width)
       PetscCall(PetscMalloc1(nc, &s->bal_coord[k]));
     }
   }
+  /* balance()'s scratch, made here so the step loop allocates nothing: per dimension a column
+   * histogram (nc), its prefix sums (nc + 1) and the proposed cuts (np + 1) */
+  int64_t need = 0;
+  for (int k = 0; k < s->p.dim; k++)
+    if (d->dims[k] > 1 && 2 * d->ncell[k] + d->dims[k] + 2 > need)
+      need = 2 * d->ncell[k] + d->dims[k] + 2;
+  PetscCall(PetscFree(s->bal_scratch));
+  PetscCall(PetscMalloc1(need, &s->bal_scratch));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -564,8 +573,7 @@ static PetscErrorCode balance(SgmAoup s)
     const int np = d->dims[k];
     const int64_t nc = d->ncell[k], minc = d->min_cells[k];
     if (np == 1) continue;
-    int64_t *h, *pre, *cut;
-    PetscCall(PetscMalloc3(nc, &h, nc + 1, &pre, np + 1, &cut));
+    int64_t *h = s->bal_scratch, *pre = h + nc, *cut = pre + nc + 1;
     memset(h, 0, (size_t)nc * sizeof(int64_t));
     for (int64_t i = 0; i < s->part.nlocal; i++) h[sgm_decomp_cell(d, k, s->part.x[i * dim + k])]++;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, h, (int)nc, MPI_INT64_T, MPI_SUM, s->comm));
@@ -594,7 +602,6 @@ static PetscErrorCode balance(SgmAoup s)
       d->cut[k] = s->bal_cut[k], d->coord[k] = s->bal_coord[k];
       changed = 1;
     }
-    PetscCall(PetscFree3(h, pre, cut));
   }
   if (changed) {
     PetscCall(sgm_halo_set_decomp(s->halo, d));
