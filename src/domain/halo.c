@@ -412,6 +412,8 @@ PetscErrorCode sgm_halo_forward_begin(SgmHalo h, double *field, int ncomp)
 {
   PetscFunctionBeginUser;
   PetscCheck(h->fwd_k < 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "a halo forward is in flight");
+  PetscCheck(h->nsteps > 0, PETSC_COMM_SELF, PETSC_ERR_ORDER,
+             "halo forward without a recorded pattern (exchange first)");
   for (int k = 0; k < h->nsteps / 2; k++) {
     PetscCall(fwd_post(h, k, field, ncomp));
     if (h->d.dims[k] > 1) { /* messages posted: the later dimensions forward what they bring */
