@@ -526,36 +526,61 @@ END_TEST
 START_TEST(test_sk_direct_dft)
 {
   /* the FFT pipeline against a direct sum over particles of exp(-i k . X_j), X_j the nearest node
-   * (computed here from the positions), shell by shell over (-M/2, M/2]^2 */
+   * (computed here from the positions), shell by shell over (-M/2, M/2]^2; a power of two and two
+   * grids with factors 3 and 5 (what the automatic grid picks) */
   const int64_t n = 300;
-  const int M = 16;
-  const double L = 40.0, h = L / M;
+  const int Ms[3] = {16, 18, 30};
+  const double L = 40.0;
   double *x = random_points(2, n, L, 3);
-  SgmObservables o = sk_of(2, n, L, x, M);
-  double sum[8] = {0}, mx[8] = {0};
-  int64_t cnt[8] = {0};
-  for (int i = -M / 2 + 1; i <= M / 2; i++)
-    for (int j = -M / 2 + 1; j <= M / 2; j++) {
-      int64_t q4 = 4 * (int64_t)(i * i + j * j);
-      int s = (int)floor(sqrt((double)(i * i + j * j)) + 0.5);
-      if (!q4 || s > M / 2) continue;
-      double re = 0, im = 0;
-      for (int64_t p = 0; p < n; p++) {
-        double nx = floor(x[2 * p] / h + 0.5), ny = floor(x[2 * p + 1] / h + 0.5);
-        double ph = -2.0 * PETSC_PI * (i * nx + j * ny) / M;
-        re += cos(ph), im += sin(ph);
+  for (int t = 0; t < 3; t++) {
+    const int M = Ms[t];
+    const double h = L / M;
+    SgmObservables o = sk_of(2, n, L, x, M);
+    double sum[15] = {0}, mx[15] = {0};
+    int64_t cnt[15] = {0};
+    for (int i = -M / 2 + 1; i <= M / 2; i++)
+      for (int j = -M / 2 + 1; j <= M / 2; j++) {
+        int64_t q4 = 4 * (int64_t)(i * i + j * j);
+        int s = (int)floor(sqrt((double)(i * i + j * j)) + 0.5);
+        if (!q4 || s > M / 2) continue;
+        double re = 0, im = 0;
+        for (int64_t p = 0; p < n; p++) {
+          double nx = floor(x[2 * p] / h + 0.5), ny = floor(x[2 * p + 1] / h + 0.5);
+          double ph = -2.0 * PETSC_PI * (i * nx + j * ny) / M;
+          re += cos(ph), im += sin(ph);
+        }
+        double v = (re * re + im * im) / n;
+        sum[s - 1] += v, cnt[s - 1]++;
+        if (v > mx[s - 1]) mx[s - 1] = v;
       }
-      double v = (re * re + im * im) / n;
-      sum[s - 1] += v, cnt[s - 1]++;
-      if (v > mx[s - 1]) mx[s - 1] = v;
+    ck_assert_int_eq(o.nshell, M / 2);
+    for (int s = 0; s < M / 2; s++) {
+      ck_assert_int_eq(o.sk_modes[s], cnt[s]);
+      ck_assert_double_eq_tol(o.sk_S[s], sum[s] / cnt[s], 1e-9);
+      ck_assert_double_eq_tol(o.sk_max[s], mx[s], 1e-9);
     }
-  for (int s = 0; s < M / 2; s++) {
-    ck_assert_int_eq(o.sk_modes[s], cnt[s]);
-    ck_assert_double_eq_tol(o.sk_S[s], sum[s] / cnt[s], 1e-9);
-    ck_assert_double_eq_tol(o.sk_max[s], mx[s], 1e-9);
+    sgm_observables_free(&o);
   }
-  sgm_observables_free(&o);
   free(x);
+}
+END_TEST
+
+START_TEST(test_sk_auto_grid)
+{
+  /* sk_grid = 0: the smallest even M >= 16 without prime factors above 5 and L / M <= a / 2
+   * (a = 1 here), at most 2048 */
+  const double Ls[6] = {13.1, 40.0, 100.0, 160.4, 453.7, 1100.0}; /* 26.2 -> 30 skips 26, 28 */
+  const int expect[6] = {30, 80, 200, 324, 960, 2048};
+  for (int t = 0; t < 6; t++) {
+    const int64_t n = 50;
+    double *x = random_points(2, n, Ls[t], 5);
+    SgmObservables o = sk_of(2, n, Ls[t], x, 0);
+    ck_assert_msg(o.sk_grid == expect[t], "L = %g: automatic grid %d, expected %d", Ls[t],
+                  o.sk_grid, expect[t]);
+    ck_assert_int_eq(o.nshell, expect[t] / 2);
+    sgm_observables_free(&o);
+    free(x);
+  }
 }
 END_TEST
 
@@ -716,6 +741,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_sk_reuse);
   tcase_add_test(t, test_sk_lattice);
   tcase_add_test(t, test_sk_direct_dft);
+  tcase_add_test(t, test_sk_auto_grid);
   tcase_add_test(t, test_halo_width_check);
   tcase_add_test(t, test_writer);
   tcase_add_test(t, test_config_keys);

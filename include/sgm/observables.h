@@ -71,6 +71,7 @@ typedef struct {
   double *sk_S;      /* [nshell] shell average of |rho_k|^2 / N over the full k plane */
   double *sk_max;    /* [nshell] largest |rho_k|^2 / N in the shell (Bragg peak height) */
   int64_t *sk_modes; /* [nshell] number of modes (k and -k counted separately) */
+  double sk_seconds; /* wall time of the last S(k) on this rank (deposit, transform, shells) */
   void *sk_cache;    /* private: the S(k) FFTW plan, buffers and slab map kept across calls
                         (structure_factor.c); released by sgm_observables_free */
 } SgmObservables;

@@ -15,8 +15,9 @@ static const SgmKeySpec analysis_keys[] = {
     {"contact_tol", SGM_KEY_REAL, "0.1", 0, 0.0, 10.0, NULL, "",
      "Two particles are in contact (same cluster) when r < 2a (1 + contact_tol)"},
     {"sk_grid", SGM_KEY_INT, "0", 0, -1, 16384, NULL, "",
-     "Grid nodes per dimension M of the nearest-grid-point density for S(k); 0 = automatic (a "
-     "power of two with spacing <= a/2, at most 2048 in 2D), -1 = no S(k)"},
+     "Grid nodes per dimension M of the nearest-grid-point density for S(k); 0 = automatic (the "
+     "smallest even M with no prime factor above 5 and spacing L/M <= a/2, at most 2048 in 2D), "
+     "-1 = no S(k)"},
     {"every", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "frames",
      "Compute the observables on every this many trajectory frames during simulate (0 = never; "
      "periodic boxes only)"},

@@ -384,8 +384,20 @@ PetscErrorCode sgm_observables_check(SgmAoup s, const SgmObservablesParams *p)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* The S(k) grid M: sk_grid, or automatic: a power of two with spacing <= a/2, so shells reach
- * k = 2 pi / a; 0 or less: no S(k). */
+/* 1 if M is even and has no prime factor above 5 (FFTW's fast radices 2, 3, 5). */
+static int fft_friendly(int M)
+{
+  if (M % 2) return 0;
+  while (M % 2 == 0) M /= 2;
+  while (M % 3 == 0) M /= 3;
+  while (M % 5 == 0) M /= 5;
+  return M == 1;
+}
+
+/* The S(k) grid M: sk_grid, or automatic: the smallest even M >= 16 with no prime factor above
+ * 5 and spacing L/M <= a/2, so shells reach k = 2 pi / a (at N = 4096, phi = 0.5, a = 1: L =
+ * 160.4, M = 324; the power of two above, 512, took ~1.6x as long per S(k) on 1 rank and ~2x on
+ * 2, docs/performance.md); 0 or less: no S(k). */
 static int sk_grid_of(SgmAoup s, const SgmObservablesParams *p)
 {
   int M = p->sk_grid;
@@ -393,7 +405,7 @@ static int sk_grid_of(SgmAoup s, const SgmObservablesParams *p)
     const double need = 2.0 * s->p.L / s->p.a;
     const int cap = s->p.dim == 1 ? 1 << 20 : 2048;
     M = 16;
-    while (M < need && M < cap) M *= 2;
+    while ((M < need || !fft_friendly(M)) && M < cap) M++;
   }
   return M;
 }
@@ -488,11 +500,13 @@ PetscErrorCode sgm_observables_compute(SgmAoup s, const SgmObservablesParams *p,
 
   /* structure factor */
   PetscCall(PetscLogEventBegin(ev_sk, 0, 0, 0, 0));
+  const double tsk = MPI_Wtime();
   const int M = sk_grid_of(s, p);
   if (M > 0)
     PetscCall(sgm_observables_sk(s, M, o));
   else
     o->nshell = 0, o->sk_grid = 0;
+  o->sk_seconds = MPI_Wtime() - tsk;
   PetscCall(PetscLogEventEnd(ev_sk, 0, 0, 0, 0));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

@@ -109,12 +109,13 @@ typedef struct {
   MPI_Comm comm; /* a duplicate of the communicator of the plan */
   int size;
   int64_t M;
-  ptrdiff_t alloc, local_n0, local_0;
+  ptrdiff_t alloc, local_n0, local_0; /* input slab: rows [local_0, local_0 + local_n0) of x */
+  ptrdiff_t local_n1, local_1;        /* transposed output: modes j of [local_1, + local_n1) */
   double *field;
   fftw_plan plan;
   int *row_owner;
   double L;         /* box length of the shell geometry below */
-  int32_t *code;    /* [local_n0 * nj] per local mode: -1 (not in a shell) or 2 (s - 1) + (w - 1) */
+  int32_t *code;    /* [local_n1 * M] per local mode: -1 (not in a shell) or 2 (s - 1) + (w - 1) */
   double *ksum_g;   /* [M/2] reduced sum of w |k| per shell (same every frame) */
   int64_t *modes_g; /* [M/2] reduced mode count per shell; NULL until the first reduction */
 } SkCache;
@@ -154,14 +155,17 @@ static PetscErrorCode sk_cache_get(SgmAoup s, int64_t M, SgmObservables *o, SkCa
   o->sk_cache = c;
   c->comm = MPI_COMM_NULL, c->size = size, c->M = M, c->L = s->p.L;
   PetscCallMPI(MPI_Comm_dup(s->comm, &c->comm)); /* kept to recognise the group on later calls */
-  c->alloc =
-      fftw_mpi_local_size_2d((ptrdiff_t)M, (ptrdiff_t)nj, s->comm, &c->local_n0, &c->local_0);
-  /* in place: the real field is padded to [local_n0][2 (M/2 + 1)], the output [local_n0][M/2+1] */
+  c->alloc = fftw_mpi_local_size_2d_transposed((ptrdiff_t)M, (ptrdiff_t)nj, s->comm, &c->local_n0,
+                                               &c->local_0, &c->local_n1, &c->local_1);
+  /* in place: the real field is padded to [local_n0][2 (M/2 + 1)]; the output is transposed,
+   * [local_n1][M] (modes j = local_1 .. local_1 + local_n1 - 1 of the last dimension, every kx):
+   * FFTW_MPI_TRANSPOSED_OUT skips the transpose back, one of the two all-to-all exchanges (the
+   * shell sums do not care about the layout) */
   c->field = fftw_alloc_real((size_t)(2 * c->alloc + 2));
   PetscCheck(c->field, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
   memset(c->field, 0, (size_t)(2 * c->alloc + 2) * sizeof(double));
   c->plan = fftw_mpi_plan_dft_r2c_2d((ptrdiff_t)M, (ptrdiff_t)M, c->field, (fftw_complex *)c->field,
-                                     s->comm, FFTW_ESTIMATE);
+                                     s->comm, FFTW_ESTIMATE | FFTW_MPI_TRANSPOSED_OUT);
   PetscCheck(c->plan, PETSC_COMM_SELF, PETSC_ERR_LIB, "FFTW: no 2D MPI r2c plan of size %" PRId64,
              M);
   /* row -> slab owner */
@@ -181,15 +185,15 @@ static PetscErrorCode sk_cache_get(SgmAoup s, int64_t M, SgmObservables *o, SkCa
  * ksum, modes (the same loop order as shell_accumulate, so the same sums). Once per cache. */
 static PetscErrorCode sk_geometry(SkCache *c, double *ksum, int64_t *modes)
 {
-  const int64_t M = c->M, nj = M / 2 + 1;
+  const int64_t M = c->M;
   const double L = c->L;
   PetscFunctionBeginUser;
-  c->code = malloc((size_t)(c->local_n0 * nj + 1) * sizeof *c->code);
+  c->code = malloc((size_t)(c->local_n1 * M + 1) * sizeof *c->code);
   PetscCheck(c->code, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
-  for (ptrdiff_t r = 0; r < c->local_n0; r++) {
-    const int64_t i = (int64_t)(c->local_0 + r), kx = i <= M / 2 ? i : i - M;
-    for (int64_t j = 0; j < nj; j++) {
-      const int64_t q = kx * kx + j * j;
+  for (ptrdiff_t r = 0; r < c->local_n1; r++) {
+    const int64_t j = (int64_t)(c->local_1 + r);
+    for (int64_t i = 0; i < M; i++) {
+      const int64_t kx = i <= M / 2 ? i : i - M, q = kx * kx + j * j;
       int32_t code = -1;
       if (q != 0) {
         const int64_t sh = shell_of(q);
@@ -200,7 +204,7 @@ static PetscErrorCode sk_geometry(SkCache *c, double *ksum, int64_t *modes)
           code = (int32_t)(2 * (sh - 1) + (w - 1));
         }
       }
-      c->code[r * nj + j] = code;
+      c->code[r * M + i] = code;
     }
   }
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -276,18 +280,18 @@ static PetscErrorCode sk_2d(SgmAoup s, int64_t M, SgmObservables *o, double *sum
     field[(ix - local_0) * pad + iy] += 1.0;
   }
   fftw_execute(c->plan);
-  const double *out = field; /* in place: (re, im) pairs, rows of nj modes */
+  const double *out = field; /* in place, transposed: (re, im) pairs, rows of M modes kx */
   if (!c->code) PetscCall(sk_geometry(c, ksum, modes));
   /* |rho_k|^2 / N into the shell sums and maxima (what shell_accumulate does for S) */
   const double N = (double)s->p.n;
-  for (ptrdiff_t r = 0; r < local_n0; r++) {
-    const double *row = out + r * pad;
-    const int32_t *code = c->code + r * nj;
-    for (int64_t j = 0; j < nj; j++) {
-      if (code[j] < 0) continue;
-      const int32_t sh = code[j] >> 1;
-      const int64_t w = (code[j] & 1) + 1;
-      const double p = (row[2 * j] * row[2 * j] + row[2 * j + 1] * row[2 * j + 1]) / N;
+  for (ptrdiff_t r = 0; r < c->local_n1; r++) {
+    const double *row = out + 2 * r * M;
+    const int32_t *code = c->code + r * M;
+    for (int64_t i = 0; i < M; i++) {
+      if (code[i] < 0) continue;
+      const int32_t sh = code[i] >> 1;
+      const int64_t w = (code[i] & 1) + 1;
+      const double p = (row[2 * i] * row[2 * i] + row[2 * i + 1] * row[2 * i + 1]) / N;
       sum[sh] += (double)w * p;
       if (p > smax[sh]) smax[sh] = p;
     }

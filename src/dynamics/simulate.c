@@ -80,6 +80,10 @@ typedef struct {
   const char *group;
   char traj_tmp[PETSC_MAX_PATH_LEN];
   int64_t nframes;
+  /* frame time split on this rank, over the frames of the step loop: sums and minima (s) of the
+   * observables (of which S(k)) and of the HDF5 part (open, positions, observables, close) */
+  int64_t ntimed, nobs_timed;
+  double t_obs, t_sk, t_io, min_obs, min_sk, min_io;
 } Sim;
 
 /* The particles in global-id blocks: rank r holds ids [start, start + count) in id order, and
@@ -109,7 +113,9 @@ static PetscErrorCode write_frame(Sim *m)
   PetscCall(id_blocks(m, &start, &count, &x, &g));
   /* the observables first, so the file is open only while it is written; then the frame and its
    * observables share one open and close (the file is consistent after each frame) */
+  const double t0 = MPI_Wtime();
   if (analyse) PetscCall(sgm_observables_compute(m->s, &m->op, &m->obs));
+  const double t1 = MPI_Wtime();
   PetscCall(sgm_h5md_open_append(m->run->comm, m->traj_tmp, &fh));
   PetscCall(sgm_h5md_append_fh(m->run->comm, fh, m->group, m->nframes, m->s->step,
                                (double)m->s->step * m->s->p.dt, m->s->p.dim, start, count, x, g));
@@ -119,6 +125,15 @@ static PetscErrorCode write_frame(Sim *m)
     m->nanalysed++;
   }
   PetscCall(sgm_h5md_close(fh));
+  const double tio = MPI_Wtime() - t1;
+  m->t_io += tio, m->min_io = m->ntimed ? PetscMin(m->min_io, tio) : tio, m->ntimed++;
+  if (analyse) {
+    const double tob = t1 - t0, tsk = m->obs.sk_seconds;
+    m->t_obs += tob, m->t_sk += tsk;
+    m->min_obs = m->nobs_timed ? PetscMin(m->min_obs, tob) : tob;
+    m->min_sk = m->nobs_timed ? PetscMin(m->min_sk, tsk) : tsk;
+    m->nobs_timed++;
+  }
   m->nframes++;
   PetscCall(PetscFree(x));
   PetscCall(PetscFree(g));
@@ -306,6 +321,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
                                 &prog));
   double t0 = MPI_Wtime(), twrite = 0.0;
   sgm_aoup_timers_reset(m.s);
+  m.ntimed = m.nobs_timed = 0, m.t_obs = m.t_sk = m.t_io = 0.0;
   /* each step's reduction overlaps the next step's interior forces (sgm_aoup_set_lagged) */
   PetscCall(sgm_aoup_set_lagged(m.s, PETSC_TRUE));
   for (;;) {
@@ -339,6 +355,17 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
   PetscCall(sgm_aoup_timers_log(m.s, "simulate"));
   PetscCall(sgm_log(run->comm, "simulate:   frames (+analysis) %.3f s of the %.3f s loop\n", twrite,
                     wall));
+  if (m.ntimed > 0) {
+    char an[160] = "";
+    if (m.nobs_timed > 0)
+      PetscCall(PetscSNPrintf(an, sizeof an, "observables %.2f / %.2f (S(k) %.2f / %.2f), ",
+                              1e3 * m.t_obs / (double)m.nobs_timed, 1e3 * m.min_obs,
+                              1e3 * m.t_sk / (double)m.nobs_timed, 1e3 * m.min_sk));
+    PetscCall(sgm_log(run->comm,
+                      "simulate:   per frame (rank 0, ms, mean / min over %lld frames): %sHDF5 "
+                      "%.2f / %.2f\n",
+                      (long long)m.ntimed, an, 1e3 * m.t_io / (double)m.ntimed, 1e3 * m.min_io));
+  }
   const double psteps = (double)(m.s->step - first) * (double)p.n;
   PetscCall(sgm_aoup_check(m.s));
   PetscCall(write_checkpoint(&m));
