@@ -657,6 +657,181 @@ START_TEST(test_attention_reference)
 }
 END_TEST
 
+/* ---- centre-query attention through the keys' source rows (sgm_nn_attention_xcentre_*) ---- */
+enum { XB = 3, XT = 6, XNH = 2, XCMAX = 40 };
+static float xc_mask[XB * XT] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1};
+static float xc_p[XB * XNH * XT], xc_scr[XNH * XT];
+static const float *xc_m;
+static int xc_C;
+static void xc_fwd(void)
+{
+  sgm_nn_attention_xcentre_forward(P.out, xc_p, P.x[0], P.x[1], xc_m, XB, XT, xc_C, XNH, 0.3f);
+}
+static void xc_bwd(void)
+{
+  sgm_nn_attention_xcentre_backward_set(P.gx[1], P.gx[0], xc_scr, P.dout, xc_p, P.x[0], P.x[1], XB,
+                                        XT, xc_C, XNH, 0.3f);
+}
+
+START_TEST(test_attention_xcentre_fd)
+{
+  /* _i bit 0: key mask; bit 1: C = 40 (the 32- and 8-wide channel blocks) or 13 (a scalar tail) */
+  xc_m = (_i & 1) ? xc_mask : NULL;
+  xc_C = (_i & 2) ? 40 : 13;
+  prob_add("u", rnd(XB * XNH * xc_C, -1.5, 1.5), NULL, XB * XNH * xc_C);
+  prob_add("x", rnd(XB * XT * xc_C, -1.5, 1.5), NULL, XB * XT * xc_C);
+  prob_out(XB * XNH * xc_C);
+  P.fwd = xc_fwd, P.bwd = xc_bwd;
+  /* the backward overwrites: start it from garbage instead of the zeros check_backward sets */
+  check_backward();
+  for (int a = 0; a < 2; a++)
+    for (size_t i = 0; i < P.len[a]; i++) P.gx[a][i] = 1e3f;
+  xc_fwd();
+  xc_bwd();
+  for (int a = 0; a < 2; a++)
+    for (size_t i = 0; i < P.len[a]; i++) ck_assert_float_ne(P.gx[a][i], 1e3f);
+  if (xc_m) {
+    /* masked keys: probability 0, and their rows get a zero gradient */
+    for (int b = 0; b < XB; b++)
+      for (int j = 0; j < XT; j++)
+        if (xc_m[b * XT + j] == 0.0f) {
+          for (int h = 0; h < XNH; h++) ck_assert_float_eq(xc_p[(b * XNH + h) * XT + j], 0.0f);
+          for (int c = 0; c < xc_C; c++) ck_assert_float_eq(P.gx[1][(b * XT + j) * xc_C + c], 0.0f);
+        }
+  }
+  prob_free();
+}
+END_TEST
+
+/* Against the double loops at several shapes (the small model's T = 17, C = 64, 2 heads; tails in
+ * keys and channels), and the identity the transformer relies on: with u_h = W_k,h^T q_h the
+ * output W_v,h z_h + b_v,h and the gradients of q and x equal those of the attention over the
+ * projected keys and values k = x W_k^T + b_k, v = x W_v^T + b_v (sgm_nn_attention_*_naive). */
+static const int xc_shapes[][4] = {{5, 17, 64, 2}, {3, 7, 13, 3}, {4, 9, 40, 1}, {2, 65, 32, 4}};
+START_TEST(test_attention_xcentre_vs_naive)
+{
+  const int B = xc_shapes[_i][0], T = xc_shapes[_i][1], C = xc_shapes[_i][2], NH = xc_shapes[_i][3];
+  const int hs = C / NH, NC = B * NH * C;
+  const float scale = (float)(1.0 / sqrt((double)hs));
+  float *x = rnd(B * T * C, -1.5, 1.5), *q = rnd(B * C, -1.5, 1.5), *dy = rnd(B * C, -1, 1);
+  float *w = rnd(2 * C * C, -0.3, 0.3), *bkv = rnd(2 * C, -0.5, 0.5), *mask = zeros(B * T);
+  for (int i = 0; i < B * T; i++) mask[i] = (i % T == 0 || urand() < 0.7) ? 1.0f : 0.0f;
+  float *u = zeros(NC), *z[2], *att[2], *dx[2], *du[2], *scr = zeros(NH * T);
+  for (int r = 0; r < 2; r++) {
+    z[r] = zeros(NC), att[r] = zeros(B * NH * T), dx[r] = rnd(B * T * C, -1, 1);
+    du[r] = rnd(NC, -1, 1);
+  }
+  for (int h = 0; h < NH; h++) /* u_h = q_h W_k,h */
+    sgm_nn_gemm_naive(0, 0, B, C, hs, q + h * hs, C, w + (size_t)h * hs * C, C, NULL, 0, u + h * C,
+                      NH * C);
+  float *dz = rnd(NC, -1, 1);
+  sgm_nn_attention_xcentre_forward(z[0], att[0], u, x, mask, B, T, C, NH, scale);
+  sgm_nn_attention_xcentre_forward_naive(z[1], att[1], u, x, mask, B, T, C, NH, scale);
+  sgm_nn_attention_xcentre_backward_set(dx[0], du[0], scr, dz, att[0], u, x, B, T, C, NH, scale);
+  sgm_nn_attention_xcentre_backward_naive(dx[1], du[1], scr, dz, att[1], u, x, B, T, C, NH, scale);
+  struct {
+    const char *n;
+    const float *a, *b;
+    int len;
+  } c[] = {{"z", z[0], z[1], NC},
+           {"att", att[0], att[1], B * NH * T},
+           {"dx", dx[0], dx[1], B * T * C},
+           {"du", du[0], du[1], NC}};
+  for (int k = 0; k < 4; k++) {
+    double e = 0.0, sc = 0.0;
+    for (int i = 0; i < c[k].len; i++) {
+      e = fmax(e, fabs(c[k].a[i] - c[k].b[i]));
+      sc = fmax(sc, fabs(c[k].b[i]));
+    }
+    ck_assert_msg(e <= BLAS_RTOL * sc, "xcentre %s (B %d T %d C %d NH %d): vs naive %.3g (%.3g)",
+                  c[k].n, B, T, C, NH, e, sc);
+  }
+  /* the identity, against the attention over projected keys and values (all in double loops) */
+  float *kv = zeros(B * T * 2 * C), *y1 = zeros(B * C), *y2 = zeros(B * C), *p2 = zeros(B * NH * T);
+  float *dq1 = zeros(B * C), *dq2 = zeros(B * C), *dkv = zeros(B * T * 2 * C);
+  float *dx2 = zeros(B * T * C), *dzr = zeros(NC), *ascr = zeros(T);
+  sgm_nn_linear_forward_naive(kv, x, w, bkv, B * T, C, 2 * C);
+  sgm_nn_attention_forward_naive(y2, p2, q, kv, kv + C, mask, B, 1, T, C, NH, C, 2 * C);
+  sgm_nn_attention_backward_naive(dq2, dkv, dkv + C, ascr, dy, p2, q, kv, kv + C, B, 1, T, C, NH, C,
+                                  2 * C);
+  sgm_nn_linear_backward_naive(dx2, NULL, NULL, dkv, x, w, B * T, C, 2 * C);
+  for (int h = 0; h < NH; h++) {
+    const float *Wv = w + (size_t)(C + h * hs) * C;
+    sgm_nn_gemm_naive(0, 1, B, hs, C, z[1] + h * C, NH * C, Wv, C, bkv + C + h * hs, 0, y1 + h * hs,
+                      C);
+    sgm_nn_gemm_naive(0, 0, B, C, hs, dy + h * hs, C, Wv, C, NULL, 0, dzr + h * C, NH * C);
+  }
+  sgm_nn_attention_xcentre_backward_naive(dx[1], du[1], scr, dzr, att[1], u, x, B, T, C, NH, scale);
+  for (int h = 0; h < NH; h++)
+    sgm_nn_gemm_naive(0, 1, B, hs, C, du[1] + h * C, NH * C, w + (size_t)h * hs * C, C, NULL, 0,
+                      dq1 + h * hs, C);
+  struct {
+    const char *n;
+    const float *a, *b;
+    int len;
+  } d[] = {{"out", y1, y2, B * C},
+           {"att", att[1], p2, B * NH * T},
+           {"dq", dq1, dq2, B * C},
+           {"dx", dx[1], dx2, B * T * C}};
+  for (int k = 0; k < 4; k++) {
+    double e = 0.0, sc = 0.0;
+    for (int i = 0; i < d[k].len; i++) {
+      e = fmax(e, fabs(d[k].a[i] - d[k].b[i]));
+      sc = fmax(sc, fabs(d[k].b[i]));
+    }
+    ck_assert_double_gt(sc, 0.0);
+    ck_assert_msg(e <= 1e-5 * sc, "xcentre identity %s (B %d T %d C %d NH %d): %.3g (%.3g)", d[k].n,
+                  B, T, C, NH, e, sc);
+  }
+  free(x), free(q), free(dy), free(w), free(bkv), free(mask), free(u), free(scr), free(dz);
+  for (int r = 0; r < 2; r++) free(z[r]), free(att[r]), free(dx[r]), free(du[r]);
+  free(kv), free(y1), free(y2), free(p2), free(dq1), free(dq2), free(dkv), free(dx2), free(dzr);
+  free(ascr);
+}
+END_TEST
+
+/* sgm_nn_gemm (the strided per-head GEMMs) against the double loops: every transpose case, with
+ * and without accumulation and bias, padded strides, in the small kernel's range and outside it
+ * (sgemm), kernel on and off. */
+static const int gemm_shapes[][3] = {{67, 64, 32}, {33, 32, 64}, {64, 32, 1030}, {7, 24, 5},
+                                     {5, 200, 16}, {13, 12, 7},  {1, 8, 1}};
+START_TEST(test_gemm_strided)
+{
+  const int M = gemm_shapes[_i][0], N = gemm_shapes[_i][1], K = gemm_shapes[_i][2], pad = 3;
+  const int was = sgm_nn_linear_small_gemm(-1);
+  for (int on = 1; on >= 0; on--) {
+    sgm_nn_linear_small_gemm(on);
+    for (int mode = 0; mode < 16; mode++) {
+      const int ta = mode & 1, tb = (mode >> 1) & 1, acc = (mode >> 2) & 1, hb = (mode >> 3) & 1;
+      const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+      float *A = rnd((size_t)(ta ? K : M) * lda, -1, 1),
+            *Bm = rnd((size_t)(tb ? N : K) * ldb, -1, 1);
+      float *bias = hb ? rnd(N, -1, 1) : NULL, *c1 = rnd((size_t)M * ldc, -1, 1);
+      float *c2 = malloc((size_t)M * ldc * sizeof(float));
+      memcpy(c2, c1, (size_t)M * ldc * sizeof(float));
+      sgm_nn_gemm(ta, tb, M, N, K, A, lda, Bm, ldb, bias, acc, c1, ldc);
+      sgm_nn_gemm_naive(ta, tb, M, N, K, A, lda, Bm, ldb, bias, acc, c2, ldc);
+      double e = 0.0, sc = 0.0;
+      for (int i = 0; i < M; i++)
+        for (int n = 0; n < ldc; n++) {
+          const size_t o = (size_t)i * ldc + n;
+          if (n >= N) { /* the padding is not touched */
+            ck_assert_float_eq(c1[o], c2[o]);
+            continue;
+          }
+          e = fmax(e, fabs(c1[o] - c2[o]));
+          sc = fmax(sc, fabs(c2[o]));
+        }
+      ck_assert_msg(e <= BLAS_RTOL * sc,
+                    "gemm %d x %d x %d ta %d tb %d acc %d bias %d kernel %d: %.3g (%.3g)", M, N, K,
+                    ta, tb, acc, hb, on, e, sc);
+      free(A), free(Bm), free(bias), free(c1), free(c2);
+    }
+  }
+  sgm_nn_linear_small_gemm(was);
+}
+END_TEST
+
 /* ---- residual and Fourier time embedding ---- */
 enum { RN = 11, FB = 4, FF = 3 };
 static float ff_freq[FF] = {1.0f, 3.0f, 7.5f};
@@ -730,6 +905,10 @@ static Suite *nn_layers_suite(void)
   tcase_add_loop_test(tc, test_attention_fd, 0, 4);
   tcase_add_test(tc, test_attention_blas_vs_naive);
   tcase_add_test(tc, test_attention_reference);
+  tcase_add_loop_test(tc, test_attention_xcentre_fd, 0, 4);
+  tcase_add_loop_test(tc, test_attention_xcentre_vs_naive, 0,
+                      (int)(sizeof xc_shapes / sizeof xc_shapes[0]));
+  tcase_add_loop_test(tc, test_gemm_strided, 0, (int)(sizeof gemm_shapes / sizeof gemm_shapes[0]));
   tcase_add_test(tc, test_residual_fourier_fd);
   suite_add_tcase(s, tc);
   return s;

@@ -45,6 +45,16 @@ void sgm_nn_linear_backward_input(float *dinp, int acc, const float *dout, const
 /// (where the CPU allows) / off, on = -1 only queries; returns whether it is on. For tests and
 /// A/B benchmarks (not thread-safe; call before any thread uses the layers).
 int sgm_nn_linear_small_gemm(int on);
+/// Strided GEMM for the models' per-head products: Cm (M,N) = (acc ? Cm : 0) + bias + op(A) op(B),
+/// op(A) (M,K) = A (M,K) or, ta != 0, the transpose of A (K,M); op(B) (K,N) = B (K,N) or,
+/// tb != 0, the transpose of B (N,K); lda, ldb, ldc are the row strides of A, B, Cm as stored;
+/// bias (N) added to every row, or NULL. The small-shape kernel where it applies (N a multiple of
+/// 8, N and K <= 192, or N and M for ta), else sgemm.
+void sgm_nn_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                 int ldb, const float *bias, int acc, float *Cm, int ldc);
+/// Double-accumulation reference of sgm_nn_gemm, used by the tests.
+void sgm_nn_gemm_naive(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                       int ldb, const float *bias, int acc, float *Cm, int ldc);
 /// Triple-loop reference of sgm_nn_linear_backward.
 void sgm_nn_linear_backward_naive(float *dinp, float *dweight, float *dbias, const float *dout,
                                   const float *inp, const float *weight, int BT, int C, int OC);
@@ -181,6 +191,28 @@ void sgm_nn_attention_jvp_backward_naive(float *dq, float *dk, float *dv, float 
                                          const float *k, const float *v, const float *tq,
                                          const float *tk, const float *tv, int B, int Tq, int Tk,
                                          int C, int NH, int ldq, int ldkv);
+
+/// Centre-query attention read through the keys' and values' source rows (the local
+/// transformer's centre-only last block, one query per window). With u_h = W_k,h^T q_h (a GEMM
+/// of the caller) the scores q_h . k_j are u_h . x_j plus q_h . b_k,h, a constant over the keys
+/// that the softmax drops, and sum_j P_hj v_j = W_v,h z_h + b_v,h with z_h = sum_j P_hj x_j:
+///   att (B,NH,Tk) = softmax_j(scale u_h . x_j) over keys with mask != 0 (masked: 0);
+///   z (B,NH,C) = sum_j P_hj x_j; u (B,NH,C); x (B,Tk,C) the block input rows; mask (B,Tk) or NULL.
+void sgm_nn_attention_xcentre_forward(float *z, float *att, const float *u, const float *x,
+                                      const float *mask, int B, int Tk, int C, int NH, float scale);
+/// Its backward from dz (B,NH,C): du (B,NH,C) = sum_j dS_hj x_j and dx (B,Tk,C) = sum_h P_hj dz_h
+/// + dS_hj u_h, both overwritten, dS = scale P (dP - sum P dP), dP_hj = dz_h . x_j;
+/// scratch (NH,Tk) floats.
+void sgm_nn_attention_xcentre_backward_set(float *dx, float *du, float *scratch, const float *dz,
+                                           const float *att, const float *u, const float *x, int B,
+                                           int Tk, int C, int NH, float scale);
+/// Loop references of the two (double accumulation).
+void sgm_nn_attention_xcentre_forward_naive(float *z, float *att, const float *u, const float *x,
+                                            const float *mask, int B, int Tk, int C, int NH,
+                                            float scale);
+void sgm_nn_attention_xcentre_backward_naive(float *dx, float *du, float *scratch, const float *dz,
+                                             const float *att, const float *u, const float *x,
+                                             int B, int Tk, int C, int NH, float scale);
 
 /// out (N) = a (N) + b (N); also the tangent rule (the map is linear).
 void sgm_nn_residual_forward(float *out, const float *a, const float *b, int N);

@@ -19,6 +19,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The row-wise softmax algebra of the sgemm path, vectorized (nn_simd.h): float exp, sums in
@@ -634,4 +635,214 @@ void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, 
                   1.0f, dtk + okv, ldkv);
     }
   }
+}
+
+/* ---- Centre-query attention through the keys' source rows ----
+ * The centre-only last block of the local transformer has one query per window; with
+ * u_h = W_k,h^T q_h its scores are u_h . x_j (+ q_h . b_k,h, the same for every key, which the
+ * softmax drops) and its output sum_j P_hj v_j = W_v,h z_h + b_v,h with z_h = sum_j P_hj x_j, so
+ * the keys and values of the T tokens are never formed: the caller's GEMMs over the batch make
+ * u from q and the output from z. The loops below run per window on 8-wide vectors along the C
+ * channels of x, every sum in a fixed order (every clone gives the same bits). */
+
+/* sum of the 8 lanes of v in a fixed order */
+SGM_NN_INLINE float v8_hsum(v8f v)
+{
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
+/* S[j] = alpha * (a . x_j), j < Tk, for a (C) and rows x_j of X (C floats apart): four keys at a
+ * time, channels in 8-wide blocks (lanes summed at the end), then the channel tail in order. */
+SGM_NN_INLINE void xc_dots(float *restrict S, const float *restrict a, const float *restrict X,
+                           float alpha, int Tk, int C)
+{
+  const int C8 = C / 8 * 8;
+  int j = 0;
+  for (; j + 4 <= Tk; j += 4) {
+    const float *x0 = X + (size_t)j * C, *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
+    v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (int c = 0; c < C8; c += 8) {
+      const v8f av = V8_LOAD(a + c);
+      s0 += av * V8_LOAD(x0 + c), s1 += av * V8_LOAD(x1 + c);
+      s2 += av * V8_LOAD(x2 + c), s3 += av * V8_LOAD(x3 + c);
+    }
+    float t0 = v8_hsum(s0), t1 = v8_hsum(s1), t2 = v8_hsum(s2), t3 = v8_hsum(s3);
+    for (int c = C8; c < C; c++)
+      t0 += a[c] * x0[c], t1 += a[c] * x1[c], t2 += a[c] * x2[c], t3 += a[c] * x3[c];
+    S[j] = alpha * t0, S[j + 1] = alpha * t1, S[j + 2] = alpha * t2, S[j + 3] = alpha * t3;
+  }
+  for (; j < Tk; j++) {
+    const float *x0 = X + (size_t)j * C;
+    v8f s0 = {0};
+    for (int c = 0; c < C8; c += 8) s0 += V8_LOAD(a + c) * V8_LOAD(x0 + c);
+    float t0 = v8_hsum(s0);
+    for (int c = C8; c < C; c++) t0 += a[c] * x0[c];
+    S[j] = alpha * t0;
+  }
+}
+
+/* y (C) = sum_j w[j] x_j over j < Tk in order, rows x_j of X (C floats apart): channels in blocks
+ * of 32 (four accumulators), then 8, then one at a time. */
+SGM_NN_INLINE void xc_combine(float *restrict y, const float *restrict w, const float *restrict X,
+                              int Tk, int C)
+{
+  int c = 0;
+  for (; c + 32 <= C; c += 32) {
+    v8f y0 = {0}, y1 = {0}, y2 = {0}, y3 = {0};
+    for (int j = 0; j < Tk; j++) {
+      const float *x = X + (size_t)j * C + c;
+      const v8f p = (v8f){0} + w[j];
+      y0 += p * V8_LOAD(x), y1 += p * V8_LOAD(x + 8), y2 += p * V8_LOAD(x + 16),
+          y3 += p * V8_LOAD(x + 24);
+    }
+    V8_STORE(y + c, y0), V8_STORE(y + c + 8, y1), V8_STORE(y + c + 16, y2),
+        V8_STORE(y + c + 24, y3);
+  }
+  for (; c + 8 <= C; c += 8) {
+    v8f y0 = {0};
+    for (int j = 0; j < Tk; j++) y0 += ((v8f){0} + w[j]) * V8_LOAD(X + (size_t)j * C + c);
+    V8_STORE(y + c, y0);
+  }
+  for (; c < C; c++) {
+    float s = 0.0f;
+    for (int j = 0; j < Tk; j++) s += w[j] * X[(size_t)j * C + c];
+    y[c] = s;
+  }
+}
+
+SGM_CLONES
+void sgm_nn_attention_xcentre_forward(float *z, float *att, const float *u, const float *x,
+                                      const float *mask, int B, int Tk, int C, int NH, float scale)
+{
+  for (int b = 0; b < B; b++) {
+    const float *X = x + (size_t)b * Tk * C, *mk = mask ? mask + (size_t)b * Tk : NULL;
+    for (int h = 0; h < NH; h++) {
+      const size_t o = ((size_t)b * NH + h) * C;
+      float *P = att + ((size_t)b * NH + h) * Tk;
+      xc_dots(P, u + o, X, scale, Tk, C);
+      softmax_row(P, mk, Tk);
+      xc_combine(z + o, P, X, Tk, C);
+    }
+  }
+}
+
+SGM_CLONES
+void sgm_nn_attention_xcentre_backward_set(float *dx, float *du, float *scratch, const float *dz,
+                                           const float *att, const float *u, const float *x, int B,
+                                           int Tk, int C, int NH, float scale)
+{
+  float *restrict dS = scratch; /* (NH, Tk) */
+  const int C8 = C / 8 * 8;
+  for (int b = 0; b < B; b++) {
+    const float *X = x + (size_t)b * Tk * C;
+    const float *Pb = att + (size_t)b * NH * Tk;
+    const size_t ob = (size_t)b * NH * C;
+    for (int h = 0; h < NH; h++) {
+      float *d = dS + (size_t)h * Tk;
+      xc_dots(d, dz + ob + (size_t)h * C, X, 1.0f, Tk, C); /* dP = dz . x_j */
+      softmax_row_backward(d, Pb + (size_t)h * Tk, scale, Tk);
+      xc_combine(du + ob + (size_t)h * C, d, X, Tk, C); /* du = sum_j dS_j x_j */
+    }
+    /* dx_j = sum_h P_hj dz_h + dS_hj u_h */
+    for (int j = 0; j < Tk; j++) {
+      float *y = dx + ((size_t)b * Tk + j) * C;
+      int c = 0;
+      for (; c + 16 <= C; c += 16) {
+        v8f y0 = {0}, y1 = {0};
+        for (int h = 0; h < NH; h++) {
+          const float *g = dz + ob + (size_t)h * C + c, *w = u + ob + (size_t)h * C + c;
+          const v8f p = (v8f){0} + Pb[(size_t)h * Tk + j], e = (v8f){0} + dS[(size_t)h * Tk + j];
+          y0 += p * V8_LOAD(g), y1 += p * V8_LOAD(g + 8);
+          y0 += e * V8_LOAD(w), y1 += e * V8_LOAD(w + 8);
+        }
+        V8_STORE(y + c, y0), V8_STORE(y + c + 8, y1);
+      }
+      for (; c < C8; c += 8) {
+        v8f y0 = {0};
+        for (int h = 0; h < NH; h++) {
+          y0 += ((v8f){0} + Pb[(size_t)h * Tk + j]) * V8_LOAD(dz + ob + (size_t)h * C + c);
+          y0 += ((v8f){0} + dS[(size_t)h * Tk + j]) * V8_LOAD(u + ob + (size_t)h * C + c);
+        }
+        V8_STORE(y + c, y0);
+      }
+      for (; c < C; c++) {
+        float s = 0.0f;
+        for (int h = 0; h < NH; h++) {
+          s += Pb[(size_t)h * Tk + j] * dz[ob + (size_t)h * C + c];
+          s += dS[(size_t)h * Tk + j] * u[ob + (size_t)h * C + c];
+        }
+        y[c] = s;
+      }
+    }
+  }
+}
+
+void sgm_nn_attention_xcentre_forward_naive(float *z, float *att, const float *u, const float *x,
+                                            const float *mask, int B, int Tk, int C, int NH,
+                                            float scale)
+{
+  for (int b = 0; b < B; b++) {
+    const float *mk = mask ? mask + (size_t)b * Tk : NULL;
+    for (int h = 0; h < NH; h++) {
+      const float *uh = u + ((size_t)b * NH + h) * C;
+      float *P = att + ((size_t)b * NH + h) * Tk;
+      double mx = -INFINITY, sum = 0.0;
+      for (int j = 0; j < Tk; j++) {
+        if (mk && mk[j] == 0.0f) continue;
+        const double s = scale * dot(uh, x + ((size_t)b * Tk + j) * C, C);
+        P[j] = (float)s;
+        if (s > mx) mx = s;
+      }
+      for (int j = 0; j < Tk; j++) {
+        if (mk && mk[j] == 0.0f) {
+          P[j] = 0.0f;
+          continue;
+        }
+        const double e = exp(P[j] - mx);
+        P[j] = (float)e;
+        sum += e;
+      }
+      for (int j = 0; j < Tk; j++) P[j] = (float)(P[j] / sum);
+      for (int c = 0; c < C; c++) {
+        double s = 0.0;
+        for (int j = 0; j < Tk; j++) s += (double)P[j] * x[((size_t)b * Tk + j) * C + c];
+        z[((size_t)b * NH + h) * C + c] = (float)s;
+      }
+    }
+  }
+}
+
+void sgm_nn_attention_xcentre_backward_naive(float *dx, float *du, float *scratch, const float *dz,
+                                             const float *att, const float *u, const float *x,
+                                             int B, int Tk, int C, int NH, float scale)
+{
+  double *dS = malloc(sizeof(double) * (size_t)NH * Tk);
+  (void)scratch;
+  for (int b = 0; b < B; b++) {
+    for (int h = 0; h < NH; h++) {
+      const float *P = att + ((size_t)b * NH + h) * Tk, *dzh = dz + ((size_t)b * NH + h) * C;
+      double w = 0.0;
+      for (int j = 0; j < Tk; j++) {
+        dS[(size_t)h * Tk + j] = dot(dzh, x + ((size_t)b * Tk + j) * C, C);
+        w += (double)P[j] * dS[(size_t)h * Tk + j];
+      }
+      for (int j = 0; j < Tk; j++)
+        dS[(size_t)h * Tk + j] = (double)scale * P[j] * (dS[(size_t)h * Tk + j] - w);
+      for (int c = 0; c < C; c++) {
+        double s = 0.0;
+        for (int j = 0; j < Tk; j++) s += dS[(size_t)h * Tk + j] * x[((size_t)b * Tk + j) * C + c];
+        du[((size_t)b * NH + h) * C + c] = (float)s;
+      }
+    }
+    for (int j = 0; j < Tk; j++)
+      for (int c = 0; c < C; c++) {
+        double s = 0.0;
+        for (int h = 0; h < NH; h++) {
+          const size_t o = ((size_t)b * NH + h) * C + c;
+          s += (double)att[((size_t)b * NH + h) * Tk + j] * dz[o] + dS[(size_t)h * Tk + j] * u[o];
+        }
+        dx[((size_t)b * Tk + j) * C + c] = (float)s;
+      }
+  }
+  free(dS);
 }

@@ -16,6 +16,7 @@
 
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
 
 SGM_NN_INLINE void bias_rows(float *restrict out, const float *restrict bias, int BT, int OC)
 {
@@ -207,6 +208,66 @@ GEMM_TGT static void mm_tn(float *Cm, size_t ldc, const float *A, size_t lda, co
   }
 }
 #endif
+
+/* Cm (M,N) = (acc ? Cm : 0) + (bias ? bias : 0) + op(A) op(B), strided; see include/sgm/nn.h. */
+void sgm_nn_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                 int ldb, const float *bias, int acc, float *Cm, int ldc)
+{
+  if (M <= 0 || N <= 0) return;
+  float *bt = NULL;
+#if GEMM_HAVE
+  /* the kernels need op(B) as (K,N) rows: a transposed B is copied (at most 192 x 192) */
+  const int fits = ta ? gemm_small(N, M) : gemm_small(N, K);
+  if (fits && K > 0 && tb) {
+    bt = malloc((size_t)K * N * sizeof(float));
+    if (bt) {
+      for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) bt[(size_t)k * N + n] = B[(size_t)n * ldb + k];
+      B = bt, ldb = N, tb = 0;
+    }
+  }
+  if (fits && K > 0 && !tb) {
+    if (!ta) {
+      mm_nn(Cm, (size_t)ldc, acc, bias, A, (size_t)lda, B, (size_t)ldb, M, N, K);
+    } else {
+      if (!acc || bias)
+        for (int i = 0; i < M; i++)
+          for (int n = 0; n < N; n++)
+            Cm[(size_t)i * ldc + n] =
+                (acc ? Cm[(size_t)i * ldc + n] : 0.0f) + (bias ? bias[n] : 0.0f);
+      mm_tn(Cm, (size_t)ldc, A, (size_t)lda, B, (size_t)ldb, M, N, K);
+    }
+    free(bt);
+    return;
+  }
+#endif
+  free(bt);
+  if (bias)
+    for (int i = 0; i < M; i++)
+      for (int n = 0; n < N; n++)
+        Cm[(size_t)i * ldc + n] = (acc ? Cm[(size_t)i * ldc + n] : 0.0f) + bias[n];
+  if (K <= 0) {
+    if (!acc && !bias)
+      for (int i = 0; i < M; i++) memset(Cm + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+              K, 1.0f, A, lda, B, ldb, (acc || bias) ? 1.0f : 0.0f, Cm, ldc);
+}
+
+void sgm_nn_gemm_naive(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                       int ldb, const float *bias, int acc, float *Cm, int ldc)
+{
+  for (int i = 0; i < M; i++)
+    for (int n = 0; n < N; n++) {
+      double s = bias ? bias[n] : 0.0;
+      for (int k = 0; k < K; k++)
+        s += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+             (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+      float *c = Cm + (size_t)i * ldc + n;
+      *c = (float)(acc ? *c + s : s);
+    }
+}
 
 SGM_CLONES
 void sgm_nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,

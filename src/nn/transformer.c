@@ -5,12 +5,14 @@
  * neighbours, output read from token 0). Each token is [phi_x(x) | phi_g(g)] from two MLP
  * stacks, followed by L post-norm encoder blocks and a row-wise MLP decoder.
  *
- * Trade-offs. (1) In local mode the last block computes keys and values for all tokens but the
- * query, out_proj, both LayerNorms and psi for the centre token only: the centre's output does
- * not depend on the other tokens' last-block outputs, so the result is identical while the last
- * block's token-wise work shrinks by a factor T (about 15% of a 4-layer model); it can be
- * switched off to test exactly that. (2) Every tangent pass is direction-major, so the linear
- * layers process all directions in one sgemm of ntan * rows; attention, LayerNorm and the
+ * Trade-offs. (1) In local mode the last block computes the query, out_proj, both LayerNorms and
+ * psi for the centre token only: the centre's output does not depend on the other tokens'
+ * last-block outputs, so the result is identical while the last block's token-wise work shrinks
+ * by a factor T (about 15% of a 4-layer model); it can be switched off to test exactly that. Its
+ * keys and values are not formed either in the forward and the plain backward: the scores and the
+ * value sum go through the block input rows (centre_attention_forward); the tangent paths form
+ * them once per forward when called (centre_kv). (2) Every tangent pass is direction-major, so the
+ * linear layers process all directions in one sgemm of ntan * rows; attention, LayerNorm and the
  * activations loop over directions because they read the primal. (3) The backward is written
  * once for the plain backward (ntan = 0) and the reverse-over-forward (ntan > 0): each layer
  * calls its _backward for the primal cotangent and its _jvp_backward per direction. (4) The
@@ -34,6 +36,8 @@ typedef struct {
   SgmNnBuf h, ha;                      /* (rows,H) */
   SgmNnBuf mean1, rstd1, mean2, rstd2; /* (rows) */
   SgmNnBuf xc;                         /* (B,C) centre rows of the block input */
+  SgmNnBuf u, z; /* centre-only block (local mode, last block): (B,NH,C) u_h = W_k,h^T q_h and
+                    z_h = sum_j P_hj x_j (gradient faces: du, dz) */
   int win, bin, wo, bo, n1w, n1b, w1, b1, w2, b2, n2w, n2b;
 } Block;
 
@@ -58,6 +62,7 @@ struct SgmNnTransformer_ {
   float *mask, *scratch;
   float *tx, *tg, *tout, *dtout; /* divergence scratch */
   int B, ntan, use_mask, div_valid;
+  int kv_valid; /* the centre-only block's keys and values (qkv.a) are those of this forward */
 };
 
 static inline const float *P_(const SgmNnTransformer m, int i)
@@ -173,6 +178,10 @@ static PetscErrorCode transformer_create(const SgmNnTransformerConfig *cfg, int 
             sgm_nn_arena_reserve_alias(ar, bl[k], sz[k], b0[k], bl[k] == &b->ao || bl[k] == &b->f));
     }
     PetscCall(sgm_nn_arena_reserve(ar, &b->n2, R * C));
+    if (local && l == L - 1) {
+      PetscCall(sgm_nn_arena_reserve(ar, &b->u, (size_t)max_batch * NH * C));
+      PetscCall(sgm_nn_arena_reserve(ar, &b->z, (size_t)max_batch * NH * C));
+    }
   }
   PetscCall(sgm_nn_arena_reserve(ar, &m->decin, (size_t)max_batch * C));
   dims[0] = C;
@@ -204,7 +213,7 @@ static PetscErrorCode transformer_create(const SgmNnTransformerConfig *cfg, int 
   const size_t nt = (size_t)(max_tan > 0 ? max_tan : 1);
   const size_t nout = local ? (size_t)max_batch * cfg->out_dim : R * cfg->out_dim;
   PetscCall(PetscCalloc1((size_t)max_batch * T, &m->mask));
-  PetscCall(PetscCalloc1(3 * (size_t)T * T, &m->scratch));
+  PetscCall(PetscCalloc1(3 * (size_t)T * T + (size_t)NH * T, &m->scratch));
   PetscCall(PetscCalloc1(nt * R * cfg->dim, &m->tx));
   PetscCall(PetscCalloc1(nt * R * (cfg->gdim > 0 ? cfg->gdim : 1), &m->tg));
   PetscCall(PetscCalloc1(nt * nout, &m->tout));
@@ -312,6 +321,70 @@ static void scatter_add_centre(float *dst, const float *src, int B, int T, int C
     for (int c = 0; c < C; c++) dst[(size_t)b * T * C + c] += src[(size_t)b * C + c];
 }
 
+/* The centre-only block's attention without its keys and values (sgm_nn_attention_xcentre_*):
+ * per head u_h = W_k,h^T q_h, scores u_h . x_j over the block input rows, z_h = sum_j P_hj x_j,
+ * output W_v,h z_h + b_v,h, as GEMMs over the B centres around the per-window loops. The K, V
+ * projection of all T tokens (2 C^2 multiply-adds per token forward, twice that backward) becomes
+ * 2 C^2 per centre; q_h . b_k,h, the same for every key, drops out of the softmax (so b_k gets no
+ * gradient from the plain backward; the tangent paths keep the keys and values, see
+ * centre_kv). Forward: q (B,C) is in place; u, z, ay and att are written. */
+static void centre_attention_forward(SgmNnTransformer m, Block *b, const float *X, const float *mk)
+{
+  const int B = m->B, T = m->T, C = m->C, NH = m->cfg.n_heads, hs = C / NH;
+  const float *q = b->qkv.a + (size_t)B * T * 2 * C;
+  const float *Wk = P_(m, b->win) + (size_t)C * C, *Wv = Wk + (size_t)C * C;
+  const float *bv = P_(m, b->bin) + 2 * C;
+  const float scale = (float)(1.0 / sqrt((double)hs));
+  for (int h = 0; h < NH; h++)
+    sgm_nn_gemm(0, 0, B, C, hs, q + h * hs, C, Wk + (size_t)h * hs * C, C, NULL, 0,
+                b->u.a + (size_t)h * C, NH * C);
+  sgm_nn_attention_xcentre_forward(b->z.a, b->att.a, b->u.a, X, mk, B, T, C, NH, scale);
+  for (int h = 0; h < NH; h++)
+    sgm_nn_gemm(0, 1, B, hs, C, b->z.a + (size_t)h * C, NH * C, Wv + (size_t)h * hs * C, C,
+                bv + h * hs, 0, b->ay.a + h * hs, C);
+  m->kv_valid = 0;
+}
+
+/* Its plain backward from ay.g: parameter gradients of W_k, W_v, b_v accumulate; dX (B,T,C) is
+ * overwritten (every row); the gradient of q (B,C) is written in place (qkv.g after the R x 2C
+ * kv part), for the caller's q projection backward. */
+static void centre_attention_backward(SgmNnTransformer m, Block *b, const float *X, float *dX)
+{
+  const int B = m->B, T = m->T, C = m->C, NH = m->cfg.n_heads, hs = C / NH;
+  const size_t okv = (size_t)B * T * 2 * C;
+  const float *q = b->qkv.a + okv, *dY = b->ay.g;
+  float *dq = b->qkv.g + okv;
+  const float *Wk = P_(m, b->win) + (size_t)C * C, *Wv = Wk + (size_t)C * C;
+  float *dWk = G_(m, b->win) + (size_t)C * C, *dWv = dWk + (size_t)C * C;
+  const float scale = (float)(1.0 / sqrt((double)hs));
+  for (int h = 0; h < NH; h++) {
+    sgm_nn_gemm(1, 0, hs, C, B, dY + h * hs, C, b->z.a + (size_t)h * C, NH * C, NULL, 1,
+                dWv + (size_t)h * hs * C, C);
+    sgm_nn_gemm(0, 0, B, C, hs, dY + h * hs, C, Wv + (size_t)h * hs * C, C, NULL, 0,
+                b->z.g + (size_t)h * C, NH * C);
+  }
+  sgm_nn_linear_backward(NULL, NULL, G_(m, b->bin) + 2 * C, dY, NULL, NULL, B, C, C);
+  sgm_nn_attention_xcentre_backward_set(dX, b->u.g, m->scratch, b->z.g, b->att.a, b->u.a, X, B, T,
+                                        C, NH, scale);
+  for (int h = 0; h < NH; h++) {
+    sgm_nn_gemm(0, 1, B, hs, C, b->u.g + (size_t)h * C, NH * C, Wk + (size_t)h * hs * C, C, NULL, 0,
+                dq + h * hs, C);
+    sgm_nn_gemm(1, 0, hs, C, B, q + h * hs, C, b->u.g + (size_t)h * C, NH * C, NULL, 1,
+                dWk + (size_t)h * hs * C, C);
+  }
+}
+
+/* The centre-only block's keys and values of every token (qkv.a, (R,2C)), for the tangent paths
+ * (sgm_nn_transformer_jvp and its reverse), once per forward. */
+static void centre_kv(SgmNnTransformer m, Block *b, const float *X)
+{
+  const int C = m->C;
+  if (m->kv_valid) return;
+  sgm_nn_linear_forward(b->qkv.a, X, P_(m, b->win) + (size_t)C * C, P_(m, b->bin) + C, m->B * m->T,
+                        C, 2 * C);
+  m->kv_valid = 1;
+}
+
 /* The forward of windows [b0, b0 + nb) through the embeddings and every full (not centre-only)
  * block, for small widths (C <= SGM_LTF_CHUNK_MAXC). Every operation there is row- or
  * window-local (and so is the K, V projection of a centre-only block, done here too), so the
@@ -338,11 +411,7 @@ static void forward_chunk(SgmNnTransformer m, const float *mk, int b0, int nb)
   for (int l = 0; l < L; l++) {
     Block *b = &m->blk[l];
     const float *X = block_in(m, l)->a + o * C;
-    if (centre_block(m, l)) { /* its K, V projections of every token; the rest is per window */
-      sgm_nn_linear_forward(b->qkv.a + o * 2 * C, X, P_(m, b->win) + (size_t)C * C,
-                            P_(m, b->bin) + C, nr, C, 2 * C);
-      continue;
-    }
+    if (centre_block(m, l)) continue; /* per centre, after the chunks */
     float *qkv = b->qkv.a + o * 3 * C;
     sgm_nn_linear_forward(qkv, X, P_(m, b->win), P_(m, b->bin), nr, C, 3 * C);
     sgm_nn_attention_forward(b->ay.a + o * C, b->att.a + (size_t)b0 * NH * T * T, qkv, qkv + C,
@@ -372,6 +441,7 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
              "transformer: orientations missing");
   m->B = B;
   m->ntan = 0;
+  m->kv_valid = 0;
   m->div_valid = 0;
   m->use_mask = mask != NULL;
   if (m->use_mask) {
@@ -423,14 +493,12 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
       sgm_nn_attention_forward(b->ay.a, b->att.a, b->qkv.a, b->qkv.a + C, b->qkv.a + 2 * C, mk, B,
                                T, T, C, NH, 3 * C, 3 * C);
     } else {
-      float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
+      float *q = b->qkv.a + (size_t)R * 2 * C;
       rows = B;
       gather_centre(b->xc.a, X, B, T, C);
       xres = b->xc.a;
-      if (!chunked) /* else done in forward_chunk */
-        sgm_nn_linear_forward(kv, X, P_(m, b->win) + (size_t)C * C, P_(m, b->bin) + C, R, C, 2 * C);
       sgm_nn_linear_forward(q, b->xc.a, P_(m, b->win), P_(m, b->bin), B, C, C);
-      sgm_nn_attention_forward(b->ay.a, b->att.a, q, kv, kv + C, mk, B, 1, T, C, NH, C, 2 * C);
+      centre_attention_forward(m, b, X, mk);
     }
     sgm_nn_linear_forward(b->ao.a, b->ay.a, P_(m, b->wo), P_(m, b->bo), rows, C, C);
     sgm_nn_residual_forward(b->r1.a, xres, b->ao.a, rows * C);
@@ -543,6 +611,7 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
       for (int d = 0; d < ntan; d++)
         gather_centre(b->xc.t + (size_t)d * B * C, Xb->t + (size_t)d * R * C, B, T, C);
       xres_t = b->xc.t;
+      centre_kv(m, b, Xb->a);
       sgm_nn_linear_jvp(kvt, Xb->t, P_(m, b->win) + (size_t)C * C, ntan * R, C, 2 * C);
       sgm_nn_linear_jvp(qt, b->xc.t, P_(m, b->win), ntan * B, C, C);
       for (int d = 0; d < ntan; d++) {
@@ -822,15 +891,10 @@ static void transformer_backward_plain(SgmNnTransformer m)
       lin_bwd(Xb->g, 0, G_(m, b->win), G_(m, b->bin), dq, Xb->a, P_(m, b->win), R, C, 3 * C);
       sgm_nn_residual_forward(Xb->g, Xb->g, b->r1.g, R * C);
     } else {
-      const float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
-      float *dkv = b->qkv.g, *dq = b->qkv.g + (size_t)R * 2 * C;
-      sgm_nn_attention_backward_set(dq, dkv, dkv + C, scr, b->ay.g, b->att.a, q, kv, kv + C, B, 1,
-                                    T, C, NH, C, 2 * C);
-      const float *Wq = P_(m, b->win), *Wkv = P_(m, b->win) + (size_t)C * C;
-      float *dWq = G_(m, b->win), *dWkv = G_(m, b->win) + (size_t)C * C;
-      lin_bwd(b->xc.g, 0, dWq, G_(m, b->bin), dq, b->xc.a, Wq, B, C, C);
+      centre_attention_backward(m, b, Xb->a, Xb->g);
+      const float *dq = b->qkv.g + (size_t)R * 2 * C;
+      lin_bwd(b->xc.g, 0, G_(m, b->win), G_(m, b->bin), dq, b->xc.a, P_(m, b->win), B, C, C);
       sgm_nn_residual_forward(b->xc.g, b->xc.g, b->r1.g, B * C);
-      lin_bwd(Xb->g, 0, dWkv, G_(m, b->bin) + C, dkv, Xb->a, Wkv, R, C, 2 * C);
       scatter_add_centre(Xb->g, b->xc.g, B, T, C);
     }
   }
