@@ -5,6 +5,7 @@
 #include "testutil.h"
 #include "sgm/app.h"
 #include "sgm/h5md.h"
+#include "sgm/observables.h"
 #include "sgm/simulate.h"
 
 #include <hdf5.h>
@@ -24,11 +25,12 @@ static PetscErrorCode run_stage(const char *outdir, int nset, const char **sets,
   SgmConfig cfg;
   SgmRun *run;
   char text[4096];
-  const char *all[8];
+  const char *all[12];
   char outset[640];
   PetscFunctionBeginUser;
   PetscCall(sgm_schema_register(&sgm_table_system));
   PetscCall(sgm_schema_register(&sgm_table_simulate));
+  PetscCall(sgm_schema_register(&sgm_table_analysis));
   PetscCall(sgm_stage_register("simulate", sgm_stage_simulate, "integrate the system's SDE"));
   snprintf(text, sizeof text, "%s", base);
   snprintf(outset, sizeof outset, "run.output=\"%s\"", outdir);
@@ -174,6 +176,103 @@ START_TEST(test_restart_identity)
 }
 END_TEST
 
+/* Every dataset of file a (H5Lvisit) has the same shape, type size and bytes in file b. */
+typedef struct {
+  hid_t fb;
+  int ndsets;
+} CmpCtx;
+
+static herr_t cmp_dataset(hid_t g, const char *name, const H5L_info_t *info, void *vctx)
+{
+  CmpCtx *ctx = vctx;
+  (void)info;
+  hid_t o = H5Oopen(g, name, H5P_DEFAULT);
+  ck_assert_int_ge(o, 0);
+  if (H5Iget_type(o) != H5I_DATASET) {
+    H5Oclose(o);
+    return 0;
+  }
+  hid_t ob = H5Dopen2(ctx->fb, name, H5P_DEFAULT);
+  ck_assert_msg(ob >= 0, "%s missing in the second file", name);
+  hid_t sa = H5Dget_space(o), sb = H5Dget_space(ob), ta = H5Dget_type(o);
+  hssize_t na = H5Sget_simple_extent_npoints(sa), nb = H5Sget_simple_extent_npoints(sb);
+  ck_assert_msg(na == nb, "%s: %lld against %lld elements", name, (long long)na, (long long)nb);
+  size_t bytes = (size_t)na * H5Tget_size(ta);
+  char *va = malloc(bytes + 1), *vb = malloc(bytes + 1);
+  ck_assert_int_ge(H5Dread(o, ta, H5S_ALL, H5S_ALL, H5P_DEFAULT, va), 0);
+  ck_assert_int_ge(H5Dread(ob, ta, H5S_ALL, H5S_ALL, H5P_DEFAULT, vb), 0);
+  ck_assert_msg(memcmp(va, vb, bytes) == 0, "%s differs", name);
+  free(va), free(vb);
+  H5Tclose(ta), H5Sclose(sa), H5Sclose(sb), H5Dclose(ob), H5Oclose(o);
+  ctx->ndsets++;
+  return 0;
+}
+
+static int compare_files(const char *dira, const char *dirb)
+{
+  char fa[1024], fb[1024];
+  snprintf(fa, sizeof fa, "%s/trajectory.h5", dira);
+  snprintf(fb, sizeof fb, "%s/trajectory.h5", dirb);
+  hid_t a = H5Fopen(fa, H5F_ACC_RDONLY, H5P_DEFAULT);
+  CmpCtx ctx = {H5Fopen(fb, H5F_ACC_RDONLY, H5P_DEFAULT), 0};
+  ck_assert(a >= 0 && ctx.fb >= 0);
+  ck_assert_int_ge(H5Lvisit(a, H5_INDEX_NAME, H5_ITER_INC, cmp_dataset, &ctx), 0);
+  H5Fclose(a), H5Fclose(ctx.fb);
+  return ctx.ndsets;
+}
+
+START_TEST(test_frame_buffer)
+{
+  /* frames_per_write only changes when frames reach the file: one write per frame, the automatic
+   * buffer, and 4 frames per write across checkpoints (every 30 steps: partly filled buffers are
+   * written first) and a stop and restart with frames pending give the same trajectory.h5,
+   * observables (per particle too) included, dataset for dataset and byte for byte */
+  char r[600], a[600], b[600], c[600];
+  snprintf(r, sizeof r, "%s", sgm_test_tmpdir("aoup_sim_fb1"));
+  snprintf(a, sizeof a, "%s", sgm_test_tmpdir("aoup_sim_fb0"));
+  snprintf(b, sizeof b, "%s", sgm_test_tmpdir("aoup_sim_fb4"));
+  snprintf(c, sizeof c, "%s", sgm_test_tmpdir("aoup_sim_fb4r"));
+  const char *one[] = {"simulate.frames_per_write=1", "analysis.every=2",
+                       "analysis.per_particle=true", "simulate.n_steps=300",
+                       "simulate.frame_every=10"};
+  ck_assert_int_eq(run_stage(r, 5, one, NULL), 0);
+  const char *autob[] = {"simulate.frames_per_write=0", "analysis.every=2",
+                         "analysis.per_particle=true", "simulate.n_steps=300",
+                         "simulate.frame_every=10"};
+  ck_assert_int_eq(run_stage(a, 5, autob, NULL), 0);
+  const char *four[] = {"simulate.frames_per_write=4", "analysis.every=2",
+                        "analysis.per_particle=true",  "simulate.n_steps=300",
+                        "simulate.frame_every=10",     "simulate.checkpoint_every=30"};
+  ck_assert_int_eq(run_stage(b, 6, four, NULL), 0);
+  /* stopped at step 127: frames 0-10 taken (steps 20 ... 120), the last ones pending */
+  const char *fours[] = {"simulate.frames_per_write=4", "analysis.every=2",
+                         "analysis.per_particle=true",  "simulate.n_steps=300",
+                         "simulate.frame_every=10",     "simulate.stop_after=127"};
+  ck_assert_int_eq(run_stage(c, 6, fours, NULL), 0);
+  char ck[700];
+  snprintf(ck, sizeof ck, "%s/checkpoint.h5", c);
+  SgmCheckpointHeader h;
+  double *x, *g;
+  ck_assert_int_eq(sgm_checkpoint_read(sgm_test_comm(), ck, &h, &x, &g), 0);
+  ck_assert_int_eq(h.step, 127);
+  ck_assert_int_eq(h.nframes, 11);
+  PetscFree(x);
+  PetscFree(g);
+  ck_assert_int_eq(run_stage(c, 5, fours, ck), 0);
+  /* step, time and value of both H5MD elements, box, id, and the 17 observables datasets */
+  int nd = compare_files(r, a);
+  ck_assert_int_ge(nd, 25);
+  ck_assert_int_eq(compare_files(r, b), nd);
+  ck_assert_int_eq(compare_files(r, c), nd);
+  size_t n;
+  char f[700];
+  snprintf(f, sizeof f, "%s/trajectory.h5", r);
+  double *v = read_all(f, "/particles/all/position/step", &n);
+  free(v);
+  ck_assert_int_eq(n, 31);
+}
+END_TEST
+
 START_TEST(test_example_inputs)
 {
   /* every example input validates and builds an engine (one rank each) */
@@ -205,6 +304,7 @@ static Suite *suite(void)
   tcase_set_timeout(t, 120);
   tcase_add_test(t, test_stage_layout);
   tcase_add_test(t, test_restart_identity);
+  tcase_add_test(t, test_frame_buffer);
   tcase_add_test(t, test_example_inputs);
   /* a real signal (and a stop flag polled every 16 steps) is tested end to end by
    * tests/e2e_signal_restart.sh; in this process the flag, once raised, cannot be cleared */

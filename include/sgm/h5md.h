@@ -49,6 +49,13 @@ PetscErrorCode sgm_h5md_close(int64_t fh);
 PetscErrorCode sgm_h5md_append_fh(MPI_Comm comm, int64_t fh, const char *group, int64_t frame,
                                   int64_t step, double time, int dim, int64_t start, int64_t count,
                                   const double *x, const double *g);
+/// Collective: appends the nf frames frame0 .. frame0 + nf - 1 at once (one extension and one
+/// write per dataset): steps[nf], times[nf] (read on rank 0), x and g [nf][count][dim] with this
+/// rank's rows [start, start + count) of each frame.
+PetscErrorCode sgm_h5md_append_frames_fh(MPI_Comm comm, int64_t fh, const char *group,
+                                         int64_t frame0, int64_t nf, const int64_t *steps,
+                                         const double *times, int dim, int64_t start, int64_t count,
+                                         const double *x, const double *g);
 /// Collective: number of frames in the file.
 PetscErrorCode sgm_h5md_nframes(MPI_Comm comm, const char *path, const char *group,
                                 int64_t *nframes);

@@ -118,4 +118,21 @@ PetscErrorCode sgm_observables_write(MPI_Comm comm, const char *path, int64_t fr
 PetscErrorCode sgm_observables_write_fh(MPI_Comm comm, int64_t fh, int64_t frame, double time,
                                         const SgmObservables *o);
 
+/// Rows of observables kept in memory and written together (the simulate stage buffers several
+/// frames per file open): one array per dataset, made on the first push.
+typedef struct SgmObservablesRows_ *SgmObservablesRows;
+/// Not collective: an empty buffer for up to cap rows.
+PetscErrorCode sgm_observables_rows_create(int64_t cap, SgmObservablesRows *r);
+/// Collective on comm when o->per_particle (the per-particle arrays move to the id blocks, as the
+/// writer stores them), else local: appends o as row `frame` (rows are consecutive frames).
+PetscErrorCode sgm_observables_rows_push(MPI_Comm comm, SgmObservablesRows r, int64_t frame,
+                                         double time, const SgmObservables *o);
+/// Rows buffered (0 for NULL). Not collective.
+int64_t sgm_observables_rows_count(SgmObservablesRows r);
+/// Collective: writes the buffered rows to the open file fh (one extension and one write per
+/// dataset, as sgm_observables_write_fh does for one row) and empties the buffer.
+PetscErrorCode sgm_observables_rows_write_fh(MPI_Comm comm, int64_t fh, SgmObservablesRows r);
+/// Not collective.
+PetscErrorCode sgm_observables_rows_destroy(SgmObservablesRows *r);
+
 #endif

@@ -31,9 +31,10 @@ static PetscErrorCode open_group(hid_t parent, const char *name, hid_t *g)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Row `frame` of the per-frame dataset `name`: shape [T] when ncol == 0, else [T][ncol]. */
-static PetscErrorCode put_row(hid_t parent, const char *name, hid_t type, int64_t frame,
-                              int64_t ncol, const void *row, int rank)
+/* Rows [frame0, frame0 + nrows) of the per-frame dataset `name`: shape [T] when ncol == 0, else
+ * [T][ncol]; rows holds nrows x max(ncol, 1) values. */
+static PetscErrorCode put_rows(hid_t parent, const char *name, hid_t type, int64_t frame0,
+                               int64_t nrows, int64_t ncol, const void *rows, int rank)
 {
   hid_t d;
   const int nd = ncol ? 2 : 1;
@@ -53,11 +54,11 @@ static PetscErrorCode put_row(hid_t parent, const char *name, hid_t type, int64_
   } else {
     SgmCallH5H(d, H5Dopen2(parent, name, H5P_DEFAULT));
   }
-  hsize_t ext[2] = {(hsize_t)frame + 1, (hsize_t)ncol}, off[2] = {(hsize_t)frame, 0};
-  hsize_t cnt[2] = {1, (hsize_t)ncol};
+  hsize_t ext[2] = {(hsize_t)(frame0 + nrows), (hsize_t)ncol}, off[2] = {(hsize_t)frame0, 0};
+  hsize_t cnt[2] = {(hsize_t)nrows, (hsize_t)ncol};
   SgmCallH5(H5Dset_extent(d, ext));
   /* global values, known on every rank: rank 0 writes them alone (independent MPI-IO) */
-  PetscCall(sgm_h5_write_root(d, type, nd, off, cnt, rank == 0, row));
+  PetscCall(sgm_h5_write_root(d, type, nd, off, cnt, rank == 0, rows));
   SgmCallH5(H5Dclose(d));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -91,9 +92,10 @@ static PetscErrorCode put_fixed(hid_t parent, const char *name, hid_t type, int6
 }
 
 /* Per-particle rows: [T][N] int64 in global-id order; this rank writes columns [start, start +
- * count) of row `frame` (every rank selects its block: one collective write). */
-static PetscErrorCode put_block(hid_t parent, const char *name, int64_t frame, int64_t n,
-                                int64_t start, int64_t count, const int64_t *v)
+ * count) of rows [frame0, frame0 + nrows) from v[nrows][count] (every rank selects its block: one
+ * collective write). */
+static PetscErrorCode put_block(hid_t parent, const char *name, int64_t frame0, int64_t nrows,
+                                int64_t n, int64_t start, int64_t count, const int64_t *v)
 {
   hid_t d;
   PetscFunctionBeginUser;
@@ -112,8 +114,8 @@ static PetscErrorCode put_block(hid_t parent, const char *name, int64_t frame, i
   } else {
     SgmCallH5H(d, H5Dopen2(parent, name, H5P_DEFAULT));
   }
-  hsize_t ext[2] = {(hsize_t)frame + 1, (hsize_t)n}, off[2] = {(hsize_t)frame, (hsize_t)start};
-  hsize_t cnt[2] = {1, (hsize_t)count};
+  hsize_t ext[2] = {(hsize_t)(frame0 + nrows), (hsize_t)n};
+  hsize_t off[2] = {(hsize_t)frame0, (hsize_t)start}, cnt[2] = {(hsize_t)nrows, (hsize_t)count};
   SgmCallH5(H5Dset_extent(d, ext));
   PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_INT64, 2, off, cnt, count == 0, v));
   SgmCallH5(H5Dclose(d));
@@ -199,6 +201,163 @@ static PetscErrorCode put_attr_double(hid_t obj, const char *name, double v)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* Rows of observables buffered for one write (sgm_observables_rows_*): one array per dataset. */
+struct SgmObservablesRows_ {
+  int64_t cap, n, frame0; /* capacity, buffered rows, frame index of row 0 */
+  int alloc;              /* arrays made (on the first push: sizes known then) */
+  int nbins, nshell, per_particle, dim, sk_grid;
+  int64_t N, start, count; /* particles; this rank's id block of the per-particle rows */
+  double r_local, r_contact;
+  int64_t *step, *hist, *nmax, *ncl, *lsize, *llabel, *iters, *nb, *lb, *modes;
+  double *time, *mean, *var, *phi, *skew, *kurt, *bimod, *lfrac, *S, *Smax, *k;
+};
+
+PetscErrorCode sgm_observables_rows_create(int64_t cap, SgmObservablesRows *r)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(cap >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "observables: row buffer of %" PRId64 " rows", cap);
+  PetscCall(PetscNew(r));
+  (*r)->cap = cap;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_observables_rows_destroy(SgmObservablesRows *r)
+{
+  PetscFunctionBeginUser;
+  if (!*r) PetscFunctionReturn(PETSC_SUCCESS);
+  SgmObservablesRows b = *r;
+  PetscCall(PetscFree5(b->step, b->hist, b->nmax, b->ncl, b->lsize));
+  PetscCall(PetscFree5(b->llabel, b->iters, b->nb, b->lb, b->modes));
+  PetscCall(PetscFree5(b->time, b->mean, b->var, b->phi, b->skew));
+  PetscCall(PetscFree5(b->kurt, b->bimod, b->lfrac, b->S, b->Smax));
+  PetscCall(PetscFree(b->k));
+  PetscCall(PetscFree(*r));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+int64_t sgm_observables_rows_count(SgmObservablesRows r)
+{
+  return r ? r->n : 0;
+}
+
+PetscErrorCode sgm_observables_rows_push(MPI_Comm comm, SgmObservablesRows r, int64_t frame,
+                                         double time, const SgmObservables *o)
+{
+  const int64_t c = r->cap;
+  PetscFunctionBeginUser;
+  PetscCheck(r->n < r->cap, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "observables: row buffer full (%" PRId64 " rows): write it first", r->cap);
+  if (r->n == 0) r->frame0 = frame;
+  PetscCheck(frame == r->frame0 + r->n, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
+             "observables: row %" PRId64 " after rows %" PRId64 "..%" PRId64 " (not consecutive)",
+             frame, r->frame0, r->frame0 + r->n - 1);
+  if (!r->alloc) {
+    PetscMPIInt size, rank;
+    PetscCallMPI(MPI_Comm_size(comm, &size));
+    PetscCallMPI(MPI_Comm_rank(comm, &rank));
+    r->nbins = o->nbins, r->nshell = o->nshell, r->per_particle = o->per_particle;
+    r->dim = o->dim, r->sk_grid = o->sk_grid, r->N = o->n;
+    r->count = 0;
+    if (o->per_particle) sgm_decomp_split(o->n, size, rank, &r->start, &r->count);
+    const int64_t nb = r->nbins, ns = r->nshell, pc = r->count;
+    PetscCall(
+        PetscMalloc5(c, &r->step, c * nb + 1, &r->hist, c, &r->nmax, c, &r->ncl, c, &r->lsize));
+    PetscCall(PetscMalloc5(c, &r->llabel, c, &r->iters, c * pc + 1, &r->nb, c * pc + 1, &r->lb,
+                           ns + 1, &r->modes));
+    PetscCall(PetscMalloc5(c, &r->time, c, &r->mean, c, &r->var, c, &r->phi, c, &r->skew));
+    PetscCall(PetscMalloc5(c, &r->kurt, c, &r->bimod, c, &r->lfrac, c * ns + 1, &r->S, c * ns + 1,
+                           &r->Smax));
+    PetscCall(PetscMalloc1(ns + 1, &r->k));
+    r->alloc = 1;
+  }
+  /* the shapes are those of the run: fixed by [analysis] and N */
+  PetscCheck(o->nbins == r->nbins && o->nshell == r->nshell && o->per_particle == r->per_particle &&
+                 o->n == r->N,
+             PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
+             "observables: the shape of the rows changed within a run (bins %d/%d, shells %d/%d)",
+             o->nbins, r->nbins, o->nshell, r->nshell);
+  const int64_t i = r->n;
+  r->r_local = o->r_local, r->r_contact = o->r_contact, r->sk_grid = o->sk_grid;
+  r->step[i] = o->step, r->time[i] = time;
+  if (r->nbins) PetscCall(PetscArraycpy(r->hist + i * r->nbins, o->hist, r->nbins));
+  r->mean[i] = o->nloc_mean, r->var[i] = o->nloc_var, r->nmax[i] = o->nloc_max;
+  r->phi[i] = o->phi_mean, r->skew[i] = o->skewness, r->kurt[i] = o->kurtosis;
+  r->bimod[i] = o->bimodality;
+  r->ncl[i] = o->n_clusters, r->lsize[i] = o->largest_size, r->lfrac[i] = o->largest_fraction;
+  r->llabel[i] = o->largest_label, r->iters[i] = o->label_iterations;
+  if (r->nshell) {
+    PetscCall(PetscArraycpy(r->S + i * r->nshell, o->sk_S, r->nshell));
+    PetscCall(PetscArraycpy(r->Smax + i * r->nshell, o->sk_max, r->nshell));
+    PetscCall(PetscArraycpy(r->k, o->sk_k, r->nshell));
+    PetscCall(PetscArraycpy(r->modes, o->sk_modes, r->nshell));
+  }
+  if (r->per_particle) {
+    int64_t start, count, *nb = NULL, *lb = NULL;
+    PetscCall(to_id_blocks(comm, o, &start, &count, &nb, &lb));
+    PetscCheck(start == r->start && count == r->count, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+               "observables: id block moved");
+    PetscCall(PetscArraycpy(r->nb + i * count, nb, count));
+    PetscCall(PetscArraycpy(r->lb + i * count, lb, count));
+    PetscCall(PetscFree(nb));
+    PetscCall(PetscFree(lb));
+  }
+  r->n++;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_observables_rows_write_fh(MPI_Comm comm, int64_t fh, SgmObservablesRows r)
+{
+  const hid_t f = (hid_t)fh;
+  hid_t g, sub;
+  PetscMPIInt rank;
+  PetscFunctionBeginUser;
+  if (r->n == 0) PetscFunctionReturn(PETSC_SUCCESS);
+  const int64_t f0 = r->frame0, nr = r->n;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(open_group(f, "observables", &g));
+  PetscCall(put_attr_double(g, "r_local", r->r_local));
+  PetscCall(put_attr_double(g, "r_contact", r->r_contact));
+  PetscCall(put_attr_double(g, "n", (double)r->N));
+  PetscCall(put_attr_double(g, "dim", (double)r->dim));
+  PetscCall(put_rows(g, "step", H5T_NATIVE_INT64, f0, nr, 0, r->step, rank));
+  PetscCall(put_rows(g, "time", H5T_NATIVE_DOUBLE, f0, nr, 0, r->time, rank));
+
+  PetscCall(open_group(g, "local_density", &sub));
+  PetscCall(put_rows(sub, "histogram", H5T_NATIVE_INT64, f0, nr, r->nbins, r->hist, rank));
+  PetscCall(put_rows(sub, "mean", H5T_NATIVE_DOUBLE, f0, nr, 0, r->mean, rank));
+  PetscCall(put_rows(sub, "variance", H5T_NATIVE_DOUBLE, f0, nr, 0, r->var, rank));
+  PetscCall(put_rows(sub, "max", H5T_NATIVE_INT64, f0, nr, 0, r->nmax, rank));
+  PetscCall(put_rows(sub, "phi_mean", H5T_NATIVE_DOUBLE, f0, nr, 0, r->phi, rank));
+  PetscCall(put_rows(sub, "skewness", H5T_NATIVE_DOUBLE, f0, nr, 0, r->skew, rank));
+  PetscCall(put_rows(sub, "kurtosis", H5T_NATIVE_DOUBLE, f0, nr, 0, r->kurt, rank));
+  PetscCall(put_rows(sub, "bimodality", H5T_NATIVE_DOUBLE, f0, nr, 0, r->bimod, rank));
+  if (r->per_particle) PetscCall(put_block(sub, "n", f0, nr, r->N, r->start, r->count, r->nb));
+  SgmCallH5(H5Gclose(sub));
+
+  PetscCall(open_group(g, "clusters", &sub));
+  PetscCall(put_rows(sub, "n_clusters", H5T_NATIVE_INT64, f0, nr, 0, r->ncl, rank));
+  PetscCall(put_rows(sub, "largest_size", H5T_NATIVE_INT64, f0, nr, 0, r->lsize, rank));
+  PetscCall(put_rows(sub, "largest_fraction", H5T_NATIVE_DOUBLE, f0, nr, 0, r->lfrac, rank));
+  PetscCall(put_rows(sub, "largest_label", H5T_NATIVE_INT64, f0, nr, 0, r->llabel, rank));
+  PetscCall(put_rows(sub, "iterations", H5T_NATIVE_INT64, f0, nr, 0, r->iters, rank));
+  if (r->per_particle) PetscCall(put_block(sub, "label", f0, nr, r->N, r->start, r->count, r->lb));
+  SgmCallH5(H5Gclose(sub));
+
+  if (r->nshell > 0) {
+    PetscCall(open_group(g, "structure_factor", &sub));
+    PetscCall(put_attr_double(sub, "grid", (double)r->sk_grid));
+    PetscCall(put_fixed(sub, "k", H5T_NATIVE_DOUBLE, r->nshell, r->k, rank));
+    PetscCall(put_fixed(sub, "modes", H5T_NATIVE_INT64, r->nshell, r->modes, rank));
+    PetscCall(put_rows(sub, "S", H5T_NATIVE_DOUBLE, f0, nr, r->nshell, r->S, rank));
+    PetscCall(put_rows(sub, "S_max", H5T_NATIVE_DOUBLE, f0, nr, r->nshell, r->Smax, rank));
+    SgmCallH5(H5Gclose(sub));
+  }
+  SgmCallH5(H5Gclose(g));
+  r->n = 0;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_observables_write(MPI_Comm comm, const char *path, int64_t frame, double time,
                                      const SgmObservables *o)
 {
@@ -219,59 +378,11 @@ _Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is passed as int64_t");
 PetscErrorCode sgm_observables_write_fh(MPI_Comm comm, int64_t fh, int64_t frame, double time,
                                         const SgmObservables *o)
 {
-  const hid_t f = (hid_t)fh;
-  hid_t g, sub;
-  PetscMPIInt rank;
+  SgmObservablesRows r = NULL;
   PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  PetscCall(open_group(f, "observables", &g));
-  PetscCall(put_attr_double(g, "r_local", o->r_local));
-  PetscCall(put_attr_double(g, "r_contact", o->r_contact));
-  PetscCall(put_attr_double(g, "n", (double)o->n));
-  PetscCall(put_attr_double(g, "dim", (double)o->dim));
-  PetscCall(put_row(g, "step", H5T_NATIVE_INT64, frame, 0, &o->step, rank));
-  PetscCall(put_row(g, "time", H5T_NATIVE_DOUBLE, frame, 0, &time, rank));
-
-  PetscCall(open_group(g, "local_density", &sub));
-  PetscCall(put_row(sub, "histogram", H5T_NATIVE_INT64, frame, o->nbins, o->hist, rank));
-  PetscCall(put_row(sub, "mean", H5T_NATIVE_DOUBLE, frame, 0, &o->nloc_mean, rank));
-  PetscCall(put_row(sub, "variance", H5T_NATIVE_DOUBLE, frame, 0, &o->nloc_var, rank));
-  PetscCall(put_row(sub, "max", H5T_NATIVE_INT64, frame, 0, &o->nloc_max, rank));
-  PetscCall(put_row(sub, "phi_mean", H5T_NATIVE_DOUBLE, frame, 0, &o->phi_mean, rank));
-  PetscCall(put_row(sub, "skewness", H5T_NATIVE_DOUBLE, frame, 0, &o->skewness, rank));
-  PetscCall(put_row(sub, "kurtosis", H5T_NATIVE_DOUBLE, frame, 0, &o->kurtosis, rank));
-  PetscCall(put_row(sub, "bimodality", H5T_NATIVE_DOUBLE, frame, 0, &o->bimodality, rank));
-  int64_t start = 0, count = 0, *nb = NULL, *lb = NULL;
-  if (o->per_particle) {
-    PetscCall(to_id_blocks(comm, o, &start, &count, &nb, &lb));
-    PetscCall(put_block(sub, "n", frame, o->n, start, count, nb));
-  }
-  SgmCallH5(H5Gclose(sub));
-
-  PetscCall(open_group(g, "clusters", &sub));
-  int64_t iters = o->label_iterations;
-  PetscCall(put_row(sub, "n_clusters", H5T_NATIVE_INT64, frame, 0, &o->n_clusters, rank));
-  PetscCall(put_row(sub, "largest_size", H5T_NATIVE_INT64, frame, 0, &o->largest_size, rank));
-  PetscCall(
-      put_row(sub, "largest_fraction", H5T_NATIVE_DOUBLE, frame, 0, &o->largest_fraction, rank));
-  PetscCall(put_row(sub, "largest_label", H5T_NATIVE_INT64, frame, 0, &o->largest_label, rank));
-  PetscCall(put_row(sub, "iterations", H5T_NATIVE_INT64, frame, 0, &iters, rank));
-  if (o->per_particle) {
-    PetscCall(put_block(sub, "label", frame, o->n, start, count, lb));
-    PetscCall(PetscFree(nb));
-    PetscCall(PetscFree(lb));
-  }
-  SgmCallH5(H5Gclose(sub));
-
-  if (o->nshell > 0) {
-    PetscCall(open_group(g, "structure_factor", &sub));
-    PetscCall(put_attr_double(sub, "grid", (double)o->sk_grid));
-    PetscCall(put_fixed(sub, "k", H5T_NATIVE_DOUBLE, o->nshell, o->sk_k, rank));
-    PetscCall(put_fixed(sub, "modes", H5T_NATIVE_INT64, o->nshell, o->sk_modes, rank));
-    PetscCall(put_row(sub, "S", H5T_NATIVE_DOUBLE, frame, o->nshell, o->sk_S, rank));
-    PetscCall(put_row(sub, "S_max", H5T_NATIVE_DOUBLE, frame, o->nshell, o->sk_max, rank));
-    SgmCallH5(H5Gclose(sub));
-  }
-  SgmCallH5(H5Gclose(g));
+  PetscCall(sgm_observables_rows_create(1, &r));
+  PetscCall(sgm_observables_rows_push(comm, r, frame, time, o));
+  PetscCall(sgm_observables_rows_write_fh(comm, fh, r));
+  PetscCall(sgm_observables_rows_destroy(&r));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

@@ -79,11 +79,17 @@ typedef struct {
   int64_t nanalysed;
   const char *group;
   char traj_tmp[PETSC_MAX_PATH_LEN];
-  int64_t nframes;
+  int64_t nframes; /* frames taken (written or pending in the buffer) */
+  /* frames kept in memory until the next write (frames_per_write): frames [nwritten, nframes) of
+   * this rank's id block [bstart, bstart + bcount), x and g [cap][bcount][dim] */
+  int64_t cap, nwritten, bstart, bcount;
+  int64_t *bstep;
+  double *btime, *bx, *bg;
+  SgmObservablesRows rows;
   /* frame time split on this rank, over the frames of the step loop: sums and minima (s) of the
-   * observables (of which S(k)) and of the HDF5 part (open, positions, observables, close) */
-  int64_t ntimed, nobs_timed;
-  double t_obs, t_sk, t_io, min_obs, min_sk, min_io;
+   * observables (of which S(k)) and of the gather into the buffer; the writes */
+  int64_t ntimed, nobs_timed, nwrites;
+  double t_obs, t_sk, t_gather, min_obs, min_sk, min_gather, t_write;
 } Sim;
 
 /* The particles in global-id blocks: rank r holds ids [start, start + count) in id order, and
@@ -102,31 +108,87 @@ static PetscErrorCode id_blocks(Sim *m, int64_t *start, int64_t *count, double *
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* Writes the pending frames and their observables (one open and close of the trajectory, one
+ * extension and write per dataset) and empties the buffer. Collective. */
+static PetscErrorCode flush_frames(Sim *m)
+{
+  const int64_t nf = m->nframes - m->nwritten;
+  int64_t fh;
+  PetscFunctionBeginUser;
+  if (nf == 0) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
+  const double t0 = MPI_Wtime();
+  PetscCall(sgm_h5md_open_append(m->run->comm, m->traj_tmp, &fh));
+  PetscCall(sgm_h5md_append_frames_fh(m->run->comm, fh, m->group, m->nwritten, nf, m->bstep,
+                                      m->btime, m->s->p.dim, m->bstart, m->bcount, m->bx, m->bg));
+  if (m->rows) PetscCall(sgm_observables_rows_write_fh(m->run->comm, fh, m->rows));
+  PetscCall(sgm_h5md_close(fh));
+  m->nwritten = m->nframes;
+  m->t_write += MPI_Wtime() - t0, m->nwrites++;
+  PetscCall(PetscLogEventEnd(ev_write, 0, 0, 0, 0));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* The frame buffer: cap frames of this rank's id block (frames_per_write, 0 = what fits in 16
+ * MiB per rank, at most 256) and the observables' rows. */
+static PetscErrorCode frames_setup(Sim *m, int64_t per_write)
+{
+  const int dim = m->s->p.dim;
+  PetscMPIInt rank, size;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(m->run->comm, &rank));
+  PetscCallMPI(MPI_Comm_size(m->run->comm, &size));
+  sgm_decomp_split(m->s->p.n, size, rank, &m->bstart, &m->bcount);
+  /* the largest block decides, so every rank buffers the same number of frames */
+  const double per_frame = (double)((m->s->p.n + size - 1) / size) *
+                           (2.0 * dim * sizeof(double) + (m->op.per_particle ? 16.0 : 0.0));
+  m->cap =
+      per_write > 0 ? per_write : (int64_t)PetscMin(256.0, PetscMax(1.0, 16777216.0 / per_frame));
+  PetscCall(PetscMalloc4(m->cap, &m->bstep, m->cap, &m->btime, m->cap * m->bcount * dim + 1, &m->bx,
+                         m->cap * m->bcount * dim + 1, &m->bg));
+  if (m->op.every > 0) PetscCall(sgm_observables_rows_create(m->cap, &m->rows));
+  m->nwritten = m->nframes;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static PetscErrorCode frames_free(Sim *m)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscFree4(m->bstep, m->btime, m->bx, m->bg));
+  PetscCall(sgm_observables_rows_destroy(&m->rows));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Takes a frame (and its observables when due) into the buffer; writes the buffer when full. */
 static PetscErrorCode write_frame(Sim *m)
 {
   int64_t start, count;
   double *x, *g;
+  const int dim = m->s->p.dim;
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
   const int analyse = m->op.every > 0 && m->nframes % m->op.every == 0;
-  int64_t fh;
-  PetscCall(id_blocks(m, &start, &count, &x, &g));
-  /* the observables first, so the file is open only while it is written; then the frame and its
-   * observables share one open and close (the file is consistent after each frame) */
+  const double time = (double)m->s->step * m->s->p.dt;
   const double t0 = MPI_Wtime();
   if (analyse) PetscCall(sgm_observables_compute(m->s, &m->op, &m->obs));
   const double t1 = MPI_Wtime();
-  PetscCall(sgm_h5md_open_append(m->run->comm, m->traj_tmp, &fh));
-  PetscCall(sgm_h5md_append_fh(m->run->comm, fh, m->group, m->nframes, m->s->step,
-                               (double)m->s->step * m->s->p.dt, m->s->p.dim, start, count, x, g));
+  PetscCall(id_blocks(m, &start, &count, &x, &g));
+  PetscCheck(start == m->bstart && count == m->bcount, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "frame buffer: id block moved");
+  const int64_t k = m->nframes - m->nwritten;
+  m->bstep[k] = m->s->step, m->btime[k] = time;
+  PetscCall(PetscArraycpy(m->bx + k * count * dim, x, count * dim));
+  PetscCall(PetscArraycpy(m->bg + k * count * dim, g, count * dim));
+  PetscCall(PetscFree(x));
+  PetscCall(PetscFree(g));
   if (analyse) {
-    PetscCall(sgm_observables_write_fh(m->run->comm, fh, m->nframes / m->op.every,
-                                       (double)m->s->step * m->s->p.dt, &m->obs));
+    PetscCall(
+        sgm_observables_rows_push(m->run->comm, m->rows, m->nframes / m->op.every, time, &m->obs));
     m->nanalysed++;
   }
-  PetscCall(sgm_h5md_close(fh));
-  const double tio = MPI_Wtime() - t1;
-  m->t_io += tio, m->min_io = m->ntimed ? PetscMin(m->min_io, tio) : tio, m->ntimed++;
+  m->nframes++;
+  const double tg = MPI_Wtime() - t1;
+  m->t_gather += tg, m->min_gather = m->ntimed ? PetscMin(m->min_gather, tg) : tg, m->ntimed++;
   if (analyse) {
     const double tob = t1 - t0, tsk = m->obs.sk_seconds;
     m->t_obs += tob, m->t_sk += tsk;
@@ -134,10 +196,8 @@ static PetscErrorCode write_frame(Sim *m)
     m->min_sk = m->nobs_timed ? PetscMin(m->min_sk, tsk) : tsk;
     m->nobs_timed++;
   }
-  m->nframes++;
-  PetscCall(PetscFree(x));
-  PetscCall(PetscFree(g));
   PetscCall(PetscLogEventEnd(ev_write, 0, 0, 0, 0));
+  if (m->nframes - m->nwritten == m->cap) PetscCall(flush_frames(m));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -148,6 +208,8 @@ static PetscErrorCode write_checkpoint(Sim *m)
   char tmp[PETSC_MAX_PATH_LEN];
   SgmCheckpointHeader h = {m->s->step, m->nframes, m->s->p.seed, m->s->p.dim, m->s->p.n};
   PetscFunctionBeginUser;
+  /* the checkpoint's frame count refers to written frames only */
+  PetscCall(flush_frames(m));
   PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
   /* gather_block checks exactly that every id is present once: conservation at every checkpoint */
   PetscCall(id_blocks(m, &start, &count, &x, &g));
@@ -251,7 +313,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
   SgmConfig cfg = run->cfg;
   SgmAoupParams p;
   Sim m = {0};
-  int64_t n_equil, n_steps, frame_every, ckpt_every, stop_after;
+  int64_t n_equil, n_steps, frame_every, ckpt_every, stop_after, per_write;
   const char *author;
   static int registered;
   PetscFunctionBeginUser;
@@ -267,6 +329,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
   PetscCall(sgm_config_get_int(cfg, "simulate.n_equil", &n_equil));
   PetscCall(sgm_config_get_int(cfg, "simulate.n_steps", &n_steps));
   PetscCall(sgm_config_get_int(cfg, "simulate.frame_every", &frame_every));
+  PetscCall(sgm_config_get_int(cfg, "simulate.frames_per_write", &per_write));
   PetscCall(sgm_config_get_int(cfg, "simulate.checkpoint_every", &ckpt_every));
   PetscCall(sgm_config_get_int(cfg, "simulate.stop_after", &stop_after));
   PetscCall(sgm_config_get_string(cfg, "simulate.group", &m.group));
@@ -300,6 +363,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
     PetscCall(start_restart(&m));
   else
     PetscCall(start_fresh(&m, &info));
+  PetscCall(frames_setup(&m, per_write));
   if (p.periodic)
     PetscCall(sgm_log(run->comm,
                       "simulate: N = %lld AOUP in d = %d, periodic L = %g (phi = %.4g), rank grid "
@@ -321,7 +385,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
                                 &prog));
   double t0 = MPI_Wtime(), twrite = 0.0;
   sgm_aoup_timers_reset(m.s);
-  m.ntimed = m.nobs_timed = 0, m.t_obs = m.t_sk = m.t_io = 0.0;
+  m.ntimed = m.nobs_timed = m.nwrites = 0, m.t_obs = m.t_sk = m.t_gather = m.t_write = 0.0;
   /* each step's reduction overlaps the next step's interior forces (sgm_aoup_set_lagged) */
   PetscCall(sgm_aoup_set_lagged(m.s, PETSC_TRUE));
   for (;;) {
@@ -350,6 +414,12 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
     if (stop) break;
   }
   PetscCall(sgm_aoup_sync(m.s));
+  {
+    /* the frames still in the buffer are written inside the timed loop */
+    const double tw = MPI_Wtime();
+    PetscCall(flush_frames(&m));
+    twrite += MPI_Wtime() - tw;
+  }
   double wall = MPI_Wtime() - t0;
   PetscCall(sgm_progress_destroy(&prog));
   PetscCall(sgm_aoup_timers_log(m.s, "simulate"));
@@ -362,9 +432,13 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
                               1e3 * m.t_obs / (double)m.nobs_timed, 1e3 * m.min_obs,
                               1e3 * m.t_sk / (double)m.nobs_timed, 1e3 * m.min_sk));
     PetscCall(sgm_log(run->comm,
-                      "simulate:   per frame (rank 0, ms, mean / min over %lld frames): %sHDF5 "
-                      "%.2f / %.2f\n",
-                      (long long)m.ntimed, an, 1e3 * m.t_io / (double)m.ntimed, 1e3 * m.min_io));
+                      "simulate:   per frame (rank 0, ms, mean / min over %lld frames): %sgather "
+                      "%.2f / %.2f; %lld writes of up to %lld frames: %.2f ms per write, %.2f per "
+                      "frame\n",
+                      (long long)m.ntimed, an, 1e3 * m.t_gather / (double)m.ntimed,
+                      1e3 * m.min_gather, (long long)m.nwrites, (long long)m.cap,
+                      m.nwrites ? 1e3 * m.t_write / (double)m.nwrites : 0.0,
+                      1e3 * m.t_write / (double)m.ntimed));
   }
   const double psteps = (double)(m.s->step - first) * (double)p.n;
   PetscCall(sgm_aoup_check(m.s));
@@ -402,6 +476,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
       sgm_metrics_set(run->metrics, "simulate", "g2_mean_per_dim", g2all / ((double)p.n * p.dim)));
   if (m.nanalysed > 0) PetscCall(sgm_observables_metrics(run->metrics, "simulate", &m.obs));
   PetscCall(sgm_observables_free(&m.obs));
+  PetscCall(frames_free(&m));
   PetscCall(sgm_aoup_destroy(&m.s));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

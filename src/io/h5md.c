@@ -11,6 +11,7 @@
 #include "io_internal.h"
 
 #include <hdf5.h>
+#include <inttypes.h>
 #include <string.h>
 
 #ifndef PETSC_SUCCESS
@@ -172,6 +173,17 @@ PetscErrorCode sgm_h5md_append_fh(MPI_Comm comm, int64_t fh, const char *group, 
                                   int64_t step, double time, int dim, int64_t start, int64_t count,
                                   const double *x, const double *g)
 {
+  PetscFunctionBeginUser;
+  PetscCall(
+      sgm_h5md_append_frames_fh(comm, fh, group, frame, 1, &step, &time, dim, start, count, x, g));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_h5md_append_frames_fh(MPI_Comm comm, int64_t fh, const char *group,
+                                         int64_t frame0, int64_t nf, const int64_t *steps,
+                                         const double *times, int dim, int64_t start, int64_t count,
+                                         const double *x, const double *g)
+{
   const hid_t f = (hid_t)fh;
   hid_t d;
   PetscMPIInt rank;
@@ -179,18 +191,19 @@ PetscErrorCode sgm_h5md_append_fh(MPI_Comm comm, int64_t fh, const char *group, 
   const char *elems[2] = {"position", "orientation"};
   const double *vals[2] = {x, g};
   PetscFunctionBeginUser;
+  PetscCheck(nf >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "h5md: %" PRId64 " frames", nf);
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   for (int e = 0; e < 2; e++) {
-    hsize_t T1[1] = {(hsize_t)frame + 1}, o1[1] = {(hsize_t)frame}, c1[1] = {1};
+    hsize_t T1[1] = {(hsize_t)(frame0 + nf)}, o1[1] = {(hsize_t)frame0}, c1[1] = {(hsize_t)nf};
     PetscCall(element_path(p, sizeof p, group, elems[e], "step"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
     SgmCallH5(H5Dset_extent(d, T1));
-    PetscCall(sgm_h5_write_root(d, H5T_NATIVE_INT64, 1, o1, c1, rank == 0, &step));
+    PetscCall(sgm_h5_write_root(d, H5T_NATIVE_INT64, 1, o1, c1, rank == 0, steps));
     SgmCallH5(H5Dclose(d));
     PetscCall(element_path(p, sizeof p, group, elems[e], "time"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
     SgmCallH5(H5Dset_extent(d, T1));
-    PetscCall(sgm_h5_write_root(d, H5T_NATIVE_DOUBLE, 1, o1, c1, rank == 0, &time));
+    PetscCall(sgm_h5_write_root(d, H5T_NATIVE_DOUBLE, 1, o1, c1, rank == 0, times));
     SgmCallH5(H5Dclose(d));
     PetscCall(element_path(p, sizeof p, group, elems[e], "value"));
     SgmCallH5H(d, H5Dopen2(f, p, H5P_DEFAULT));
@@ -199,9 +212,11 @@ PetscErrorCode sgm_h5md_append_fh(MPI_Comm comm, int64_t fh, const char *group, 
     SgmCallH5H(sp, H5Dget_space(d));
     SgmCallH5(H5Sget_simple_extent_dims(sp, dims, NULL));
     SgmCallH5(H5Sclose(sp));
-    dims[0] = (hsize_t)frame + 1;
+    dims[0] = (hsize_t)(frame0 + nf);
     SgmCallH5(H5Dset_extent(d, dims));
-    hsize_t o3[3] = {(hsize_t)frame, (hsize_t)start, 0}, c3[3] = {1, (hsize_t)count, (hsize_t)dim};
+    /* frames [frame0, frame0 + nf) x this rank's rows: vals[e] is [nf][count][dim] */
+    hsize_t o3[3] = {(hsize_t)frame0, (hsize_t)start, 0};
+    hsize_t c3[3] = {(hsize_t)nf, (hsize_t)count, (hsize_t)dim};
     PetscCall(sgm_h5_write_rows(d, H5T_NATIVE_DOUBLE, 3, o3, c3, count == 0, vals[e]));
     SgmCallH5(H5Dclose(d));
   }
