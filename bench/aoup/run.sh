@@ -6,9 +6,10 @@
 #
 # Builds nothing. For each (N, ranks): MIPS (input/aoup_mips_4096.toml with system.n = N: phi = 0.5,
 # v0 = 0.025, gamma = 1e-4, eps = 0, dt = 0.1, harmonic k = 1), EQUIL steps then STEPS steps, one
-# frame at each end (frame_every = STEPS), no checkpoints; particle-steps/s from the stage's own
-# throughput line (wall time of the step loop, both frames included). Best of REPS; the
-# repetitions alternate the rank counts (1, 2, 1, 2, ...).
+# frame at each end (frame_every = STEPS; FRAME_EVERY=n: a frame every n steps instead, e.g. 200 as
+# in the paper's input), observables on every frame (the input's [analysis] every = 1), no
+# checkpoints; particle-steps/s from the stage's own throughput line (wall time of the step loop,
+# frames included). Best of REPS; the repetitions alternate the rank counts (1, 2, 1, 2, ...).
 # Then the anchor /work/shared/anchors/lammps/run.sh (read-only: run from a temporary copy) with
 # LMP_CONFIG (default morse-opt), LMP_T (default 0.1) and LMP_SKIN (default 1.0): the anchor's
 # slow-particle variant, the fair comparison for slow MIPS particles (docs/performance.md).
@@ -17,7 +18,7 @@
 # anchor's definition); cpu_ps/s = particle-steps per CPU-second of one rank (user+sys of the whole
 # process over np, initialisation included) and cpu_eff its 2-rank/1-rank ratio: on this shared
 # box wall-clock 2-rank numbers are ruined by other jobs, CPU time much less so. steps_ps/s and
-# eff_steps: the same runs without the time of their two frames (observables, S(k), HDF5; the
+# eff_steps: the same runs without the time of their frames (observables, S(k), HDF5; the
 # LAMMPS anchor writes and analyses nothing), best of REPS. Memory: peak RSS (VmHWM) of 1-rank runs; bytes/particle =
 # (RSS(N2) - RSS(N1)) / (N2 - N1) between the two largest N, which removes the MPI/PETSc baseline.
 # Last, the stage's own time split of the best run of each (N, ranks): microseconds per step in
@@ -59,7 +60,7 @@ for N in $NS; do
       best=${BEST[$N.$np]:-0}
       out=$TMP/o.$N.$np.$rep
       args=(--set "run.output=\"$out\"" --set run.overwrite=true --set "system.n=$N"
-        --set "simulate.n_equil=$EQUIL" --set "simulate.n_steps=$S" --set "simulate.frame_every=$S"
+        --set "simulate.n_equil=$EQUIL" --set "simulate.n_steps=$S" --set "simulate.frame_every=${FRAME_EVERY:-$S}"
         --set simulate.checkpoint_every=0 "$ROOT/input/aoup_mips_4096.toml")
       b0=$(busy); w0=$(date +%s.%N)
       if [ "$np" = 1 ]; then
