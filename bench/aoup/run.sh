@@ -10,6 +10,7 @@
 # in the paper's input), observables on every frame (the input's [analysis] every = 1), no
 # checkpoints; particle-steps/s from the stage's own throughput line (wall time of the step loop,
 # frames included). Best of REPS; the repetitions alternate the rank counts (1, 2, 1, 2, ...).
+# SETS="key=value ..." adds --set options (e.g. SETS="simulate.frames_per_write=1" for an A/B).
 # Then the anchor /work/shared/anchors/lammps/run.sh (read-only: run from a temporary copy) with
 # LMP_CONFIG (default morse-opt), LMP_T (default 0.1) and LMP_SKIN (default 1.0): the anchor's
 # slow-particle variant, the fair comparison for slow MIPS particles (docs/performance.md).
@@ -61,7 +62,9 @@ for N in $NS; do
       out=$TMP/o.$N.$np.$rep
       args=(--set "run.output=\"$out\"" --set run.overwrite=true --set "system.n=$N"
         --set "simulate.n_equil=$EQUIL" --set "simulate.n_steps=$S" --set "simulate.frame_every=${FRAME_EVERY:-$S}"
-        --set simulate.checkpoint_every=0 "$ROOT/input/aoup_mips_4096.toml")
+        --set simulate.checkpoint_every=0)
+      for kv in ${SETS:-}; do args+=(--set "$kv"); done
+      args+=("$ROOT/input/aoup_mips_4096.toml")
       b0=$(busy); w0=$(date +%s.%N)
       if [ "$np" = 1 ]; then
         # singleton MPI (no mpiexec): GNU time's %M is this process's peak RSS
