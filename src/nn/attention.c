@@ -91,6 +91,15 @@ SGM_NN_INLINE void softmax_row_jvp_backward(float *restrict dP, float *restrict 
 #define ATT_FUSED_MAX 2048
 #define ATT_BJ        8 /* keys are padded to a multiple of ATT_BJ for the score products */
 
+/* Prefetches n rows of w floats, ld apart, from p (the next window's operands: in the backward
+ * they come from memory, and the first loads of each window's keys or values were ~1/4 of the
+ * loops' time). */
+SGM_NN_INLINE void att_prefetch(const float *p, size_t ld, int n, int w)
+{
+  for (int r = 0; r < n; r++)
+    for (int c = 0; c < w; c += 16) __builtin_prefetch(p + (size_t)r * ld + c);
+}
+
 /* Bt (hs, Tp) = rows j < Tk of X (stride ld) transposed, zero for Tk <= j < Tp. */
 SGM_NN_INLINE void att_transpose(float *restrict Bt, const float *restrict X, int ld, int Tk,
                                  int Tp, int hs)
@@ -501,6 +510,13 @@ SGM_NN_INLINE void attention_backward(float *dq, float *dk, float *dv, float *sc
   if ((size_t)Tp * hs <= ATT_FUSED_MAX) {
     float Vt[ATT_FUSED_MAX];
     for (int b = 0; b < B; b++) {
+      if (b + 1 < B) {
+        att_prefetch(q + (size_t)(b + 1) * Tq * ldq, (size_t)ldq, Tq, C);
+        att_prefetch(k + (size_t)(b + 1) * Tk * ldkv, (size_t)ldkv, Tk, C);
+        att_prefetch(v + (size_t)(b + 1) * Tk * ldkv, (size_t)ldkv, Tk, C);
+        att_prefetch(dout + (size_t)(b + 1) * Tq * C, (size_t)C, Tq, C);
+        att_prefetch(att + (size_t)(b + 1) * NH * Tq * Tk, 0, 1, NH * Tq * Tk);
+      }
       for (int h = 0; h < NH; h++) {
         const size_t oq = (size_t)b * Tq * ldq + h * hs, okv = (size_t)b * Tk * ldkv + h * hs;
         const float *P = att + ((size_t)b * NH + h) * Tq * Tk;
