@@ -562,12 +562,16 @@ START_TEST(test_attention_fd)
 }
 END_TEST
 
+/* B, T, C, NH: head size 4 (the loops' transposed-key path), 8 and 32 (in-place key dot
+ * products, att_dots: key groups of 8 and single keys), 64 at T = 65 (sgemm) */
+static const int att_shapes[][4] = {{3, 7, 12, 3}, {3, 17, 64, 2}, {2, 9, 16, 2}, {2, 65, 64, 1}};
 START_TEST(test_attention_blas_vs_naive)
 {
-  /* All four attention functions, sgemm path vs loop reference, packed self-attention with a key
+  /* All four attention functions, fast path vs loop reference, packed self-attention with a key
    * mask and the centre-only form; gradients accumulate onto non-zero buffers. */
-  enum { B = 3, T = 7, C = 12, NH = 3, NQ = B * T * 3 * C };
-  float mask[B * T];
+  const int B = att_shapes[_i][0], T = att_shapes[_i][1], C = att_shapes[_i][2];
+  const int NH = att_shapes[_i][3], NQ = B * T * 3 * C;
+  float *mask = malloc((size_t)B * T * sizeof(float));
   for (int i = 0; i < B * T; i++) mask[i] = (i % 5 == 3) ? 0.0f : 1.0f;
   for (int centre = 0; centre < 2; centre++) {
     const int Tq = centre ? 1 : T, ldq = centre ? C : 3 * C, ldkv = centre ? 2 * C : 3 * C;
@@ -638,6 +642,7 @@ START_TEST(test_attention_blas_vs_naive)
     for (int a = 0; a < 6; a++) free(g0[a]);
     free(qa), free(kva), free(tqa), free(tkva), free(dout), free(dtout), free(scr);
   }
+  free(mask);
 }
 END_TEST
 
@@ -903,7 +908,8 @@ static Suite *nn_layers_suite(void)
   tcase_add_test(tc, test_layernorm_fd);
   tcase_add_loop_test(tc, test_softmax_fd, 0, 2);
   tcase_add_loop_test(tc, test_attention_fd, 0, 4);
-  tcase_add_test(tc, test_attention_blas_vs_naive);
+  tcase_add_loop_test(tc, test_attention_blas_vs_naive, 0,
+                      (int)(sizeof att_shapes / sizeof att_shapes[0]));
   tcase_add_test(tc, test_attention_reference);
   tcase_add_loop_test(tc, test_attention_xcentre_fd, 0, 4);
   tcase_add_loop_test(tc, test_attention_xcentre_vs_naive, 0,

@@ -128,6 +128,66 @@ typedef float v8fu __attribute__((vector_size(32), aligned(4), may_alias)); /* u
     memcpy((p), t_, (size_t)(n) * sizeof(float));                                                  \
   } while (0)
 
+typedef int v8i __attribute__((vector_size(32)));
+
+/* [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7] (AVX's hadd, as two in-lane shuffles
+ * and an add) */
+#define V8_HADD(a, b)                                                                              \
+  (__builtin_shuffle((a), (b), (v8i){0, 2, 8, 10, 4, 6, 12, 14}) +                                 \
+   __builtin_shuffle((a), (b), (v8i){1, 3, 9, 11, 5, 7, 13, 15}))
+
+/* S[i][j] (Tq, Tk; row stride Tk) = alpha (A_i . B_j) for rows A_i (stride lda) and B_j (stride
+ * ldb) of hs % 8 == 0 floats: the scores q k^T and the backward's dO v^T read in place, without
+ * the transposed copy and the padding of the keys to a multiple of 8 that att_scores needs. Per
+ * query row, keys in groups of 8: one 8-wide partial product vector per key (channel blocks
+ * summed in order), then the 8 vectors reduced to one of 8 sums by pairwise shuffles; the other
+ * keys one at a time (v8_hsum). A fixed order: every clone gives the same bits. */
+/* sum of the 8 lanes of v in a fixed order */
+SGM_NN_INLINE float v8_hsum(v8f v)
+{
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+SGM_NN_INLINE void att_dots(float *restrict S, const float *restrict A, int lda,
+                            const float *restrict Bm, int ldb, float alpha, int Tq, int Tk, int hs)
+{
+  const v8f al = (v8f){0} + alpha;
+  for (int i = 0; i < Tq; i++) {
+    const float *a = A + (size_t)i * lda;
+    float *s = S + (size_t)i * Tk;
+    int j = 0;
+    for (; j + 8 <= Tk; j += 8) {
+      const float *b0 = Bm + (size_t)j * ldb;
+      v8f p0, p1, p2, p3, p4, p5, p6, p7;
+      {
+        const v8f av = V8_LOAD(a);
+        p0 = av * V8_LOAD(b0), p1 = av * V8_LOAD(b0 + ldb), p2 = av * V8_LOAD(b0 + 2 * ldb),
+        p3 = av * V8_LOAD(b0 + 3 * ldb), p4 = av * V8_LOAD(b0 + 4 * ldb),
+        p5 = av * V8_LOAD(b0 + 5 * ldb), p6 = av * V8_LOAD(b0 + 6 * ldb),
+        p7 = av * V8_LOAD(b0 + 7 * ldb);
+      }
+      for (int c = 8; c < hs; c += 8) {
+        const v8f av = V8_LOAD(a + c);
+        const float *b = b0 + c;
+        p0 += av * V8_LOAD(b), p1 += av * V8_LOAD(b + ldb), p2 += av * V8_LOAD(b + 2 * ldb),
+            p3 += av * V8_LOAD(b + 3 * ldb), p4 += av * V8_LOAD(b + 4 * ldb),
+            p5 += av * V8_LOAD(b + 5 * ldb), p6 += av * V8_LOAD(b + 6 * ldb),
+            p7 += av * V8_LOAD(b + 7 * ldb);
+      }
+      const v8f u0 = V8_HADD(V8_HADD(p0, p1), V8_HADD(p2, p3));
+      const v8f u1 = V8_HADD(V8_HADD(p4, p5), V8_HADD(p6, p7));
+      const v8f r = __builtin_shuffle(u0, u1, (v8i){0, 1, 2, 3, 8, 9, 10, 11}) +
+                    __builtin_shuffle(u0, u1, (v8i){4, 5, 6, 7, 12, 13, 14, 15});
+      V8_STORE(s + j, al * r);
+    }
+    for (; j < Tk; j++) {
+      const float *b = Bm + (size_t)j * ldb;
+      v8f p = V8_LOAD(a) * V8_LOAD(b);
+      for (int c = 8; c < hs; c += 8) p += V8_LOAD(a + c) * V8_LOAD(b + c);
+      s[j] = alpha * v8_hsum(p);
+    }
+  }
+}
+
 /* S (Tq, Tk) = alpha A Bt for A rows of hs (stride lda) and Bt (hs, Tp), Tp = Tk rounded up to
  * 8: each S[i][j] = alpha * (sum over c in order). Four rows at a time share each load of Bt,
  * keys in blocks of 16 and 8. */
@@ -471,8 +531,12 @@ void sgm_nn_attention_forward(float *out, float *att, const float *q, const floa
         const float *Kh = k + (size_t)b * Tk * ldkv + h * hs,
                     *Vh = v + (size_t)b * Tk * ldkv + h * hs;
         float *P = att + ((size_t)b * NH + h) * Tq * Tk;
-        att_transpose(Kt, Kh, ldkv, Tk, Tp, hs);
-        att_scores(P, Qh, ldq, Kt, scale, Tq, Tk, Tp, hs);
+        if (hs % 8 == 0)
+          att_dots(P, Qh, ldq, Kh, ldkv, scale, Tq, Tk, hs);
+        else {
+          att_transpose(Kt, Kh, ldkv, Tk, Tp, hs);
+          att_scores(P, Qh, ldq, Kt, scale, Tq, Tk, Tp, hs);
+        }
         for (int i = 0; i < Tq; i++) softmax_row(P + (size_t)i * Tk, mk, Tk);
         att_values(out + (size_t)b * Tq * C + h * hs, C, P, Tk, 1, Vh, ldkv, Tq, Tk, hs, 0);
       }
@@ -521,8 +585,12 @@ SGM_NN_INLINE void attention_backward(float *dq, float *dk, float *dv, float *sc
         const size_t oq = (size_t)b * Tq * ldq + h * hs, okv = (size_t)b * Tk * ldkv + h * hs;
         const float *P = att + ((size_t)b * NH + h) * Tq * Tk;
         const float *dO = dout + (size_t)b * Tq * C + h * hs;
-        att_transpose(Vt, v + okv, ldkv, Tk, Tp, hs);
-        att_scores(dP, dO, C, Vt, 1.0f, Tq, Tk, Tp, hs);              /* dO v^T */
+        if (hs % 8 == 0) /* dO v^T */
+          att_dots(dP, dO, C, v + okv, ldkv, 1.0f, Tq, Tk, hs);
+        else {
+          att_transpose(Vt, v + okv, ldkv, Tk, Tp, hs);
+          att_scores(dP, dO, C, Vt, 1.0f, Tq, Tk, Tp, hs);
+        }
         att_values(dv + okv, ldkv, P, 1, Tk, dO, C, Tk, Tq, hs, acc); /* += P^T dO */
         for (int i = 0; i < Tq; i++)
           softmax_row_backward(dP + (size_t)i * Tk, P + (size_t)i * Tk, (float)scale, Tk);
@@ -660,12 +728,6 @@ void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, 
  * the keys and values of the T tokens are never formed: the caller's GEMMs over the batch make
  * u from q and the output from z. The loops below run per window on 8-wide vectors along the C
  * channels of x, every sum in a fixed order (every clone gives the same bits). */
-
-/* sum of the 8 lanes of v in a fixed order */
-SGM_NN_INLINE float v8_hsum(v8f v)
-{
-  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-}
 
 /* S[j] = alpha * (a . x_j), j < Tk, for a (C) and rows x_j of X (C floats apart): four keys at a
  * time, channels in 8-wide blocks (lanes summed at the end), then the channel tail in order. */
