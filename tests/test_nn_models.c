@@ -759,6 +759,61 @@ START_TEST(test_ltf_lean_equals_full)
 }
 END_TEST
 
+START_TEST(test_ltf_wide_whole_batch)
+{
+  /* d_model = 144 > 128: the forward and plain backward run whole-batch layer calls (no window
+   * chunks), the paper size's path. The centre-only last block (keys and values never formed:
+   * centre_attention_forward) against the full last block (packed q, k, v attention), outputs to
+   * SYM_TOL and the plain backward's parameter and input gradients to 1e-4, with absent
+   * neighbours; and a lean model (max_tan = 0) bitwise equal to one with tangent memory. */
+  enum { NB = 5, KW = 6, TW = KW + 1, NR = NB * TW };
+  SgmNnTransformerConfig c = tf_config();
+  c.d_model = 144, c.mlp_hidden = 24;
+  static float x[NR * TD], g[NR * TG], mk[NR], r[NB * TO], o[2][NB * TO], dx[2][NR * TD],
+      dg[2][NR * TG];
+  fill(x, NR * TD, -1, 1), fill(g, NR * TG, -1, 1), fill(r, NB * TO, -1, 1);
+  for (int i = 0; i < NR; i++) mk[i] = (i % TW == 0 || urand() < 0.7) ? 1.0f : 0.0f;
+  SgmNnTransformer m[2];
+  ck_assert_int_eq(sgm_nn_transformer_create_local(&c, KW, NB, 0, 17, &m[0]), 0);
+  ck_assert_int_eq(sgm_nn_transformer_create_local(&c, KW, NB, TNT, 17, &m[1]), 0);
+  SgmParams *p0 = sgm_nn_transformer_params(m[0]), *p1 = sgm_nn_transformer_params(m[1]);
+  float *gr[2] = {NULL, NULL};
+  for (int full = 0; full < 2; full++) {
+    for (int k = 0; k < 2; k++) {
+      sgm_nn_transformer_set_centre_only(m[k], !full);
+      sgm_nn_params_zero_grad(k ? p1 : p0);
+    }
+    memset(dx, 0, sizeof dx), memset(dg, 0, sizeof dg);
+    for (int k = 0; k < 2; k++) {
+      ck_assert_int_eq(sgm_nn_transformer_forward(m[k], o[k], x, g, mk, NB), 0);
+      ck_assert_int_eq(sgm_nn_transformer_backward(m[k], r), 0);
+      sgm_nn_transformer_input_grad(m[k], dx[k], dg[k]);
+    }
+    ck_assert_int_eq(memcmp(o[0], o[1], sizeof o[0]), 0);
+    ck_assert_int_eq(memcmp(p0->grads, p1->grads, p0->nparams * sizeof(float)), 0);
+    ck_assert_int_eq(memcmp(dx[0], dx[1], sizeof dx[0]), 0);
+    ck_assert_int_eq(memcmp(dg[0], dg[1], sizeof dg[0]), 0);
+    static float oc[NB * TO], dxc[NR * TD], dgc[NR * TG];
+    if (!full) {
+      memcpy(oc, o[0], sizeof oc), memcpy(dxc, dx[0], sizeof dxc), memcpy(dgc, dg[0], sizeof dgc);
+      gr[0] = malloc(p0->nparams * sizeof(float));
+      memcpy(gr[0], p0->grads, p0->nparams * sizeof(float));
+    } else {
+      double sc = 0.0;
+      for (int i = 0; i < NB * TO; i++) sc = fmax(sc, fabs(o[0][i]));
+      ck_assert_double_gt(sc, 0.0);
+      ck_assert_double_le(max_rel_diff(oc, o[0], NB * TO), SYM_TOL);
+      ck_assert_double_le(max_rel_diff(gr[0], p0->grads, p0->nparams), 1e-4);
+      ck_assert_double_le(max_rel_diff(dxc, dx[0], NR * TD), 1e-4);
+      ck_assert_double_le(max_rel_diff(dgc, dg[0], NR * TG), 1e-4);
+    }
+  }
+  free(gr[0]);
+  sgm_nn_transformer_destroy(&m[0]);
+  sgm_nn_transformer_destroy(&m[1]);
+}
+END_TEST
+
 START_TEST(test_ltf_chunked_forward)
 {
   /* At small widths the forward and the plain backward run the embeddings and the full blocks in
@@ -1082,6 +1137,7 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tl, test_ltf_centre_tangent_equals_general);
   tcase_add_test(tl, test_ltf_partial_batch);
   tcase_add_test(tl, test_ltf_lean_equals_full);
+  tcase_add_test(tl, test_ltf_wide_whole_batch);
   tcase_add_test(tl, test_ltf_chunked_forward);
   tcase_add_test(tl, test_ltf_rejects_invalid_centre);
   suite_add_tcase(s, tl);

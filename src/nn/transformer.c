@@ -328,35 +328,46 @@ static void scatter_add_centre(float *dst, const float *src, int B, int T, int C
  * 2 C^2 per centre; q_h . b_k,h, the same for every key, drops out of the softmax (so b_k gets no
  * gradient from the plain backward; the tangent paths keep the keys and values, see
  * centre_kv). Forward: q (B,C) is in place; u, z, ay and att are written. */
-static void centre_attention_forward(SgmNnTransformer m, Block *b, const float *X, const float *mk)
+static void centre_attention_forward(SgmNnTransformer m, Block *b, const float *X, const float *mk,
+                                     int b0, int nb)
 {
   const int B = m->B, T = m->T, C = m->C, NH = m->cfg.n_heads, hs = C / NH;
-  const float *q = b->qkv.a + (size_t)B * T * 2 * C;
+  const size_t oc = (size_t)b0 * C, ou = (size_t)b0 * NH * C;
+  const float *q = b->qkv.a + (size_t)B * T * 2 * C + oc;
   const float *Wk = P_(m, b->win) + (size_t)C * C, *Wv = Wk + (size_t)C * C;
   const float *bv = P_(m, b->bin) + 2 * C;
   const float scale = (float)(1.0 / sqrt((double)hs));
   for (int h = 0; h < NH; h++)
-    sgm_nn_gemm(0, 0, B, C, hs, q + h * hs, C, Wk + (size_t)h * hs * C, C, NULL, 0,
-                b->u.a + (size_t)h * C, NH * C);
-  sgm_nn_attention_xcentre_forward(b->z.a, b->att.a, b->u.a, X, mk, B, T, C, NH, scale);
+    sgm_nn_gemm(0, 0, nb, C, hs, q + h * hs, C, Wk + (size_t)h * hs * C, C, NULL, 0,
+                b->u.a + ou + (size_t)h * C, NH * C);
+  sgm_nn_attention_xcentre_forward(b->z.a + ou, b->att.a + (size_t)b0 * NH * T, b->u.a + ou,
+                                   X + (size_t)b0 * T * C, mk ? mk + (size_t)b0 * T : NULL, nb, T,
+                                   C, NH, scale);
   for (int h = 0; h < NH; h++)
-    sgm_nn_gemm(0, 1, B, hs, C, b->z.a + (size_t)h * C, NH * C, Wv + (size_t)h * hs * C, C,
-                bv + h * hs, 0, b->ay.a + h * hs, C);
-  m->kv_valid = 0;
+    sgm_nn_gemm(0, 1, nb, hs, C, b->z.a + ou + (size_t)h * C, NH * C, Wv + (size_t)h * hs * C, C,
+                bv + h * hs, 0, b->ay.a + oc + h * hs, C);
 }
 
-/* Its plain backward from ay.g: parameter gradients of W_k, W_v, b_v accumulate; dX (B,T,C) is
- * overwritten (every row); the gradient of q (B,C) is written in place (qkv.g after the R x 2C
- * kv part), for the caller's q projection backward. */
-static void centre_attention_backward(SgmNnTransformer m, Block *b, const float *X, float *dX)
+/* The centre block's forward up to its attention output for windows [b0, b0 + nb): the centre rows
+ * xc, q = xc W_q^T + b_q, then centre_attention_forward. */
+static void centre_forward_rows(SgmNnTransformer m, Block *b, const float *X, const float *mk,
+                                int b0, int nb)
 {
-  const int B = m->B, T = m->T, C = m->C, NH = m->cfg.n_heads, hs = C / NH;
-  const size_t okv = (size_t)B * T * 2 * C;
-  const float *q = b->qkv.a + okv, *dY = b->ay.g;
-  float *dq = b->qkv.g + okv;
-  const float *Wk = P_(m, b->win) + (size_t)C * C, *Wv = Wk + (size_t)C * C;
-  float *dWk = G_(m, b->win) + (size_t)C * C, *dWv = dWk + (size_t)C * C;
-  const float scale = (float)(1.0 / sqrt((double)hs));
+  const int T = m->T, C = m->C;
+  const size_t oc = (size_t)b0 * C;
+  float *q = b->qkv.a + (size_t)m->B * T * 2 * C + oc;
+  gather_centre(b->xc.a + oc, X + (size_t)b0 * T * C, nb, T, C);
+  sgm_nn_linear_forward(q, b->xc.a + oc, P_(m, b->win), P_(m, b->bin), nb, C, C);
+  centre_attention_forward(m, b, X, mk, b0, nb);
+}
+
+/* Its plain backward, part 1 over the whole batch from ay.g and r1.g: parameter gradients of W_v,
+ * b_v, dz (z.g), and xc.g = r1.g. */
+static void centre_backward_params(SgmNnTransformer m, Block *b)
+{
+  const int B = m->B, C = m->C, NH = m->cfg.n_heads, hs = C / NH;
+  const float *dY = b->ay.g, *Wv = P_(m, b->win) + (size_t)2 * C * C;
+  float *dWv = G_(m, b->win) + (size_t)2 * C * C;
   for (int h = 0; h < NH; h++) {
     sgm_nn_gemm(1, 0, hs, C, B, dY + h * hs, C, b->z.a + (size_t)h * C, NH * C, NULL, 1,
                 dWv + (size_t)h * hs * C, C);
@@ -364,14 +375,38 @@ static void centre_attention_backward(SgmNnTransformer m, Block *b, const float 
                 b->z.g + (size_t)h * C, NH * C);
   }
   sgm_nn_linear_backward(NULL, NULL, G_(m, b->bin) + 2 * C, dY, NULL, NULL, B, C, C);
-  sgm_nn_attention_xcentre_backward_set(dX, b->u.g, m->scratch, b->z.g, b->att.a, b->u.a, X, B, T,
+  /* the residual's part of the centre rows' gradient, d xc = d r1 (+ the q projection's, added per
+   * chunk): r1's gradient face is block 0's, which the chunked backward of the blocks below
+   * overwrites chunk by chunk; xc's is not used there */
+  memcpy(b->xc.g, b->r1.g, (size_t)B * C * sizeof(float));
+}
+
+/* Part 2 for windows [b0, b0 + nb): dX (the block input's gradient, every row of these windows)
+ * is overwritten: the attention's part, then the centre rows get the q projection's and the
+ * residual's (xc.g); parameter gradients of W_k, W_q, b_q accumulate. Reads no gradient face
+ * that the blocks below share (u, z are the centre block's own; q's is written here first). */
+static void centre_backward_rows(SgmNnTransformer m, Block *b, const float *X, float *dX, int b0,
+                                 int nb)
+{
+  const int B = m->B, T = m->T, C = m->C, NH = m->cfg.n_heads, hs = C / NH;
+  const size_t oc = (size_t)b0 * C, ou = (size_t)b0 * NH * C, ox = (size_t)b0 * T * C;
+  const size_t okv = (size_t)B * T * 2 * C;
+  const float *q = b->qkv.a + okv + oc, *Wk = P_(m, b->win) + (size_t)C * C;
+  float *dq = b->qkv.g + okv + oc, *dWk = G_(m, b->win) + (size_t)C * C;
+  const float scale = (float)(1.0 / sqrt((double)hs));
+  sgm_nn_attention_xcentre_backward_set(dX + ox, b->u.g + ou, m->scratch, b->z.g + ou,
+                                        b->att.a + (size_t)b0 * NH * T, b->u.a + ou, X + ox, nb, T,
                                         C, NH, scale);
   for (int h = 0; h < NH; h++) {
-    sgm_nn_gemm(0, 1, B, hs, C, b->u.g + (size_t)h * C, NH * C, Wk + (size_t)h * hs * C, C, NULL, 0,
-                dq + h * hs, C);
-    sgm_nn_gemm(1, 0, hs, C, B, q + h * hs, C, b->u.g + (size_t)h * C, NH * C, NULL, 1,
+    sgm_nn_gemm(0, 1, nb, hs, C, b->u.g + ou + (size_t)h * C, NH * C, Wk + (size_t)h * hs * C, C,
+                NULL, 0, dq + h * hs, C);
+    sgm_nn_gemm(1, 0, hs, C, nb, q + h * hs, C, b->u.g + ou + (size_t)h * C, NH * C, NULL, 1,
                 dWk + (size_t)h * hs * C, C);
   }
+  float *dxc = b->xc.g + oc;
+  sgm_nn_linear_backward_input(dxc, 1, dq, P_(m, b->win), nb, C, C);
+  sgm_nn_linear_backward(NULL, G_(m, b->win), G_(m, b->bin), dq, b->xc.a + oc, NULL, nb, C, C);
+  scatter_add_centre(dX + ox, dxc, nb, T, C);
 }
 
 /* The centre-only block's keys and values of every token (qkv.a, (R,2C)), for the tangent paths
@@ -411,7 +446,10 @@ static void forward_chunk(SgmNnTransformer m, const float *mk, int b0, int nb)
   for (int l = 0; l < L; l++) {
     Block *b = &m->blk[l];
     const float *X = block_in(m, l)->a + o * C;
-    if (centre_block(m, l)) continue; /* per centre, after the chunks */
+    if (centre_block(m, l)) { /* up to its attention output; the rest per centre, after */
+      centre_forward_rows(m, b, X - o * C, mk, b0, nb);
+      continue;
+    }
     float *qkv = b->qkv.a + o * 3 * C;
     sgm_nn_linear_forward(qkv, X, P_(m, b->win), P_(m, b->bin), nr, C, 3 * C);
     sgm_nn_attention_forward(b->ay.a + o * C, b->att.a + (size_t)b0 * NH * T * T, qkv, qkv + C,
@@ -493,12 +531,10 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
       sgm_nn_attention_forward(b->ay.a, b->att.a, b->qkv.a, b->qkv.a + C, b->qkv.a + 2 * C, mk, B,
                                T, T, C, NH, 3 * C, 3 * C);
     } else {
-      float *q = b->qkv.a + (size_t)R * 2 * C;
       rows = B;
-      gather_centre(b->xc.a, X, B, T, C);
       xres = b->xc.a;
-      sgm_nn_linear_forward(q, b->xc.a, P_(m, b->win), P_(m, b->bin), B, C, C);
-      centre_attention_forward(m, b, X, mk);
+      if (!chunked) /* else done per chunk in forward_chunk */
+        centre_forward_rows(m, b, X, mk, 0, B);
     }
     sgm_nn_linear_forward(b->ao.a, b->ay.a, P_(m, b->wo), P_(m, b->bo), rows, C, C);
     sgm_nn_residual_forward(b->r1.a, xres, b->ao.a, rows * C);
@@ -891,11 +927,16 @@ static void transformer_backward_plain(SgmNnTransformer m)
       lin_bwd(Xb->g, 0, G_(m, b->win), G_(m, b->bin), dq, Xb->a, P_(m, b->win), R, C, 3 * C);
       sgm_nn_residual_forward(Xb->g, Xb->g, b->r1.g, R * C);
     } else {
-      centre_attention_backward(m, b, Xb->a, Xb->g);
-      const float *dq = b->qkv.g + (size_t)R * 2 * C;
-      lin_bwd(b->xc.g, 0, G_(m, b->win), G_(m, b->bin), dq, b->xc.a, P_(m, b->win), B, C, C);
-      sgm_nn_residual_forward(b->xc.g, b->xc.g, b->r1.g, B * C);
-      scatter_add_centre(Xb->g, b->xc.g, B, T, C);
+      centre_backward_params(m, b);
+      if (chunked) { /* per window chunk, each followed by the blocks below and the embeddings */
+        for (int b0 = 0; b0 < B; b0 += SGM_LTF_CHUNK_WIN) {
+          const int nb = B - b0 < SGM_LTF_CHUNK_WIN ? B - b0 : SGM_LTF_CHUNK_WIN;
+          centre_backward_rows(m, b, Xb->a, Xb->g, b0, nb);
+          backward_chunk(m, l - 1, b0, nb);
+        }
+        return;
+      }
+      centre_backward_rows(m, b, Xb->a, Xb->g, 0, B);
     }
   }
   /* embeddings */
