@@ -127,6 +127,12 @@ SGM_NN_INLINE void att_prefetch(const float *p, size_t ld, int n, int w)
   for (int r = 0; r < n; r++)
     for (int c = 0; c < w; c += 16) __builtin_prefetch(p + (size_t)r * ld + c);
 }
+/* the same for rows about to be written (their lines fetched for ownership ahead) */
+SGM_NN_INLINE void att_prefetch_w(float *p, size_t ld, int n, int w)
+{
+  for (int r = 0; r < n; r++)
+    for (int c = 0; c < w; c += 16) __builtin_prefetch(p + (size_t)r * ld + c, 1);
+}
 
 /* Bt (hs, Tp) = rows j < Tk of X (stride ld) transposed, zero for Tk <= j < Tp. */
 SGM_NN_INLINE void att_transpose(float *restrict Bt, const float *restrict X, int ld, int Tk,
@@ -148,6 +154,13 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef float v8fu __attribute__((vector_size(32), aligned(4), may_alias)); /* unaligned view */
 #define V8_LOAD(p)     (*(const v8fu *)(const void *)(p))
 #define V8_STORE(p, v) (*(v8fu *)(void *)(p) = (v))
+/* s in every lane (a broadcast; `(v8f){0} + s` costs an add more: x + 0 is no identity under
+ * signed zeros, so the compiler keeps it) */
+#define V8_SET1(s)                                                                                 \
+  __extension__({                                                                                  \
+    const float s_ = (s);                                                                          \
+    (v8f){s_, s_, s_, s_, s_, s_, s_, s_};                                                         \
+  })
 /* the first n <= 8 elements of v to p */
 #define V8_STORE_N(p, v, n)                                                                        \
   do {                                                                                             \
@@ -178,7 +191,7 @@ SGM_NN_INLINE float v8_hsum(v8f v)
 SGM_NN_INLINE void att_dots(float *restrict S, const float *restrict A, int lda,
                             const float *restrict Bm, int ldb, float alpha, int Tq, int Tk, int hs)
 {
-  const v8f al = (v8f){0} + alpha;
+  const v8f al = V8_SET1(alpha);
   for (int i = 0; i < Tq; i++) {
     const float *a = A + (size_t)i * lda;
     float *s = S + (size_t)i * Tk;
@@ -222,7 +235,7 @@ SGM_NN_INLINE void att_dots(float *restrict S, const float *restrict A, int lda,
 SGM_NN_INLINE void att_scores(float *restrict S, const float *restrict A, int lda,
                               const float *restrict Bt, float alpha, int Tq, int Tk, int Tp, int hs)
 {
-  const v8f al = (v8f){0} + alpha;
+  const v8f al = V8_SET1(alpha);
   int i0 = 0;
   for (; i0 + 4 <= Tq; i0 += 4) {
     const float *a0 = A + (size_t)i0 * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
@@ -233,8 +246,8 @@ SGM_NN_INLINE void att_scores(float *restrict S, const float *restrict A, int ld
       for (int c = 0; c < hs; c++) {
         const float *b = Bt + (size_t)c * Tp + j0;
         const v8f b0 = V8_LOAD(b), b1 = V8_LOAD(b + 8);
-        const v8f x0 = (v8f){0} + (a0[c]), x1 = (v8f){0} + (a1[c]), x2 = (v8f){0} + (a2[c]),
-                  x3 = (v8f){0} + (a3[c]);
+        const v8f x0 = V8_SET1(a0[c]), x1 = V8_SET1(a1[c]), x2 = V8_SET1(a2[c]),
+                  x3 = V8_SET1(a3[c]);
         c00 += x0 * b0, c01 += x0 * b1, c10 += x1 * b0, c11 += x1 * b1;
         c20 += x2 * b0, c21 += x2 * b1, c30 += x3 * b0, c31 += x3 * b1;
       }
@@ -254,8 +267,8 @@ SGM_NN_INLINE void att_scores(float *restrict S, const float *restrict A, int ld
       v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
       for (int c = 0; c < hs; c++) {
         const v8f b0 = V8_LOAD(Bt + (size_t)c * Tp + j0);
-        c0 += (v8f){0} + (a0[c]) * b0, c1 += (v8f){0} + (a1[c]) * b0;
-        c2 += (v8f){0} + (a2[c]) * b0, c3 += (v8f){0} + (a3[c]) * b0;
+        c0 += V8_SET1(a0[c]) * b0, c1 += V8_SET1(a1[c]) * b0;
+        c2 += V8_SET1(a2[c]) * b0, c3 += V8_SET1(a3[c]) * b0;
       }
       const int n = Tk - j0 < 8 ? Tk - j0 : 8;
       V8_STORE_N(s0 + j0, al * c0, n);
@@ -269,7 +282,7 @@ SGM_NN_INLINE void att_scores(float *restrict S, const float *restrict A, int ld
     float *s0 = S + (size_t)i0 * Tk;
     for (int j0 = 0; j0 < Tp; j0 += 8) {
       v8f c0 = {0};
-      for (int c = 0; c < hs; c++) c0 += (v8f){0} + (a0[c]) * V8_LOAD(Bt + (size_t)c * Tp + j0);
+      for (int c = 0; c < hs; c++) c0 += V8_SET1(a0[c]) * V8_LOAD(Bt + (size_t)c * Tp + j0);
       V8_STORE_N(s0 + j0, al * c0, Tk - j0 < 8 ? Tk - j0 : 8);
     }
   }
@@ -301,8 +314,8 @@ SGM_NN_INLINE void att_values(float *restrict Y, int ldy, const float *restrict 
         const float *x = X + (size_t)n * ldx + c0;
         const size_t o = (size_t)n * wn;
         const v8f b0 = V8_LOAD(x), b1 = V8_LOAD(x + 8);
-        const v8f x0 = (v8f){0} + (w0[o]), x1 = (v8f){0} + (w1[o]), x2 = (v8f){0} + (w2[o]),
-                  x3 = (v8f){0} + (w3[o]);
+        const v8f x0 = V8_SET1(w0[o]), x1 = V8_SET1(w1[o]), x2 = V8_SET1(w2[o]),
+                  x3 = V8_SET1(w3[o]);
         c00 += x0 * b0, c01 += x0 * b1, c10 += x1 * b0, c11 += x1 * b1;
         c20 += x2 * b0, c21 += x2 * b1, c30 += x3 * b0, c31 += x3 * b1;
       }
@@ -320,8 +333,8 @@ SGM_NN_INLINE void att_values(float *restrict Y, int ldy, const float *restrict 
       for (int n = 0; n < N; n++) {
         const v8f b0 = V8_LOAD(X + (size_t)n * ldx + c0);
         const size_t o = (size_t)n * wn;
-        c0v += (v8f){0} + (w0[o]) * b0, c1v += (v8f){0} + (w1[o]) * b0;
-        c2v += (v8f){0} + (w2[o]) * b0, c3v += (v8f){0} + (w3[o]) * b0;
+        c0v += V8_SET1(w0[o]) * b0, c1v += V8_SET1(w1[o]) * b0;
+        c2v += V8_SET1(w2[o]) * b0, c3v += V8_SET1(w3[o]) * b0;
       }
       ATT_PUT(y0 + c0, c0v);
       ATT_PUT(y1 + c0, c1v);
@@ -344,7 +357,7 @@ SGM_NN_INLINE void att_values(float *restrict Y, int ldy, const float *restrict 
     for (; c0 + 8 <= hs; c0 += 8) {
       v8f cv = {0};
       for (int n = 0; n < N; n++)
-        cv += (v8f){0} + (w0[(size_t)n * wn]) * V8_LOAD(X + (size_t)n * ldx + c0);
+        cv += V8_SET1(w0[(size_t)n * wn]) * V8_LOAD(X + (size_t)n * ldx + c0);
       ATT_PUT(y0 + c0, cv);
     }
     for (; c0 < hs; c0++) {
@@ -608,6 +621,9 @@ SGM_NN_INLINE void attention_backward(float *dq, float *dk, float *dv, float *sc
         att_prefetch(v + (size_t)(b + 1) * Tk * ldkv, (size_t)ldkv, Tk, C);
         att_prefetch(dout + (size_t)(b + 1) * Tq * C, (size_t)C, Tq, C);
         att_prefetch(att + (size_t)(b + 1) * NH * Tq * Tk, 0, 1, NH * Tq * Tk);
+        att_prefetch_w(dq + (size_t)(b + 1) * Tq * ldq, (size_t)ldq, Tq, C);
+        att_prefetch_w(dk + (size_t)(b + 1) * Tk * ldkv, (size_t)ldkv, Tk, C);
+        att_prefetch_w(dv + (size_t)(b + 1) * Tk * ldkv, (size_t)ldkv, Tk, C);
       }
       for (int h = 0; h < NH; h++) {
         const size_t oq = (size_t)b * Tq * ldq + h * hs, okv = (size_t)b * Tk * ldkv + h * hs;
@@ -797,7 +813,7 @@ SGM_NN_INLINE void xc_combine(float *restrict y, const float *restrict w, const 
     v8f y0 = {0}, y1 = {0}, y2 = {0}, y3 = {0};
     for (int j = 0; j < Tk; j++) {
       const float *x = X + (size_t)j * C + c;
-      const v8f p = (v8f){0} + w[j];
+      const v8f p = V8_SET1(w[j]);
       y0 += p * V8_LOAD(x), y1 += p * V8_LOAD(x + 8), y2 += p * V8_LOAD(x + 16),
           y3 += p * V8_LOAD(x + 24);
     }
@@ -806,7 +822,7 @@ SGM_NN_INLINE void xc_combine(float *restrict y, const float *restrict w, const 
   }
   for (; c + 8 <= C; c += 8) {
     v8f y0 = {0};
-    for (int j = 0; j < Tk; j++) y0 += ((v8f){0} + w[j]) * V8_LOAD(X + (size_t)j * C + c);
+    for (int j = 0; j < Tk; j++) y0 += (V8_SET1(w[j])) * V8_LOAD(X + (size_t)j * C + c);
     V8_STORE(y + c, y0);
   }
   for (; c < C; c++) {
@@ -857,7 +873,7 @@ void sgm_nn_attention_xcentre_backward_set(float *dx, float *du, float *scratch,
         v8f y0 = {0}, y1 = {0};
         for (int h = 0; h < NH; h++) {
           const float *g = dz + ob + (size_t)h * C + c, *w = u + ob + (size_t)h * C + c;
-          const v8f p = (v8f){0} + Pb[(size_t)h * Tk + j], e = (v8f){0} + dS[(size_t)h * Tk + j];
+          const v8f p = V8_SET1(Pb[(size_t)h * Tk + j]), e = V8_SET1(dS[(size_t)h * Tk + j]);
           y0 += p * V8_LOAD(g), y1 += p * V8_LOAD(g + 8);
           y0 += e * V8_LOAD(w), y1 += e * V8_LOAD(w + 8);
         }
@@ -866,8 +882,8 @@ void sgm_nn_attention_xcentre_backward_set(float *dx, float *du, float *scratch,
       for (; c < C8; c += 8) {
         v8f y0 = {0};
         for (int h = 0; h < NH; h++) {
-          y0 += ((v8f){0} + Pb[(size_t)h * Tk + j]) * V8_LOAD(dz + ob + (size_t)h * C + c);
-          y0 += ((v8f){0} + dS[(size_t)h * Tk + j]) * V8_LOAD(u + ob + (size_t)h * C + c);
+          y0 += (V8_SET1(Pb[(size_t)h * Tk + j])) * V8_LOAD(dz + ob + (size_t)h * C + c);
+          y0 += (V8_SET1(dS[(size_t)h * Tk + j])) * V8_LOAD(u + ob + (size_t)h * C + c);
         }
         V8_STORE(y + c, y0);
       }
