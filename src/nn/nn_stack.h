@@ -116,8 +116,10 @@ void sgm_nn_stack_backward(SgmNnStack *s, SgmParams *p, const float *inp, const 
 void sgm_nn_stack_backward_set(SgmNnStack *s, SgmParams *p, const float *inp, float *dinp,
                                int rows);
 /// The same for rows [r0, r0 + rows) only (inp, dinp and every face indexed from row 0); the
-/// parameter gradients accumulate.
+/// parameter gradients accumulate. The gradient faces (pre[].g from pre[nl-1].g on, post[].g) are
+/// read and written at rows [g0, g0 + rows) instead (g0 = r0: in place; g0 = 0: chunk-local
+/// temporaries, the same memory for every chunk); dinp at rows r0.
 void sgm_nn_stack_backward_set_rows(SgmNnStack *s, SgmParams *p, const float *inp, float *dinp,
-                                    int r0, int rows);
+                                    int r0, int g0, int rows);
 
 #endif

@@ -286,21 +286,21 @@ void sgm_nn_stack_backward_set(SgmNnStack *s, SgmParams *p, const float *inp, fl
 }
 
 void sgm_nn_stack_backward_set_rows(SgmNnStack *s, SgmParams *p, const float *inp, float *dinp,
-                                    int r0, int rows)
+                                    int r0, int g0, int rows)
 {
   for (int l = s->nl - 1; l >= 0; l--) {
     const int C = s->dims[l], OC = s->dims[l + 1];
-    const size_t oc = (size_t)r0 * C;
+    const size_t oc = (size_t)r0 * C, gc = (size_t)g0 * C;
     const float *x = l > 0 ? s->post[l - 1].a + oc : inp + oc;
-    float *dx = l > 0 ? s->post[l - 1].g + oc : (dinp ? dinp + oc : NULL);
-    const float *W = sgm_nn_param(p, s->w[l]), *dy = s->pre[l].g + (size_t)r0 * OC;
+    float *dx = l > 0 ? s->post[l - 1].g + gc : (dinp ? dinp + oc : NULL);
+    const float *W = sgm_nn_param(p, s->w[l]), *dy = s->pre[l].g + (size_t)g0 * OC;
     if (rows > 0) {
       if (dx) sgm_nn_linear_backward_input(dx, 0, dy, W, rows, C, OC);
       sgm_nn_linear_backward(NULL, sgm_nn_grad(p, s->w[l]), sgm_nn_grad(p, s->b[l]), dy, x, W, rows,
                              C, OC);
     }
     if (l > 0)
-      sgm_nn_act_backward_y_set(s->act, s->pre[l - 1].g + oc, s->post[l - 1].g + oc,
+      sgm_nn_act_backward_y_set(s->act, s->pre[l - 1].g + gc, s->post[l - 1].g + gc,
                                 s->pre[l - 1].a + oc, s->post[l - 1].a + oc, rows * C);
   }
 }

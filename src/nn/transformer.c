@@ -381,10 +381,11 @@ static void centre_backward_params(SgmNnTransformer m, Block *b)
   memcpy(b->xc.g, b->r1.g, (size_t)B * C * sizeof(float));
 }
 
-/* Part 2 for windows [b0, b0 + nb): dX (the block input's gradient, every row of these windows)
- * is overwritten: the attention's part, then the centre rows get the q projection's and the
- * residual's (xc.g); parameter gradients of W_k, W_q, b_q accumulate. Reads no gradient face
- * that the blocks below share (u, z are the centre block's own; q's is written here first). */
+/* Part 2 for windows [b0, b0 + nb): dX (the block input's gradient for these windows, from its
+ * row 0: a chunk-local temporary, see backward_chunk) is overwritten: the attention's part, then
+ * the centre rows get the q projection's and the residual's (xc.g); parameter gradients of W_k,
+ * W_q, b_q accumulate. Reads no gradient face that the blocks below share (u, z are the centre
+ * block's own; q's is written here first). */
 static void centre_backward_rows(SgmNnTransformer m, Block *b, const float *X, float *dX, int b0,
                                  int nb)
 {
@@ -394,7 +395,7 @@ static void centre_backward_rows(SgmNnTransformer m, Block *b, const float *X, f
   const float *q = b->qkv.a + okv + oc, *Wk = P_(m, b->win) + (size_t)C * C;
   float *dq = b->qkv.g + okv + oc, *dWk = G_(m, b->win) + (size_t)C * C;
   const float scale = (float)(1.0 / sqrt((double)hs));
-  sgm_nn_attention_xcentre_backward_set(dX + ox, b->u.g + ou, m->scratch, b->z.g + ou,
+  sgm_nn_attention_xcentre_backward_set(dX, b->u.g + ou, m->scratch, b->z.g + ou,
                                         b->att.a + (size_t)b0 * NH * T, b->u.a + ou, X + ox, nb, T,
                                         C, NH, scale);
   for (int h = 0; h < NH; h++) {
@@ -406,7 +407,7 @@ static void centre_backward_rows(SgmNnTransformer m, Block *b, const float *X, f
   float *dxc = b->xc.g + oc;
   sgm_nn_linear_backward_input(dxc, 1, dq, P_(m, b->win), nb, C, C);
   sgm_nn_linear_backward(NULL, G_(m, b->win), G_(m, b->bin), dq, b->xc.a + oc, NULL, nb, C, C);
-  scatter_add_centre(dX + ox, dxc, nb, T, C);
+  scatter_add_centre(dX, dxc, nb, T, C);
 }
 
 /* The centre-only block's keys and values of every token (qkv.a, (R,2C)), for the tangent paths
@@ -837,46 +838,54 @@ static void lin_bwd(float *dinp, int acc, float *dW, float *db, const float *dou
  * embeddings, at small widths (as forward_chunk): every layer there is row- or window-local but
  * the parameter gradients, which accumulate chunk after chunk. The gradients on the output of
  * block lc are complete before the first chunk. */
-static void backward_chunk(SgmNnTransformer m, int lc, int b0, int nb)
+static void backward_chunk(SgmNnTransformer m, int lc, int b0, int nb, int top_at_zero)
 {
   const int T = m->T, C = m->C, H = m->H, NH = m->cfg.n_heads, Dg = m->cfg.gdim;
   const int nr = nb * T, Cx = m->Cx;
   const size_t o = (size_t)b0 * T;
   const SgmNnAct act = m->cfg.act;
   SgmParams *p = &m->params;
+  /* Every activation gradient here but the block input's is a temporary of this chunk (the
+   * parameter gradients accumulate): they sit at row 0 of their faces, the same memory for every
+   * chunk, so it stays in cache instead of a fresh 1.3 MB per chunk (write-allocated from memory).
+   * The gradient on the output of block lc comes at rows o, or at row 0 with top_at_zero (as the
+   * caller wrote it); the blocks below pass theirs at row 0 (go). */
+  size_t go = top_at_zero ? 0 : o;
   for (int l = lc; l >= 0; l--) {
     Block *b = &m->blk[l];
     SgmNnBuf *Xb = block_in(m, l);
-    float *r2g = b->r2.g + o * C, *r1g = b->r1.g + o * C, *hg = b->h.g + o * H;
-    sgm_nn_layernorm_backward_set(r2g, G_(m, b->n2w), G_(m, b->n2b), b->n2.g + o * C,
+    float *r2g = b->r2.g, *r1g = b->r1.g, *hg = b->h.g, *hag = b->ha.g, *ayg = b->ay.g;
+    sgm_nn_layernorm_backward_set(r2g, G_(m, b->n2w), G_(m, b->n2b), b->n2.g + go * C,
                                   b->r2.a + o * C, P_(m, b->n2w), b->mean2.a + o, b->rstd2.a + o,
                                   nr, C);
-    lin_bwd(b->ha.g + o * H, 0, G_(m, b->w2), G_(m, b->b2), r2g, b->ha.a + o * H, P_(m, b->w2), nr,
-            H, C);
-    sgm_nn_act_backward_y_set(act, hg, b->ha.g + o * H, b->h.a + o * H, b->ha.a + o * H, nr * H);
+    lin_bwd(hag, 0, G_(m, b->w2), G_(m, b->b2), r2g, b->ha.a + o * H, P_(m, b->w2), nr, H, C);
+    sgm_nn_act_backward_y_set(act, hg, hag, b->h.a + o * H, b->ha.a + o * H, nr * H);
     lin_bwd(r2g, 1, G_(m, b->w1), G_(m, b->b1), hg, b->n1.a + o * C, P_(m, b->w1), nr, C, H);
     sgm_nn_layernorm_backward_set(r1g, G_(m, b->n1w), G_(m, b->n1b), r2g, b->r1.a + o * C,
                                   P_(m, b->n1w), b->mean1.a + o, b->rstd1.a + o, nr, C);
-    lin_bwd(b->ay.g + o * C, 0, G_(m, b->wo), G_(m, b->bo), r1g, b->ay.a + o * C, P_(m, b->wo), nr,
-            C, C);
+    lin_bwd(ayg, 0, G_(m, b->wo), G_(m, b->bo), r1g, b->ay.a + o * C, P_(m, b->wo), nr, C, C);
     const float *q = b->qkv.a + o * 3 * C;
-    float *dq = b->qkv.g + o * 3 * C, *dX = Xb->g + o * C;
-    sgm_nn_attention_backward_set(dq, dq + C, dq + 2 * C, m->scratch, b->ay.g + o * C,
+    float *dq = b->qkv.g, *dX = Xb->g;
+    sgm_nn_attention_backward_set(dq, dq + C, dq + 2 * C, m->scratch, ayg,
                                   b->att.a + (size_t)b0 * NH * T * T, q, q + C, q + 2 * C, nb, T, T,
                                   C, NH, 3 * C, 3 * C);
     lin_bwd(dX, 0, G_(m, b->win), G_(m, b->bin), dq, Xb->a + o * C, P_(m, b->win), nr, C, 3 * C);
     sgm_nn_residual_forward(dX, dX, r1g, nr * C);
+    go = 0;
   }
+  /* the embeddings' gradient faces as chunk-local temporaries too (row 0); the input gradients
+   * (xin.g, gin.g, read by sgm_nn_transformer_input_grad) at the chunk's rows */
   SgmNnBuf *exo = &m->ex.pre[m->ex.nl - 1];
-  for (size_t r = o; r < o + (size_t)nr; r++)
-    memcpy(exo->g + r * Cx, m->X0.g + r * C, (size_t)Cx * sizeof(float));
-  sgm_nn_stack_backward_set_rows(&m->ex, p, m->xin.a, m->xin.g, (int)o, nr);
+  const float *dX0 = m->X0.g + go * C; /* the chunk's X0 gradient, its row 0 */
+  for (size_t r = 0; r < (size_t)nr; r++)
+    memcpy(exo->g + r * Cx, dX0 + r * C, (size_t)Cx * sizeof(float));
+  sgm_nn_stack_backward_set_rows(&m->ex, p, m->xin.a, m->xin.g, (int)o, 0, nr);
   if (Dg > 0) {
     SgmNnBuf *ego = &m->eg.pre[m->eg.nl - 1];
     const int Cg = C - Cx;
-    for (size_t r = o; r < o + (size_t)nr; r++)
-      memcpy(ego->g + r * Cg, m->X0.g + r * C + Cx, (size_t)Cg * sizeof(float));
-    sgm_nn_stack_backward_set_rows(&m->eg, p, m->gin.a, m->gin.g, (int)o, nr);
+    for (size_t r = 0; r < (size_t)nr; r++)
+      memcpy(ego->g + r * Cg, dX0 + r * C + Cx, (size_t)Cg * sizeof(float));
+    sgm_nn_stack_backward_set_rows(&m->eg, p, m->gin.a, m->gin.g, (int)o, 0, nr);
   }
 }
 
@@ -902,7 +911,7 @@ static void transformer_backward_plain(SgmNnTransformer m)
     const int cb = centre_block(m, l);
     if (chunked && !cb) { /* this block, those below and the embeddings: per window chunk */
       for (int b0 = 0; b0 < B; b0 += SGM_LTF_CHUNK_WIN)
-        backward_chunk(m, l, b0, B - b0 < SGM_LTF_CHUNK_WIN ? B - b0 : SGM_LTF_CHUNK_WIN);
+        backward_chunk(m, l, b0, B - b0 < SGM_LTF_CHUNK_WIN ? B - b0 : SGM_LTF_CHUNK_WIN, 0);
       return;
     }
     rows = cb ? B : R;
@@ -932,7 +941,7 @@ static void transformer_backward_plain(SgmNnTransformer m)
         for (int b0 = 0; b0 < B; b0 += SGM_LTF_CHUNK_WIN) {
           const int nb = B - b0 < SGM_LTF_CHUNK_WIN ? B - b0 : SGM_LTF_CHUNK_WIN;
           centre_backward_rows(m, b, Xb->a, Xb->g, b0, nb);
-          backward_chunk(m, l - 1, b0, nb);
+          backward_chunk(m, l - 1, b0, nb, 1);
         }
         return;
       }
