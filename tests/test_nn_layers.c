@@ -261,12 +261,14 @@ END_TEST
 /* The no-packing AVX2/FMA GEMMs of the linear layers (sgm_nn_linear_small_gemm) at the small
  * model's shapes and odd ones: row counts that are no multiple of the 6-row tile, the 48-row chunk
  * or the 64-row dW chunk, column counts that leave an 8-wide panel, K = 2 and K = 192 (two K
- * blocks), and shapes outside the kernel's range (sgemm). Forward (with bias), backward (+= onto
+ * blocks), narrow inputs C <= 4 (their own input and weight gradient loops), and shapes outside the
+ * kernel's range (sgemm). Forward (with bias), backward (+= onto
  * non-zero buffers) and the set-variant input gradient, each against the double naive loops with
  * the same tolerance as sgemm (BLAS_RTOL of the largest magnitude), with the kernel on and off. */
 static const int small_shapes[][3] = {{329, 64, 192}, {329, 192, 64}, {101, 64, 64}, {53, 32, 64},
                                       {329, 2, 64},   {47, 64, 32},   {29, 24, 40},  {13, 128, 8},
-                                      {31, 64, 200},  {17, 7, 16},    {5, 64, 128},  {1, 64, 64}};
+                                      {31, 64, 200},  {17, 7, 16},    {5, 64, 128},  {1, 64, 64},
+                                      {37, 3, 40},    {6, 4, 8},      {23, 1, 24}};
 START_TEST(test_linear_small_gemm)
 {
   const int BT = small_shapes[_i][0], C = small_shapes[_i][1], OC = small_shapes[_i][2];

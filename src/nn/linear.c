@@ -215,6 +215,80 @@ GEMM_TGT static void mm_tn(float *Cm, size_t ldc, const float *A, size_t lda, co
     }
   }
 }
+
+/* The layers with a narrow input (C <= 4: the embeddings' first layers, x and g of dimension 2)
+ * have N = C <= 4 in their input gradient and weight gradient, where sgemm packs for nothing and
+ * the 16-wide tile does not apply: dinp (BT,C) (+)= dout (BT,OC) W (OC,C) as C dot products per
+ * row, dW (OC,C) += dout^T inp as OC-wide vectors accumulated over the rows; OC % 8 == 0. */
+GEMM_TGT static void narrow_backward_input(float *dinp, int acc, const float *dout,
+                                           const float *weight, int BT, int C, int OC)
+{
+  float wt[4 * SGM_NN_GEMM_SMALL_MAX];
+  for (int c = 0; c < C; c++)
+    for (int o = 0; o < OC; o++) wt[c * OC + o] = weight[(size_t)o * C + c];
+  for (int r = 0; r < BT; r++) {
+    const float *d = dout + (size_t)r * OC;
+    for (int c = 0; c < C; c++) {
+      __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+      int o = 0;
+      for (; o + 16 <= OC; o += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(d + o), _mm256_loadu_ps(wt + c * OC + o), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(d + o + 8), _mm256_loadu_ps(wt + c * OC + o + 8), s1);
+      }
+      if (o < OC)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(d + o), _mm256_loadu_ps(wt + c * OC + o), s0);
+      float t[8];
+      _mm256_storeu_ps(t, _mm256_add_ps(s0, s1));
+      const float v = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+      dinp[(size_t)r * C + c] = acc ? dinp[(size_t)r * C + c] + v : v;
+    }
+  }
+}
+
+GEMM_TGT static void narrow_backward_weight(float *dweight, const float *dout, const float *inp,
+                                            int BT, int C, int OC)
+{
+  for (int o0 = 0; o0 < OC; o0 += 16) { /* 16 outputs x C <= 4 inputs, even and odd rows apart */
+    const int nv = OC - o0 >= 16 ? 2 : 1;
+    __m256 a[4][2], e[4][2];
+    for (int c = 0; c < 4; c++) a[c][0] = a[c][1] = e[c][0] = e[c][1] = _mm256_setzero_ps();
+    int r = 0;
+    for (; r + 2 <= BT; r += 2) {
+      const float *d = dout + (size_t)r * OC + o0, *x = inp + (size_t)r * C;
+      const __m256 d0 = _mm256_loadu_ps(d), d1 = nv > 1 ? _mm256_loadu_ps(d + 8) : d0;
+      const __m256 f0 = _mm256_loadu_ps(d + OC), f1 = nv > 1 ? _mm256_loadu_ps(d + OC + 8) : f0;
+      for (int c = 0; c < C; c++) {
+        const __m256 xv = _mm256_broadcast_ss(x + c), yv = _mm256_broadcast_ss(x + C + c);
+        a[c][0] = _mm256_fmadd_ps(d0, xv, a[c][0]);
+        a[c][1] = _mm256_fmadd_ps(d1, xv, a[c][1]);
+        e[c][0] = _mm256_fmadd_ps(f0, yv, e[c][0]);
+        e[c][1] = _mm256_fmadd_ps(f1, yv, e[c][1]);
+      }
+    }
+    for (; r < BT; r++) {
+      const float *d = dout + (size_t)r * OC + o0, *x = inp + (size_t)r * C;
+      const __m256 d0 = _mm256_loadu_ps(d), d1 = nv > 1 ? _mm256_loadu_ps(d + 8) : d0;
+      for (int c = 0; c < C; c++) {
+        const __m256 xv = _mm256_broadcast_ss(x + c);
+        a[c][0] = _mm256_fmadd_ps(d0, xv, a[c][0]);
+        a[c][1] = _mm256_fmadd_ps(d1, xv, a[c][1]);
+      }
+    }
+    for (int c = 0; c < C; c++) {
+      float t[16];
+      _mm256_storeu_ps(t, _mm256_add_ps(a[c][0], e[c][0]));
+      _mm256_storeu_ps(t + 8, _mm256_add_ps(a[c][1], e[c][1]));
+      for (int k = 0; k < 8 * nv; k++) dweight[(size_t)(o0 + k) * C + c] += t[k];
+    }
+  }
+}
+
+/* 1 if the narrow-input backward serves C inputs and OC outputs */
+static int gemm_narrow(int C, int OC)
+{
+  if (gemm_small_on < 0) gemm_small_on = gemm_small_cpu();
+  return gemm_small_on && C <= 4 && OC % 8 == 0 && OC <= SGM_NN_GEMM_SMALL_MAX;
+}
 #endif
 
 /* Cm (M,N) = (acc ? Cm : 0) + (bias ? bias : 0) + op(A) op(B), strided; see include/sgm/nn.h. */
@@ -320,6 +394,10 @@ void sgm_nn_linear_backward_input(float *dinp, int acc, const float *dout, const
 {
   if (BT <= 0) return;
 #if GEMM_HAVE
+  if (gemm_narrow(C, OC)) {
+    narrow_backward_input(dinp, acc, dout, weight, BT, C, OC);
+    return;
+  }
   if (gemm_small(C, OC)) {
     mm_nn(dinp, (size_t)C, acc, NULL, dout, (size_t)OC, weight, (size_t)C, BT, C, OC);
     return;
@@ -338,7 +416,9 @@ void sgm_nn_linear_backward(float *dinp, float *dweight, float *dbias, const flo
   if (dinp) sgm_nn_linear_backward_input(dinp, 1, dout, weight, BT, C, OC);
   if (dweight) {
 #if GEMM_HAVE
-    if (gemm_small(C, OC))
+    if (gemm_narrow(C, OC))
+      narrow_backward_weight(dweight, dout, inp, BT, C, OC);
+    else if (gemm_small(C, OC))
       mm_tn(dweight, (size_t)C, dout, (size_t)OC, inp, (size_t)C, OC, C, BT);
     else
 #endif
