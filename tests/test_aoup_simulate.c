@@ -132,6 +132,19 @@ START_TEST(test_stage_layout)
 }
 END_TEST
 
+/* dir/checkpoint.h5 (its path into ck) is at `step` with `nframes` frames written. */
+static void check_checkpoint(const char *dir, int64_t step, int64_t nframes, char *ck, size_t len)
+{
+  SgmCheckpointHeader h;
+  double *x, *g;
+  snprintf(ck, len, "%s/checkpoint.h5", dir);
+  ck_assert_int_eq(sgm_checkpoint_read(sgm_test_comm(), ck, &h, &x, &g), 0);
+  ck_assert_int_eq(h.step, step);
+  ck_assert_int_eq(h.nframes, nframes);
+  PetscFree(x);
+  PetscFree(g);
+}
+
 START_TEST(test_restart_identity)
 {
   char a[600], b[600];
@@ -144,14 +157,7 @@ START_TEST(test_restart_identity)
   ck_assert(!exists(b, "trajectory.h5"));
   ck_assert(exists(b, ".trajectory.h5.tmp"));
   char ck[700];
-  snprintf(ck, sizeof ck, "%s/checkpoint.h5", b);
-  SgmCheckpointHeader h;
-  double *x, *g;
-  ck_assert_int_eq(sgm_checkpoint_read(sgm_test_comm(), ck, &h, &x, &g), 0);
-  ck_assert_int_eq(h.step, 57);
-  ck_assert_int_eq(h.nframes, 2);
-  PetscFree(x);
-  PetscFree(g);
+  check_checkpoint(b, 57, 2, ck, sizeof ck);
   /* a second chunk stops again, then the last one finishes */
   const char *stop2[] = {"simulate.stop_after=31"};
   ck_assert_int_eq(run_stage(b, 1, stop2, ck), 0);
@@ -250,14 +256,7 @@ START_TEST(test_frame_buffer)
                          "simulate.frame_every=10",     "simulate.stop_after=127"};
   ck_assert_int_eq(run_stage(c, 6, fours, NULL), 0);
   char ck[700];
-  snprintf(ck, sizeof ck, "%s/checkpoint.h5", c);
-  SgmCheckpointHeader h;
-  double *x, *g;
-  ck_assert_int_eq(sgm_checkpoint_read(sgm_test_comm(), ck, &h, &x, &g), 0);
-  ck_assert_int_eq(h.step, 127);
-  ck_assert_int_eq(h.nframes, 11);
-  PetscFree(x);
-  PetscFree(g);
+  check_checkpoint(c, 127, 11, ck, sizeof ck);
   ck_assert_int_eq(run_stage(c, 5, fours, ck), 0);
   /* step, time and value of both H5MD elements, box, id, and the 17 observables datasets */
   int nd = compare_files(r, a);
