@@ -34,7 +34,13 @@ def main():
     cfg = anchor.BIG if config == "big" else anchor.SMALL
     fl = anchor.flops_forward(cfg)
     F = fl["total_matmul"]
-    F_exec = F - fl["last_layer_centre_only_saving"]
+    # executed by the C model: the last block for the centre token only, and without its keys and
+    # values (src/nn/transformer.c, centre_attention_forward): minus the K, V projection of the T
+    # tokens, plus u_h = W_k,h^T q_h and W_v,h z_h (2 d x d) and the scores and value sums over
+    # the d-wide block input instead of the dh-wide heads
+    nt, d, h = cfg.T, cfg.d_e, cfg.n_heads
+    F_exec = (F - fl["last_layer_centre_only_saving"] - nt * 2 * d * 2 * d + 2 * 2 * d * d
+              + 4 * nt * d * (h - 1))
 
     def pooled(rows, key):
         return [t for r in rows if key in r for t in r[key]["times"]]
