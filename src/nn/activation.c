@@ -21,7 +21,7 @@
 
 #define SGM_INV_SQRT2   0.70710678118654752440
 #define SGM_INV_SQRT2PI 0.39894228040143267794
-#define GELU_BLK        16
+#define GELU_BLK        32
 #ifdef __GNUC__ /* inlined into each target clone of the layer functions below */
 #define SGM_ACT_INLINE static inline __attribute__((always_inline))
 #else
