@@ -113,9 +113,11 @@ SGM_NN_INLINE void softmax_row_jvp_backward(float *restrict dP, float *restrict 
  * multiply-adds per product: the sgemm call and packing overhead exceeded the arithmetic, and
  * attention was ~20% of a training step. When Tp * hs <= ATT_FUSED_MAX (Tp: Tk rounded up to 8;
  * 768 at the small size, 4608 at the paper's, which keeps sgemm) the forward and backward
- * run as loops instead, vectorized along the keys (against a transposed copy of k or v, zero
- * padded to a multiple of 8 keys) or along the head channels, with every sum in a fixed order
- * (no lane reductions), so every clone gives the same bits. Larger windows keep the sgemm path. */
+ * run as loops instead: the score products q k^T and dO v^T as in-place dot products along the
+ * head channels when hs % 8 == 0 (att_dots), else vectorized along the keys against a transposed
+ * copy of k or v zero padded to a multiple of 8 keys (att_scores); the value products vectorized
+ * along the head channels (att_values); every sum in a fixed order, so every clone gives the
+ * same bits. Larger windows keep the sgemm path. */
 #define ATT_FUSED_MAX 2048
 #define ATT_BJ        8 /* keys are padded to a multiple of ATT_BJ for the score products */
 
