@@ -186,8 +186,9 @@ typedef int v8i __attribute__((vector_size(32)));
  * summed in order), then the 8 vectors reduced to one of 8 sums by pairwise shuffles; the other
  * keys one at a time (v8_hsum). A fixed order: every clone gives the same bits. */
 /* sum of the 8 lanes of v in a fixed order */
-SGM_NN_INLINE float v8_hsum(v8f v)
+SGM_NN_INLINE float v8_hsum(const v8f *p) /* by pointer: a vector argument is an ABI matter */
 {
+  const v8f v = *p;
   return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 SGM_NN_INLINE void att_dots(float *restrict S, const float *restrict A, int lda,
@@ -226,7 +227,7 @@ SGM_NN_INLINE void att_dots(float *restrict S, const float *restrict A, int lda,
       const float *b = Bm + (size_t)j * ldb;
       v8f p = V8_LOAD(a) * V8_LOAD(b);
       for (int c = 8; c < hs; c += 8) p += V8_LOAD(a + c) * V8_LOAD(b + c);
-      s[j] = alpha * v8_hsum(p);
+      s[j] = alpha * v8_hsum(&p);
     }
   }
 }
@@ -790,7 +791,7 @@ SGM_NN_INLINE void xc_dots(float *restrict S, const float *restrict a, const flo
       s0 += av * V8_LOAD(x0 + c), s1 += av * V8_LOAD(x1 + c);
       s2 += av * V8_LOAD(x2 + c), s3 += av * V8_LOAD(x3 + c);
     }
-    float t0 = v8_hsum(s0), t1 = v8_hsum(s1), t2 = v8_hsum(s2), t3 = v8_hsum(s3);
+    float t0 = v8_hsum(&s0), t1 = v8_hsum(&s1), t2 = v8_hsum(&s2), t3 = v8_hsum(&s3);
     for (int c = C8; c < C; c++)
       t0 += a[c] * x0[c], t1 += a[c] * x1[c], t2 += a[c] * x2[c], t3 += a[c] * x3[c];
     S[j] = alpha * t0, S[j + 1] = alpha * t1, S[j + 2] = alpha * t2, S[j + 3] = alpha * t3;
@@ -799,7 +800,7 @@ SGM_NN_INLINE void xc_dots(float *restrict S, const float *restrict a, const flo
     const float *x0 = X + (size_t)j * C;
     v8f s0 = {0};
     for (int c = 0; c < C8; c += 8) s0 += V8_LOAD(a + c) * V8_LOAD(x0 + c);
-    float t0 = v8_hsum(s0);
+    float t0 = v8_hsum(&s0);
     for (int c = C8; c < C; c++) t0 += a[c] * x0[c];
     S[j] = alpha * t0;
   }
