@@ -4,6 +4,7 @@
  * directories, so the tests are independent of the order ctest runs them in. */
 #include "testutil.h"
 #include "sgm/app.h"
+#include "sgm/core.h"
 #include "sgm/h5md.h"
 #include "sgm/observables.h"
 #include "sgm/simulate.h"
@@ -269,6 +270,18 @@ START_TEST(test_frame_buffer)
   double *v = read_all(f, "/particles/all/position/step", &n);
   free(v);
   ck_assert_int_eq(n, 31);
+  /* a buffer beyond 4 GiB per rank (10^6 frames of 3000 particles: >= 24 GB on up to 4 ranks)
+   * is a user error before any step or trajectory file */
+  char d[600];
+  snprintf(d, sizeof d, "%s", sgm_test_tmpdir("aoup_sim_fbbig"));
+  const char *huge[] = {"simulate.frames_per_write=1000000", "simulate.n_steps=1000000000",
+                        "simulate.frame_every=1", "system.n=3000"};
+  /* errors returned quietly (the traceback handler ends ranks other than 0 on collective errors) */
+  PetscPushErrorHandler(PetscReturnErrorHandler, NULL);
+  const PetscErrorCode ierr = run_stage(d, 4, huge, NULL);
+  PetscPopErrorHandler();
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
+  ck_assert(!exists(d, ".trajectory.h5.tmp"));
 }
 END_TEST
 

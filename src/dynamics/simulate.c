@@ -129,9 +129,31 @@ static PetscErrorCode flush_frames(Sim *m)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* The frame buffer: cap frames of this rank's id block (frames_per_write, 0 = what fits in 16
- * MiB per rank, at most 256) and the observables' rows. */
-static PetscErrorCode frames_setup(Sim *m, int64_t per_write)
+/* The frame buffer's capacity (before any output exists, so a bad value stops the run cleanly):
+ * frames_per_write, or 0 = what fits in 16 MiB per rank, at most 256; never more than the run's
+ * frames, and at most 4 GiB per rank. Collective only through the error. */
+static PetscErrorCode frames_capacity(Sim *m, int64_t per_write, int64_t run_frames)
+{
+  PetscMPIInt size;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_size(m->run->comm, &size));
+  /* the largest id block decides, so every rank buffers the same number of frames */
+  const double per_frame = (double)((m->s->p.n + size - 1) / size) *
+                           (2.0 * m->s->p.dim * sizeof(double) + (m->op.per_particle ? 16.0 : 0.0));
+  int64_t cap =
+      per_write > 0 ? per_write : (int64_t)PetscMin(256.0, PetscMax(1.0, 16777216.0 / per_frame));
+  cap = PetscMax(1, PetscMin(cap, run_frames));
+  PetscCheck(
+      (double)cap * per_frame <= 4294967296.0, m->run->comm, SGM_ERR_USER,
+      "[simulate] frames_per_write = %lld: %.3g GiB per rank for the frame buffer (at most 4 "
+      "GiB); use fewer frames per write (0 = automatic)",
+      (long long)per_write, (double)cap * per_frame / 1073741824.0);
+  m->cap = cap;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* The frame buffer: m->cap frames of this rank's id block and the observables' rows. */
+static PetscErrorCode frames_setup(Sim *m)
 {
   const int dim = m->s->p.dim;
   PetscMPIInt rank, size;
@@ -139,11 +161,6 @@ static PetscErrorCode frames_setup(Sim *m, int64_t per_write)
   PetscCallMPI(MPI_Comm_rank(m->run->comm, &rank));
   PetscCallMPI(MPI_Comm_size(m->run->comm, &size));
   sgm_decomp_split(m->s->p.n, size, rank, &m->bstart, &m->bcount);
-  /* the largest block decides, so every rank buffers the same number of frames */
-  const double per_frame = (double)((m->s->p.n + size - 1) / size) *
-                           (2.0 * dim * sizeof(double) + (m->op.per_particle ? 16.0 : 0.0));
-  m->cap =
-      per_write > 0 ? per_write : (int64_t)PetscMin(256.0, PetscMax(1.0, 16777216.0 / per_frame));
   PetscCall(PetscMalloc4(m->cap, &m->bstep, m->cap, &m->btime, m->cap * m->bcount * dim + 1, &m->bx,
                          m->cap * m->bcount * dim + 1, &m->bg));
   if (m->op.every > 0) PetscCall(sgm_observables_rows_create(m->cap, &m->rows));
@@ -345,6 +362,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
              "[analysis] every = %lld: the observables need a periodic box (boundary = \"open\")",
              (long long)m.op.every);
   if (m.op.every > 0) PetscCall(sgm_observables_check(m.s, &m.op));
+  PetscCall(frames_capacity(&m, per_write, n_steps / frame_every + 1));
   /* the S(k) plan and geometry now, not in the first frame of the step loop */
   if (m.op.every > 0) PetscCall(sgm_observables_prepare(m.s, &m.op, &m.obs));
   {
@@ -363,7 +381,7 @@ PetscErrorCode sgm_stage_simulate(SgmRun *run)
     PetscCall(start_restart(&m));
   else
     PetscCall(start_fresh(&m, &info));
-  PetscCall(frames_setup(&m, per_write));
+  PetscCall(frames_setup(&m));
   if (p.periodic)
     PetscCall(sgm_log(run->comm,
                       "simulate: N = %lld AOUP in d = %d, periodic L = %g (phi = %.4g), rank grid "

@@ -47,7 +47,8 @@ static const SgmKeySpec simulate_keys[] = {
     {"frames_per_write", SGM_KEY_INT, "0", 0, 0, 1e6, NULL, "frames",
      "Frames (with their observables) kept in memory and written to trajectory.h5 together, one "
      "file open and one write per dataset for all of them; 0 = automatic (as many as fit in 16 "
-     "MiB per rank, at most 256), 1 = a write per frame. Pending frames are written before every "
+     "MiB per rank, at most 256), 1 = a write per frame; never more than the run's frames, and a "
+     "buffer above 4 GiB per rank is an error. Pending frames are written before every "
      "checkpoint and at the end (also on a stop signal), so a checkpoint never refers to an "
      "unwritten frame. The file is the same for any value"},
     {"checkpoint_every", SGM_KEY_INT, "0", 0, 0, 2.8e14, NULL, "steps",
