@@ -396,8 +396,8 @@ static int fft_friendly(int M)
 
 /* The S(k) grid M: sk_grid, or automatic: the smallest even M >= 16 with no prime factor above
  * 5 and spacing L/M <= a/2, so shells reach k = 2 pi / a (at N = 4096, phi = 0.5, a = 1: L =
- * 160.4, M = 324; the power of two above, 512, took ~1.6x as long per S(k) on 1 rank and ~2x on
- * 2, docs/performance.md); 0 or less: no S(k). */
+ * 160.4, M = 324; the power of two above, 512, took 1.5-2x as long per S(k) on 1 and 2 ranks,
+ * docs/performance.md); 0 or less: no S(k). */
 static int sk_grid_of(SgmAoup s, const SgmObservablesParams *p)
 {
   int M = p->sk_grid;
