@@ -146,6 +146,9 @@ PetscErrorCode sgm_aoup_invalidate(SgmAoup s);
 /// Collective: one Euler-Maruyama step (forces, integrate; migration with each list rebuild);
 /// step++.
 PetscErrorCode sgm_aoup_step(SgmAoup s);
+/// Collective: sgm_aoup_gather_block into caller arrays x, g of count*dim values each (count of
+/// the id block of this rank, sgm_decomp_split of n over size).
+PetscErrorCode sgm_aoup_gather_block_into(SgmAoup s, double *x, double *g);
 /// Collective: the particles of id block `rank` (split of n over size) in id order:
 /// *start, *count and x[count*dim], g[count*dim] (caller frees with PetscFree). Checks exactly
 /// that every id appears once (conservation).

@@ -323,26 +323,36 @@ PetscErrorCode sgm_observables_rows_write_fh(MPI_Comm comm, int64_t fh, SgmObser
   PetscCall(put_rows(g, "step", H5T_NATIVE_INT64, f0, nr, 0, r->step, rank));
   PetscCall(put_rows(g, "time", H5T_NATIVE_DOUBLE, f0, nr, 0, r->time, rank));
 
-  PetscCall(open_group(g, "local_density", &sub));
-  PetscCall(put_rows(sub, "histogram", H5T_NATIVE_INT64, f0, nr, r->nbins, r->hist, rank));
-  PetscCall(put_rows(sub, "mean", H5T_NATIVE_DOUBLE, f0, nr, 0, r->mean, rank));
-  PetscCall(put_rows(sub, "variance", H5T_NATIVE_DOUBLE, f0, nr, 0, r->var, rank));
-  PetscCall(put_rows(sub, "max", H5T_NATIVE_INT64, f0, nr, 0, r->nmax, rank));
-  PetscCall(put_rows(sub, "phi_mean", H5T_NATIVE_DOUBLE, f0, nr, 0, r->phi, rank));
-  PetscCall(put_rows(sub, "skewness", H5T_NATIVE_DOUBLE, f0, nr, 0, r->skew, rank));
-  PetscCall(put_rows(sub, "kurtosis", H5T_NATIVE_DOUBLE, f0, nr, 0, r->kurt, rank));
-  PetscCall(put_rows(sub, "bimodality", H5T_NATIVE_DOUBLE, f0, nr, 0, r->bimod, rank));
-  if (r->per_particle) PetscCall(put_block(sub, "n", f0, nr, r->N, r->start, r->count, r->nb));
-  SgmCallH5(H5Gclose(sub));
-
-  PetscCall(open_group(g, "clusters", &sub));
-  PetscCall(put_rows(sub, "n_clusters", H5T_NATIVE_INT64, f0, nr, 0, r->ncl, rank));
-  PetscCall(put_rows(sub, "largest_size", H5T_NATIVE_INT64, f0, nr, 0, r->lsize, rank));
-  PetscCall(put_rows(sub, "largest_fraction", H5T_NATIVE_DOUBLE, f0, nr, 0, r->lfrac, rank));
-  PetscCall(put_rows(sub, "largest_label", H5T_NATIVE_INT64, f0, nr, 0, r->llabel, rank));
-  PetscCall(put_rows(sub, "iterations", H5T_NATIVE_INT64, f0, nr, 0, r->iters, rank));
-  if (r->per_particle) PetscCall(put_block(sub, "label", f0, nr, r->N, r->start, r->count, r->lb));
-  SgmCallH5(H5Gclose(sub));
+  /* the per-frame scalars of the two groups: (group, dataset, type, rows) */
+  const struct {
+    const char *group, *name;
+    hid_t type;
+    const void *v;
+  } sc[] = {{"local_density", "mean", H5T_NATIVE_DOUBLE, r->mean},
+            {"local_density", "variance", H5T_NATIVE_DOUBLE, r->var},
+            {"local_density", "max", H5T_NATIVE_INT64, r->nmax},
+            {"local_density", "phi_mean", H5T_NATIVE_DOUBLE, r->phi},
+            {"local_density", "skewness", H5T_NATIVE_DOUBLE, r->skew},
+            {"local_density", "kurtosis", H5T_NATIVE_DOUBLE, r->kurt},
+            {"local_density", "bimodality", H5T_NATIVE_DOUBLE, r->bimod},
+            {"clusters", "n_clusters", H5T_NATIVE_INT64, r->ncl},
+            {"clusters", "largest_size", H5T_NATIVE_INT64, r->lsize},
+            {"clusters", "largest_fraction", H5T_NATIVE_DOUBLE, r->lfrac},
+            {"clusters", "largest_label", H5T_NATIVE_INT64, r->llabel},
+            {"clusters", "iterations", H5T_NATIVE_INT64, r->iters}};
+  const char *groups[2] = {"local_density", "clusters"}, *block_names[2] = {"n", "label"};
+  const int64_t *blocks[2] = {r->nb, r->lb};
+  for (int q = 0; q < 2; q++) {
+    PetscCall(open_group(g, groups[q], &sub));
+    if (q == 0)
+      PetscCall(put_rows(sub, "histogram", H5T_NATIVE_INT64, f0, nr, r->nbins, r->hist, rank));
+    for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++)
+      if (!strcmp(sc[i].group, groups[q]))
+        PetscCall(put_rows(sub, sc[i].name, sc[i].type, f0, nr, 0, sc[i].v, rank));
+    if (r->per_particle)
+      PetscCall(put_block(sub, block_names[q], f0, nr, r->N, r->start, r->count, blocks[q]));
+    SgmCallH5(H5Gclose(sub));
+  }
 
   if (r->nshell > 0) {
     PetscCall(open_group(g, "structure_factor", &sub));

@@ -179,8 +179,6 @@ static PetscErrorCode frames_free(Sim *m)
 /* Takes a frame (and its observables when due) into the buffer; writes the buffer when full. */
 static PetscErrorCode write_frame(Sim *m)
 {
-  int64_t start, count;
-  double *x, *g;
   const int dim = m->s->p.dim;
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(ev_write, 0, 0, 0, 0));
@@ -189,15 +187,10 @@ static PetscErrorCode write_frame(Sim *m)
   const double t0 = MPI_Wtime();
   if (analyse) PetscCall(sgm_observables_compute(m->s, &m->op, &m->obs));
   const double t1 = MPI_Wtime();
-  PetscCall(id_blocks(m, &start, &count, &x, &g));
-  PetscCheck(start == m->bstart && count == m->bcount, PETSC_COMM_SELF, PETSC_ERR_PLIB,
-             "frame buffer: id block moved");
-  const int64_t k = m->nframes - m->nwritten;
+  /* this rank's id block of the frame, gathered straight into its slot of the buffer */
+  const int64_t k = m->nframes - m->nwritten, slot = k * m->bcount * dim;
+  PetscCall(sgm_aoup_gather_block_into(m->s, m->bx + slot, m->bg + slot));
   m->bstep[k] = m->s->step, m->btime[k] = time;
-  PetscCall(PetscArraycpy(m->bx + k * count * dim, x, count * dim));
-  PetscCall(PetscArraycpy(m->bg + k * count * dim, g, count * dim));
-  PetscCall(PetscFree(x));
-  PetscCall(PetscFree(g));
   if (analyse) {
     PetscCall(
         sgm_observables_rows_push(m->run->comm, m->rows, m->nframes / m->op.every, time, &m->obs));
@@ -220,7 +213,7 @@ static PetscErrorCode write_frame(Sim *m)
 
 static PetscErrorCode write_checkpoint(Sim *m)
 {
-  int64_t start, count;
+  int64_t start = 0, count = 0;
   double *x, *g;
   char tmp[PETSC_MAX_PATH_LEN];
   SgmCheckpointHeader h = {m->s->step, m->nframes, m->s->p.seed, m->s->p.dim, m->s->p.n};

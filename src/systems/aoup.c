@@ -910,13 +910,12 @@ PetscErrorCode sgm_aoup_step(SgmAoup s)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-PetscErrorCode sgm_aoup_gather_block(SgmAoup s, int64_t *startp, int64_t *countp, double **xp,
-                                     double **gp)
+PetscErrorCode sgm_aoup_gather_block_into(SgmAoup s, double *x, double *g)
 {
   const int dim = s->p.dim, rec = 1 + 2 * dim, size = s->size;
   const SgmParticles *P = &s->part;
   int *sc, *sd, *rc, *rd;
-  double *sb, *rb, *x, *g;
+  double *sb, *rb;
   int64_t start, count;
   char *seen;
 
@@ -939,8 +938,6 @@ PetscErrorCode sgm_aoup_gather_block(SgmAoup s, int64_t *startp, int64_t *countp
     cur[id_block_owner(s->p.n, size, P->id[i])] += rec;
   }
   PetscCallMPI(MPI_Alltoallv(sb, sc, sd, MPI_DOUBLE, rb, rc, rd, MPI_DOUBLE, s->comm));
-  PetscCall(PetscMalloc1(count * dim + 1, &x));
-  PetscCall(PetscMalloc1(count * dim + 1, &g));
   PetscCall(PetscCalloc1(count + 1, &seen));
   int ok = (tr / rec == count);
   for (int64_t j = 0; ok && j < tr / rec; j++) {
@@ -964,10 +961,17 @@ PetscErrorCode sgm_aoup_gather_block(SgmAoup s, int64_t *startp, int64_t *countp
   PetscCheck(allok, s->comm, PETSC_ERR_PLIB,
              "particle conservation violated at step %" PRId64 ": an id is missing or duplicated",
              s->step);
-  *startp = start;
-  *countp = count;
-  *xp = x;
-  *gp = g;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_aoup_gather_block(SgmAoup s, int64_t *startp, int64_t *countp, double **xp,
+                                     double **gp)
+{
+  PetscFunctionBeginUser;
+  sgm_decomp_split(s->p.n, s->size, s->rank, startp, countp);
+  PetscCall(PetscMalloc1(*countp * s->p.dim + 1, xp));
+  PetscCall(PetscMalloc1(*countp * s->p.dim + 1, gp));
+  PetscCall(sgm_aoup_gather_block_into(s, *xp, *gp));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
