@@ -797,6 +797,102 @@ START_TEST(test_attention_xcentre_vs_naive)
 }
 END_TEST
 
+/* The tangent sgm_nn_attention_xcentre_jvp: the fast loops against the double loops (with and
+ * without the score tangent constant s0), and the identity the transformer's JVP relies on: with
+ * u_h = W_k,h^T q_h, tu_h = W_k,h^T tq_h and s0_bh = scale tq_h . b_k,h, the output tangent
+ * W_v,h tz_h and the score tangents ts equal those of the attention tangent over the projected
+ * keys and values k = x W_k^T + b_k, v = x W_v^T + b_v and their tangents tx W_k^T, tx W_v^T
+ * (sgm_nn_attention_jvp_naive), with absent keys. */
+START_TEST(test_attention_xcentre_jvp)
+{
+  const int B = xc_shapes[_i][0], T = xc_shapes[_i][1], C = xc_shapes[_i][2], NH = xc_shapes[_i][3];
+  const int hs = C / NH, NC = B * NH * C, NS = B * NH * T;
+  const float scale = (float)(1.0 / sqrt((double)hs));
+  float *x = rnd(B * T * C, -1.5, 1.5), *q = rnd(B * C, -1.5, 1.5);
+  float *tx = rnd(B * T * C, -1, 1), *tq = rnd(B * C, -1, 1);
+  float *w = rnd(2 * C * C, -0.3, 0.3), *bkv = rnd(2 * C, -0.5, 0.5), *mask = zeros(B * T);
+  for (int i = 0; i < B * T; i++) mask[i] = (i % T == 0 || urand() < 0.7) ? 1.0f : 0.0f;
+  float *u = zeros(NC), *tu = zeros(NC), *z = zeros(NC), *att = zeros(NS), *s0 = zeros(B * NH);
+  float *scr = zeros(T), *tz[3], *ts[3];
+  for (int r = 0; r < 3; r++) tz[r] = rnd(NC, -1, 1), ts[r] = rnd(NS, -1, 1);
+  for (int h = 0; h < NH; h++) { /* u_h = q_h W_k,h, tu_h = tq_h W_k,h */
+    sgm_nn_gemm_naive(0, 0, B, C, hs, q + h * hs, C, w + (size_t)h * hs * C, C, NULL, 0, u + h * C,
+                      NH * C);
+    sgm_nn_gemm_naive(0, 0, B, C, hs, tq + h * hs, C, w + (size_t)h * hs * C, C, NULL, 0,
+                      tu + h * C, NH * C);
+  }
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++) {
+      double s = 0.0;
+      for (int c = 0; c < hs; c++) s += (double)tq[b * C + h * hs + c] * bkv[h * hs + c];
+      s0[b * NH + h] = (float)(scale * s);
+    }
+  sgm_nn_attention_xcentre_forward_naive(z, att, u, x, mask, B, T, C, NH, scale);
+  sgm_nn_attention_xcentre_jvp(tz[0], ts[0], scr, tu, tx, att, u, x, s0, B, T, C, NH, scale);
+  sgm_nn_attention_xcentre_jvp_naive(tz[1], ts[1], scr, tu, tx, att, u, x, s0, B, T, C, NH, scale);
+  sgm_nn_attention_xcentre_jvp(tz[2], ts[2], scr, tu, tx, att, u, x, NULL, B, T, C, NH, scale);
+  struct {
+    const char *n;
+    const float *a, *b;
+    int len;
+  } c[] = {{"tz", tz[0], tz[1], NC}, {"ts", ts[0], ts[1], NS}, {"tz (no s0)", tz[2], tz[1], NC}};
+  for (int k = 0; k < 3; k++) {
+    double e = 0.0, sc = 0.0;
+    for (int i = 0; i < c[k].len; i++) {
+      e = fmax(e, fabs(c[k].a[i] - c[k].b[i]));
+      sc = fmax(sc, fabs(c[k].b[i]));
+    }
+    ck_assert_double_gt(sc, 0.0);
+    ck_assert_msg(e <= BLAS_RTOL * sc,
+                  "xcentre jvp %s (B %d T %d C %d NH %d): vs naive %.3g (%.3g)", c[k].n, B, T, C,
+                  NH, e, sc);
+  }
+  /* without s0 the score tangents differ from those with it by s0 on every unmasked key, and
+   * are 0 on the masked ones */
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++)
+      for (int j = 0; j < T; j++) {
+        const int i = (b * NH + h) * T + j;
+        if (mask[b * T + j] == 0.0f) {
+          ck_assert_float_eq(ts[0][i], 0.0f);
+          ck_assert_float_eq(ts[2][i], 0.0f);
+        } else {
+          ck_assert_double_le(fabs(ts[0][i] - ts[2][i] - s0[b * NH + h]), 1e-5);
+        }
+      }
+  /* the identity */
+  float *kv = zeros(B * T * 2 * C), *tkv = zeros(B * T * 2 * C), *p2 = zeros(NS);
+  float *y2 = zeros(B * C), *ty1 = zeros(B * C), *ty2 = zeros(B * C), *ts2 = zeros(NS);
+  sgm_nn_linear_forward_naive(kv, x, w, bkv, B * T, C, 2 * C);
+  sgm_nn_linear_forward_naive(tkv, tx, w, NULL, B * T, C, 2 * C);
+  sgm_nn_attention_forward_naive(y2, p2, q, kv, kv + C, mask, B, 1, T, C, NH, C, 2 * C);
+  sgm_nn_attention_jvp_naive(ty2, ts2, scr, tq, tkv, tkv + C, p2, q, kv, kv + C, mask, B, 1, T, C,
+                             NH, C, 2 * C);
+  for (int h = 0; h < NH; h++)
+    sgm_nn_gemm_naive(0, 1, B, hs, C, tz[0] + h * C, NH * C, w + (size_t)(C + h * hs) * C, C, NULL,
+                      0, ty1 + h * hs, C);
+  struct {
+    const char *n;
+    const float *a, *b;
+    int len;
+  } d[] = {{"tout", ty1, ty2, B * C}, {"ts", ts[0], ts2, NS}};
+  for (int k = 0; k < 2; k++) {
+    double e = 0.0, sc = 0.0;
+    for (int i = 0; i < d[k].len; i++) {
+      e = fmax(e, fabs(d[k].a[i] - d[k].b[i]));
+      sc = fmax(sc, fabs(d[k].b[i]));
+    }
+    ck_assert_double_gt(sc, 0.0);
+    ck_assert_msg(e <= 1e-5 * sc, "xcentre jvp identity %s (B %d T %d C %d NH %d): %.3g (%.3g)",
+                  d[k].n, B, T, C, NH, e, sc);
+  }
+  free(x), free(q), free(tx), free(tq), free(w), free(bkv), free(mask), free(u), free(tu), free(z);
+  free(att), free(s0), free(scr);
+  for (int r = 0; r < 3; r++) free(tz[r]), free(ts[r]);
+  free(kv), free(tkv), free(p2), free(y2), free(ty1), free(ty2), free(ts2);
+}
+END_TEST
+
 /* sgm_nn_gemm (the strided per-head GEMMs) against the double loops: every transpose case, with
  * and without accumulation and bias, padded strides, in the small kernel's range and outside it
  * (sgemm), kernel on and off. */
@@ -915,6 +1011,8 @@ static Suite *nn_layers_suite(void)
   tcase_add_test(tc, test_attention_reference);
   tcase_add_loop_test(tc, test_attention_xcentre_fd, 0, 4);
   tcase_add_loop_test(tc, test_attention_xcentre_vs_naive, 0,
+                      (int)(sizeof xc_shapes / sizeof xc_shapes[0]));
+  tcase_add_loop_test(tc, test_attention_xcentre_jvp, 0,
                       (int)(sizeof xc_shapes / sizeof xc_shapes[0]));
   tcase_add_loop_test(tc, test_gemm_strided, 0, (int)(sizeof gemm_shapes / sizeof gemm_shapes[0]));
   tcase_add_test(tc, test_residual_fourier_fd);

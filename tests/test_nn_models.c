@@ -687,6 +687,78 @@ START_TEST(test_ltf_centre_tangent_equals_general)
 }
 END_TEST
 
+/* The JVP and its reverse (jvp_backward) of the centre-only last block, whose tangent goes through
+ * the block input rows (centre_attention_jvp: no keys or values) and whose reverse forms the keys,
+ * values and their tangents itself (centre_kvt), against the full last block (packed q, k, v), on
+ * general tangents of x and g on every token and on g tangents of the centres only (the
+ * divergence in g), with absent neighbours: at the fixture's width (window chunks) and at
+ * d_model = 144 (whole-batch calls, the paper size's path). Each case runs jvp, jvp_backward, a
+ * second jvp on other tangents and its jvp_backward, so that the keys' tangents of the first are
+ * not reused by the second. Tangent outputs to SYM_TOL, gradients (parameters, x, g) to 1e-4. */
+START_TEST(test_ltf_jvp_centre_equals_full)
+{
+  enum { NB = 5, KW = 6, TW = KW + 1, NR = NB * TW };
+  SgmNnTransformerConfig c = tf_config();
+  c.n_layers = 3;
+  if (_i) c.d_model = 144, c.n_heads = 4, c.mlp_hidden = 24;
+  static float x[NR * TD], g[NR * TG], mk[NR], r[NB * TO], s[2][TNT * NB * TO];
+  static float tx[2][TNT * NR * TD], tg[2][TNT * NR * TG], tgc[TNT * NR * TG];
+  static float to[2][2][TNT * NB * TO], dx[2][NR * TD], dg[2][NR * TG];
+  fill(x, NR * TD, -1, 1), fill(g, NR * TG, -1, 1), fill(r, NB * TO, -1, 1);
+  fill(s[0], TNT * NB * TO, -1, 1), fill(s[1], TNT * NB * TO, -1, 1);
+  fill(tx[0], TNT * NR * TD, -1, 1), fill(tg[0], TNT * NR * TG, -1, 1);
+  fill(tx[1], TNT * NR * TD, -1, 1), fill(tg[1], TNT * NR * TG, -1, 1);
+  for (int i = 0; i < NR; i++) mk[i] = (i % TW == 0 || urand() < 0.7) ? 1.0f : 0.0f;
+  for (int b = 0; b < NB; b++)
+    for (int a = 0; a < TD; a++) x[b * TW * TD + a] = 0.0f; /* centre displacement */
+  memset(tgc, 0, sizeof tgc);
+  for (int d = 0; d < TNT; d++)
+    for (int b = 0; b < NB; b++)
+      for (int a = 0; a < TG; a++) tgc[((d * NB + b) * TW) * TG + a] = 1.0f + d - 0.5f * a;
+  SgmNnTransformer m;
+  ck_assert_int_eq(sgm_nn_transformer_create_local(&c, KW, NB, TNT, 23, &m), 0);
+  SgmParams *p = sgm_nn_transformer_params(m);
+  for (int kind = 0; kind < 2; kind++) { /* general tangents; centre g tangents */
+    float *gr[2] = {NULL, NULL};
+    for (int full = 0; full < 2; full++) {
+      sgm_nn_transformer_set_centre_only(m, !full);
+      sgm_nn_params_zero_grad(p);
+      memset(dx[full], 0, sizeof dx[0]), memset(dg[full], 0, sizeof dg[0]);
+      ck_assert_int_eq(sgm_nn_transformer_forward(m, to[full][0], x, g, mk, NB), 0);
+      for (int round = 0; round < 2; round++) {
+        const float *t1 = kind ? NULL : tx[round], *t2 = kind ? tgc : tg[round];
+        if (kind && round) t1 = tx[1]; /* the second round: the general path after the centre one */
+        ck_assert_int_eq(sgm_nn_transformer_jvp(m, to[full][round], t1, t2, TNT), 0);
+        ck_assert_int_eq(sgm_nn_transformer_jvp_backward(m, round ? NULL : r, s[round]), 0);
+      }
+      sgm_nn_transformer_input_grad(m, dx[full], dg[full]);
+      gr[full] = grads_copy(p);
+    }
+    for (int round = 0; round < 2; round++) {
+      double sc = 0.0;
+      for (int i = 0; i < TNT * NB * TO; i++) sc = fmax(sc, fabs(to[1][round][i]));
+      ck_assert_double_gt(sc, 0.0);
+      const double e = max_rel_diff(to[0][round], to[1][round], TNT * NB * TO);
+      if (verbose())
+        printf("  jvp centre vs full (C %d, kind %d, round %d): tout %.2e\n", c.d_model, kind,
+               round, e);
+      ck_assert_msg(e <= SYM_TOL, "tout (C %d, kind %d, round %d): %.3g", c.d_model, kind, round,
+                    e);
+    }
+    const double eg = max_rel_diff(gr[0], gr[1], p->nparams);
+    const double ex = max_rel_diff(dx[0], dx[1], NR * TD), eG = max_rel_diff(dg[0], dg[1], NR * TG);
+    if (verbose())
+      printf("  jvp_backward centre vs full (C %d, kind %d): params %.2e x %.2e g %.2e\n",
+             c.d_model, kind, eg, ex, eG);
+    ck_assert_msg(eg <= 1e-4 && ex <= 1e-4 && eG <= 1e-4,
+                  "jvp_backward (C %d, kind %d): params %.3g, x %.3g, g %.3g", c.d_model, kind, eg,
+                  ex, eG);
+    free(gr[0]), free(gr[1]);
+  }
+  sgm_nn_transformer_destroy(&m);
+}
+END_TEST
+
 START_TEST(test_ltf_partial_batch)
 {
   /* A model built for a larger batch, first run on a full batch of other data (dirtying every
@@ -1135,6 +1207,7 @@ static Suite *nn_models_suite(void)
   tcase_add_test(tl, test_ltf_translation_invariance);
   tcase_add_test(tl, test_ltf_centre_only_equals_full);
   tcase_add_test(tl, test_ltf_centre_tangent_equals_general);
+  tcase_add_loop_test(tl, test_ltf_jvp_centre_equals_full, 0, 2);
   tcase_add_test(tl, test_ltf_partial_batch);
   tcase_add_test(tl, test_ltf_lean_equals_full);
   tcase_add_test(tl, test_ltf_wide_whole_batch);

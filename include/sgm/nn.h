@@ -206,13 +206,26 @@ void sgm_nn_attention_xcentre_forward(float *z, float *att, const float *u, cons
 void sgm_nn_attention_xcentre_backward_set(float *dx, float *du, float *scratch, const float *dz,
                                            const float *att, const float *u, const float *x, int B,
                                            int Tk, int C, int NH, float scale);
-/// Loop references of the two (double accumulation).
+/// Its tangent from tu (B,NH,C) and tx (B,Tk,C), the tangents of u and x: tz (B,NH,C) =
+/// sum_j tP_hj x_j + P_hj tx_j with tP = P (ts - sum_j P ts) and the score tangents
+/// ts (B,NH,Tk) = scale (tu_h . x_j + u_h . tx_j) + s0_bh (0 on masked keys), both overwritten;
+/// s0 (B,NH) or NULL: a constant per (window, head) added to the score tangents, which the softmax
+/// drops; pass scale tq_h . b_k,h to leave in ts the score tangents of the keys' form (those of
+/// sgm_nn_attention_jvp); scratch (Tk) floats.
+void sgm_nn_attention_xcentre_jvp(float *tz, float *ts, float *scratch, const float *tu,
+                                  const float *tx, const float *att, const float *u, const float *x,
+                                  const float *s0, int B, int Tk, int C, int NH, float scale);
+/// Loop references of the three (double accumulation).
 void sgm_nn_attention_xcentre_forward_naive(float *z, float *att, const float *u, const float *x,
                                             const float *mask, int B, int Tk, int C, int NH,
                                             float scale);
 void sgm_nn_attention_xcentre_backward_naive(float *dx, float *du, float *scratch, const float *dz,
                                              const float *att, const float *u, const float *x,
                                              int B, int Tk, int C, int NH, float scale);
+void sgm_nn_attention_xcentre_jvp_naive(float *tz, float *ts, float *scratch, const float *tu,
+                                        const float *tx, const float *att, const float *u,
+                                        const float *x, const float *s0, int B, int Tk, int C,
+                                        int NH, float scale);
 
 /// out (N) = a (N) + b (N); also the tangent rule (the map is linear).
 void sgm_nn_residual_forward(float *out, const float *a, const float *b, int N);

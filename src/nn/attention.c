@@ -902,6 +902,100 @@ void sgm_nn_attention_xcentre_backward_set(float *dx, float *du, float *scratch,
   }
 }
 
+/* S[j] = alpha * (a . x_j + b . y_j), j < Tk: xc_dots over two pairs of vector and rows in one
+ * pass (both products of a channel block into the same lanes). */
+SGM_NN_INLINE void xc_dots2(float *restrict S, const float *restrict a, const float *restrict X,
+                            const float *restrict b, const float *restrict Y, float alpha, int Tk,
+                            int C)
+{
+  const int C8 = C / 8 * 8;
+  int j = 0;
+  for (; j + 4 <= Tk; j += 4) {
+    const float *x0 = X + (size_t)j * C, *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
+    const float *y0 = Y + (size_t)j * C, *y1 = y0 + C, *y2 = y1 + C, *y3 = y2 + C;
+    v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (int c = 0; c < C8; c += 8) {
+      const v8f av = V8_LOAD(a + c), bv = V8_LOAD(b + c);
+      s0 += av * V8_LOAD(x0 + c), s1 += av * V8_LOAD(x1 + c);
+      s2 += av * V8_LOAD(x2 + c), s3 += av * V8_LOAD(x3 + c);
+      s0 += bv * V8_LOAD(y0 + c), s1 += bv * V8_LOAD(y1 + c);
+      s2 += bv * V8_LOAD(y2 + c), s3 += bv * V8_LOAD(y3 + c);
+    }
+    float t0 = v8_hsum(&s0), t1 = v8_hsum(&s1), t2 = v8_hsum(&s2), t3 = v8_hsum(&s3);
+    for (int c = C8; c < C; c++) {
+      t0 += a[c] * x0[c] + b[c] * y0[c], t1 += a[c] * x1[c] + b[c] * y1[c];
+      t2 += a[c] * x2[c] + b[c] * y2[c], t3 += a[c] * x3[c] + b[c] * y3[c];
+    }
+    S[j] = alpha * t0, S[j + 1] = alpha * t1, S[j + 2] = alpha * t2, S[j + 3] = alpha * t3;
+  }
+  for (; j < Tk; j++) {
+    const float *x0 = X + (size_t)j * C, *y0 = Y + (size_t)j * C;
+    v8f s0 = {0};
+    for (int c = 0; c < C8; c += 8)
+      s0 += V8_LOAD(a + c) * V8_LOAD(x0 + c), s0 += V8_LOAD(b + c) * V8_LOAD(y0 + c);
+    float t0 = v8_hsum(&s0);
+    for (int c = C8; c < C; c++) t0 += a[c] * x0[c] + b[c] * y0[c];
+    S[j] = alpha * t0;
+  }
+}
+
+/* y (C) = sum_j v[j] x_j + w[j] y_j over j < Tk in order: xc_combine over two pairs of weights and
+ * rows in one pass. */
+SGM_NN_INLINE void xc_combine2(float *restrict y, const float *restrict v, const float *restrict X,
+                               const float *restrict w, const float *restrict Y, int Tk, int C)
+{
+  int c = 0;
+  for (; c + 32 <= C; c += 32) {
+    v8f y0 = {0}, y1 = {0}, y2 = {0}, y3 = {0};
+    for (int j = 0; j < Tk; j++) {
+      const float *x = X + (size_t)j * C + c, *z = Y + (size_t)j * C + c;
+      const v8f p = V8_SET1(v[j]), q = V8_SET1(w[j]);
+      y0 += p * V8_LOAD(x), y1 += p * V8_LOAD(x + 8), y2 += p * V8_LOAD(x + 16),
+          y3 += p * V8_LOAD(x + 24);
+      y0 += q * V8_LOAD(z), y1 += q * V8_LOAD(z + 8), y2 += q * V8_LOAD(z + 16),
+          y3 += q * V8_LOAD(z + 24);
+    }
+    V8_STORE(y + c, y0), V8_STORE(y + c + 8, y1), V8_STORE(y + c + 16, y2),
+        V8_STORE(y + c + 24, y3);
+  }
+  for (; c + 8 <= C; c += 8) {
+    v8f y0 = {0};
+    for (int j = 0; j < Tk; j++) {
+      y0 += (V8_SET1(v[j])) * V8_LOAD(X + (size_t)j * C + c);
+      y0 += (V8_SET1(w[j])) * V8_LOAD(Y + (size_t)j * C + c);
+    }
+    V8_STORE(y + c, y0);
+  }
+  for (; c < C; c++) {
+    float s = 0.0f;
+    for (int j = 0; j < Tk; j++) s += v[j] * X[(size_t)j * C + c] + w[j] * Y[(size_t)j * C + c];
+    y[c] = s;
+  }
+}
+
+SGM_CLONES
+void sgm_nn_attention_xcentre_jvp(float *tz, float *ts, float *scratch, const float *tu,
+                                  const float *tx, const float *att, const float *u, const float *x,
+                                  const float *s0, int B, int Tk, int C, int NH, float scale)
+{
+  float *restrict tP = scratch; /* (Tk) */
+  for (int b = 0; b < B; b++) {
+    const float *X = x + (size_t)b * Tk * C, *tX = tx + (size_t)b * Tk * C;
+    for (int h = 0; h < NH; h++) {
+      const size_t o = ((size_t)b * NH + h) * C, oa = ((size_t)b * NH + h) * Tk;
+      const float *P = att + oa;
+      float *S = ts + oa;
+      xc_dots2(S, tu + o, X, u + o, tX, scale, Tk, C);
+      if (s0) {
+        const float c0 = s0[(size_t)b * NH + h];
+        SGM_NN_ELEMENTS(Tk, S[j] += c0);
+      }
+      softmax_row_jvp(tP, S, P, Tk);
+      xc_combine2(tz + o, tP, X, P, tX, Tk, C);
+    }
+  }
+}
+
 void sgm_nn_attention_xcentre_forward_naive(float *z, float *att, const float *u, const float *x,
                                             const float *mask, int B, int Tk, int C, int NH,
                                             float scale)
@@ -970,4 +1064,38 @@ void sgm_nn_attention_xcentre_backward_naive(float *dx, float *du, float *scratc
       }
   }
   free(dS);
+}
+
+void sgm_nn_attention_xcentre_jvp_naive(float *tz, float *ts, float *scratch, const float *tu,
+                                        const float *tx, const float *att, const float *u,
+                                        const float *x, const float *s0, int B, int Tk, int C,
+                                        int NH, float scale)
+{
+  (void)scratch;
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++) {
+      const size_t o = ((size_t)b * NH + h) * C, oa = ((size_t)b * NH + h) * Tk;
+      const float *P = att + oa;
+      double m = 0.0;
+      for (int j = 0; j < Tk; j++) {
+        if (P[j] == 0.0f) {
+          ts[oa + j] = 0.0f;
+          continue;
+        }
+        const size_t ox = ((size_t)b * Tk + j) * C;
+        const double s = scale * (dot(tu + o, x + ox, C) + dot(u + o, tx + ox, C)) +
+                         (s0 ? s0[(size_t)b * NH + h] : 0.0);
+        ts[oa + j] = (float)s;
+        m += P[j] * s;
+      }
+      for (int c = 0; c < C; c++) {
+        double s = 0.0;
+        for (int j = 0; j < Tk; j++) {
+          if (P[j] == 0.0f) continue;
+          const size_t ox = ((size_t)b * Tk + j) * C + c;
+          s += P[j] * ((ts[oa + j] - m) * x[ox] + tx[ox]);
+        }
+        tz[o + c] = (float)s;
+      }
+    }
 }

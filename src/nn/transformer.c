@@ -9,9 +9,10 @@
  * psi for the centre token only: the centre's output does not depend on the other tokens'
  * last-block outputs, so the result is identical while the last block's token-wise work shrinks
  * by a factor T (about 15% of a 4-layer model); it can be switched off to test exactly that. Its
- * keys and values are not formed either in the forward and the plain backward: the scores and the
- * value sum go through the block input rows (centre_attention_forward); the tangent paths form
- * them once per forward when called (centre_kv). (2) Every tangent pass is direction-major, so the
+ * keys and values are not formed either in the forward, the plain backward and the JVP: the
+ * scores and the value sum go through the block input rows (centre_attention_forward,
+ * centre_attention_jvp); only the reverse-over-forward forms them and their tangents, once per
+ * JVP when called (centre_kvt). (2) Every tangent pass is direction-major, so the
  * linear layers process all directions in one sgemm of ntan * rows; attention, LayerNorm and the
  * activations loop over directions because they read the primal. (3) The backward is written
  * once for the plain backward (ntan = 0) and the reverse-over-forward (ntan > 0): each layer
@@ -62,7 +63,9 @@ struct SgmNnTransformer_ {
   float *mask, *scratch;
   float *tx, *tg, *tout, *dtout; /* divergence scratch */
   int B, ntan, use_mask, div_valid;
-  int kv_valid; /* the centre-only block's keys and values (qkv.a) are those of this forward */
+  int kv_valid;  /* the centre-only block's keys and values (qkv.a) are those of this forward */
+  int kvt_valid; /* ... and their tangents (qkv.t) those of this JVP */
+  float *ts0;    /* (max_tan, max_batch, NH) centre_attention_jvp's score tangent constants */
 };
 
 static inline const float *P_(const SgmNnTransformer m, int i)
@@ -218,6 +221,7 @@ static PetscErrorCode transformer_create(const SgmNnTransformerConfig *cfg, int 
   PetscCall(PetscCalloc1(nt * R * (cfg->gdim > 0 ? cfg->gdim : 1), &m->tg));
   PetscCall(PetscCalloc1(nt * nout, &m->tout));
   PetscCall(PetscCalloc1(nt * nout, &m->dtout));
+  PetscCall(PetscCalloc1(nt * max_batch * NH, &m->ts0));
   *mp = m;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -256,6 +260,7 @@ PetscErrorCode sgm_nn_transformer_destroy(SgmNnTransformer *mp)
   PetscCall(PetscFree(m->tg));
   PetscCall(PetscFree(m->tout));
   PetscCall(PetscFree(m->dtout));
+  PetscCall(PetscFree(m->ts0));
   PetscCall(PetscFree(*mp));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -326,8 +331,8 @@ static void scatter_add_centre(float *dst, const float *src, int B, int T, int C
  * output W_v,h z_h + b_v,h, as GEMMs over the B centres around the per-window loops. The K, V
  * projection of all T tokens (2 C^2 multiply-adds per token forward, twice that backward) becomes
  * 2 C^2 per centre; q_h . b_k,h, the same for every key, drops out of the softmax (so b_k gets no
- * gradient from the plain backward; the tangent paths keep the keys and values, see
- * centre_kv). Forward: q (B,C) is in place; u, z, ay and att are written. */
+ * gradient from the plain backward; the reverse-over-forward keeps the keys and values, see
+ * centre_kvt). Forward: q (B,C) is in place; u, z, ay and att are written. */
 static void centre_attention_forward(SgmNnTransformer m, Block *b, const float *X, const float *mk,
                                      int b0, int nb)
 {
@@ -410,8 +415,8 @@ static void centre_backward_rows(SgmNnTransformer m, Block *b, const float *X, f
   scatter_add_centre(dX, dxc, nb, T, C);
 }
 
-/* The centre-only block's keys and values of every token (qkv.a, (R,2C)), for the tangent paths
- * (sgm_nn_transformer_jvp and its reverse), once per forward. */
+/* The centre-only block's keys and values of every token (qkv.a, (R,2C)), for the
+ * reverse-over-forward, once per forward. */
 static void centre_kv(SgmNnTransformer m, Block *b, const float *X)
 {
   const int C = m->C;
@@ -419,6 +424,56 @@ static void centre_kv(SgmNnTransformer m, Block *b, const float *X)
   sgm_nn_linear_forward(b->qkv.a, X, P_(m, b->win) + (size_t)C * C, P_(m, b->bin) + C, m->B * m->T,
                         C, 2 * C);
   m->kv_valid = 1;
+}
+
+/* The centre-only block's attention tangent without keys and values (the tangent of
+ * centre_attention_forward, sgm_nn_attention_xcentre_jvp): qt = xc.t W_q^T, per head
+ * tu_h = W_k,h^T tq_h, score tangents scale (tu_h . x_j + u_h . tx_j), tz_h = sum_j tP_hj x_j +
+ * P_hj tx_j, output tangent W_v,h tz_h, as GEMMs over the ntan * B centres around the per-window
+ * loops: 2 C^2 multiply-adds per centre and direction instead of the 2 C^2 per token of the keys'
+ * and values' tangents (and their primal, centre_kv). The score tangents saved in att.t get the
+ * constant scale tq_h . b_k,h that the softmax drops, so that they are those of the keys' form,
+ * which the reverse-over-forward (transformer_backward) reads with the keys and values it forms
+ * itself (centre_kvt). Writes qt (after the ntan * R rows of kvt in qkv.t), u.t, z.t, att.t, ay.t.
+ */
+static void centre_attention_jvp(SgmNnTransformer m, Block *b, const SgmNnBuf *Xb, int ntan)
+{
+  const int B = m->B, T = m->T, C = m->C, NH = m->cfg.n_heads, hs = C / NH, R = B * T;
+  const int nr = ntan * B;
+  const float *Wq = P_(m, b->win), *Wk = Wq + (size_t)C * C, *Wv = Wk + (size_t)C * C;
+  const float *bk = P_(m, b->bin) + C;
+  const float scale = (float)(1.0 / sqrt((double)hs));
+  float *qt = b->qkv.t + (size_t)ntan * R * 2 * C, *s0 = m->ts0;
+  sgm_nn_linear_jvp(qt, b->xc.t, Wq, nr, C, C);
+  for (int h = 0; h < NH; h++)
+    sgm_nn_gemm(0, 0, nr, C, hs, qt + h * hs, C, Wk + (size_t)h * hs * C, C, NULL, 0,
+                b->u.t + (size_t)h * C, NH * C);
+  for (int r = 0; r < nr; r++)
+    for (int h = 0; h < NH; h++) {
+      const float *a = qt + (size_t)r * C + h * hs, *bb = bk + h * hs;
+      float s = 0.0f;
+      for (int c = 0; c < hs; c++) s += a[c] * bb[c];
+      s0[(size_t)r * NH + h] = scale * s;
+    }
+  for (int d = 0; d < ntan; d++)
+    sgm_nn_attention_xcentre_jvp(b->z.t + (size_t)d * B * NH * C, b->att.t + (size_t)d * B * NH * T,
+                                 m->scratch, b->u.t + (size_t)d * B * NH * C,
+                                 Xb->t + (size_t)d * R * C, b->att.a, b->u.a, Xb->a,
+                                 s0 + (size_t)d * B * NH, B, T, C, NH, scale);
+  for (int h = 0; h < NH; h++)
+    sgm_nn_gemm(0, 1, nr, hs, C, b->z.t + (size_t)h * C, NH * C, Wv + (size_t)h * hs * C, C, NULL,
+                0, b->ay.t + h * hs, C);
+}
+
+/* The keys' and values' primal (centre_kv) and tangents (kvt: qkv.t, (ntan,R,2C)) of the
+ * centre-only block for the reverse-over-forward, once per JVP. */
+static void centre_kvt(SgmNnTransformer m, Block *b, const SgmNnBuf *Xb, int ntan)
+{
+  const int C = m->C;
+  centre_kv(m, b, Xb->a);
+  if (m->kvt_valid || !ntan) return;
+  sgm_nn_linear_jvp(b->qkv.t, Xb->t, P_(m, b->win) + (size_t)C * C, ntan * m->B * m->T, C, 2 * C);
+  m->kvt_valid = 1;
 }
 
 /* The forward of windows [b0, b0 + nb) through the embeddings and every full (not centre-only)
@@ -481,6 +536,7 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
   m->B = B;
   m->ntan = 0;
   m->kv_valid = 0;
+  m->kvt_valid = 0;
   m->div_valid = 0;
   m->use_mask = mask != NULL;
   if (m->use_mask) {
@@ -591,6 +647,7 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
              "transformer: %d tangent directions, max_tan %d", ntan, m->max_tan);
   m->ntan = ntan;
   m->div_valid = 0;
+  m->kvt_valid = 0;
   if (tx) {
     memcpy(m->xin.t, tx, (size_t)ntan * R * D * sizeof(float));
     sgm_nn_stack_jvp(&m->ex, &m->params, m->xin.t, R, ntan);
@@ -642,21 +699,11 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
                              b->qkv.a + 2 * C, mk, B, T, T, C, NH, 3 * C, 3 * C);
       }
     } else {
-      const float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
-      float *kvt = b->qkv.t, *qt = b->qkv.t + (size_t)ntan * R * 2 * C;
       rows = B;
       for (int d = 0; d < ntan; d++)
         gather_centre(b->xc.t + (size_t)d * B * C, Xb->t + (size_t)d * R * C, B, T, C);
       xres_t = b->xc.t;
-      centre_kv(m, b, Xb->a);
-      sgm_nn_linear_jvp(kvt, Xb->t, P_(m, b->win) + (size_t)C * C, ntan * R, C, 2 * C);
-      sgm_nn_linear_jvp(qt, b->xc.t, P_(m, b->win), ntan * B, C, C);
-      for (int d = 0; d < ntan; d++) {
-        const float *kvd = kvt + (size_t)d * R * 2 * C;
-        sgm_nn_attention_jvp(b->ay.t + (size_t)d * B * C, b->att.t + (size_t)d * B * NH * T,
-                             m->scratch, qt + (size_t)d * B * C, kvd, kvd + C, b->att.a, q, kv,
-                             kv + C, mk, B, 1, T, C, NH, C, 2 * C);
-      }
+      centre_attention_jvp(m, b, Xb, ntan);
     }
     const size_t nC = (size_t)rows * C, nH = (size_t)rows * H;
     sgm_nn_linear_jvp(b->ao.t, b->ay.t, P_(m, b->wo), ntan * rows, C, C);
@@ -773,6 +820,7 @@ static void transformer_backward(SgmNnTransformer m, int ntan)
         sgm_nn_linear_jvp_backward(Xb->gt, G_(m, b->win), b->qkv.gt, Xb->t, P_(m, b->win), ntan * R,
                                    C, 3 * C);
     } else {
+      centre_kvt(m, b, Xb, ntan);
       const float *kv = b->qkv.a, *q = b->qkv.a + (size_t)R * 2 * C;
       float *dkv = b->qkv.g, *dq = b->qkv.g + (size_t)R * 2 * C;
       const float *kvt = b->qkv.t, *qt = b->qkv.t + (size_t)ntan * R * 2 * C;
