@@ -648,6 +648,44 @@ START_TEST(test_attention_blas_vs_naive)
 }
 END_TEST
 
+START_TEST(test_attention_jvp_row0)
+{
+  /* sgm_nn_attention_jvp_row0 (tangents on row 0 of each batch row only) against the loop
+   * reference with zero tangents on the other rows, packed self-attention with a key mask (some
+   * masked keys are key 0); the fast path gets garbage on those rows, which it must not read. */
+  const int B = att_shapes[_i][0], T = att_shapes[_i][1], C = att_shapes[_i][2];
+  const int NH = att_shapes[_i][3], NQ = B * T * 3 * C;
+  float *mask = malloc((size_t)B * T * sizeof(float));
+  for (int i = 0; i < B * T; i++) mask[i] = (i % 5 == 3 && i % T != 1) ? 0.0f : 1.0f;
+  float *qkv = rnd(NQ, -1.5, 1.5), *tz = zeros(NQ), *tg = rnd(NQ, -1, 1);
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < 3 * C; c++) tz[(size_t)b * T * 3 * C + c] = tg[(size_t)b * T * 3 * C + c];
+  float *att = zeros(B * NH * T * T), *out = zeros(B * T * C), *scr = zeros(3 * T * T);
+  float *tout[2], *ts[2];
+  for (int r = 0; r < 2; r++) tout[r] = rnd(B * T * C, -1, 1), ts[r] = rnd(B * NH * T * T, -1, 1);
+  sgm_nn_attention_forward(out, att, qkv, qkv + C, qkv + 2 * C, mask, B, T, T, C, NH, 3 * C, 3 * C);
+  sgm_nn_attention_jvp_row0(tout[0], ts[0], scr, tg, tg + C, tg + 2 * C, att, qkv, qkv + C,
+                            qkv + 2 * C, B, T, T, C, NH, 3 * C, 3 * C);
+  sgm_nn_attention_jvp_naive(tout[1], ts[1], scr, tz, tz + C, tz + 2 * C, att, qkv, qkv + C,
+                             qkv + 2 * C, mask, B, T, T, C, NH, 3 * C, 3 * C);
+  const float *a[2] = {tout[0], ts[0]}, *e[2] = {tout[1], ts[1]};
+  const int n[2] = {B * T * C, B * NH * T * T};
+  for (int k = 0; k < 2; k++) {
+    double err = 0.0, sc = 0.0;
+    for (int i = 0; i < n[k]; i++) {
+      err = fmax(err, fabs(a[k][i] - e[k][i]));
+      sc = fmax(sc, fabs(e[k][i]));
+    }
+    ck_assert_double_gt(sc, 0.0);
+    ck_assert_msg(err <= BLAS_RTOL * sc,
+                  "attention jvp_row0 %s (B %d T %d C %d NH %d): %.3g (%.3g)", k ? "ts" : "tout", B,
+                  T, C, NH, err, sc);
+  }
+  free(mask), free(qkv), free(tz), free(tg), free(att), free(out), free(scr);
+  for (int r = 0; r < 2; r++) free(tout[r]), free(ts[r]);
+}
+END_TEST
+
 START_TEST(test_attention_reference)
 {
   /* Independent reference: one head, two keys, q.k known; out = p0 v0 + p1 v1 with
@@ -1007,6 +1045,8 @@ static Suite *nn_layers_suite(void)
   tcase_add_loop_test(tc, test_softmax_fd, 0, 2);
   tcase_add_loop_test(tc, test_attention_fd, 0, 4);
   tcase_add_loop_test(tc, test_attention_blas_vs_naive, 0,
+                      (int)(sizeof att_shapes / sizeof att_shapes[0]));
+  tcase_add_loop_test(tc, test_attention_jvp_row0, 0,
                       (int)(sizeof att_shapes / sizeof att_shapes[0]));
   tcase_add_test(tc, test_attention_reference);
   tcase_add_loop_test(tc, test_attention_xcentre_fd, 0, 4);

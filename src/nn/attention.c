@@ -714,6 +714,46 @@ void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *t
   }
 }
 
+/* The tangent when tq, tk, tv are 0 on every row but row 0 of each batch row (the first block's
+ * tangent in the local transformer's divergence in g: only the centre token's input moves). The
+ * score tangents are then scale (tq_0 . k_j) on query row 0 plus scale (q_i . tk_0) on key 0,
+ * two matrix-vector products instead of two Tq x Tk x hs products, and P tv = P_i0 tv_0, a rank-1
+ * update; tP v stays one sgemm. */
+SGM_CLONES
+void sgm_nn_attention_jvp_row0(float *tout, float *ts, float *scratch, const float *tq,
+                               const float *tk, const float *tv, const float *att, const float *q,
+                               const float *k, const float *v, int B, int Tq, int Tk, int C, int NH,
+                               int ldq, int ldkv)
+{
+  const int hs = C / NH;
+  const float scale = (float)(1.0 / sqrt((double)hs));
+  float *tP = scratch, *a = scratch + (size_t)Tq * Tk, *bq = a + Tk;
+  for (int b = 0; b < B; b++) {
+    for (int h = 0; h < NH; h++) {
+      const size_t oq = (size_t)b * Tq * ldq + h * hs, okv = (size_t)b * Tk * ldkv + h * hs;
+      const float *P = att + ((size_t)b * NH + h) * Tq * Tk;
+      float *S = ts + ((size_t)b * NH + h) * Tq * Tk;
+      float *tO = tout + (size_t)b * Tq * C + h * hs;
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, Tk, hs, scale, k + okv, ldkv, tq + oq, 1, 0.0f, a,
+                  1);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, Tq, hs, scale, q + oq, ldq, tk + okv, 1, 0.0f, bq,
+                  1);
+      for (int i = 0; i < Tq; i++) {
+        float *Si = S + (size_t)i * Tk;
+        if (i == 0)
+          memcpy(Si, a, (size_t)Tk * sizeof(float));
+        else
+          memset(Si, 0, (size_t)Tk * sizeof(float));
+        Si[0] += bq[i];
+        softmax_row_jvp(tP + (size_t)i * Tk, Si, P + (size_t)i * Tk, Tk);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hs, Tk, 1.0f, tP, Tk, v + okv,
+                  ldkv, 0.0f, tO, C);
+      cblas_sger(CblasRowMajor, Tq, hs, 1.0f, P, Tk, tv + okv, 1, tO, C);
+    }
+  }
+}
+
 SGM_CLONES
 void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, float *dtk,
                                    float *dtv, float *scratch, const float *dtout, const float *att,

@@ -659,7 +659,8 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
   }
   /* Local mode, tangents in g of the centre tokens only (the divergence in g): the block input's
    * tangent is 0 on every other token, so the first block's QKV tangent is computed on the centre
-   * rows only (strided sgemm) and 0 elsewhere. */
+   * rows only (strided sgemm) and 0 elsewhere, and its attention tangent reads those rows only
+   * (sgm_nn_attention_jvp_row0). */
   const int centre_tan = m->local && !tx && tg && Dg > 0 && tangent_centre_only(m, tg, ntan);
   const float *ext = m->ex.pre[m->ex.nl - 1].t;
   if (Dg > 0) {
@@ -694,9 +695,15 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
         sgm_nn_linear_jvp(b->qkv.t, Xb->t, P_(m, b->win), ntan * R, C, 3 * C);
       for (int d = 0; d < ntan; d++) {
         const float *qt = b->qkv.t + (size_t)d * R * 3 * C;
-        sgm_nn_attention_jvp(b->ay.t + (size_t)d * R * C, b->att.t + (size_t)d * B * NH * T * T,
-                             m->scratch, qt, qt + C, qt + 2 * C, b->att.a, b->qkv.a, b->qkv.a + C,
-                             b->qkv.a + 2 * C, mk, B, T, T, C, NH, 3 * C, 3 * C);
+        if (l == 0 && centre_tan) /* q, k, v tangents on the centre tokens only */
+          sgm_nn_attention_jvp_row0(b->ay.t + (size_t)d * R * C,
+                                    b->att.t + (size_t)d * B * NH * T * T, m->scratch, qt, qt + C,
+                                    qt + 2 * C, b->att.a, b->qkv.a, b->qkv.a + C, b->qkv.a + 2 * C,
+                                    B, T, T, C, NH, 3 * C, 3 * C);
+        else
+          sgm_nn_attention_jvp(b->ay.t + (size_t)d * R * C, b->att.t + (size_t)d * B * NH * T * T,
+                               m->scratch, qt, qt + C, qt + 2 * C, b->att.a, b->qkv.a, b->qkv.a + C,
+                               b->qkv.a + 2 * C, mk, B, T, T, C, NH, 3 * C, 3 * C);
       }
     } else {
       rows = B;
