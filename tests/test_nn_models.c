@@ -524,22 +524,28 @@ START_TEST(test_tf_divergence)
 }
 END_TEST
 
+/* The divergence in x and in g (in local mode the latter's tangents are on the centres' g only:
+ * the JVP leaves tangent faces off the centre rows to the reverse-over-forward, centre_tan_dense).
+ */
 START_TEST(test_tf_divergence_backward_fd)
 {
   SgmParams *p = sgm_nn_transformer_params(tf);
-  t_which = SGM_NN_INPUT_X;
-  sgm_nn_params_zero_grad(p);
-  tf_loss_out();
-  sgm_nn_transformer_divergence(tf, t_which, t_div);
-  sgm_nn_transformer_divergence_backward(tf, t_which, t_r, t_q);
-  float *g = grads_copy(p);
-  check_param_grads(tlocal ? "ltf div" : "ptf div", p, g, tf_loss_div);
-  /* recomputing the tangents (no divergence call before) gives the same gradient */
-  sgm_nn_params_zero_grad(p);
-  tf_loss_out();
-  sgm_nn_transformer_divergence_backward(tf, t_which, t_r, t_q);
-  ck_assert_double_le(max_rel_diff(p->grads, g, p->nparams), 1e-6);
-  free(g);
+  for (int w = 0; w < 2; w++) {
+    t_which = w ? SGM_NN_INPUT_G : SGM_NN_INPUT_X;
+    sgm_nn_params_zero_grad(p);
+    tf_loss_out();
+    sgm_nn_transformer_divergence(tf, t_which, t_div);
+    sgm_nn_transformer_divergence_backward(tf, t_which, t_r, t_q);
+    float *g = grads_copy(p);
+    check_param_grads(tlocal ? (w ? "ltf div g" : "ltf div x") : (w ? "ptf div g" : "ptf div x"), p,
+                      g, tf_loss_div);
+    /* recomputing the tangents (no divergence call before) gives the same gradient */
+    sgm_nn_params_zero_grad(p);
+    tf_loss_out();
+    sgm_nn_transformer_divergence_backward(tf, t_which, t_r, t_q);
+    ck_assert_double_le(max_rel_diff(p->grads, g, p->nparams), 1e-6);
+    free(g);
+  }
 }
 END_TEST
 
@@ -661,12 +667,15 @@ START_TEST(test_ltf_centre_only_equals_full)
 END_TEST
 
 /* The JVP with no position tangent and g tangents on the centre tokens only (the divergence in
- * g: the position embedding's tangents are written as zeros and the first block's QKV tangent is
- * computed on the centre rows only) against the general path on the same tangent (an explicit
- * zero position tangent takes the general path). */
+ * g: the position embedding's tangents are left to the reverse, the g embedding's and the first
+ * block's QKV tangents are computed on the centre rows only, its attention tangent reads those
+ * rows only) against the general path on the same tangent (an explicit zero position tangent
+ * takes the general path); and the reverse-over-forward after each (parameter and input
+ * gradients), which writes the zeros the centre path left out. */
 START_TEST(test_ltf_centre_tangent_equals_general)
 {
-  static float tgc[TNT * TMAX], zx[TNT * TMAX], o1[TNT * TMAX], o2[TNT * TMAX];
+  static float tgc[TNT * TMAX], zx[TNT * TMAX], o[2][TNT * TMAX], dx[2][TMAX], dg[2][TMAX];
+  SgmParams *p = sgm_nn_transformer_params(tf);
   memcpy(tgc, t_tg, sizeof tgc);
   for (int d = 0; d < TNT; d++)
     for (int b = 0; b < tB; b++)
@@ -674,14 +683,27 @@ START_TEST(test_ltf_centre_tangent_equals_general)
         for (int a = 0; a < TG; a++) tgc[(((size_t)d * tB + b) * TT + j) * TG + a] = 0.0f;
   memset(zx, 0, sizeof zx);
   for (int full = 0; full < 2; full++) {
+    float *g[2];
     sgm_nn_transformer_set_centre_only(tf, !full);
-    tf_fwd(t_out);
-    ck_assert_int_eq(sgm_nn_transformer_jvp(tf, o1, NULL, tgc, TNT), 0);
-    ck_assert_int_eq(sgm_nn_transformer_jvp(tf, o2, zx, tgc, TNT), 0);
+    for (int k = 0; k < 2; k++) { /* the centre path; the general path */
+      sgm_nn_params_zero_grad(p);
+      memset(dx[k], 0, sizeof dx[k]), memset(dg[k], 0, sizeof dg[k]);
+      tf_fwd(t_out);
+      /* every tangent face dirty first (general tangents), so that zeros left out show */
+      ck_assert_int_eq(sgm_nn_transformer_jvp(tf, o[k], t_tx, t_tg, TNT), 0);
+      ck_assert_int_eq(sgm_nn_transformer_jvp(tf, o[k], k ? zx : NULL, tgc, TNT), 0);
+      ck_assert_int_eq(sgm_nn_transformer_jvp_backward(tf, t_r, t_s), 0);
+      sgm_nn_transformer_input_grad(tf, dx[k], dg[k]);
+      g[k] = grads_copy(p);
+    }
     double sc = 0.0;
-    for (size_t i = 0; i < TNT * t_nout(); i++) sc = fmax(sc, fabs((double)o2[i]));
+    for (size_t i = 0; i < TNT * t_nout(); i++) sc = fmax(sc, fabs((double)o[1][i]));
     ck_assert_double_gt(sc, 0.0);
-    ck_assert_double_le(max_rel_diff(o1, o2, TNT * t_nout()), SYM_TOL);
+    ck_assert_double_le(max_rel_diff(o[0], o[1], TNT * t_nout()), SYM_TOL);
+    ck_assert_double_le(max_rel_diff(g[0], g[1], p->nparams), SYM_TOL);
+    ck_assert_double_le(max_rel_diff(dx[0], dx[1], (size_t)tB * TT * TD), SYM_TOL);
+    ck_assert_double_le(max_rel_diff(dg[0], dg[1], (size_t)tB * TT * TG), SYM_TOL);
+    free(g[0]), free(g[1]);
   }
   sgm_nn_transformer_set_centre_only(tf, 1);
 }

@@ -65,6 +65,7 @@ struct SgmNnTransformer_ {
   int B, ntan, use_mask, div_valid;
   int kv_valid;  /* the centre-only block's keys and values (qkv.a) are those of this forward */
   int kvt_valid; /* ... and their tangents (qkv.t) those of this JVP */
+  int tan_lazy;  /* this JVP left tangent faces off the centre rows unwritten (centre_tan_dense) */
   float *ts0;    /* (max_tan, max_batch, NH) centre_attention_jvp's score tangent constants */
 };
 
@@ -537,6 +538,7 @@ PetscErrorCode sgm_nn_transformer_forward(SgmNnTransformer m, float *out, const 
   m->ntan = 0;
   m->kv_valid = 0;
   m->kvt_valid = 0;
+  m->tan_lazy = 0;
   m->div_valid = 0;
   m->use_mask = mask != NULL;
   if (m->use_mask) {
@@ -635,6 +637,55 @@ static int tangent_centre_only(const SgmNnTransformer m, const float *tg, int nt
   return 1;
 }
 
+/* An MLP stack's tangent on the rows (d, b, token 0) only, row (d B + b) T of its (ntan, B T)
+ * tangent faces: strided GEMMs over the ntan B centre rows and the activations' tangents per row;
+ * the other rows are not written. */
+static void stack_jvp_centre(SgmNnStack *s, const SgmParams *p, const float *tinp, int B, int T,
+                             int ntan)
+{
+  const float *tx = tinp;
+  const int nr = ntan * B;
+  for (int l = 0; l < s->nl; l++) {
+    const int IC = s->dims[l], OC = s->dims[l + 1];
+    sgm_nn_gemm(0, 1, nr, OC, IC, tx, T * IC, sgm_nn_param(p, s->w[l]), IC, NULL, 0, s->pre[l].t,
+                T * OC);
+    if (l < s->nl - 1) {
+      for (int r = 0; r < nr; r++) {
+        const size_t o = (size_t)r * T * OC, oa = (size_t)(r % B) * T * OC;
+        sgm_nn_act_jvp_n(s->act, s->post[l].t + o, s->pre[l].t + o, s->pre[l].a + oa,
+                         s->post[l].a + oa, OC, 1);
+      }
+      tx = s->post[l].t;
+    }
+  }
+}
+
+/* The first block's QKV tangent on the centre rows only: row (d, b, token 0) of X0.t is row
+ * d B + b with stride T C (R = B T); the other rows of qkv.t are not written. */
+static void qkv_jvp_centre(SgmNnTransformer m, Block *b, const float *Xt, int ntan)
+{
+  const int C = m->C, T = m->T;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntan * m->B, 3 * C, C, 1.0f, Xt, T * C,
+              P_(m, b->win), C, 0.0f, b->qkv.t, T * 3 * C);
+}
+
+/* After a JVP with tangents on the centres' g only (tan_lazy): the tangent faces that it left
+ * unwritten off the centre rows (both embeddings', the first block's QKV) get their zeros, the
+ * centre rows recomputed by the same calls, for the reverse-over-forward. */
+static void centre_tan_dense(SgmNnTransformer m)
+{
+  const int B = m->B, T = m->T, C = m->C, R = B * T, ntan = m->ntan;
+  if (!m->tan_lazy) return;
+  stack_zero_tangents(&m->ex, R, ntan);
+  stack_zero_tangents(&m->eg, R, ntan);
+  stack_jvp_centre(&m->eg, &m->params, m->gin.t, B, T, ntan);
+  if (!centre_block(m, 0)) {
+    memset(m->blk[0].qkv.t, 0, (size_t)ntan * R * 3 * C * sizeof(float));
+    qkv_jvp_centre(m, &m->blk[0], m->X0.t, ntan);
+  }
+  m->tan_lazy = 0;
+}
+
 PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const float *tx,
                                       const float *tg, int ntan)
 {
@@ -648,6 +699,14 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
   m->ntan = ntan;
   m->div_valid = 0;
   m->kvt_valid = 0;
+  /* Local mode, tangents in g of the centre tokens only (the divergence in g): the block input's
+   * tangent is 0 on every other token, so the g embedding's tangent is computed on the centre rows
+   * only (stack_jvp_centre), the first block's QKV tangent too (strided sgemm), and its attention
+   * tangent reads those rows only (sgm_nn_attention_jvp_row0). The zeros on the other rows of the
+   * embeddings' and the first block's QKV tangent faces, read by the reverse-over-forward only,
+   * are written by it (centre_tan_dense); X0.t is written whole. */
+  const int centre_tan = m->local && !tx && tg && Dg > 0 && tangent_centre_only(m, tg, ntan);
+  m->tan_lazy = 0;
   if (tx) {
     memcpy(m->xin.t, tx, (size_t)ntan * R * D * sizeof(float));
     sgm_nn_stack_jvp(&m->ex, &m->params, m->xin.t, R, ntan);
@@ -655,15 +714,18 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
     /* no position tangent: every tangent of the position embedding is 0 (what its JVP would
      * compute), so write the zeros instead of running 2 sgemm per layer on zero input */
     memset(m->xin.t, 0, (size_t)ntan * R * D * sizeof(float));
-    stack_zero_tangents(&m->ex, R, ntan);
+    if (!centre_tan) stack_zero_tangents(&m->ex, R, ntan);
   }
-  /* Local mode, tangents in g of the centre tokens only (the divergence in g): the block input's
-   * tangent is 0 on every other token, so the first block's QKV tangent is computed on the centre
-   * rows only (strided sgemm) and 0 elsewhere, and its attention tangent reads those rows only
-   * (sgm_nn_attention_jvp_row0). */
-  const int centre_tan = m->local && !tx && tg && Dg > 0 && tangent_centre_only(m, tg, ntan);
   const float *ext = m->ex.pre[m->ex.nl - 1].t;
-  if (Dg > 0) {
+  if (centre_tan) {
+    const int Cg = C - m->Cx;
+    memcpy(m->gin.t, tg, (size_t)ntan * R * Dg * sizeof(float));
+    stack_jvp_centre(&m->eg, &m->params, m->gin.t, B, T, ntan);
+    const float *egt = m->eg.pre[m->eg.nl - 1].t;
+    memset(m->X0.t, 0, (size_t)ntan * R * C * sizeof(float));
+    for (size_t r = 0; r < (size_t)ntan * R; r += T)
+      memcpy(m->X0.t + r * C + m->Cx, egt + r * Cg, (size_t)Cg * sizeof(float));
+  } else if (Dg > 0) {
     if (tg)
       memcpy(m->gin.t, tg, (size_t)ntan * R * Dg * sizeof(float));
     else
@@ -686,12 +748,9 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
     if (!centre_block(m, l)) {
       rows = R;
       xres_t = Xb->t;
-      if (l == 0 && centre_tan) {
-        memset(b->qkv.t, 0, (size_t)ntan * R * 3 * C * sizeof(float));
-        /* row (d, b, token 0) of X0.t is row d * B + b with stride T * C (R = B T) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntan * B, 3 * C, C, 1.0f, Xb->t, T * C,
-                    P_(m, b->win), C, 0.0f, b->qkv.t, T * 3 * C);
-      } else
+      if (l == 0 && centre_tan) /* the centre rows only; the others' zeros: centre_tan_dense */
+        qkv_jvp_centre(m, b, Xb->t, ntan);
+      else
         sgm_nn_linear_jvp(b->qkv.t, Xb->t, P_(m, b->win), ntan * R, C, 3 * C);
       for (int d = 0; d < ntan; d++) {
         const float *qt = b->qkv.t + (size_t)d * R * 3 * C;
@@ -734,6 +793,7 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
   SgmNnBuf *di = dec_in(m, &rows);
   sgm_nn_stack_jvp(&m->dec, &m->params, di->t, rows, ntan);
   memcpy(tout, m->dec.pre[m->dec.nl - 1].t, (size_t)ntan * rows * m->dout * sizeof(float));
+  m->tan_lazy = centre_tan;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -1037,6 +1097,7 @@ PetscErrorCode sgm_nn_transformer_jvp_backward(SgmNnTransformer m, const float *
   SgmNnBuf *o = &m->dec.pre[m->dec.nl - 1];
   PetscFunctionBeginUser;
   PetscCheck(ntan > 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "transformer: jvp_backward before jvp");
+  centre_tan_dense(m);
   sgm_nn_arena_zero_grad(&m->ar, m->B, ntan);
   if (dout) memcpy(o->g, dout, out_size(m) * sizeof(float));
   memcpy(o->gt, dtout, (size_t)ntan * out_size(m) * sizeof(float));
