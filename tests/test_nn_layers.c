@@ -651,12 +651,13 @@ END_TEST
 START_TEST(test_attention_jvp_row0)
 {
   /* sgm_nn_attention_jvp_row0 (tangents on row 0 of each batch row only) against the loop
-   * reference with zero tangents on the other rows, packed self-attention with a key mask (some
-   * masked keys are key 0); the fast path gets garbage on those rows, which it must not read. */
+   * reference with zero tangents on the other rows, packed self-attention with a key mask (key 0
+   * of batch row 1 among the masked keys); the fast path gets garbage on those rows, which it must
+   * not read. */
   const int B = att_shapes[_i][0], T = att_shapes[_i][1], C = att_shapes[_i][2];
   const int NH = att_shapes[_i][3], NQ = B * T * 3 * C;
   float *mask = malloc((size_t)B * T * sizeof(float));
-  for (int i = 0; i < B * T; i++) mask[i] = (i % 5 == 3 && i % T != 1) ? 0.0f : 1.0f;
+  for (int i = 0; i < B * T; i++) mask[i] = ((i % 5 == 3 && i % T != 1) || i == T) ? 0.0f : 1.0f;
   float *qkv = rnd(NQ, -1.5, 1.5), *tz = zeros(NQ), *tg = rnd(NQ, -1, 1);
   for (int b = 0; b < B; b++)
     for (int c = 0; c < 3 * C; c++) tz[(size_t)b * T * 3 * C + c] = tg[(size_t)b * T * 3 * C + c];
@@ -664,7 +665,7 @@ START_TEST(test_attention_jvp_row0)
   float *tout[2], *ts[2];
   for (int r = 0; r < 2; r++) tout[r] = rnd(B * T * C, -1, 1), ts[r] = rnd(B * NH * T * T, -1, 1);
   sgm_nn_attention_forward(out, att, qkv, qkv + C, qkv + 2 * C, mask, B, T, T, C, NH, 3 * C, 3 * C);
-  sgm_nn_attention_jvp_row0(tout[0], ts[0], scr, tg, tg + C, tg + 2 * C, att, qkv, qkv + C,
+  sgm_nn_attention_jvp_row0(tout[0], ts[0], scr, tg, tg + C, tg + 2 * C, att, out, qkv, qkv + C,
                             qkv + 2 * C, B, T, T, C, NH, 3 * C, 3 * C);
   sgm_nn_attention_jvp_naive(tout[1], ts[1], scr, tz, tz + C, tz + 2 * C, att, qkv, qkv + C,
                              qkv + 2 * C, mask, B, T, T, C, NH, 3 * C, 3 * C);

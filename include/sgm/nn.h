@@ -166,12 +166,13 @@ void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *t
                           const float *v, const float *mask, int B, int Tq, int Tk, int C, int NH,
                           int ldq, int ldkv);
 /// As sgm_nn_attention_jvp for tangents tq, tk, tv that vanish on every row but row 0 of each
-/// batch row (only those are read); the same outputs (ts on every (query, key) pair);
-/// scratch (Tq,Tk) + Tq + Tk floats.
+/// batch row (only those are read), in O(Tq hs + Tq Tk) per (batch, head) instead of
+/// O(Tq Tk hs): out (B,Tq,C) is the forward's output on the same att, q, k, v; the same outputs
+/// (ts on every (query, key) pair, 0 on masked keys); scratch 3 Tk + Tq floats.
 void sgm_nn_attention_jvp_row0(float *tout, float *ts, float *scratch, const float *tq,
-                               const float *tk, const float *tv, const float *att, const float *q,
-                               const float *k, const float *v, int B, int Tq, int Tk, int C, int NH,
-                               int ldq, int ldkv);
+                               const float *tk, const float *tv, const float *att, const float *out,
+                               const float *q, const float *k, const float *v, int B, int Tq,
+                               int Tk, int C, int NH, int ldq, int ldkv);
 /// Reverse-over-forward: from dtout (B,Tq,C) accumulates dq, dtq (B,Tq,ldq) and dk, dv, dtk, dtv
 /// (B,Tk,ldkv); scratch (3,Tq,Tk) floats.
 void sgm_nn_attention_jvp_backward(float *dq, float *dk, float *dv, float *dtq, float *dtk,

@@ -715,41 +715,48 @@ void sgm_nn_attention_jvp(float *tout, float *ts, float *scratch, const float *t
 }
 
 /* The tangent when tq, tk, tv are 0 on every row but row 0 of each batch row (the first block's
- * tangent in the local transformer's divergence in g: only the centre token's input moves). The
- * score tangents are then scale (tq_0 . k_j) on query row 0 plus scale (q_i . tk_0) on key 0,
- * two matrix-vector products instead of two Tq x Tk x hs products, and P tv = P_i0 tv_0, a rank-1
- * update; tP v stays one sgemm. */
+ * tangent in the local transformer's divergence in g: only the centre token's input moves). Per
+ * (batch, head) the score tangents are a_j = scale tq_0 . k_j on query row 0 and
+ * b_i = scale q_i . tk_0 on key 0 (two matrix-vector products); on query row i > 0 the softmax
+ * tangent is then P_ij (delta_j0 - P_i0) b_i, so that row's output tangent has the closed form
+ * P_i0 (b_i (v_0 - y_i) + tv_0) with y_i = sum_j P_ij v_j the primal output; row 0 is one
+ * matrix-vector product over the keys. No Tq x Tk x hs product is left; the score tangents of
+ * every (query, key) pair are still written for the reverse-over-forward. */
 SGM_CLONES
 void sgm_nn_attention_jvp_row0(float *tout, float *ts, float *scratch, const float *tq,
-                               const float *tk, const float *tv, const float *att, const float *q,
-                               const float *k, const float *v, int B, int Tq, int Tk, int C, int NH,
-                               int ldq, int ldkv)
+                               const float *tk, const float *tv, const float *att, const float *out,
+                               const float *q, const float *k, const float *v, int B, int Tq,
+                               int Tk, int C, int NH, int ldq, int ldkv)
 {
   const int hs = C / NH;
   const float scale = (float)(1.0 / sqrt((double)hs));
-  float *tP = scratch, *a = scratch + (size_t)Tq * Tk, *bq = a + Tk;
+  float *tP = scratch, *a = scratch + Tk, *bq = a + Tk;
   for (int b = 0; b < B; b++) {
     for (int h = 0; h < NH; h++) {
       const size_t oq = (size_t)b * Tq * ldq + h * hs, okv = (size_t)b * Tk * ldkv + h * hs;
-      const float *P = att + ((size_t)b * NH + h) * Tq * Tk;
+      const size_t oo = (size_t)b * Tq * C + h * hs;
+      const float *P = att + ((size_t)b * NH + h) * Tq * Tk, *v0 = v + okv, *tv0 = tv + okv;
       float *S = ts + ((size_t)b * NH + h) * Tq * Tk;
-      float *tO = tout + (size_t)b * Tq * C + h * hs;
       cblas_sgemv(CblasRowMajor, CblasNoTrans, Tk, hs, scale, k + okv, ldkv, tq + oq, 1, 0.0f, a,
                   1);
       cblas_sgemv(CblasRowMajor, CblasNoTrans, Tq, hs, scale, q + oq, ldq, tk + okv, 1, 0.0f, bq,
                   1);
-      for (int i = 0; i < Tq; i++) {
-        float *Si = S + (size_t)i * Tk;
-        if (i == 0)
-          memcpy(Si, a, (size_t)Tk * sizeof(float));
-        else
-          memset(Si, 0, (size_t)Tk * sizeof(float));
-        Si[0] += bq[i];
-        softmax_row_jvp(tP + (size_t)i * Tk, Si, P + (size_t)i * Tk, Tk);
+      /* query row 0 */
+      memcpy(S, a, (size_t)Tk * sizeof(float));
+      S[0] += bq[0];
+      softmax_row_jvp(tP, S, P, Tk);
+      float *t0 = tout + oo;
+      cblas_sgemv(CblasRowMajor, CblasTrans, Tk, hs, 1.0f, v + okv, ldkv, tP, 1, 0.0f, t0, 1);
+      for (int c = 0; c < hs; c++) t0[c] += P[0] * tv0[c];
+      /* query rows i > 0 */
+      for (int i = 1; i < Tq; i++) {
+        const float p0 = P[(size_t)i * Tk], bi = bq[i];
+        const float *y = out + oo + (size_t)i * C;
+        float *Si = S + (size_t)i * Tk, *ti = tout + oo + (size_t)i * C;
+        memset(Si, 0, (size_t)Tk * sizeof(float));
+        Si[0] = p0 != 0.0f ? bi : 0.0f;
+        for (int c = 0; c < hs; c++) ti[c] = p0 * (bi * (v0[c] - y[c]) + tv0[c]);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hs, Tk, 1.0f, tP, Tk, v + okv,
-                  ldkv, 0.0f, tO, C);
-      cblas_sger(CblasRowMajor, Tq, hs, 1.0f, P, Tk, tv + okv, 1, tO, C);
     }
   }
 }

@@ -757,8 +757,8 @@ PetscErrorCode sgm_nn_transformer_jvp(SgmNnTransformer m, float *tout, const flo
         if (l == 0 && centre_tan) /* q, k, v tangents on the centre tokens only */
           sgm_nn_attention_jvp_row0(b->ay.t + (size_t)d * R * C,
                                     b->att.t + (size_t)d * B * NH * T * T, m->scratch, qt, qt + C,
-                                    qt + 2 * C, b->att.a, b->qkv.a, b->qkv.a + C, b->qkv.a + 2 * C,
-                                    B, T, T, C, NH, 3 * C, 3 * C);
+                                    qt + 2 * C, b->att.a, b->ay.a, b->qkv.a, b->qkv.a + C,
+                                    b->qkv.a + 2 * C, B, T, T, C, NH, 3 * C, 3 * C);
         else
           sgm_nn_attention_jvp(b->ay.t + (size_t)d * R * C, b->att.t + (size_t)d * B * NH * T * T,
                                m->scratch, qt, qt + C, qt + 2 * C, b->att.a, b->qkv.a, b->qkv.a + C,
