@@ -2,7 +2,9 @@
  * a brute-force search over all pairs (minimum image, ties by id) computed on every rank from the
  * full configuration, so agreement on 1, 2 and 4 ranks also proves decomposition independence;
  * a sparse configuration that forces the halo to grow; particles handed to the wrong ranks
- * (migrated by the build); a K too large for the decomposition. */
+ * (migrated by the build); a K too large for the decomposition; builds for selected centres only
+ * (sgm_windows_build_selected): the selected rows as brute force, the others the centre repeated.
+ */
 #include "testutil.h"
 #include "sgm/core.h"
 #include "sgm/rng.h"
@@ -27,8 +29,16 @@ static int cand_cmp(const void *a, const void *b)
 /* Builds windows for the full configuration (x, g of n particles in id order) on this
  * decomposition and compares every owned window with brute force. Returns the number of grows. */
 /* scatter = 1 hands particle i to rank i % size (not its owner): the build must migrate. */
+/* select: 0 every centre (sgm_windows_build), 1 ids divisible by 3, 2 ids below 8 (selected
+ * builds). */
+static int want_centre(void *ctx, int64_t id)
+{
+  const int sel = *(const int *)ctx;
+  return sel == 1 ? id % 3 == 0 : id < 8;
+}
+
 static int64_t check_config(int64_t n, const double *x, const double *g, double L, int K,
-                            double width0, int scatter)
+                            double width0, int scatter, int select)
 {
   MPI_Comm comm = sgm_test_comm();
   const int dim = 2;
@@ -51,7 +61,10 @@ static int64_t check_config(int64_t n, const double *x, const double *g, double 
     }
   SgmWindows w;
   ck_assert_int_eq(sgm_windows_create(comm, &d, K, width0, &w), 0);
-  ck_assert_int_eq(sgm_windows_build(w, nl, id, xl, gl), 0);
+  if (select)
+    ck_assert_int_eq(sgm_windows_build_selected(w, nl, id, xl, gl, want_centre, &select), 0);
+  else
+    ck_assert_int_eq(sgm_windows_build(w, nl, id, xl, gl), 0);
   int64_t wn;
   const int64_t *nbr, *nbr_id;
   const SgmParticles *p;
@@ -68,6 +81,13 @@ static int64_t check_config(int64_t n, const double *x, const double *g, double 
   for (int64_t a = 0; a < wn; a++) {
     const int64_t i = p->id[a];
     ck_assert_int_eq(sgm_decomp_owner(&d, x + i * dim), rank);
+    if (select && !want_centre(&select, i)) { /* not searched: the centre repeated */
+      for (int t = 0; t < T; t++) {
+        ck_assert_int_eq(nbr_id[a * T + t], i);
+        ck_assert_int_eq(nbr[a * T + t], a);
+      }
+      continue;
+    }
     int64_t m = 0;
     for (int64_t j = 0; j < n; j++) {
       if (j == i) continue;
@@ -119,9 +139,11 @@ START_TEST(test_uniform_vs_brute)
   x[0] = 5.0, x[1] = 5.0, x[2] = 5.5, x[3] = 5.0, x[4] = 4.5, x[5] = 5.0;
   /* a particle across the periodic boundary */
   x[6] = 0.01, x[7] = 0.02, x[8] = L - 0.03, x[9] = L - 0.01;
-  check_config(n, x, g, L, 16, 3.0, 0);
-  check_config(n, x, g, L, 5, 0.3, 0);
-  check_config(n, x, g, L, 7, 2.0, 1);
+  check_config(n, x, g, L, 16, 3.0, 0, 0);
+  check_config(n, x, g, L, 5, 0.3, 0, 0);
+  check_config(n, x, g, L, 7, 2.0, 1, 0);
+  check_config(n, x, g, L, 16, 3.0, 0, 1);
+  check_config(n, x, g, L, 7, 0.3, 1, 1);
   free(x), free(g);
 }
 END_TEST
@@ -136,8 +158,11 @@ START_TEST(test_sparse_grows)
   random_config(n, L, 11, x, g);
   for (int64_t i = 8; i < n; i++)
     x[2 * i] = 1.0 + x[2 * i] / L * 4.0, x[2 * i + 1] = 1.0 + x[2 * i + 1] / L * 4.0;
-  int64_t ngrow = check_config(n, x, g, L, 8, 0.5, 0);
+  int64_t ngrow = check_config(n, x, g, L, 8, 0.5, 0, 0);
   ck_assert_int_gt(ngrow, 0);
+  /* the isolated particles alone selected: their K-th distances still grow the halo */
+  ck_assert_int_gt(check_config(n, x, g, L, 8, 0.5, 0, 2), 0);
+  ck_assert_int_gt(check_config(n, x, g, L, 8, 0.5, 1, 2), 0);
   free(x), free(g);
 }
 END_TEST

@@ -68,6 +68,14 @@ PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *
                                    int64_t frame, int dim, int64_t n, double *x, double *g,
                                    int64_t *step);
 
+/// Collective: opens the trajectory at path read-only for repeated sgm_h5md_read_frame_fh calls
+/// (one open for a training run instead of one per frame read); close it with sgm_h5md_close.
+PetscErrorCode sgm_h5md_open_read(MPI_Comm comm, const char *path, int64_t *fh);
+/// sgm_h5md_read_frame on a file opened by sgm_h5md_open_read (path only names it in messages).
+PetscErrorCode sgm_h5md_read_frame_fh(MPI_Comm comm, int64_t fh, const char *path,
+                                      const char *group, int64_t frame, int dim, int64_t n,
+                                      double *x, double *g, int64_t *step);
+
 /// Collective: the box edges [d] of /particles/<group>/box/edges (every rank reads).
 PetscErrorCode sgm_h5md_read_edges(MPI_Comm comm, const char *path, const char *group, int dim,
                                    double *edges);

@@ -32,6 +32,15 @@ PetscErrorCode sgm_windows_destroy(SgmWindows *w);
 /// neighbour distance reaches the halo width.
 PetscErrorCode sgm_windows_build(SgmWindows w, int64_t nlocal, const int64_t *id, const double *x,
                                  const double *g);
+/// sgm_windows_build for the centres that want(ctx, global id) selects (want NULL: all): only
+/// their neighbours are searched and only their K-th distances decide the halo growth; the rows
+/// of the other centres hold the centre itself (K + 1 times) and must not be gathered. The
+/// selected rows are those sgm_windows_build gives. Cell lists and halo are those of a full
+/// build, so sgm_windows_gather's perturbed re-selection works for the selected centres. (Training
+/// uses it with the step's minibatch: batch / N of the search work.)
+PetscErrorCode sgm_windows_build_selected(SgmWindows w, int64_t nlocal, const int64_t *id,
+                                          const double *x, const double *g,
+                                          int (*want)(void *ctx, int64_t id), void *ctx);
 /// Not collective. After build: *nlocal centres (the owned particles, part->id[0..nlocal));
 /// nbr (nlocal, K+1) indices into *part (locals
 /// then ghosts; column 0 is the centre itself); nbr_id (nlocal, K+1) their global ids; any

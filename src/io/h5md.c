@@ -280,16 +280,24 @@ PetscErrorCode sgm_h5md_truncate(MPI_Comm comm, const char *path, const char *gr
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *group,
-                                   int64_t frame, int dim, int64_t n, double *x, double *g,
-                                   int64_t *step)
+PetscErrorCode sgm_h5md_open_read(MPI_Comm comm, const char *path, int64_t *fh)
 {
   hid_t f;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDONLY, 0, &f));
+  *fh = (int64_t)f;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_h5md_read_frame_fh(MPI_Comm comm, int64_t fh, const char *path,
+                                      const char *group, int64_t frame, int dim, int64_t n,
+                                      double *x, double *g, int64_t *step)
+{
+  const hid_t f = (hid_t)fh;
   char p[512];
   const char *elems[2] = {"position", "orientation"};
   double *out[2] = {x, g};
   PetscFunctionBeginUser;
-  PetscCall(sgm_h5_open(comm, path, H5F_ACC_RDONLY, 0, &f));
   for (int e = 0; e < 2; e++) {
     if (!out[e]) continue;
     hsize_t T;
@@ -308,7 +316,18 @@ PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *
       PetscCall(sgm_h5_read_slab(f, p, H5T_NATIVE_INT64, 1, o1, NULL, c1, step));
     }
   }
-  SgmCallH5(H5Fclose(f));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *group,
+                                   int64_t frame, int dim, int64_t n, double *x, double *g,
+                                   int64_t *step)
+{
+  int64_t fh;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_h5md_open_read(comm, path, &fh));
+  PetscCall(sgm_h5md_read_frame_fh(comm, fh, path, group, frame, dim, n, x, g, step));
+  SgmCallH5(H5Fclose((hid_t)fh));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

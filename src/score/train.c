@@ -13,8 +13,12 @@
  *    (8 bytes); reductions are summed in a rank-count-dependent order, so models trained on
  *    different rank counts agree to rounding, not bitwise (tests/test_train.c states the bound).
  *  - Frames are read from the file when the step's frame differs from the last one (every rank
- *    reads all N rows, as sgm_aoup_set_state takes full arrays); for the frame sizes of paper 002
+ *    reads all N rows, as sgm_aoup_set_state takes full arrays; the file stays open for the whole
+ *    run, an MPI-IO open per step cost more than the read); for the frame sizes of paper 002
  *    (N <= 32768) this is milliseconds against a training step.
+ *  - The windows are searched for the step's minibatch centres only (sgm_windows_build_selected:
+ *    batch / N of the search, which was a third of a small model's step); their rows are those of
+ *    a full build.
  *  - The RNG position is the step itself (counter-based streams), so a checkpoint is the model,
  *    the optimiser (moments, EMA, step count) and the loss log; a restarted run continues
  *    bit for bit on the same number of ranks.
@@ -138,6 +142,8 @@ typedef struct {
   int64_t steps, batch, nframes, cur_frame;
   const char *traj, *group;
   char traj_path[PETSC_MAX_PATH_LEN];
+  int64_t traj_fh; /* offline local mode: the trajectory, open read-only while training */
+  int traj_open;
   int64_t *ids, *centres, *pairs;
   double *fx, *fg;
   double *log; /* (steps, 3): loss, lr, grad norm */
@@ -426,22 +432,50 @@ static PetscErrorCode optim_from_config(Trainer *t)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Sets the engine to frame f and rebuilds the windows of the owned particles. */
-static PetscErrorCode load_frame(Trainer *t, int64_t f)
+/* The centres of step `step`'s minibatch (sgm_windows_build_selected). */
+typedef struct {
+  uint64_t seed;
+  int64_t step, n, batch;
+} BatchSel;
+
+static int in_step_batch(void *ctx, int64_t id)
+{
+  const BatchSel *b = (const BatchSel *)ctx;
+  return sgm_train_in_batch(b->seed, b->step, (uint64_t)id, b->n, b->batch);
+}
+
+/* The windows of step `step`'s minibatch centres in the engine's current state. */
+static PetscErrorCode build_windows(Trainer *t, int64_t step)
+{
+  BatchSel sel = {t->run->seed, step, t->ap.n, t->batch};
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(ev_windows, 0, 0, 0, 0));
+  const SgmParticles *p = &t->s->part;
+  PetscCall(
+      sgm_windows_build_selected(t->w, p->nlocal, p->id, p->x, p->g, in_step_batch, (void *)&sel));
+  PetscCall(PetscLogEventEnd(ev_windows, 0, 0, 0, 0));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Sets the engine to frame f (read unless it is the current one) and builds the windows of step
+ * `step`'s minibatch. */
+static PetscErrorCode load_frame(Trainer *t, int64_t f, int64_t step)
 {
   int64_t fstep;
   PetscFunctionBeginUser;
-  if (f == t->cur_frame) PetscFunctionReturn(PETSC_SUCCESS);
-  PetscCall(PetscLogEventBegin(ev_frame, 0, 0, 0, 0));
-  PetscCall(sgm_h5md_read_frame(t->run->comm, t->traj_path, t->group, f, t->ap.dim, t->ap.n, t->fx,
-                                t->fg, &fstep));
-  PetscCall(sgm_aoup_set_state(t->s, t->ap.n, t->ids, t->fx, t->fg, fstep));
-  PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
-  PetscCall(PetscLogEventBegin(ev_windows, 0, 0, 0, 0));
-  const SgmParticles *p = &t->s->part;
-  PetscCall(sgm_windows_build(t->w, p->nlocal, p->id, p->x, p->g));
-  PetscCall(PetscLogEventEnd(ev_windows, 0, 0, 0, 0));
-  t->cur_frame = f;
+  if (f != t->cur_frame) {
+    PetscCall(PetscLogEventBegin(ev_frame, 0, 0, 0, 0));
+    if (!t->traj_open) {
+      PetscCall(sgm_h5md_open_read(t->run->comm, t->traj_path, &t->traj_fh));
+      t->traj_open = 1;
+    }
+    PetscCall(sgm_h5md_read_frame_fh(t->run->comm, t->traj_fh, t->traj_path, t->group, f, t->ap.dim,
+                                     t->ap.n, t->fx, t->fg, &fstep));
+    PetscCall(sgm_aoup_set_state(t->s, t->ap.n, t->ids, t->fx, t->fg, fstep));
+    PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
+    t->cur_frame = f;
+  }
+  PetscCall(build_windows(t, step));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -587,17 +621,14 @@ static PetscErrorCode online_start(Trainer *t, PetscBool resume)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Online mode: sde_steps SDE steps, then the windows of the new state. */
-static PetscErrorCode online_advance(Trainer *t)
+/* Online mode: sde_steps SDE steps, then the windows of step `step`'s minibatch. */
+static PetscErrorCode online_advance(Trainer *t, int64_t step)
 {
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(ev_frame, 0, 0, 0, 0));
   for (int64_t i = 0; i < t->sde_steps; i++) PetscCall(sgm_aoup_step(t->s));
   PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
-  PetscCall(PetscLogEventBegin(ev_windows, 0, 0, 0, 0));
-  const SgmParticles *p = &t->s->part;
-  PetscCall(sgm_windows_build(t->w, p->nlocal, p->id, p->x, p->g));
-  PetscCall(PetscLogEventEnd(ev_windows, 0, 0, 0, 0));
+  PetscCall(build_windows(t, step));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -882,6 +913,8 @@ static int cmp_id(const void *a, const void *b)
 static PetscErrorCode trainer_destroy(Trainer *t)
 {
   PetscFunctionBeginUser;
+  if (t->traj_open) PetscCall(sgm_h5md_close(t->traj_fh));
+  t->traj_open = 0;
   PetscCall(sgm_loss_destroy(&t->loss));
   PetscCall(sgm_optim_destroy(&t->opt));
   PetscCall(full_destroy(t));
@@ -1056,9 +1089,9 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
       PetscCall(PetscLogEventEnd(ev_loss, 0, 0, 0, 0));
     } else {
       if (t.online)
-        PetscCall(online_advance(&t));
+        PetscCall(online_advance(&t, step));
       else
-        PetscCall(load_frame(&t, sgm_train_frame(run->seed, step, t.nframes)));
+        PetscCall(load_frame(&t, sgm_train_frame(run->seed, step, t.nframes), step));
       const SgmParticles *p;
       PetscCall(sgm_windows_get(t.w, NULL, NULL, NULL, &p));
       int64_t nb = 0;

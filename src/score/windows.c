@@ -89,7 +89,11 @@ PetscErrorCode sgm_windows_destroy(SgmWindows *wp)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Inserts (d2, id j) into the list ordered by (d2, id) of length *n <= K; drops duplicate ids. */
+/* Inserts (d2, id j) into the list ordered by (d2, id) of length *n <= K; drops duplicate ids. A
+ * duplicate (a particle seen as a local and as its periodic ghost copy, or as two ghost copies) has
+ * bitwise the same d2 (minimum image of the same canonical doubles, the same perturbation), so it
+ * would sit right after its twin: the position is found first and the neighbour before it
+ * compared, instead of scanning the list for the id on every insertion. */
 static void insert(SgmWindows w, int *n, const int64_t *id, double d2, int64_t j)
 {
   const int K = w->K;
@@ -99,23 +103,24 @@ static void insert(SgmWindows w, int *n, const int64_t *id, double d2, int64_t j
     const int64_t il = id[w->bidx[K - 1]];
     if (d2 > dl || (d2 == dl && gj >= il)) return;
   }
-  for (int a = 0; a < *n; a++)
-    if (id[w->bidx[a]] == gj) return;
-  int pos = *n < K ? *n : K - 1;
+  int pos = *n;
   while (pos > 0) {
     const double dp = w->bd2[pos - 1];
     const int64_t ip = id[w->bidx[pos - 1]];
-    if (dp < d2 || (dp == d2 && ip < gj)) break;
-    w->bd2[pos] = dp, w->bidx[pos] = w->bidx[pos - 1];
+    if (dp < d2 || (dp == d2 && ip <= gj)) break;
     pos--;
   }
+  if (pos > 0 && w->bd2[pos - 1] == d2 && id[w->bidx[pos - 1]] == gj) return;
+  for (int a = *n < K ? *n : K - 1; a > pos; a--)
+    w->bd2[a] = w->bd2[a - 1], w->bidx[a] = w->bidx[a - 1];
   w->bd2[pos] = d2, w->bidx[pos] = j;
   if (*n < K) (*n)++;
 }
 
-/* One search at the current width; *need = largest K-th distance (INFINITY when a window has
- * fewer than K candidates). */
-static PetscErrorCode search(SgmWindows w, double *need)
+/* One search at the current width for the centres `want` selects (all when NULL; the rows of the
+ * others repeat the centre); *need = largest K-th distance (INFINITY when a window has fewer than
+ * K candidates). */
+static PetscErrorCode search(SgmWindows w, int (*want)(void *, int64_t), void *ctx, double *need)
 {
   const int dim = w->dim, K = w->K;
   SgmParticles *p = &w->part;
@@ -135,6 +140,11 @@ static PetscErrorCode search(SgmWindows w, double *need)
   for (int64_t i = 0; i < nl; i++) {
     int64_t ci = c->cell[i], cc[2] = {ci % c->nc[0], dim > 1 ? ci / c->nc[0] : 0};
     int n = 0;
+    if (want && !want(ctx, p->id[i])) {
+      int64_t *row = w->nbr + i * (K + 1), *rid = w->nbr_id + i * (K + 1);
+      for (int a = 0; a <= K; a++) row[a] = i, rid[a] = p->id[i];
+      continue;
+    }
     for (int64_t oy = dim > 1 ? -1 : 0; oy <= (dim > 1 ? 1 : 0); oy++)
       for (int64_t ox = -1; ox <= 1; ox++) {
         int64_t cx = cc[0] + ox, cy = cc[1] + oy;
@@ -169,6 +179,15 @@ static PetscErrorCode search(SgmWindows w, double *need)
 PetscErrorCode sgm_windows_build(SgmWindows w, int64_t nlocal, const int64_t *id, const double *x,
                                  const double *g)
 {
+  PetscFunctionBeginUser;
+  PetscCall(sgm_windows_build_selected(w, nlocal, id, x, g, NULL, NULL));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_windows_build_selected(SgmWindows w, int64_t nlocal, const int64_t *id,
+                                          const double *x, const double *g,
+                                          int (*want)(void *ctx, int64_t id), void *ctx)
+{
   const int dim = w->dim, K = w->K;
   SgmParticles *p = &w->part;
   PetscFunctionBeginUser;
@@ -202,7 +221,7 @@ PetscErrorCode sgm_windows_build(SgmWindows w, int64_t nlocal, const int64_t *id
     PetscCall(sgm_halo_exchange(w->halo, p));
     PetscCall(sgm_halo_forward(w->halo, p, p->g, dim));
     double need;
-    PetscCall(search(w, &need));
+    PetscCall(search(w, want, ctx, &need));
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &need, 1, MPI_DOUBLE, MPI_MAX, w->comm));
     /* strict: a particle at exactly the width might sit on the far side of the halo edge */
     if (need < w->width) break;
