@@ -38,7 +38,7 @@ typedef struct {
   SgmNnBuf mean1, rstd1, mean2, rstd2; /* (rows) */
   SgmNnBuf xc;                         /* (B,C) centre rows of the block input */
   SgmNnBuf u, z; /* centre-only block (local mode, last block): (B,NH,C) u_h = W_k,h^T q_h and
-                    z_h = sum_j P_hj x_j (gradient faces: du, dz) */
+                    z_h = sum_j P_hj x_j (tangent faces tu, tz; gradient faces du, dz) */
   int win, bin, wo, bo, n1w, n1b, w1, b1, w2, b2, n2w, n2b;
 } Block;
 
