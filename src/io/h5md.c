@@ -327,7 +327,7 @@ PetscErrorCode sgm_h5md_read_frame(MPI_Comm comm, const char *path, const char *
   PetscFunctionBeginUser;
   PetscCall(sgm_h5md_open_read(comm, path, &fh));
   PetscCall(sgm_h5md_read_frame_fh(comm, fh, path, group, frame, dim, n, x, g, step));
-  SgmCallH5(H5Fclose((hid_t)fh));
+  PetscCall(sgm_h5md_close(fh));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -142,8 +142,7 @@ typedef struct {
   int64_t steps, batch, nframes, cur_frame;
   const char *traj, *group;
   char traj_path[PETSC_MAX_PATH_LEN];
-  int64_t traj_fh; /* offline local mode: the trajectory, open read-only while training */
-  int traj_open;
+  int64_t traj_fh; /* offline local mode: the trajectory, open read-only while training (-1: not) */
   int64_t *ids, *centres, *pairs;
   double *fx, *fg;
   double *log; /* (steps, 3): loss, lr, grad norm */
@@ -465,10 +464,7 @@ static PetscErrorCode load_frame(Trainer *t, int64_t f, int64_t step)
   PetscFunctionBeginUser;
   if (f != t->cur_frame) {
     PetscCall(PetscLogEventBegin(ev_frame, 0, 0, 0, 0));
-    if (!t->traj_open) {
-      PetscCall(sgm_h5md_open_read(t->run->comm, t->traj_path, &t->traj_fh));
-      t->traj_open = 1;
-    }
+    if (t->traj_fh < 0) PetscCall(sgm_h5md_open_read(t->run->comm, t->traj_path, &t->traj_fh));
     PetscCall(sgm_h5md_read_frame_fh(t->run->comm, t->traj_fh, t->traj_path, t->group, f, t->ap.dim,
                                      t->ap.n, t->fx, t->fg, &fstep));
     PetscCall(sgm_aoup_set_state(t->s, t->ap.n, t->ids, t->fx, t->fg, fstep));
@@ -913,8 +909,8 @@ static int cmp_id(const void *a, const void *b)
 static PetscErrorCode trainer_destroy(Trainer *t)
 {
   PetscFunctionBeginUser;
-  if (t->traj_open) PetscCall(sgm_h5md_close(t->traj_fh));
-  t->traj_open = 0;
+  if (t->traj_fh >= 0) PetscCall(sgm_h5md_close(t->traj_fh));
+  t->traj_fh = -1;
   PetscCall(sgm_loss_destroy(&t->loss));
   PetscCall(sgm_optim_destroy(&t->opt));
   PetscCall(full_destroy(t));
@@ -942,6 +938,7 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   memset(&t, 0, sizeof t);
   t.run = run;
   t.cur_frame = -1;
+  t.traj_fh = -1;
   PetscCall(sgm_aoup_params_from_config(cfg, run->seed, &t.ap));
   {
     const char *kind;
