@@ -23,7 +23,8 @@
  * The FPE residual (eq. 24) and the composite loss (eq. 25) exist for the full-state networks
  * only (sgm_full_score_loss in score_model.h; kinds "mlp" and "transformer"): the residual squares
  * a sum over all particles, which the per-particle windows do not decompose; sgm_loss_create
- * refuses them.
+ * refuses them, and the transition loss too (eq. 88 in the form of App. D.3: Euler-Maruyama
+ * transitions of the whole system, sgm_full_score_loss_targets; full-state kinds only).
  * Nothing here communicates.
  */
 #ifndef SGM_LOSSES_H
@@ -36,7 +37,8 @@
   X(DENOISE, "denoise")                                                                            \
   X(SM, "sm")                                                                                      \
   X(FPE, "fpe")                                                                                    \
-  X(COMPOSITE, "composite")
+  X(COMPOSITE, "composite")                                                                        \
+  X(TRANSITION, "transition")
 
 typedef enum {
 #define SGM_X(e, s) SGM_LOSS_##e,
@@ -60,8 +62,8 @@ typedef struct {
 
 typedef struct SgmLoss_ *SgmLoss;
 
-/// Kind from its name ("denoise", "sm", "fpe", "composite"); SGM_ERR_USER listing the names when
-/// unknown.
+/// Kind from its name ("denoise", "sm", "fpe", "composite", "transition"); SGM_ERR_USER listing the
+/// names when unknown.
 PetscErrorCode sgm_loss_kind_from_name(const char *name, SgmLossKind *kind);
 /// Name of a kind.
 const char *sgm_loss_name(SgmLossKind kind);

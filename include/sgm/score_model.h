@@ -125,6 +125,20 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
                                    const double *x, const double *g, const double *bx,
                                    const double *divb, const SgmFullScoreShift *sh,
                                    double *loss_sum);
+/// The transition loss (eq. 88 in the form of App. D.3; [train] loss = "transition"): B
+/// configurations r' = (x, g) (B, n, dim), each drawn by the caller as one Euler-Maruyama step
+/// r' = r + dt b(r) + sqrt(2 dt D) xi from a stored or simulated r, with the targets
+/// t = -(2 dt D)^(-1/2) xi of eq. (87): tx, tg (B, n, dim) (tx may be NULL when !learn_x). fc is
+/// the conservative drift mu F at r' (B, n, dim; required with boltzmann_x, else may be NULL).
+/// Per configuration, over the learned parts,
+///   l = sum_i |shat_i|^2 - 2 shat_i . t_i = |shat - t|^2 - |t|^2,
+/// eq. (88) less its parameter-independent |t|^2, so that E l = E|shat - s|^2 - E|s|^2 estimates
+/// the sm loss (eq. 22) and the two can be compared. ACCUMULATES into the parameter gradients
+/// weight times the gradient of sum_b l_b and returns weight sum_b l_b in *loss_sum (weight 1/2
+/// averages an antithetic pair). No divergences: two network passes per configuration. Serial.
+PetscErrorCode sgm_full_score_loss_targets(SgmFullScore fs, int B, const double *x, const double *g,
+                                           const double *fc, const double *tx, const double *tg,
+                                           double weight, double *loss_sum);
 /// Initial halo width of the windows: [model] window_width, or 1.5 times the radius holding K + 1
 /// particles at the mean density when it is 0. Not collective.
 PetscErrorCode sgm_score_model_window_width(SgmConfig cfg, const SgmAoupParams *ap, int K,

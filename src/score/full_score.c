@@ -364,3 +364,42 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
   *loss_sum = acc;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
+
+PetscErrorCode sgm_full_score_loss_targets(SgmFullScore fs, int B, const double *x, const double *g,
+                                           const double *fc, const double *tx, const double *tg,
+                                           double weight, double *loss_sum)
+{
+  const int n = fs->c.n, D = fs->c.dim, od = fs->od, lx = fs->c.learn_x;
+  double acc = 0.0;
+  PetscFunctionBeginUser;
+  PetscCheck(!fs->c.boltzmann_x || fc, PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
+             "full score: the Boltzmann-informed x score needs the conservative drift");
+  PetscCheck(!lx || tx, PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
+             "full score: learned s_x needs its targets");
+  for (int b0 = 0; b0 < B; b0 += fs->c.max_batch) {
+    const int nb = PetscMin(fs->c.max_batch, B - b0);
+    const size_t off = (size_t)b0 * n * D;
+    PetscCall(forward(fs, nb, x + off, g + off));
+    for (int b = 0; b < nb; b++)
+      for (int i = 0; i < n; i++) {
+        double sx[3], sg[3];
+        const size_t k = (size_t)b * n + i, kk = off + k * D;
+        score_of(fs, b, i, g + off, fs->c.boltzmann_x ? fc + off : NULL, sx, sg);
+        float *o = fs->dout + k * od;
+        for (int a = 0; a < D; a++) {
+          if (lx) {
+            acc += sx[a] * sx[a] - 2.0 * sx[a] * tx[kk + a];
+            o[a] = (float)(2.0 * weight * (sx[a] - tx[kk + a]));
+          }
+          acc += sg[a] * sg[a] - 2.0 * sg[a] * tg[kk + a];
+          o[(lx ? D : 0) + a] = (float)(2.0 * weight * (sg[a] - tg[kk + a]));
+        }
+      }
+    if (fs->mlp)
+      PetscCall(sgm_nn_mlp_backward(fs->mlp, NULL, fs->dout));
+    else
+      PetscCall(sgm_nn_transformer_backward(fs->tf, fs->dout));
+  }
+  *loss_sum = weight * acc;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}

@@ -51,8 +51,8 @@ PetscErrorCode sgm_loss_kind_from_name(const char *name, SgmLossKind *kind)
       *kind = (SgmLossKind)k;
       PetscFunctionReturn(PETSC_SUCCESS);
     }
-  SETERRQ(PETSC_COMM_SELF, SGM_ERR_USER, "unknown loss \"%s\" (known: denoise, sm, fpe, composite)",
-          name);
+  SETERRQ(PETSC_COMM_SELF, SGM_ERR_USER,
+          "unknown loss \"%s\" (known: denoise, sm, fpe, composite, transition)", name);
 }
 
 PetscErrorCode sgm_loss_create(const SgmLossConfig *cfg, SgmNnTransformer m, int K, int max_batch,
@@ -65,7 +65,8 @@ PetscErrorCode sgm_loss_create(const SgmLossConfig *cfg, SgmNnTransformer m, int
   PetscCheck(cfg->kind == SGM_LOSS_DENOISE || cfg->kind == SGM_LOSS_SM, PETSC_COMM_SELF,
              SGM_ERR_USER,
              "loss \"%s\" needs a full-state model ([model] kind = \"mlp\" or \"transformer\"): "
-             "the FPE residual does not decompose over local windows",
+             "the FPE residual and the whole-system transitions do not decompose over local "
+             "windows",
              sgm_loss_name(cfg->kind));
   PetscCheck(cfg->kind != SGM_LOSS_DENOISE || (cfg->sigma > 0 && isfinite(cfg->sigma)),
              PETSC_COMM_SELF, SGM_ERR_USER, "denoising needs sigma > 0");

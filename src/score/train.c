@@ -160,6 +160,13 @@ typedef struct {
   double *cfc, *cdfc;    /* offline cache (nframes, n, dim), (nframes, n) of mu F, div mu F */
   double *bfc, *bdfc;    /* batch staging (nj, n, dim), (nj, n) */
   SgmAoup *reps;         /* online: this rank's nj replicas (PETSC_COMM_SELF engines) */
+  /* loss = "transition" (eq. 88, App. D.3): one Euler-Maruyama step of length tr_dt from each
+   * configuration, antithetic pairs when tr_pairs = 2 */
+  int transition, tr_pairs;
+  double tr_dt;
+  SgmAoup tr_e;                      /* PETSC_COMM_SELF engine: canonical r' and mu F(x') */
+  double *px, *pg, *pfc, *ptx, *ptg; /* (tr_pairs nj, n, dim) stepped states, drift, targets */
+  double *xi;                        /* (2 n dim) noise of one configuration */
   SgmNNAttr arch[NARCH], hyper[NHYPER];
   int narch, nhyper;
 } Trainer;
@@ -806,16 +813,73 @@ static PetscErrorCode full_setup(Trainer *t, PetscBool resume)
   PetscCallMPI(MPI_Comm_rank(t->run->comm, &rank));
   PetscCallMPI(MPI_Comm_size(t->run->comm, &size));
   block_of(t->batch, size, rank, &t->j0, &t->nj);
-  t->need_drift = t->fw.w_fpe != 0.0;
+  t->need_drift = t->fw.w_fpe != 0.0 || t->transition;
   PetscCall(
       PetscMalloc3(t->nj * row + 1, &t->bx, t->nj * row + 1, &t->bg, t->nj * row + 1, &t->bbx));
   PetscCall(PetscMalloc2(t->nj + 1, &t->bdivb, t->ap.n, &t->dbx));
   if (t->need_shift)
     PetscCall(PetscMalloc2(t->nj * row + 1, &t->bfc, t->nj * t->ap.n + 1, &t->bdfc));
+  if (t->transition) {
+    const int64_t nv = t->tr_pairs * t->nj;
+    PetscCall(PetscMalloc5(nv * row + 1, &t->px, nv * row + 1, &t->pg, nv * row + 1, &t->pfc,
+                           nv * row + 1, &t->ptx, nv * row + 1, &t->ptg));
+    PetscCall(PetscMalloc1(2 * row, &t->xi));
+    PetscCall(sgm_aoup_create(PETSC_COMM_SELF, &t->ap, &t->tr_e));
+  }
   if (t->online)
     PetscCall(full_online_start(t, resume));
   else
     PetscCall(full_cache_frames(t));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* The transition loss's configurations of this rank for step `step`: from each staged r = (x, g)
+ * with its drift b_x (bx), one Euler-Maruyama step
+ *   x' = x + dt b_x + s sqrt(2 dt eps) xi_x,   g' = c g + s sigma_g xi_g,
+ * with c = 1 - gamma dt, sigma_g^2 = 2 gamma dt (Euler-Maruyama) or, as the engine steps g with
+ * [simulate] g_update = "exact", c = exp(-gamma dt), sigma_g^2 = 1 - exp(-2 gamma dt): with
+ * transition_dt = [simulate] dt, r' follows the very chain that made the data, whose stationary
+ * law the minimiser's score is. s = +1 (and -1 for the antithetic partner), xi a pure function of
+ * (seed, SGM_RNG_DENOISE, configuration index j, step), so the global batch does not depend on
+ * the number of ranks; the targets are the transition scores of eq. (87), t_x = -s xi_x /
+ * sqrt(2 dt eps) and t_g = -s xi_g / sigma_g. r' goes through the engine, which wraps x' into
+ * a periodic box and, with [model] boltzmann_x, gives mu F(x'). */
+static PetscErrorCode transition_stage(Trainer *t, int64_t step)
+{
+  const int D = t->ap.dim;
+  const int64_t n = t->ap.n, row = n * D;
+  const double dt = t->tr_dt, eps = t->ap.eps, gam = t->ap.gamma;
+  /* g as the engine steps it ([simulate] g_update): exact OU or Euler-Maruyama */
+  const double cg = t->ap.g_exact ? exp(-gam * dt) : 1.0 - gam * dt;
+  const double sx = sqrt(2.0 * dt * eps),
+               sg = t->ap.g_exact ? sqrt(-expm1(-2.0 * gam * dt)) : sqrt(2.0 * dt * gam);
+  PetscFunctionBeginUser;
+  for (int64_t u = 0; u < t->nj; u++) {
+    const double *x = t->bx + u * row, *g = t->bg + u * row, *b = t->bbx + u * row;
+    sgm_rng_normals(t->run->seed, SGM_RNG_DENOISE, (uint64_t)(t->j0 + u), (uint64_t)step,
+                    (int)(2 * row), t->xi);
+    for (int p = 0; p < t->tr_pairs; p++) {
+      const double sgn = p ? -1.0 : 1.0;
+      const int64_t v = t->tr_pairs * u + p;
+      double *xp = t->px + v * row, *gp = t->pg + v * row, *tx = t->ptx + v * row,
+             *tg = t->ptg + v * row;
+      for (int64_t k = 0; k < row; k++) {
+        const double zx = t->xi[k], zg = t->xi[row + k];
+        xp[k] = x[k] + dt * b[k] + sgn * sx * zx;
+        gp[k] = cg * g[k] + sgn * sg * zg;
+        tx[k] = eps > 0.0 ? -sgn * zx / sx : 0.0;
+        tg[k] = -sgn * zg / sg;
+      }
+      PetscCall(sgm_aoup_set_state(t->tr_e, n, t->ids, xp, gp, 0));
+      const SgmParticles *P = &t->tr_e->part;
+      if (t->need_shift) PetscCall(sgm_aoup_forces(t->tr_e));
+      for (int64_t i = 0; i < P->nlocal; i++)
+        for (int a = 0; a < D; a++) {
+          xp[P->id[i] * D + a] = P->x[i * D + a];
+          if (t->need_shift) t->pfc[v * row + P->id[i] * D + a] = P->f[i * D + a];
+        }
+    }
+  }
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -847,6 +911,16 @@ static PetscErrorCode full_step(Trainer *t, int64_t step, double *lsum)
   }
   PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
   *lsum = 0.0;
+  if (t->transition) {
+    PetscCall(PetscLogEventBegin(ev_frame, 0, 0, 0, 0));
+    PetscCall(transition_stage(t, step));
+    PetscCall(PetscLogEventEnd(ev_frame, 0, 0, 0, 0));
+    if (t->nj > 0)
+      PetscCall(sgm_full_score_loss_targets(
+          t->fs, (int)(t->tr_pairs * t->nj), t->px, t->pg, t->need_shift ? t->pfc : NULL,
+          t->lc.learn_x ? t->ptx : NULL, t->ptg, 1.0 / t->tr_pairs, lsum));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
   const SgmFullScoreShift sh = {t->bfc, t->bdfc};
   if (t->nj > 0)
     PetscCall(sgm_full_score_loss(t->fs, &t->fw, (int)t->nj, t->bx, t->bg,
@@ -868,6 +942,9 @@ static PetscErrorCode full_destroy(Trainer *t)
   PetscCall(PetscFree2(t->bdivb, t->dbx));
   PetscCall(PetscFree2(t->cfc, t->cdfc));
   PetscCall(PetscFree2(t->bfc, t->bdfc));
+  PetscCall(PetscFree5(t->px, t->pg, t->pfc, t->ptx, t->ptg));
+  PetscCall(PetscFree(t->xi));
+  PetscCall(sgm_aoup_destroy(&t->tr_e));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -976,8 +1053,15 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   PetscCheck(full || t.batch <= t.ap.n, comm, SGM_ERR_USER, "[train] batch = %lld exceeds N = %lld",
              (long long)t.batch, (long long)t.ap.n);
   PetscCheck(!full || t.lc.kind != SGM_LOSS_DENOISE, comm, SGM_ERR_USER,
-             "train: the full-state kinds (mlp, transformer) take loss = \"sm\", \"fpe\" or "
-             "\"composite\", not \"denoise\"");
+             "train: the full-state kinds (mlp, transformer) take loss = \"sm\", \"fpe\", "
+             "\"composite\" or \"transition\", not \"denoise\"");
+  PetscCheck(full || t.lc.kind != SGM_LOSS_TRANSITION, comm, SGM_ERR_USER,
+             "train: loss = \"transition\" steps the whole system: it needs a full-state model "
+             "([model] kind = \"mlp\" or \"transformer\")");
+  t.transition = t.lc.kind == SGM_LOSS_TRANSITION;
+  t.tr_pairs = t.lc.antithetic ? 2 : 1;
+  PetscCall(sgm_config_get_real(cfg, "train.transition_dt", &t.tr_dt));
+  if (!(t.tr_dt > 0.0)) t.tr_dt = t.ap.dt;
   t.fw.eps = t.ap.eps, t.fw.gamma = t.ap.gamma;
   t.fw.w_sm = t.lc.kind == SGM_LOSS_SM ? 1.0 : t.lc.kind == SGM_LOSS_COMPOSITE ? t.lc.lambda1 : 0.0;
   t.fw.w_fpe = t.lc.kind == SGM_LOSS_FPE || t.lc.kind == SGM_LOSS_COMPOSITE ? t.lc.lambda2 : 0.0;
@@ -1020,6 +1104,9 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
 
   PetscCall(model_from_config(&t));
   PetscCall(optim_from_config(&t));
+  PetscCheck(!t.transition || !t.lc.learn_x || t.ap.eps > 0.0, comm, SGM_ERR_USER,
+             "train: loss = \"transition\" learns s_x from the translational noise: [system] eps "
+             "must be > 0 with learn = \"xg\"");
   PetscCheck(!full || t.lc.learn_x || t.fw.w_fpe == 0.0, comm, SGM_ERR_USER,
              "train: loss \"%s\" needs s_x: set [model] learn = \"xg\"", lname);
   if (!full) {

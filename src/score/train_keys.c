@@ -67,10 +67,17 @@ static const SgmKeySpec train_keys[] = {
      "H5MD file of training frames (unset: trajectory.h5 in the output directory)"},
     {"group", SGM_KEY_STRING, "\"all\"", 0, -INFINITY, INFINITY, NULL, "",
      "H5MD particle group of the frames"},
-    {"loss", SGM_KEY_STRING, "\"denoise\"", 0, -INFINITY, INFINITY, "denoise|sm|fpe|composite", "",
+    {"loss", SGM_KEY_STRING, "\"denoise\"", 0, -INFINITY, INFINITY,
+     "denoise|sm|fpe|composite|transition", "",
      "Denoising loss (eq. 88 as in App. F.8; local_transformer only), score matching (eq. 22, "
      "exact divergences), the stationary FPE residual (eq. 24, v = b - D s; full-state kinds with "
-     "learn = \"xg\") or the composite lambda1 sm + lambda2 fpe (eq. 25)"},
+     "learn = \"xg\"), the composite lambda1 sm + lambda2 fpe (eq. 25), or the transition loss "
+     "(eq. 88 as in App. D.3; full-state kinds): one Euler-Maruyama step of transition_dt from "
+     "each configuration, target -(2 dt D)^(-1/2) xi, no divergences (antithetic pairs with "
+     "antithetic = true)"},
+    {"transition_dt", SGM_KEY_REAL, "0", 0, 0.0, INFINITY, NULL, "time",
+     "Transition loss: step of the Euler-Maruyama transition (0: [simulate] dt, the step that "
+     "made the data, whose stationary law the loss then targets exactly)"},
     {"lambda1", SGM_KEY_REAL, "1.0", 0, 0.0, INFINITY, NULL, "",
      "Composite loss: weight of the score-matching term (eq. 25)"},
     {"lambda2", SGM_KEY_REAL, "1.0", 0, 0.0, INFINITY, NULL, "",
@@ -80,7 +87,7 @@ static const SgmKeySpec train_keys[] = {
     {"noise_x", SGM_KEY_BOOL, "true", 0, 0, 0, NULL, "",
      "Denoising: perturb positions as well as orientations (App. F.8)"},
     {"antithetic", SGM_KEY_BOOL, "true", 0, 0, 0, NULL, "",
-     "Denoising: +- pairs of the same noise"},
+     "Denoising and transition losses: +- pairs of the same noise"},
     {"steps", SGM_KEY_INT, "1000", 0, 0, 2.8e14, NULL, "steps", "Optimiser steps"},
     {"batch", SGM_KEY_INT, "1024", 0, 1, 4294967295.0, NULL, "particles",
      "Global minibatch: centre particles of one frame per step (<= N); for the full-state kinds "
@@ -165,11 +172,26 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   const int fpe = !strcmp(loss, "fpe") || !strcmp(loss, "composite");
   if (full && !strcmp(loss, "denoise"))
     sgm_config_problem(pb, "train.loss",
-                       "kind = \"%s\" trains with loss = \"sm\", \"fpe\" or \"composite\"", kind);
+                       "kind = \"%s\" trains with loss = \"sm\", \"fpe\", \"composite\" or "
+                       "\"transition\"",
+                       kind);
   if (!full && fpe)
     sgm_config_problem(pb, "train.loss",
                        "loss = \"%s\" needs a full-state model (kind = \"mlp\" or \"transformer\")",
                        loss);
+  if (!full && !strcmp(loss, "transition"))
+    sgm_config_problem(pb, "train.loss",
+                       "loss = \"transition\" steps the whole system: it needs a full-state model "
+                       "(kind = \"mlp\" or \"transformer\")");
+  if (full && !strcmp(loss, "transition") && !strcmp(learn, "xg")) {
+    double eps;
+    PetscCall(sgm_config_get_real(cfg, "system.eps", &eps));
+    if (!(eps > 0.0))
+      sgm_config_problem(pb, "model.learn",
+                         "loss = \"transition\" learns s_x from the translational noise: learn = "
+                         "\"xg\" needs [system] eps > 0 (got %g)",
+                         eps);
+  }
   if (full && fpe && strcmp(learn, "xg"))
     sgm_config_problem(pb, "model.learn", "loss = \"%s\" needs s_x: learn = \"xg\"", loss);
   if (full && !strcmp(kind, "mlp")) PetscFunctionReturn(PETSC_SUCCESS);
