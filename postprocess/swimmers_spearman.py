@@ -16,7 +16,11 @@ origin) and prints, per run, with v0 from the stored input:
     "clearest at the level of the spatial map"): the means of div_x v_x^i and -div_g v_g^i in 10
     equal-count radius bins (their Pearson correlation and rms ratio) and in the cells of a
     16 x 16 grid over the central square holding 95% of the particle-frames (cells with at least
-    50 particle-frames; Pearson correlation of the two maps).
+    50 particle-frames; Pearson correlation of the two maps);
+  * each part's integration-by-parts identity, E[div_x v_x] = -E[v_x . s_x] and
+    E[div_g v_g] = -E[v_g . s_g] (exact for the true score, part by part), overall and per
+    radius quintile: a part that obeys its own identity while the sum E[div v] is not 0 is
+    consistent with the data but not stationary with the other part (docs/validation.md).
 
 Results also go to swimmers_stats.json in each run directory.
 
@@ -38,6 +42,9 @@ def analyse(run):
         cfg = tomllib.loads(inp.decode() if isinstance(inp, bytes) else str(inp))
         pos = f["position"][...]
         vg = f["velocity_g"][...]
+        vx = f["velocity_x"][...]
+        scx = f["score_x"][...]
+        scg = f["score_g"][...]
         sx = f["epr_system_x"][...]
         sg = f["epr_system_g"][...]
     v0 = float(cfg["system"]["v0"])
@@ -69,6 +76,14 @@ def analyse(run):
     mg = np.bincount(cell, weights=-b[ok], minlength=256)
     use = cnt >= 50
     mx, mg = mx[use] / cnt[use], mg[use] / cnt[use]
+    vsx = -(vx * scx).sum(axis=2).ravel()
+    vsg = -(vg * scg).sum(axis=2).ravel()
+    ibp = {
+        "ibp_divx_vx": [float(a.mean())] + [float(a[idx == k].mean()) for k in range(5)],
+        "ibp_minus_vx_sx": [float(vsx.mean())] + [float(vsx[idx == k].mean()) for k in range(5)],
+        "ibp_divg_vg": [float(b.mean())] + [float(b[idx == k].mean()) for k in range(5)],
+        "ibp_minus_vg_sg": [float(vsg.mean())] + [float(vsg[idx == k].mean()) for k in range(5)],
+    }
     res = {
         "v0": v0,
         "frames": int(T),
@@ -95,6 +110,7 @@ def analyse(run):
         "map_cells": int(use.sum()),
         "pearson_spatial_maps": float(np.corrcoef(mx, mg)[0, 1]),
         "rms_ratio_spatial_maps": float(np.sqrt((mx**2).mean() / (mg**2).mean())),
+        **ibp,
     }
     with open(os.path.join(run, "swimmers_stats.json"), "w") as fh:
         json.dump(res, fh, indent=1)
@@ -128,6 +144,11 @@ def main():
               f"{s['rms_ratio_radial_profiles']:.3g}; spatial maps ({s['map_cells']} cells): "
               f"Pearson {s['pearson_spatial_maps']:+.3f}, rms ratio x/g "
               f"{s['rms_ratio_spatial_maps']:.3g}")
+        lab = ["all"] + [f"q{k}" for k in range(5)]
+        print("  per-part IBP (all, radius quintiles inner -> outer): "
+              + "; ".join(f"{lab[k]} div_x v_x {s['ibp_divx_vx'][k]:+.3f} -v_x.s_x "
+                          f"{s['ibp_minus_vx_sx'][k]:+.3f} div_g v_g {s['ibp_divg_vg'][k]:+.3f} "
+                          f"-v_g.s_g {s['ibp_minus_vg_sg'][k]:+.3f}" for k in range(6)))
 
 
 if __name__ == "__main__":

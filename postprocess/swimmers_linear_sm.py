@@ -1,0 +1,124 @@
+#!/usr/bin/python3
+"""Swimmers in a trap: per-particle divergences from score matching in a LINEAR feature class.
+
+An independent, network-free estimate of the per-particle system EPR parts div_x v_x^i and
+div_g v_g^i (paper 002, §6.3) from a trajectory alone. In each of five equal-count bins of the
+radius |x_i| (trap at the origin), the per-particle scores are restricted to
+
+    s_g^i = A g_i + B muF_i + c,          s_x^i = P muF_i + Q g_i + R x_i + e,
+
+(the same coefficients for every component; muF_i the conservative drift: pair forces of the
+potential in run.toml plus the trap -mu A x_i), and the coefficients minimise the score-matching
+loss (eq. 22) E|s|^2 + 2 E[div s] over the particle-frames of the bin. For a linear class that is
+a linear least-squares problem with closed form M w = -h (M the Gram matrix of the features, h the
+mean divergence of each feature), with no noise targets and no network. The bin restricts the
+fit, not the derivative (the g-derivatives do not see the bin; the x-derivatives are of the
+features), so within each bin it is the best such score in the L2(rho) sense. Then
+
+    div_g v_g = -gamma d - gamma d A,
+    div_x v_x = div muF_i - eps (P div muF_i + R d)      (b_x = muF + v0 g, D = diag(eps, gamma)).
+
+The class is what a swimmer in a cage needs (docs/validation.md: s_g depends on the displacement
+in the cage, which muF_i measures); without muF_i the g fit is the marginal -g (printed as a
+control: A = -1 / E[g_a^2]). What a linear class cannot capture stays out of the estimate.
+
+Usage: /usr/bin/python3 postprocess/swimmers_linear_sm.py TRAJECTORY.h5 RUN.toml [--frames K]
+(RUN.toml: the input or run.toml of the run that wrote the trajectory; K: use every K-th frame.)
+"""
+import argparse
+import sys
+import tomllib
+
+import h5py
+import numpy as np
+
+
+def drift(x, a, k, beta, A, mu, pot):
+    """mu F_i (T, N, d) and the diagonal d(mu F_i,c)/dx_i,c (T, N, d) for frames x (T, N, d)."""
+    d = x[:, :, None, :] - x[:, None, :, :]  # x_i - x_j
+    r = np.sqrt((d**2).sum(-1))
+    n = x.shape[1]
+    eye = np.eye(n, dtype=bool)[None]
+    r = np.where(eye, np.inf, r)
+    if pot == "softplus":
+        y = beta * (2 * a - r)
+        f = k * np.where(y > 0, y + np.log1p(np.exp(-np.abs(y))), np.log1p(np.exp(np.minimum(y, 50)))) / beta
+        fp = -k / (1 + np.exp(-np.clip(y, -700, 700)))
+    elif pot == "harmonic":
+        f = np.where(r < 2 * a, k * (2 * a - r), 0.0)
+        fp = np.where(r < 2 * a, -k, 0.0)
+    else:
+        raise SystemExit(f"potential {pot!r}: only softplus and harmonic are implemented here")
+    f = np.where(eye, 0.0, f)
+    fp = np.where(eye, 0.0, fp)
+    rs = np.where(eye, 1.0, r)
+    u = d / rs[..., None]
+    F = mu * (f[..., None] * u).sum(2) - mu * A * x
+    # d/dx_i,c of f(r) u_c = f'(r) u_c^2 + f(r)/r (1 - u_c^2)
+    H = mu * (fp[..., None] * u**2 + (f / rs)[..., None] * (1 - u**2)).sum(2) - mu * A
+    return F, H
+
+
+def fit(phi, dphi):
+    """Score matching in the linear class s = sum_k w_k phi_k: M w = -h."""
+    M = np.einsum("sk,sl->kl", phi, phi) / phi.shape[0]
+    h = dphi.mean(0)
+    return np.linalg.solve(M, -h)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("trajectory")
+    ap.add_argument("toml")
+    ap.add_argument("--frames", type=int, default=1, help="use every K-th frame")
+    args = ap.parse_args()
+    with open(args.toml, "rb") as fh:
+        cfg = tomllib.load(fh)
+    sy = cfg["system"]
+    eps, gam, mu, v0 = float(sy["eps"]), float(sy["gamma"]), float(sy.get("mu", 1.0)), float(sy["v0"])
+    a, k, beta = float(sy.get("a", 1.0)), float(sy.get("k", 0.0)), float(sy.get("beta", 1.0))
+    A, pot = float(sy.get("trap_A", 0.0)), sy.get("potential", "harmonic")
+    with h5py.File(args.trajectory, "r") as f:
+        X = f["particles/all/position/value"][:: args.frames]
+        G = f["particles/all/orientation/value"][:: args.frames]
+    T, N, D = X.shape
+    Fs, Hs = [], []
+    for t0 in range(0, T, 256):
+        F, H = drift(X[t0 : t0 + 256], a, k, beta, A, mu, pot)
+        Fs.append(F), Hs.append(H)
+    F, H = np.concatenate(Fs), np.concatenate(Hs)
+    divF = H.sum(-1)
+    r = np.sqrt((X**2).sum(-1))
+    q = np.quantile(r, np.linspace(0, 1, 6))
+    b = np.clip(np.searchsorted(q, r, side="right") - 1, 0, 4)
+    print(f"{args.trajectory}: v0 = {v0:g}, {T} frames x {N} particles, eps {eps:g}, gamma {gam:g}")
+    print("  radius quintile (edges): A (g slope), control A without muF; div_x v_x, div_g v_g, sum")
+    tot = []
+    for j in range(5):
+        m = b == j
+        g, Fm, Hm, x = G[m], F[m], H[m], X[m]  # (S, D)
+        S = g.shape[0]
+        one = np.ones(S * D)
+        # g part: features per component [g_c, muF_c, 1], d/dg_c = [1, 0, 0]
+        phi = np.stack([g.ravel(), Fm.ravel(), one], 1)
+        dphi = np.stack([one, 0 * one, 0 * one], 1)
+        wg = fit(phi, dphi)
+        w0 = fit(phi[:, [0, 2]], dphi[:, [0, 2]])
+        # x part: [muF_c, g_c, x_c, 1], d/dx_c = [dF_c/dx_c, 0, 1, 0]
+        phx = np.stack([Fm.ravel(), g.ravel(), x.ravel(), one], 1)
+        dphx = np.stack([Hm.ravel(), 0 * one, one, 0 * one], 1)
+        wx = fit(phx, dphx)
+        dgv = -gam * D - gam * D * wg[0]
+        dxv = divF[m].mean() - eps * (wx[0] * divF[m].mean() + wx[2] * D)
+        tot.append((dxv, dgv, m.sum()))
+        print(f"  q{j} ({q[j]:.1f}-{q[j + 1]:.1f}): A {wg[0]:+.3f} (control {w0[0]:+.3f}), "
+              f"B {wg[1]:+.3f}; P eps {wx[0] * eps:+.3f}, R {wx[2]:+.4f}; div_x v_x {dxv:+.3f}, "
+              f"div_g v_g {dgv:+.3f}, sum {dxv + dgv:+.3f}")
+    w = np.array([t[2] for t in tot], float)
+    ex = sum(t[0] * t[2] for t in tot) / w.sum()
+    eg = sum(t[1] * t[2] for t in tot) / w.sum()
+    print(f"  all: div_x v_x {ex:+.3f}, div_g v_g {eg:+.3f}, E[div v] {ex + eg:+.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
