@@ -464,22 +464,32 @@ static void rank_invariance(const char *tag, int nx, const char **extra)
 
 START_TEST(test_rank_invariance_mlp)
 {
-  rank_invariance("mlp offline sm", 0, NULL);
-  const char *online[3] = {"train.mode=\"online\"", "train.sde_steps=4",
-                           "train.loss=\"composite\""};
-  rank_invariance("mlp online composite", 3, online);
-  const char *bx[3] = {"model.boltzmann_x=true", "model.boltzmann=true",
-                       "train.loss=\"composite\""};
-  rank_invariance("mlp offline composite boltzmann_x", 3, bx);
-  const char *bxo[4] = {"model.boltzmann_x=true", "train.mode=\"online\"", "train.sde_steps=4",
-                        "train.loss=\"sm\""};
-  rank_invariance("mlp online sm boltzmann_x", 4, bxo);
-  const char *tr[3] = {"model.boltzmann_x=true", "model.boltzmann=true",
-                       "train.loss=\"transition\""};
-  rank_invariance("mlp offline transition boltzmann_x", 3, tr);
-  const char *tro[4] = {"train.mode=\"online\"", "train.sde_steps=4", "train.loss=\"transition\"",
-                        "train.antithetic=false"};
-  rank_invariance("mlp online transition", 4, tro);
+  static struct {
+    const char *tag;
+    int n;
+    const char *set[4];
+  } cases[] = {
+      {"mlp offline sm", 0, {NULL}},
+      {"mlp online composite",
+       3,
+       {"train.mode=\"online\"", "train.sde_steps=4", "train.loss=\"composite\""}},
+      {"mlp offline composite boltzmann_x",
+       3,
+       {"model.boltzmann_x=true", "model.boltzmann=true", "train.loss=\"composite\""}},
+      {"mlp online sm boltzmann_x",
+       4,
+       {"model.boltzmann_x=true", "train.mode=\"online\"", "train.sde_steps=4",
+        "train.loss=\"sm\""}},
+      {"mlp offline transition boltzmann_x",
+       3,
+       {"model.boltzmann_x=true", "model.boltzmann=true", "train.loss=\"transition\""}},
+      {"mlp online transition",
+       4,
+       {"train.mode=\"online\"", "train.sde_steps=4", "train.loss=\"transition\"",
+        "train.antithetic=false"}},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+    rank_invariance(cases[c].tag, cases[c].n, cases[c].n ? cases[c].set : NULL);
 }
 END_TEST
 
