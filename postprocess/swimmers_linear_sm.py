@@ -18,9 +18,11 @@ features), so within each bin it is the best such score in the L2(rho) sense. Th
     div_g v_g = -gamma d - gamma d A,
     div_x v_x = div muF_i - eps (P div muF_i + R d)      (b_x = muF + v0 g, D = diag(eps, gamma)).
 
-The class is what a swimmer in a cage needs (docs/validation.md: s_g depends on the displacement
-in the cage, which muF_i measures); without muF_i the g fit is the marginal -g (printed as a
-control: A = -1 / E[g_a^2]). What a linear class cannot capture stays out of the estimate.
+muF_i carries the contacts (a swimmer's displacement against its neighbours); without it the g
+fit is A = -1 / E[g_a^2] in the bin (printed as a control). For non-interacting swimmers in a
+harmonic trap the class contains the exact (Gaussian) score. What a linear class cannot capture
+stays out of the estimate (docs/validation.md, "64 swimmers: the particle transformer with the
+transition loss").
 
 Usage: /usr/bin/python3 postprocess/swimmers_linear_sm.py TRAJECTORY.h5 RUN.toml [--frames K]
 (RUN.toml: the input or run.toml of the run that wrote the trajectory; K: use every K-th frame.)
