@@ -24,3 +24,9 @@ set_tests_properties(e2e_mips_epr_jobscript PROPERTIES LABELS "e2e" TIMEOUT 300 
 # cores take 20-45 s; the rank-count behaviour of train and epr is tested by test_train_full and
 # test_epr_stage)
 sgm_mpi_test(test_epr_equilibrium SOURCES test_epr_equilibrium.c train_util.c RANKS 1 2 TIMEOUT 120)
+# postprocess/swimmers_linear_sm.py against the exact per-particle divergences of free swimmers
+if(SGM_PYTHON)
+  add_test(NAME e2e_swimmers_linear_sm COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_swimmers_linear_sm.sh
+    $<TARGET_FILE:sgm_hpc> ${SGM_PYTHON} ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
+  set_tests_properties(e2e_swimmers_linear_sm PROPERTIES LABELS "e2e" TIMEOUT 300)
+endif()
