@@ -6,7 +6,9 @@
  *    score and divergences, and the gradient along a random parameter direction against a central
  *    finite difference of the loss (relative 3e-2), for sm, fpe and composite, both kinds, with and
  *    without the Boltzmann parameterisation (s_g shift; s_x shift [model] boltzmann_x with a smooth
- *    synthetic conservative drift, so the finite differences see the shift's divergence too);
+ *    synthetic conservative drift, so the finite differences see the shift's divergence too),
+ *    and with [model] x_scale = 3 (the chain-rule factor of the x divergences and their
+ *    cotangents);
  *  - the Boltzmann-informed score is exact for trapped non-interacting AOUPs at v0 = 0 with N = 0
  *    (all parameters zero): s, div s, the sm loss against their closed forms (1e-12), FPE
  *    residual 0, v = 0; without the x shift it is not; a missing shift is refused;
@@ -53,12 +55,14 @@ static double urand(void)
   return (double)(lcg >> 11) / 9007199254740992.0;
 }
 
+static double x_scale; /* [model] x_scale of the next check_model (0: none) */
+
 static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int boltzmann)
 {
   SgmFullScoreConfig c;
   memset(&c, 0, sizeof c);
   c.kind = kind, c.n = n, c.dim = 2, c.learn_x = learn_x, c.boltzmann = boltzmann & 1;
-  c.boltzmann_x = (boltzmann >> 1) & 1, c.eps = 0.5;
+  c.boltzmann_x = (boltzmann >> 1) & 1, c.eps = 0.5, c.x_scale = x_scale;
   c.max_batch = 3;
   c.max_tan = 5; /* several chunks */
   c.mlp.hidden = 16, c.mlp.depth = 2, c.mlp.act = SGM_NN_ACT_GELU;
@@ -247,6 +251,10 @@ START_TEST(test_mlp_grad)
   check_model(SGM_SCORE_MLP, 0, 0);
   check_model(SGM_SCORE_MLP, 1, 3); /* Boltzmann-informed s_x and s_g */
   check_model(SGM_SCORE_MLP, 0, 2); /* s_x = fc / eps, learned s_g */
+  x_scale = 3.0;                    /* positions enter as x / 3: the x divergences carry 1/3 */
+  check_model(SGM_SCORE_MLP, 1, 3);
+  check_model(SGM_SCORE_MLP, 1, 0);
+  x_scale = 0.0;
 }
 END_TEST
 
@@ -255,6 +263,9 @@ START_TEST(test_transformer_grad)
   check_model(SGM_SCORE_TRANSFORMER, 1, 0);
   check_model(SGM_SCORE_TRANSFORMER, 0, 1);
   check_model(SGM_SCORE_TRANSFORMER, 1, 3);
+  x_scale = 3.0;
+  check_model(SGM_SCORE_TRANSFORMER, 1, 3);
+  x_scale = 0.0;
 }
 END_TEST
 

@@ -69,6 +69,7 @@ typedef struct {
   int boltzmann;             /* 1: s_g^i = -g_i + N_g^i (App. F.3.2) */
   int boltzmann_x;           /* 1: s_x^i = mu F_i / eps + N_x^i (App. F.3.2; N_x = 0 if !learn_x) */
   double eps;                /* translational noise eps of the shift (> 0 when boltzmann_x) */
+  double x_scale;            /* positions enter the network as x / x_scale (0 or 1: as they are) */
   int max_batch;             /* configurations per forward pass */
   int max_tan;               /* tangent directions per JVP chunk (0: automatic) */
   SgmNnMlpConfig mlp;        /* kind mlp: hidden, depth, act (in/out widths are set here) */

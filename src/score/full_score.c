@@ -17,6 +17,9 @@
  *    per-particle divergence (SgmFullScoreShift); the shifts are added in double after the float
  *    network, so the O(k / eps) Boltzmann part is never rounded to float, and they do not depend
  *    on the parameters (the cotangents are those of the full score).
+ *  - Input scale ([model] x_scale): the network sees x / x_scale, so that positions spread over
+ *    a trap or box of size ~x_scale enter at O(1); the x divergences and their cotangents carry
+ *    the chain-rule factor 1 / x_scale (the network's own JVPs are in its input units).
  *  - Losses are formed in double from the float outputs, summed over particles (eq. 26 sums the
  *    full vector), and returned as sums over configurations; the caller divides by the global
  *    batch size after the gradient allreduce.
@@ -37,6 +40,7 @@ struct SgmFullScore_ {
   int din;    /* MLP input width 2 dim n */
   int ntan;   /* MLP directions per chunk */
   int B;      /* configurations of the last forward */
+  double ixs; /* 1 / x_scale */
   float *in;  /* MLP (mb, din) or transformer X (mb, n, dim) */
   float *gin; /* transformer G (mb, n, dim) */
   float *out, *dout;
@@ -55,6 +59,9 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
              "full score: the Boltzmann-informed x score s_x = mu F / eps + N_x needs eps > 0");
   PetscCall(PetscCalloc1(1, &fs));
   fs->c = *c;
+  PetscCheck(c->x_scale >= 0.0 && isfinite(c->x_scale), PETSC_COMM_SELF, SGM_ERR_USER,
+             "full score: x_scale = %g must be positive", c->x_scale);
+  fs->ixs = c->x_scale > 0.0 ? 1.0 / c->x_scale : 1.0;
   const int n = c->n, D = c->dim, mb = c->max_batch;
   fs->od = D * (c->learn_x + 1);
   fs->din = 2 * D * n;
@@ -124,13 +131,13 @@ static PetscErrorCode forward(SgmFullScore fs, int B, const double *x, const dou
       for (int i = 0; i < n; i++)
         for (int a = 0; a < D; a++) {
           const size_t k = ((size_t)b * n + i) * D + a;
-          fs->in[(size_t)b * fs->din + 2 * D * i + a] = (float)x[k];
+          fs->in[(size_t)b * fs->din + 2 * D * i + a] = (float)(x[k] * fs->ixs);
           fs->in[(size_t)b * fs->din + 2 * D * i + D + a] = (float)g[k];
         }
     PetscCall(sgm_nn_mlp_forward(fs->mlp, fs->out, fs->in, NULL, NULL, B));
   } else {
     for (size_t k = 0; k < (size_t)B * n * D; k++)
-      fs->in[k] = (float)x[k], fs->gin[k] = (float)g[k];
+      fs->in[k] = (float)(x[k] * fs->ixs), fs->gin[k] = (float)g[k];
     PetscCall(sgm_nn_transformer_forward(fs->tf, fs->out, fs->in, fs->gin, NULL, B));
   }
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -207,6 +214,8 @@ static PetscErrorCode divergences(SgmFullScore fs)
     PetscCall(sgm_nn_transformer_divergence(fs->tf, SGM_NN_INPUT_G, fs->fdg));
     for (size_t k = 0; k < nb; k++) fs->divg[k] = fs->fdg[k];
   }
+  if (fs->ixs != 1.0)
+    for (size_t k = 0; k < nb; k++) fs->divx[k] *= fs->ixs;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -355,7 +364,7 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
           const double bga = -gam * gb[k * D + a];
           o[(lx ? D : 0) + a] = (float)(2.0 * w->w_sm * sg[a] + cr * (bga - 2.0 * gam * sg[a]));
         }
-        fs->fdx[k] = (float)(2.0 * w->w_sm - cr * eps);
+        fs->fdx[k] = (float)((2.0 * w->w_sm - cr * eps) * fs->ixs);
         fs->fdg[k] = (float)(2.0 * w->w_sm - cr * gam);
       }
     }

@@ -281,6 +281,7 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
   PetscCall(sgm_config_get_bool(cfg, "model.boltzmann_x", &b));
   fc.boltzmann_x = ms->boltzmann_x = (int)b;
   PetscCall(sgm_config_get_real(cfg, "system.eps", &fc.eps));
+  PetscCall(sgm_config_get_real(cfg, "model.x_scale", &fc.x_scale));
   PetscCheck(!fc.boltzmann_x || fc.eps > 0.0, comm, SGM_ERR_USER,
              "[model] boltzmann_x = true (s_x = mu F / eps + N_x) needs [system] eps > 0");
   PetscCall(sgm_config_get_int(cfg, "model.max_batch", &v));
@@ -296,6 +297,8 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
   /* written only when set, so that model files from before the key (no attribute) still load
    * into boltzmann_x = false; a mismatch either way is refused by the architecture check */
   if (ms->boltzmann_x) ms->arch[na++] = SGM_NN_ATTR_I("boltzmann_x", 1);
+  /* likewise x_scale, written only when it is not 1 */
+  if (fc.x_scale != 1.0) ms->arch[na++] = SGM_NN_ATTR_R("x_scale", fc.x_scale);
   if (!strcmp(kind, "mlp")) {
     ms->kind = fc.kind = SGM_SCORE_MLP;
     fc.mlp.act = act_from_name(act);

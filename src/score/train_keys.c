@@ -36,6 +36,9 @@ static const SgmKeySpec model_keys[] = {
      "Scores the network outputs: s_g only (App. F.8) or s_x and s_g ([s_x | s_g])"},
     {"boltzmann", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
      "Boltzmann-informed parameterisation of the g score, s_g = -g + N_g (App. F.3.2)"},
+    {"x_scale", SGM_KEY_REAL, "1.0", 0, 1e-300, INFINITY, NULL, "length",
+     "Full-state kinds (mlp, transformer): positions enter the network as x / x_scale (e.g. the "
+     "trap or box size, so that they are O(1)); divergences carry the chain-rule factor"},
     {"boltzmann_x", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
      "Boltzmann-informed parameterisation of the x score, s_x^i = mu F_i / eps + N_x^i with mu F_i "
      "the conservative drift (pair forces and trap; App. F.3.2: -grad Phi / eps), exact with N = 0 "
