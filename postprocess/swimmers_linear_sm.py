@@ -28,7 +28,18 @@ harmonic trap the class contains the exact (Gaussian) score. What a linear class
 stays out of the estimate (docs/validation.md, "64 swimmers: the particle transformer with the
 transition loss").
 
+With --pair-basis M (M > 0) a second, richer class is fitted over all particle-frames: the above
+plus, for M Gaussian radial basis functions h_m(r) (centres from 0.8 a to 4 a, width 0.2 a), the
+pair features of each particle's neighbours j (u_ij the unit vector from j to i)
+    s_x: sum_j h_m u_ij,  sum_j h_m (g_i . u_ij) u_ij,  sum_j h_m (g_j . u_ij) u_ij
+    s_g: h_m-weighted contact count times g_i,  sum_j h_m (g_i . u_ij) u_ij,  sum_j h_m u_ij,
+         sum_j h_m (g_j . u_ij) u_ij
+(their exact x or g divergences enter the closed form), and it prints the per-particle
+divergences' radial profiles, E[div v], and the per-particle and 16 x 16 map correlations of
+div_x v_x with -div_g v_g (as postprocess/swimmers_spearman.py does for a network).
+
 Usage: /usr/bin/python3 postprocess/swimmers_linear_sm.py TRAJECTORY.h5 RUN.toml [--frames K]
+       [--pair-basis M]
 (RUN.toml: the input or run.toml of the run that wrote the trajectory; K: use every K-th frame.)
 """
 import argparse
@@ -67,6 +78,78 @@ def drift(x, a, k, beta, mu, pot):
     return F, H
 
 
+def pair_features(x, g, a, F, H, M):
+    """The --pair-basis class of frames x, g (T, N, d): x features and their x divergences, g
+    features and their g divergences, each (T * N * d, k), one row per particle component."""
+    T, N, D = x.shape
+    d = x[:, :, None, :] - x[:, None, :, :]
+    r = np.sqrt((d**2).sum(-1))
+    eye = np.eye(N, dtype=bool)[None]
+    r = np.where(eye, 1e300, r)
+    rs = np.where(eye, 1.0, r)
+    u = d / rs[..., None]
+    gi = np.broadcast_to(g[:, :, None, :], d.shape)
+    gj = np.broadcast_to(g[:, None, :, :], d.shape)
+    one = np.ones(x.size)
+    zero = np.zeros(x.size)
+    xf, xd = [g.ravel(), x.ravel(), one], [zero, one, zero]
+    gf, gd = [g.ravel(), x.ravel(), one], [one, zero, zero]
+    if np.any(F):  # the pair forces (none without a potential)
+        xf.append(F.ravel()), xd.append(H.ravel()), gf.append(F.ravel()), gd.append(zero)
+    w = 0.2 * a
+    for rm in np.linspace(0.8 * a, 4.0 * a, M):
+        with np.errstate(over="ignore", under="ignore"):
+            h = np.where(eye, 0.0, np.exp(-((r - rm) ** 2) / (2 * w * w)))
+        hp = np.where(eye, 0.0, -(r - rm) / (w * w) * h)
+        # sum_j h u: d/dx_i,c = h' u_c^2 + h/r (1 - u_c^2)
+        xf.append(np.einsum("tij,tijc->tic", h, u).ravel())
+        xd.append((hp[..., None] * u**2 + (h / rs)[..., None] * (1 - u**2)).sum(2).ravel())
+        for vec in (gi, gj):  # sum_j h (vec . u) u, vec independent of x
+            av = (vec * u).sum(-1)
+            term = hp[..., None] * av[..., None] * u**2 + h[..., None] * (
+                (vec - av[..., None] * u) * u / rs[..., None] + av[..., None] * (1 - u**2) / rs[..., None])
+            xf.append(np.einsum("tij,tijc->tic", h * av, u).ravel())
+            xd.append(term.sum(2).ravel())
+        hs = h.sum(2)
+        gf.append((g * hs[..., None]).ravel())
+        gd.append(np.repeat(hs[..., None], D, -1).ravel())
+        gf.append(np.einsum("tij,tijc->tic", h * (gi * u).sum(-1), u).ravel())
+        gd.append(np.einsum("tij,tijc->tic", h, u**2).ravel())
+        gf.append(np.einsum("tij,tijc->tic", h, u).ravel())
+        gd.append(zero)
+        gf.append(np.einsum("tij,tijc->tic", h * (gj * u).sum(-1), u).ravel())
+        gd.append(zero)
+    return np.stack(xf, 1), np.stack(xd, 1), np.stack(gf, 1), np.stack(gd, 1)
+
+
+def pair_class(X, G, F, H, a, M, eps, gam, mu, A, chunk=256):
+    """Fits the --pair-basis class (two passes over frame chunks) and returns the per-particle
+    div_x v_x and div_g v_g (T, N)."""
+    T, N, D = X.shape
+    Mx = Mg = hx = hg = None
+    for t0 in range(0, T, chunk):
+        sl = slice(t0, t0 + chunk)
+        px, dx, pg, dg = pair_features(X[sl], G[sl], a, F[sl], H[sl], M)
+        if Mx is None:
+            Mx, Mg = np.zeros((px.shape[1],) * 2), np.zeros((pg.shape[1],) * 2)
+            hx, hg = np.zeros(px.shape[1]), np.zeros(pg.shape[1])
+        Mx += px.T @ px
+        Mg += pg.T @ pg
+        hx += dx.sum(0)
+        hg += dg.sum(0)
+    wx, wg = np.linalg.solve(Mx, -hx), np.linalg.solve(Mg, -hg)
+    dxv, dgv = np.empty((T, N)), np.empty((T, N))
+    for t0 in range(0, T, chunk):
+        sl = slice(t0, t0 + chunk)
+        px, dx, pg, dg = pair_features(X[sl], G[sl], a, F[sl], H[sl], M)
+        n = X[sl].shape[0]
+        dsx = (dx @ wx).reshape(n, N, D).sum(-1)
+        dsg = (dg @ wg).reshape(n, N, D).sum(-1)
+        dxv[sl] = H[sl].sum(-1) - mu * A * D - eps * dsx
+        dgv[sl] = -gam * D - gam * dsg
+    return dxv, dgv
+
+
 def fit(phi, dphi):
     """Score matching in the linear class s = sum_k w_k phi_k: M w = -h."""
     M = np.einsum("sk,sl->kl", phi, phi) / phi.shape[0]
@@ -79,6 +162,7 @@ def main():
     ap.add_argument("trajectory")
     ap.add_argument("toml")
     ap.add_argument("--frames", type=int, default=1, help="use every K-th frame")
+    ap.add_argument("--pair-basis", type=int, default=0, help="radial basis functions of the pair class (0: none)")
     args = ap.parse_args()
     with open(args.toml, "rb") as fh:
         cfg = tomllib.load(fh)
@@ -132,6 +216,25 @@ def main():
     ex = sum(t[0] * t[2] for t in tot) / w.sum()
     eg = sum(t[1] * t[2] for t in tot) / w.sum()
     print(f"  all: div_x v_x {ex:+.3f}, div_g v_g {eg:+.3f}, E[div v] {ex + eg:+.3f}")
+    if args.pair_basis > 0:
+        dxv, dgv = pair_class(X, G, F, H, a, args.pair_basis, eps, gam, mu, A)
+        print(f"  pair class ({args.pair_basis} radial basis functions), by radius quintile:")
+        print("    div_x v_x " + " ".join(f"{dxv[b == j].mean():+.3f}" for j in range(5))
+              + "; div_g v_g " + " ".join(f"{dgv[b == j].mean():+.3f}" for j in range(5)))
+        hm = float(np.quantile(np.abs(X).max(axis=2), 0.95))
+        edges = np.linspace(-hm, hm, 17)
+        ix = np.digitize(X[..., 0].ravel(), edges) - 1
+        iy = np.digitize(X[..., 1].ravel(), edges) - 1
+        ok = (ix >= 0) & (ix < 16) & (iy >= 0) & (iy < 16)
+        cell = (ix * 16 + iy)[ok]
+        cnt = np.bincount(cell, minlength=256)
+        use = cnt >= 50
+        mx = np.bincount(cell, weights=dxv.ravel()[ok], minlength=256)[use] / cnt[use]
+        mg = np.bincount(cell, weights=-dgv.ravel()[ok], minlength=256)[use] / cnt[use]
+        print(f"    all: div_x v_x {dxv.mean():+.3f}, div_g v_g {dgv.mean():+.3f}, "
+              f"E[div v] {(dxv + dgv).mean():+.3f}; div_x v_x vs -div_g v_g: per particle-frame "
+              f"Pearson {np.corrcoef(dxv.ravel(), -dgv.ravel())[0, 1]:+.3f}, maps ({use.sum()} "
+              f"cells) {np.corrcoef(mx, mg)[0, 1]:+.3f}")
 
 
 if __name__ == "__main__":
