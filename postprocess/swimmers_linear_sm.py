@@ -150,6 +150,23 @@ def pair_class(X, G, F, H, a, M, eps, gam, mu, A, chunk=256):
     return dxv, dgv
 
 
+def map_means(pos, a, b, bins=16, min_count=50):
+    """Means of a and b (per particle-frame, flattened like pos[..., 0]) in the cells of a bins x
+    bins grid over the central square holding 95% of the particle-frames, for the cells with at
+    least min_count particle-frames (the frame-averaged spatial maps of Fig. 17)."""
+    h = float(np.quantile(np.abs(pos).max(axis=2), 0.95))
+    edges = np.linspace(-h, h, bins + 1)
+    ix = np.digitize(pos[..., 0].ravel(), edges) - 1
+    iy = np.digitize(pos[..., 1].ravel(), edges) - 1
+    ok = (ix >= 0) & (ix < bins) & (iy >= 0) & (iy < bins)
+    cell = (ix * bins + iy)[ok]
+    cnt = np.bincount(cell, minlength=bins * bins)
+    use = cnt >= min_count
+    ma = np.bincount(cell, weights=np.ravel(a)[ok], minlength=bins * bins)[use] / cnt[use]
+    mb = np.bincount(cell, weights=np.ravel(b)[ok], minlength=bins * bins)[use] / cnt[use]
+    return ma, mb
+
+
 def fit(phi, dphi):
     """Score matching in the linear class s = sum_k w_k phi_k: M w = -h."""
     M = np.einsum("sk,sl->kl", phi, phi) / phi.shape[0]
@@ -221,19 +238,10 @@ def main():
         print(f"  pair class ({args.pair_basis} radial basis functions), by radius quintile:")
         print("    div_x v_x " + " ".join(f"{dxv[b == j].mean():+.3f}" for j in range(5))
               + "; div_g v_g " + " ".join(f"{dgv[b == j].mean():+.3f}" for j in range(5)))
-        hm = float(np.quantile(np.abs(X).max(axis=2), 0.95))
-        edges = np.linspace(-hm, hm, 17)
-        ix = np.digitize(X[..., 0].ravel(), edges) - 1
-        iy = np.digitize(X[..., 1].ravel(), edges) - 1
-        ok = (ix >= 0) & (ix < 16) & (iy >= 0) & (iy < 16)
-        cell = (ix * 16 + iy)[ok]
-        cnt = np.bincount(cell, minlength=256)
-        use = cnt >= 50
-        mx = np.bincount(cell, weights=dxv.ravel()[ok], minlength=256)[use] / cnt[use]
-        mg = np.bincount(cell, weights=-dgv.ravel()[ok], minlength=256)[use] / cnt[use]
+        mx, mg = map_means(X, dxv, -dgv)
         print(f"    all: div_x v_x {dxv.mean():+.3f}, div_g v_g {dgv.mean():+.3f}, "
               f"E[div v] {(dxv + dgv).mean():+.3f}; div_x v_x vs -div_g v_g: per particle-frame "
-              f"Pearson {np.corrcoef(dxv.ravel(), -dgv.ravel())[0, 1]:+.3f}, maps ({use.sum()} "
+              f"Pearson {np.corrcoef(dxv.ravel(), -dgv.ravel())[0, 1]:+.3f}, maps ({mx.size} "
               f"cells) {np.corrcoef(mx, mg)[0, 1]:+.3f}")
 
 

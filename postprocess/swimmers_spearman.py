@@ -33,7 +33,25 @@ import tomllib
 
 import h5py
 import numpy as np
-from scipy.stats import spearmanr
+from swimmers_linear_sm import map_means
+
+
+def _ranks(x):
+    """Average ranks (ties share the mean of their positions), as scipy.stats.rankdata."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    first = np.r_[True, xs[1:] != xs[:-1]]
+    grp = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], xs.size]
+    ranks = np.empty(x.size)
+    ranks[order] = ((starts + ends - 1) / 2.0)[grp]
+    return ranks
+
+
+def spearmanr(a, b):
+    """Spearman rank correlation (Pearson correlation of the average ranks), as a 1-tuple."""
+    return (float(np.corrcoef(_ranks(np.asarray(a, float)), _ranks(np.asarray(b, float)))[0, 1]),)
 
 
 def analyse(run):
@@ -65,17 +83,7 @@ def analyse(run):
     ri = np.clip(np.searchsorted(rq, r.ravel(), side="right") - 1, 0, 9)
     px = np.array([a[ri == k].mean() for k in range(10)])
     pg = np.array([-b[ri == k].mean() for k in range(10)])
-    h = float(np.quantile(np.abs(pos).max(axis=2), 0.95))
-    edges = np.linspace(-h, h, 17)
-    ix = np.digitize(pos[..., 0].ravel(), edges) - 1
-    iy = np.digitize(pos[..., 1].ravel(), edges) - 1
-    ok = (ix >= 0) & (ix < 16) & (iy >= 0) & (iy < 16)
-    cell = (ix * 16 + iy)[ok]
-    cnt = np.bincount(cell, minlength=256)
-    mx = np.bincount(cell, weights=a[ok], minlength=256)
-    mg = np.bincount(cell, weights=-b[ok], minlength=256)
-    use = cnt >= 50
-    mx, mg = mx[use] / cnt[use], mg[use] / cnt[use]
+    mx, mg = map_means(pos, a, -b)
     vsx = -(vx * scx).sum(axis=2).ravel()
     vsg = -(vg * scg).sum(axis=2).ravel()
     ibp = {
@@ -107,7 +115,7 @@ def analyse(run):
         "minus_divg_vg_by_radius_decile": [float(x) for x in pg],
         "pearson_radial_profiles": float(np.corrcoef(px, pg)[0, 1]),
         "rms_ratio_radial_profiles": float(np.sqrt((px**2).mean() / (pg**2).mean())),
-        "map_cells": int(use.sum()),
+        "map_cells": int(mx.size),
         "pearson_spatial_maps": float(np.corrcoef(mx, mg)[0, 1]),
         "rms_ratio_spatial_maps": float(np.sqrt((mx**2).mean() / (mg**2).mean())),
         **ibp,
