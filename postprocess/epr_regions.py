@@ -14,7 +14,7 @@ Reads OUTDIR/epr.h5 (written with [epr] classify = true: /phi_local, /phase_clas
     batches;
   - the same for other threshold pairs given with --thresholds (sensitivity to the class
     definition);
-  - with --boundary W (one or more widths, in units of a; needs scipy): geometric classes that
+  - with --boundary W (one or more widths, in units of a): geometric classes that
     follow the paper's wording (Fig. 8, "the interface between the gas and solid phases") instead
     of density thresholds: the solid is every particle of a contact cluster (pairs closer than
     2a(1 + 0.1), union-find) of at least --min-cluster particles; interface = solid particles
@@ -73,25 +73,20 @@ def classify(phi, lo, hi):
 def boundary_classes(pos, L, a, width, min_cluster, phi=None, solid_phi=None, tol=0.1):
     """Geometric dilute (0) / interface (1) / dense bulk (2) classes of every frame (see above);
     with solid_phi the solid is phi_i >= solid_phi instead of the large contact clusters."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
+    from periodic_neighbours import components, nearest_other, pairs_within
 
     out = np.zeros(pos.shape[:2], dtype=int)
     for t, x in enumerate(pos):
         x = np.mod(x, L)
-        tree = cKDTree(x, boxsize=L)
-        pr = tree.query_pairs(2 * a * (1 + tol), output_type="ndarray")
-        n = len(x)
-        g = coo_matrix((np.ones(len(pr)), (pr[:, 0], pr[:, 1])), shape=(n, n))
-        _, lab = connected_components(g, directed=False)
+        pr, _ = pairs_within(x, L, 2 * a * (1 + tol))
+        lab = components(len(x), pr)
         solid = np.bincount(lab)[lab] >= min_cluster
         if solid_phi is not None:
             solid = phi[t] >= solid_phi
         c = np.where(solid, 2, 0)
         if solid.any() and (~solid).any():
-            d_to_gas, _ = cKDTree(x[~solid], boxsize=L).query(x[solid])
-            d_to_solid, _ = cKDTree(x[solid], boxsize=L).query(x[~solid])
+            d_to_gas = nearest_other(x[solid], x[~solid], L)
+            d_to_solid = nearest_other(x[~solid], x[solid], L)
             cs = np.where(d_to_gas < width * a, 1, 2)
             cg = np.where(d_to_solid < width * a, 1, 0)
             c[solid], c[~solid] = cs, cg

@@ -36,12 +36,11 @@ import argparse
 
 import h5py
 import numpy as np
-from scipy.spatial import cKDTree
+from periodic_neighbours import count_within, knn, pairs_within
 
 
 def forces(x, L, a, k):
-    tree = cKDTree(np.mod(x, L), boxsize=L)
-    pairs = tree.query_pairs(2 * a, output_type="ndarray")
+    pairs, _ = pairs_within(x, L, 2 * a)
     d = x[pairs[:, 0]] - x[pairs[:, 1]]
     d -= L * np.rint(d / L)
     r = np.sqrt((d * d).sum(1))
@@ -81,11 +80,10 @@ def main():
 
     phi, mg = [], []
     for x, g in zip(X, G):
-        tree = cKDTree(np.mod(x, L), boxsize=L)
-        n = np.array([len(v) - 1 for v in tree.query_ball_point(np.mod(x, L), o.radius * a)])
+        n = count_within(x, L, o.radius * a)
         phi.append(n / o.radius**2)
-        _, nb = tree.query(np.mod(x, L), k=o.knn + 1)
-        mg.append(g[nb[:, 1:]].mean(1))
+        nb, _ = knn(x, L, o.knn)
+        mg.append(g[nb].mean(1))
     phi, mg = np.array(phi), np.array(mg)
 
     ys = {s: [] for s in sig}
