@@ -150,13 +150,16 @@ typedef struct {
   SgmScoreKind kind;
   SgmFullScore fs;
   SgmFullLossWeights fw;
-  int need_drift;        /* the loss needs b_x and div b */
+  int need_drift;        /* the loss needs b_x (fpe, composite, transition) */
+  int need_divb;         /* and div b (fpe, composite) */
   int64_t j0, nj;        /* this rank's configurations [j0, j0 + nj) of every step */
   double *cx, *cg, *cbx; /* offline cache (nframes, n, dim) of positions, orientations, drift */
   double *cdivb;         /* offline cache (nframes) of div b */
   double *bx, *bg, *bbx; /* batch staging (nj, n, dim) */
   double *bdivb, *dbx;   /* (nj), per-particle drift divergence (n) */
   int need_shift;        /* [model] boltzmann_x: the score needs mu F and its divergence */
+  int stage_shift;       /* ... at the staged configurations (not with transition: it needs them
+                            at the stepped ones, transition_stage) */
   double *cfc, *cdfc;    /* offline cache (nframes, n, dim), (nframes, n) of mu F, div mu F */
   double *bfc, *bdfc;    /* batch staging (nj, n, dim), (nj, n) */
   SgmAoup *reps;         /* online: this rank's nj replicas (PETSC_COMM_SELF engines) */
@@ -673,11 +676,9 @@ static PetscErrorCode full_extract(Trainer *t, SgmAoup e, double *x, double *g, 
   PetscFunctionBeginUser;
   PetscCheck(P->nlocal == t->ap.n, PETSC_COMM_SELF, PETSC_ERR_PLIB, "replica holds %lld of %lld",
              (long long)P->nlocal, (long long)t->ap.n);
-  if (t->need_drift) {
-    PetscCall(sgm_aoup_forces(e));
-    PetscCall(sgm_epr_drift_divergence(e, t->dbx));
-  }
-  if (t->need_shift) PetscCall(sgm_full_score_drift(e, fc, dfc));
+  if (t->need_drift) PetscCall(sgm_aoup_forces(e));
+  if (t->need_divb) PetscCall(sgm_epr_drift_divergence(e, t->dbx));
+  if (t->stage_shift) PetscCall(sgm_full_score_drift(e, fc, dfc));
   double db = -t->ap.gamma * D * (double)t->ap.n;
   for (int64_t i = 0; i < P->nlocal; i++) {
     const int64_t id = P->id[i];
@@ -686,9 +687,9 @@ static PetscErrorCode full_extract(Trainer *t, SgmAoup e, double *x, double *g, 
       g[id * D + a] = P->g[i * D + a];
       if (t->need_drift) bx[id * D + a] = P->f[i * D + a] + t->ap.v0 * P->g[i * D + a];
     }
-    if (t->need_drift) db += t->dbx[i];
+    if (t->need_divb) db += t->dbx[i];
   }
-  if (t->need_drift) *divb = db;
+  if (t->need_divb) *divb = db;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -703,13 +704,13 @@ static PetscErrorCode full_cache_frames(Trainer *t)
   int64_t *st;
   PetscFunctionBeginUser;
   const double bytes = (double)F * (double)row * 8.0 *
-                       (2 + (t->need_drift ? 1 : 0) + (t->need_shift ? 1.0 + 1.0 / D : 0));
+                       (2 + (t->need_drift ? 1 : 0) + (t->stage_shift ? 1.0 + 1.0 / D : 0));
   PetscCheck(bytes < 4e9, t->run->comm, SGM_ERR_USER,
              "train: full-state kinds keep the %lld frames in memory (%.3g GB); use fewer frames",
              (long long)F, bytes / 1e9);
   PetscCall(PetscMalloc2(F * row, &t->cx, F * row, &t->cg));
   if (t->need_drift) PetscCall(PetscMalloc2(F * row, &t->cbx, F, &t->cdivb));
-  if (t->need_shift) PetscCall(PetscMalloc2(F * row, &t->cfc, F * n, &t->cdfc));
+  if (t->stage_shift) PetscCall(PetscMalloc2(F * row, &t->cfc, F * n, &t->cdfc));
   PetscCall(PetscMalloc3(blk * row, &x, blk * row, &g, blk, &st));
   PetscCall(sgm_aoup_create(PETSC_COMM_SELF, &t->ap, &e));
   for (int64_t f0 = 0; f0 < F; f0 += blk) {
@@ -720,8 +721,8 @@ static PetscErrorCode full_cache_frames(Trainer *t)
       PetscCall(sgm_aoup_set_state(e, n, t->ids, x + k * row, g + k * row, st[k]));
       PetscCall(full_extract(
           t, e, t->cx + f * row, t->cg + f * row, t->need_drift ? t->cbx + f * row : NULL,
-          t->need_drift ? t->cdivb + f : NULL, t->need_shift ? t->cfc + f * row : NULL,
-          t->need_shift ? t->cdfc + f * n : NULL));
+          t->need_drift ? t->cdivb + f : NULL, t->stage_shift ? t->cfc + f * row : NULL,
+          t->stage_shift ? t->cdfc + f * n : NULL));
     }
   }
   PetscCall(sgm_aoup_destroy(&e));
@@ -816,11 +817,13 @@ static PetscErrorCode full_setup(Trainer *t, PetscBool resume)
   PetscCallMPI(MPI_Comm_rank(t->run->comm, &rank));
   PetscCallMPI(MPI_Comm_size(t->run->comm, &size));
   block_of(t->batch, size, rank, &t->j0, &t->nj);
-  t->need_drift = t->fw.w_fpe != 0.0 || t->transition;
+  t->need_divb = t->fw.w_fpe != 0.0;
+  t->need_drift = t->need_divb || t->transition;
+  t->stage_shift = t->need_shift && !t->transition;
   PetscCall(
       PetscMalloc3(t->nj * row + 1, &t->bx, t->nj * row + 1, &t->bg, t->nj * row + 1, &t->bbx));
   PetscCall(PetscMalloc2(t->nj + 1, &t->bdivb, t->ap.n, &t->dbx));
-  if (t->need_shift)
+  if (t->stage_shift)
     PetscCall(PetscMalloc2(t->nj * row + 1, &t->bfc, t->nj * t->ap.n + 1, &t->bdfc));
   if (t->transition) {
     const int64_t nv = t->tr_pairs * t->nj;
@@ -896,17 +899,15 @@ static PetscErrorCode full_step(Trainer *t, int64_t step, double *lsum)
     if (t->online) {
       for (int64_t i = 0; i < t->sde_steps; i++) PetscCall(sgm_aoup_step(t->reps[u]));
       PetscCall(full_extract(t, t->reps[u], t->bx + u * row, t->bg + u * row, t->bbx + u * row,
-                             t->bdivb + u, t->need_shift ? t->bfc + u * row : NULL,
-                             t->need_shift ? t->bdfc + u * t->ap.n : NULL));
+                             t->bdivb + u, t->stage_shift ? t->bfc + u * row : NULL,
+                             t->stage_shift ? t->bdfc + u * t->ap.n : NULL));
     } else {
       const int64_t f = sgm_train_frame(t->run->seed, step * t->batch + t->j0 + u, t->nframes);
       PetscCall(PetscArraycpy(t->bx + u * row, t->cx + f * row, row));
       PetscCall(PetscArraycpy(t->bg + u * row, t->cg + f * row, row));
-      if (t->need_drift) {
-        PetscCall(PetscArraycpy(t->bbx + u * row, t->cbx + f * row, row));
-        t->bdivb[u] = t->cdivb[f];
-      }
-      if (t->need_shift) {
+      if (t->need_drift) PetscCall(PetscArraycpy(t->bbx + u * row, t->cbx + f * row, row));
+      if (t->need_divb) t->bdivb[u] = t->cdivb[f];
+      if (t->stage_shift) {
         PetscCall(PetscArraycpy(t->bfc + u * row, t->cfc + f * row, row));
         PetscCall(PetscArraycpy(t->bdfc + u * t->ap.n, t->cdfc + f * t->ap.n, t->ap.n));
       }
@@ -927,7 +928,7 @@ static PetscErrorCode full_step(Trainer *t, int64_t step, double *lsum)
   const SgmFullScoreShift sh = {t->bfc, t->bdfc};
   if (t->nj > 0)
     PetscCall(sgm_full_score_loss(t->fs, &t->fw, (int)t->nj, t->bx, t->bg,
-                                  t->need_drift ? t->bbx : NULL, t->need_drift ? t->bdivb : NULL,
+                                  t->need_drift ? t->bbx : NULL, t->need_divb ? t->bdivb : NULL,
                                   &sh, lsum));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
