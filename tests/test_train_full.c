@@ -705,7 +705,7 @@ START_TEST(test_trap)
   }
   /* short: T = 200 (2001 frames), a small MLP, 400 steps; test trajectory T = 200 */
   const char *shortset[] = {"simulate.n_steps=20000", "model.hidden=32",    "train.steps=400",
-                            "train.warmup=100",       "train.batch=256",    "train.ema=0",
+                            "train.warmup=20",        "train.batch=64",     "train.ema=0",
                             "train.lr=3e-3",          "train.log_every=100"};
   trap_case(SGM_SOURCE_DIR "/input/trap_mlp.toml", 8, shortset, "simulate.n_steps=20000", 0.45, 0,
             m1);
