@@ -50,13 +50,20 @@ import h5py
 import numpy as np
 
 
+def geometry(x):
+    """Pair geometry of frames x (T, N, d) in open space: distances r (T, N, N) with 1e300 on the
+    diagonal, the same with 1 there (rs, for divisions), unit vectors u from j to i
+    (T, N, N, d), and the diagonal mask (1, N, N)."""
+    d = x[:, :, None, :] - x[:, None, :, :]  # x_i - x_j
+    eye = np.eye(x.shape[1], dtype=bool)[None]
+    r = np.where(eye, 1e300, np.sqrt((d**2).sum(-1)))
+    rs = np.where(eye, 1.0, r)
+    return r, rs, d / rs[..., None], eye
+
+
 def drift(x, a, k, beta, mu, pot):
     """Pair forces mu F_i (T, N, d) and the diagonal d(mu F_i,c)/dx_i,c (T, N, d) of frames x."""
-    d = x[:, :, None, :] - x[:, None, :, :]  # x_i - x_j
-    r = np.sqrt((d**2).sum(-1))
-    n = x.shape[1]
-    eye = np.eye(n, dtype=bool)[None]
-    r = np.where(eye, 1e300, r)
+    r, rs, u, eye = geometry(x)
     if k == 0.0:
         return np.zeros_like(x), np.zeros_like(x)
     if pot == "softplus":
@@ -70,8 +77,6 @@ def drift(x, a, k, beta, mu, pot):
         raise SystemExit(f"potential {pot!r}: only softplus and harmonic are implemented here")
     f = np.where(eye, 0.0, f)
     fp = np.where(eye, 0.0, fp)
-    rs = np.where(eye, 1.0, r)
-    u = d / rs[..., None]
     F = mu * (f[..., None] * u).sum(2)
     # d/dx_i,c of f(r) u_c = f'(r) u_c^2 + f(r)/r (1 - u_c^2)
     H = mu * (fp[..., None] * u**2 + (f / rs)[..., None] * (1 - u**2)).sum(2)
@@ -81,15 +86,10 @@ def drift(x, a, k, beta, mu, pot):
 def pair_features(x, g, a, F, H, M):
     """The --pair-basis class of frames x, g (T, N, d): x features and their x divergences, g
     features and their g divergences, each (T * N * d, k), one row per particle component."""
-    T, N, D = x.shape
-    d = x[:, :, None, :] - x[:, None, :, :]
-    r = np.sqrt((d**2).sum(-1))
-    eye = np.eye(N, dtype=bool)[None]
-    r = np.where(eye, 1e300, r)
-    rs = np.where(eye, 1.0, r)
-    u = d / rs[..., None]
-    gi = np.broadcast_to(g[:, :, None, :], d.shape)
-    gj = np.broadcast_to(g[:, None, :, :], d.shape)
+    D = x.shape[2]
+    r, rs, u, eye = geometry(x)
+    gi = np.broadcast_to(g[:, :, None, :], u.shape)
+    gj = np.broadcast_to(g[:, None, :, :], u.shape)
     one = np.ones(x.size)
     zero = np.zeros(x.size)
     xf, xd = [g.ravel(), x.ravel(), one], [zero, one, zero]
