@@ -55,7 +55,9 @@ static double urand(void)
   return (double)(lcg >> 11) / 9007199254740992.0;
 }
 
-static double x_scale; /* [model] x_scale of the next check_model (0: none) */
+static double x_scale;  /* [model] x_scale of the next check_model (0: none) */
+static int pair_hidden; /* [model] pair_hidden of the next check_model (0: none) */
+static double pair_box; /* its periodic box edge (0: open) */
 
 static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int boltzmann)
 {
@@ -65,6 +67,7 @@ static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int b
   c.boltzmann_x = (boltzmann >> 1) & 1, c.eps = 0.5, c.x_scale = x_scale;
   c.max_batch = 3;
   c.max_tan = 5; /* several chunks */
+  c.pair_hidden = pair_hidden, c.pair_depth = 2, c.pair_cutoff = 1.7, c.box = pair_box;
   c.mlp.hidden = 16, c.mlp.depth = 2, c.mlp.act = SGM_NN_ACT_GELU;
   c.tf.d_model = 8, c.tf.n_layers = 1, c.tf.n_heads = 2, c.tf.mlp_hidden = 16;
   c.tf.embed_hidden = 8, c.tf.embed_depth = 1, c.tf.dec_hidden = 8, c.tf.dec_depth = 1;
@@ -116,6 +119,14 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
   SgmFullScoreConfig c = small_cfg(kind, N, learn_x, boltzmann);
   SgmFullScore fs;
   ck_assert_int_eq(sgm_full_score_create(&c, 5, &fs), 0);
+  if (c.pair_hidden > 0) { /* a pair term as large as the network's output (init gives ~0.2) */
+    SgmParams *pp = sgm_full_score_params(fs);
+    for (int t = 0; t < 2; t++) {
+      const int it = sgm_nn_params_find(pp, t ? "pair.net.4.bias" : "pair.net.4.weight");
+      ck_assert_int_ge(it, 0);
+      for (size_t k = 0; k < pp->tensors[it].size; k++) pp->params[pp->tensors[it].offset + k] *= 5;
+    }
+  }
   double fc[B * N * D], dfc[B * N];
   const SgmFullScoreShift shv = {fc, dfc}, *sh = c.boltzmann_x ? &shv : NULL;
   double x[B * N * D], g[B * N * D], bx[B * N * D], divb[B];
@@ -127,7 +138,7 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
   synth_shift(B * N, x, fc, dfc);
   ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sh, sx, sg, dx, dg), 0);
   /* divergences against central differences (a float network: h = 1e-2) */
-  const double h = 1e-2;
+  const double h = c.pair_hidden > 0 ? 4e-3 : 1e-2; /* the pair term's 1/r geometry is curved */
   double err = 0.0;
   for (int part = learn_x ? 0 : 1; part < 2; part++)
     for (int i = 0; i < N; i++) {
@@ -157,8 +168,12 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
   if (!learn_x && c.boltzmann_x) /* s_x is the shift alone */
     for (int k = 0; k < B * N; k++)
       ck_assert(dx[k] == dfc[k] / c.eps && sx[2 * k] == fc[2 * k] / c.eps);
-  ck_assert_msg(err < 2e-2, "kind %d learn_x %d boltzmann %d: divergence vs FD %g", (int)kind,
-                learn_x, boltzmann, err);
+  printf("kind %d learn_x %d boltzmann %d pair %d box %g: divergence vs FD %.3g\n", (int)kind,
+         learn_x, boltzmann, c.pair_hidden, c.box, err);
+  /* the pair term's own finite-difference error is ~1e-4 here; 2e-2 would hide a missing term */
+  ck_assert_msg(err < (c.pair_hidden > 0 ? 2e-3 : 2e-2),
+                "kind %d learn_x %d boltzmann %d pair %d: divergence vs FD %g", (int)kind, learn_x,
+                boltzmann, c.pair_hidden, err);
 
   /* losses: value against the formula, gradient along a random direction against FD */
   SgmParams *par = sgm_full_score_params(fs);
@@ -167,7 +182,17 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
   for (size_t k = 0; k < par->nparams; k++) dir[k] = (float)(2.0 * urand() - 1.0);
   const SgmFullLossWeights ws[3] = {
       {1.0, 0.0, 0.5, 1.0}, {0.0, 1.0, 0.5, 1.0}, {0.7, 0.4, 0.3, 2.0}};
-  for (int wi = learn_x ? 0 : 0; wi < (learn_x ? 3 : 1); wi++) {
+  /* the pair term trains with the transition loss only */
+  for (int wi = 0; c.pair_hidden > 0 && wi < 3; wi++) {
+    double L;
+    const int fpe = ws[wi].w_fpe != 0.0;
+    ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+    PetscErrorCode ierr =
+        sgm_full_score_loss(fs, &ws[wi], B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &L);
+    ck_assert_int_eq(PetscPopErrorHandler(), 0);
+    ck_assert_int_eq(ierr, SGM_ERR_USER);
+  }
+  for (int wi = 0; c.pair_hidden == 0 && wi < (learn_x ? 3 : 1); wi++) {
     const SgmFullLossWeights *w = &ws[wi];
     const int fpe = w->w_fpe != 0.0;
     double L;
@@ -213,27 +238,41 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
                      0);
     ck_assert_msg(fabs(L - Lf) <= 1e-9 * (1.0 + fabs(Lf)), "transition loss %g vs formula %g", L,
                   Lf);
-    double gd = 0.0, dn = 0.0;
-    for (size_t k = 0; k < par->nparams; k++)
-      gd += (double)par->grads[k] * dir[k], dn += dir[k] * dir[k];
-    const double eh = (kind == SGM_SCORE_MLP ? 3e-3 : 3e-4) / sqrt(dn / (double)par->nparams);
-    for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] + (float)(eh * dir[k]);
-    ck_assert_int_eq(sgm_full_score_loss_targets(fs, B, x, g, c.boltzmann_x ? fc : NULL,
-                                                 learn_x ? tx : NULL, tg, wt, &Lp),
-                     0);
-    for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] - (float)(eh * dir[k]);
-    ck_assert_int_eq(sgm_full_score_loss_targets(fs, B, x, g, c.boltzmann_x ? fc : NULL,
-                                                 learn_x ? tx : NULL, tg, wt, &Lm),
-                     0);
-    memcpy(par->params, p0, par->nparams * sizeof(float));
-    const double fd = (Lp - Lm) / (2 * eh);
-    printf("kind %d learn_x %d boltzmann %d transition: grad.dir %.6g, FD %.6g\n", (int)kind,
-           learn_x, boltzmann, gd, fd);
-    ck_assert_msg(fabs(gd - fd) <= 3e-2 * fabs(fd) + 1e-3 * (1.0 + fabs(L)),
-                  "kind %d transition: gradient %g vs FD %g", (int)kind, gd, fd);
+    /* along a random direction of all parameters, then (pair term) of the pair's alone */
+    const int ip = sgm_nn_params_find(par, "pair.net.0.weight");
+    ck_assert_int_eq(ip >= 0, c.pair_hidden > 0);
+    for (int pass = 0; pass < (ip >= 0 ? 2 : 1); pass++) {
+      if (pass == 1) { /* the gradient again: the FD evaluations accumulated into it */
+        for (size_t k = 0; k < par->tensors[ip].offset; k++) dir[k] = 0.0f;
+        sgm_nn_params_zero_grad(par);
+        ck_assert_int_eq(sgm_full_score_loss_targets(fs, B, x, g, c.boltzmann_x ? fc : NULL,
+                                                     learn_x ? tx : NULL, tg, wt, &L),
+                         0);
+      }
+      double gd = 0.0, dn = 0.0;
+      for (size_t k = 0; k < par->nparams; k++)
+        gd += (double)par->grads[k] * dir[k], dn += dir[k] * dir[k];
+      const double eh =
+          (kind == SGM_SCORE_MLP || pass ? 3e-3 : 3e-4) / sqrt(dn / (double)par->nparams);
+      for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] + (float)(eh * dir[k]);
+      ck_assert_int_eq(sgm_full_score_loss_targets(fs, B, x, g, c.boltzmann_x ? fc : NULL,
+                                                   learn_x ? tx : NULL, tg, wt, &Lp),
+                       0);
+      for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] - (float)(eh * dir[k]);
+      ck_assert_int_eq(sgm_full_score_loss_targets(fs, B, x, g, c.boltzmann_x ? fc : NULL,
+                                                   learn_x ? tx : NULL, tg, wt, &Lm),
+                       0);
+      memcpy(par->params, p0, par->nparams * sizeof(float));
+      const double fd = (Lp - Lm) / (2 * eh);
+      printf("kind %d learn_x %d boltzmann %d pair %d transition (%s): grad.dir %.6g, FD %.6g\n",
+             (int)kind, learn_x, boltzmann, c.pair_hidden, pass ? "pair" : "all", gd, fd);
+      ck_assert_msg(fabs(gd - fd) <= 3e-2 * fabs(fd) + 1e-3 * (1.0 + fabs(L)),
+                    "kind %d transition: gradient %g vs FD %g", (int)kind, gd, fd);
+      ck_assert(!pass || fabs(fd) > 1e-3 * (1.0 + fabs(L))); /* the pair term matters */
+    }
   }
   /* the FPE residual without s_x is refused */
-  if (!learn_x) {
+  if (!learn_x && c.pair_hidden == 0) {
     double L;
     ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
     PetscErrorCode ierr = sgm_full_score_loss(fs, &ws[1], B, x, g, bx, divb, sh, &L);
@@ -255,6 +294,12 @@ START_TEST(test_mlp_grad)
   check_model(SGM_SCORE_MLP, 1, 3);
   check_model(SGM_SCORE_MLP, 1, 0);
   x_scale = 0.0;
+  pair_hidden = 12; /* the learned pair term: open space, then a periodic box of edge 2.5 */
+  check_model(SGM_SCORE_MLP, 1, 3);
+  check_model(SGM_SCORE_MLP, 0, 1);
+  pair_box = 2.5;
+  check_model(SGM_SCORE_MLP, 1, 0);
+  pair_hidden = 0, pair_box = 0.0;
 }
 END_TEST
 
@@ -266,6 +311,66 @@ START_TEST(test_transformer_grad)
   x_scale = 3.0;
   check_model(SGM_SCORE_TRANSFORMER, 1, 3);
   x_scale = 0.0;
+  pair_hidden = 12;
+  check_model(SGM_SCORE_TRANSFORMER, 1, 3);
+  pair_hidden = 0;
+}
+END_TEST
+
+/* The pair term in chunks: 4 configurations of 40 particles, all pairs within the cutoff, are
+ * 6240 rows, two chunks of at most 4096 (SGM_PAIR_ROWS), the first ending inside the third
+ * configuration; the scores, divergences and transition-loss gradient of the batch must equal
+ * those of the configurations one at a time (single chunks), up to float GEMM blocking. */
+START_TEST(test_pair_chunks)
+{
+  enum { N = 40, B = 4, D = 2 };
+  x_scale = 0.0, pair_hidden = 8, pair_box = 0.0;
+  SgmFullScoreConfig c = small_cfg(SGM_SCORE_MLP, N, 1, 1);
+  c.pair_cutoff = 100.0, c.max_batch = B;
+  pair_hidden = 0;
+  SgmFullScore fs;
+  ck_assert_int_eq(sgm_full_score_create(&c, 9, &fs), 0);
+  SgmParams *par = sgm_full_score_params(fs);
+  static double x[B * N * D], g[B * N * D], tx[B * N * D], tg[B * N * D];
+  static double sx[B * N * D], sg[B * N * D], dx[B * N], dg[B * N];
+  static double sx1[N * D], sg1[N * D], dx1[N], dg1[N];
+  for (int k = 0; k < B * N * D; k++) {
+    x[k] = 6.0 * urand() - 3.0, g[k] = 2.0 * urand() - 1.0;
+    tx[k] = 2.0 * urand() - 1.0, tg[k] = 2.0 * urand() - 1.0;
+  }
+  ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, NULL, sx, sg, dx, dg), 0);
+  double err = 0.0, L, L1, Lsum = 0.0;
+  for (int b = 0; b < B; b++) {
+    const size_t o = (size_t)b * N * D;
+    ck_assert_int_eq(sgm_full_score_eval(fs, 1, x + o, g + o, NULL, sx1, sg1, dx1, dg1), 0);
+    for (int k = 0; k < N * D; k++)
+      err = fmax(err, fmax(fabs(sx1[k] - sx[o + k]), fabs(sg1[k] - sg[o + k])) /
+                          (1.0 + fabs(sx[o + k]) + fabs(sg[o + k])));
+    for (int i = 0; i < N; i++)
+      err = fmax(err, fmax(fabs(dx1[i] - dx[b * N + i]), fabs(dg1[i] - dg[b * N + i])) /
+                          (1.0 + fabs(dx[b * N + i]) + fabs(dg[b * N + i])));
+  }
+  printf("pair chunks: batch vs one at a time %.3g\n", err);
+  ck_assert_msg(err < 1e-5, "pair chunks: batch vs one at a time %g", err);
+  float *g1 = malloc(par->nparams * sizeof(float));
+  sgm_nn_params_zero_grad(par);
+  for (int b = 0; b < B; b++) {
+    const size_t o = (size_t)b * N * D;
+    ck_assert_int_eq(
+        sgm_full_score_loss_targets(fs, 1, x + o, g + o, NULL, tx + o, tg + o, 1.0, &L1), 0);
+    Lsum += L1;
+  }
+  memcpy(g1, par->grads, par->nparams * sizeof(float));
+  sgm_nn_params_zero_grad(par);
+  ck_assert_int_eq(sgm_full_score_loss_targets(fs, B, x, g, NULL, tx, tg, 1.0, &L), 0);
+  double gerr = 0.0, gmax = 0.0;
+  for (size_t k = 0; k < par->nparams; k++)
+    gerr = fmax(gerr, fabs((double)par->grads[k] - g1[k])), gmax = fmax(gmax, fabs(g1[k]));
+  printf("pair chunks: loss %.10g vs %.10g, gradient %.3g of %.3g\n", L, Lsum, gerr, gmax);
+  ck_assert(fabs(L - Lsum) <= 1e-6 * (1.0 + fabs(L)));
+  ck_assert_msg(gerr <= 1e-4 * gmax, "pair chunks: gradient %g of %g", gerr, gmax);
+  free(g1);
+  ck_assert_int_eq(sgm_full_score_destroy(&fs), 0);
 }
 END_TEST
 
@@ -358,7 +463,7 @@ static const char *model_toml(const char *kind, const char *dir, const char *pat
  * drift divergence computed on all ranks with ghosts, gathered by id) over eps: an independent
  * path from the provider's and the train stage's (sgm_full_score_drift on a PETSC_COMM_SELF
  * engine). */
-static void provider_case(const char *kind, int boltzmann_x)
+static void provider_case(const char *kind, int boltzmann_x, int pair)
 {
   MPI_Comm comm = sgm_test_comm();
   enum { N = 5, D = 2 };
@@ -369,10 +474,13 @@ static void provider_case(const char *kind, int boltzmann_x)
   SgmScoreModelSpec ms;
   SgmScoreProvider sp;
   SgmAoup s;
-  snprintf(path, sizeof path, "%s/%s_model%d.h5", dir, kind, boltzmann_x);
-  const char *bset[2] = {"model.boltzmann_x=true", "system.k=3.0"};
+  snprintf(path, sizeof path, "%s/%s_model%d%d.h5", dir, kind, boltzmann_x, pair);
+  const char *bset[4] = {"model.boltzmann_x=true", "system.k=3.0", "model.pair_hidden=6",
+                         "model.pair_cutoff=2.5"};
+  const char *pset[2] = {"model.pair_hidden=6", "model.pair_cutoff=2.5"};
   ck_assert_int_eq(sgm_config_create_from_string(comm, "full.toml", model_toml(kind, dir, path, 16),
-                                                 boltzmann_x ? 2 : 0, bset, &cfg),
+                                                 boltzmann_x ? 2 + 2 * pair : 2 * pair,
+                                                 boltzmann_x ? bset : pset, &cfg),
                    0);
   ck_assert_int_eq(sgm_aoup_params_from_config(cfg, 7, &p), 0);
   ck_assert_int_eq(sgm_score_model_build(comm, cfg, D, N, 11, &ms), 0);
@@ -439,10 +547,13 @@ static void provider_case(const char *kind, int boltzmann_x)
 
 START_TEST(test_provider)
 {
-  provider_case("mlp", 0);
-  provider_case("transformer", 0);
-  provider_case("mlp", 1);
-  provider_case("transformer", 1);
+  lcg = 20261206; /* its own draw, whatever the tests before it drew (no fork under MPI) */
+  provider_case("mlp", 0, 0);
+  provider_case("transformer", 0, 0);
+  provider_case("mlp", 1, 0);
+  provider_case("transformer", 1, 0);
+  provider_case("mlp", 0, 1); /* with the pair term (its tensors in model.h5) */
+  provider_case("transformer", 1, 1);
 }
 END_TEST
 
@@ -511,6 +622,9 @@ START_TEST(test_rank_invariance_transformer)
   const char *tr[3] = {"model.kind=\"transformer\"", "train.loss=\"transition\"",
                        "model.boltzmann_x=true"};
   rank_invariance("transformer offline transition boltzmann_x", 3, tr);
+  const char *pr[4] = {"model.kind=\"transformer\"", "train.loss=\"transition\"",
+                       "model.pair_hidden=8", "model.pair_cutoff=3.0"};
+  rank_invariance("transformer offline transition pair", 4, pr);
 }
 END_TEST
 
@@ -527,6 +641,9 @@ START_TEST(test_restart_identity)
   restart_identity("transformer offline sm", 1, tf);
   const char *tr[2] = {"train.loss=\"transition\"", "model.boltzmann_x=true"};
   restart_identity("mlp offline transition", 2, tr);
+  const char *pr[4] = {"train.loss=\"transition\"", "train.mode=\"online\"", "model.pair_hidden=8",
+                       "model.pair_cutoff=3.0"};
+  restart_identity("mlp online transition pair", 4, pr);
 }
 END_TEST
 
@@ -545,6 +662,17 @@ START_TEST(test_config_check)
   for (int c = 0; c < 6; c++) {
     ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
     PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"train\"]", 2, bad[c], NULL);
+    ck_assert_int_eq(PetscPopErrorHandler(), 0);
+    ck_assert_int_eq(ierr, SGM_ERR_USER);
+  }
+  /* the pair term: trained with the transition loss only (base: sm); full-state kinds only,
+   * refused by the input check whatever the stages */
+  const char *pbad[2][2] = {{"model.pair_hidden=8", "train.loss=\"sm\""},
+                            {"model.pair_hidden=8", "model.kind=\"local_transformer\""}};
+  for (int c = 0; c < 2; c++) {
+    ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+    PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, c ? "[\"simulate\"]" : "[\"train\"]",
+                                   2, pbad[c], NULL);
     ck_assert_int_eq(PetscPopErrorHandler(), 0);
     ck_assert_int_eq(ierr, SGM_ERR_USER);
   }
@@ -730,6 +858,7 @@ static Suite *suite(void)
   if (!long_run && !trap_run) {
     tcase_add_test(tc, test_mlp_grad);
     tcase_add_test(tc, test_transformer_grad);
+    tcase_add_test(tc, test_pair_chunks);
     tcase_add_test(tc, test_boltzmann_x_exact);
     tcase_add_test(tc, test_provider);
     tcase_add_test(tc, test_config_check);

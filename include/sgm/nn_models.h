@@ -52,6 +52,11 @@
 void sgm_nn_params_zero_grad(SgmParams *p);
 /// Index of the tensor called `name`, or -1.
 int sgm_nn_params_find(const SgmParams *p, const char *name);
+/// Moves a model's slab into storage owned by the caller: copies p's parameters and gradients
+/// into params and grads (p->nparams floats each), frees p's own, points p at them and marks p
+/// external, so that the model's destroy leaves them alone (they must outlive the model). Used to
+/// put two models' parameters into one slab for one optimiser, allreduce and model file.
+PetscErrorCode sgm_nn_params_rebind(SgmParams *p, float *params, float *grads);
 
 /// Which input a divergence or JVP differentiates.
 typedef enum { SGM_NN_INPUT_X = 0, SGM_NN_INPUT_G = 1 } SgmNnInput;

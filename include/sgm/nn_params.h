@@ -27,6 +27,7 @@ typedef struct {
   size_t nparams;
   int ntensors;
   SgmTensorView *tensors;
+  int external; /* 1: params/grads view storage owned by someone else (sgm_nn_params_rebind) */
 } SgmParams;
 
 #endif

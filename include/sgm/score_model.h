@@ -72,6 +72,10 @@ typedef struct {
   double x_scale;            /* positions enter the network as x / x_scale (0 or 1: as they are) */
   int max_batch;             /* configurations per forward pass */
   int max_tan;               /* tangent directions per JVP chunk (0: automatic) */
+  int pair_hidden;           /* > 0: the learned pair term (pair_head.h) with this MLP width */
+  int pair_depth;            /* its hidden layers */
+  double pair_cutoff;        /* its cutoff radius r_c (> 0 when pair_hidden > 0) */
+  double box;                /* periodic box edge for the pair distances, 0 for open space */
   SgmNnMlpConfig mlp;        /* kind mlp: hidden, depth, act (in/out widths are set here) */
   SgmNnTransformerConfig tf; /* kind transformer: everything but dim, gdim, out_dim */
 } SgmFullScoreConfig;

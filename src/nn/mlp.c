@@ -39,6 +39,19 @@ int sgm_nn_params_find(const SgmParams *p, const char *name)
   return -1;
 }
 
+PetscErrorCode sgm_nn_params_rebind(SgmParams *p, float *params, float *grads)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(!p->external, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE,
+             "params: the slab is already external");
+  memcpy(params, p->params, p->nparams * sizeof(float));
+  memcpy(grads, p->grads, p->nparams * sizeof(float));
+  PetscCall(PetscFree(p->params));
+  PetscCall(PetscFree(p->grads));
+  p->params = params, p->grads = grads, p->external = 1;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_nn_mlp_create(const SgmNnMlpConfig *cfg, int max_batch, int max_tan,
                                  uint64_t seed, SgmNnMlp *mp)
 {
@@ -92,8 +105,10 @@ PetscErrorCode sgm_nn_mlp_destroy(SgmNnMlp *mp)
   if (!mp || !*mp) PetscFunctionReturn(PETSC_SUCCESS);
   SgmNnMlp m = *mp;
   PetscCall(sgm_nn_arena_free(&m->ar));
-  PetscCall(PetscFree(m->params.params));
-  PetscCall(PetscFree(m->params.grads));
+  if (!m->params.external) {
+    PetscCall(PetscFree(m->params.params));
+    PetscCall(PetscFree(m->params.grads));
+  }
   PetscCall(PetscFree(m->params.tensors));
   PetscCall(PetscFree(m->freq));
   PetscCall(PetscFree(m->t));

@@ -251,8 +251,10 @@ PetscErrorCode sgm_nn_transformer_destroy(SgmNnTransformer *mp)
   if (!mp || !*mp) PetscFunctionReturn(PETSC_SUCCESS);
   SgmNnTransformer m = *mp;
   PetscCall(sgm_nn_arena_free(&m->ar));
-  PetscCall(PetscFree(m->params.params));
-  PetscCall(PetscFree(m->params.grads));
+  if (!m->params.external) {
+    PetscCall(PetscFree(m->params.params));
+    PetscCall(PetscFree(m->params.grads));
+  }
   PetscCall(PetscFree(m->params.tensors));
   PetscCall(PetscFree(m->blk));
   PetscCall(PetscFree(m->mask));

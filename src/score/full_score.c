@@ -20,11 +20,18 @@
  *  - Input scale ([model] x_scale): the network sees x / x_scale, so that positions spread over
  *    a trap or box of size ~x_scale enter at O(1); the x divergences and their cotangents carry
  *    the chain-rule factor 1 / x_scale (the network's own JVPs are in its input units).
+ *  - Pair term ([model] pair_hidden > 0, pair_head.h): a learned function of each close pair's
+ *    geometry added to both scores in double, with its exact divergences; its parameters follow
+ *    the network's in one slab (tensors pair.net.*, sgm_nn_params_rebind), so the optimiser, the
+ *    gradient allreduce and model.h5 see one model. The transition loss trains it; the
+ *    divergence-based losses (sm, fpe, composite) would need the pair head's reverse-over-forward
+ *    and refuse it.
  *  - Losses are formed in double from the float outputs, summed over particles (eq. 26 sums the
  *    full vector), and returned as sums over configurations; the caller divides by the global
  *    batch size after the gradient allreduce.
  */
 #include "sgm/score_model.h"
+#include "pair_head.h"
 #include "sgm/core.h"
 #include "sgm/epr.h"
 
@@ -47,7 +54,37 @@ struct SgmFullScore_ {
   float *tx, *tout, *dtout; /* MLP chunk tangents */
   float *fdx, *fdg;         /* transformer divergences / divergence cotangents (mb, n) */
   double *divx, *divg;      /* network divergences (mb, n), no Boltzmann term */
+  SgmPairHead ph;           /* pair term, or NULL */
+  SgmParams cat;            /* with the pair term: the network's tensors, then pair.net.* */
+  double *psx, *psg;        /* pair terms of the last forward (mb, n, dim) */
+  double *pdx, *pdg;        /* their divergences (mb, n) */
+  double *dsx, *dsg;        /* score cotangents for the pair term's backward (mb, n, dim) */
 };
+
+/* One slab for the network and the pair head: cat holds both tables (the pair's names prefixed
+ * "pair.", offsets after the network's), and both models are rebound into it. */
+static PetscErrorCode concat_params(SgmFullScore fs)
+{
+  SgmParams *a = fs->par, *b = sgm_pair_head_params(fs->ph), *c = &fs->cat;
+  PetscFunctionBeginUser;
+  c->nparams = a->nparams + b->nparams;
+  c->ntensors = a->ntensors + b->ntensors;
+  PetscCall(PetscCalloc1(c->ntensors, &c->tensors));
+  PetscCall(PetscMalloc2(c->nparams, &c->params, c->nparams, &c->grads));
+  for (int k = 0; k < a->ntensors; k++) c->tensors[k] = a->tensors[k];
+  for (int k = 0; k < b->ntensors; k++) {
+    SgmTensorView *v = &c->tensors[a->ntensors + k];
+    *v = b->tensors[k];
+    PetscCheck(strlen(b->tensors[k].name) + 5 < SGM_NN_NAME_LEN, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ,
+               "full score: tensor name %s too long", b->tensors[k].name);
+    snprintf(v->name, SGM_NN_NAME_LEN, "pair.%s", b->tensors[k].name);
+    v->offset += a->nparams;
+  }
+  PetscCall(sgm_nn_params_rebind(a, c->params, c->grads));
+  PetscCall(sgm_nn_params_rebind(b, c->params + a->nparams, c->grads + a->nparams));
+  fs->par = c;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
 
 PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed, SgmFullScore *out)
 {
@@ -90,6 +127,22 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
   PetscCall(PetscMalloc2((size_t)mb * n * fs->od, &fs->out, (size_t)mb * n * fs->od, &fs->dout));
   PetscCall(PetscMalloc4((size_t)mb * n, &fs->fdx, (size_t)mb * n, &fs->fdg, (size_t)mb * n,
                          &fs->divx, (size_t)mb * n, &fs->divg));
+  if (c->pair_hidden > 0) {
+    const SgmPairHeadConfig pc = {n,
+                                  D,
+                                  c->learn_x,
+                                  c->pair_hidden,
+                                  c->pair_depth,
+                                  c->kind == SGM_SCORE_MLP ? c->mlp.act : c->tf.act,
+                                  c->pair_cutoff,
+                                  c->box};
+    /* its own init stream: the pair's tensor k must not repeat the network's tensor k */
+    PetscCall(sgm_pair_head_create(&pc, seed ^ UINT64_C(0x5041495248454144), &fs->ph));
+    PetscCall(concat_params(fs));
+    const size_t nd = (size_t)mb * n * D;
+    PetscCall(PetscCalloc6(nd, &fs->psx, nd, &fs->psg, (size_t)mb * n, &fs->pdx, (size_t)mb * n,
+                           &fs->pdg, nd, &fs->dsx, nd, &fs->dsg));
+  }
   *out = fs;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -110,6 +163,12 @@ PetscErrorCode sgm_full_score_destroy(SgmFullScore *p)
   }
   PetscCall(PetscFree2(fs->out, fs->dout));
   PetscCall(PetscFree4(fs->fdx, fs->fdg, fs->divx, fs->divg));
+  if (fs->ph) {
+    PetscCall(sgm_pair_head_destroy(&fs->ph));
+    PetscCall(PetscFree2(fs->cat.params, fs->cat.grads));
+    PetscCall(PetscFree(fs->cat.tensors));
+    PetscCall(PetscFree6(fs->psx, fs->psg, fs->pdx, fs->pdg, fs->dsx, fs->dsg));
+  }
   PetscCall(PetscFree(fs));
   *p = NULL;
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -140,6 +199,16 @@ static PetscErrorCode forward(SgmFullScore fs, int B, const double *x, const dou
       fs->in[k] = (float)(x[k] * fs->ixs), fs->gin[k] = (float)g[k];
     PetscCall(sgm_nn_transformer_forward(fs->tf, fs->out, fs->in, fs->gin, NULL, B));
   }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* The pair terms of the last forward's B configurations (and their divergences when div). */
+static PetscErrorCode pair_forward(SgmFullScore fs, const double *x, const double *g, int div)
+{
+  PetscFunctionBeginUser;
+  if (fs->ph)
+    PetscCall(sgm_pair_head_eval(fs->ph, fs->B, x, g, fs->psx, fs->psg, div ? fs->pdx : NULL,
+                                 div ? fs->pdg : NULL));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -248,6 +317,10 @@ static void score_of(const SgmFullScore fs, int b, int i, const double *g, const
     sx[a] =
         (fs->c.learn_x ? (double)o[a] : 0.0) + (fs->c.boltzmann_x ? fc[k + a] / fs->c.eps : 0.0);
     sg[a] = (double)o[og + a] - (fs->c.boltzmann ? g[k + a] : 0.0);
+    if (fs->ph) {
+      if (fs->c.learn_x) sx[a] += fs->psx[k + a];
+      sg[a] += fs->psg[k + a];
+    }
   }
 }
 
@@ -258,6 +331,7 @@ static void div_of(const SgmFullScore fs, int b, int i, const double *divfc, dou
   const size_t k = (size_t)b * fs->c.n + i;
   *dx = fs->divx[k] + (fs->c.boltzmann_x ? divfc[k] / fs->c.eps : 0.0);
   *dg = fs->divg[k] - (fs->c.boltzmann ? (double)fs->c.dim : 0.0);
+  if (fs->ph) *dx += fs->pdx[k], *dg += fs->pdg[k];
 }
 
 static PetscErrorCode check_shift(const SgmFullScore fs, const SgmFullScoreShift *sh)
@@ -299,6 +373,7 @@ PetscErrorCode sgm_full_score_eval(SgmFullScore fs, int B, const double *x, cons
     const double *fc = fs->c.boltzmann_x ? sh->fc + off : NULL;
     const double *dfc = fs->c.boltzmann_x ? sh->divfc + (size_t)b0 * n : NULL;
     PetscCall(forward(fs, nb, x + off, g + off));
+    PetscCall(pair_forward(fs, x + off, g + off, 1));
     PetscCall(divergences(fs));
     for (int b = 0; b < nb; b++)
       for (int i = 0; i < n; i++) {
@@ -321,6 +396,8 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
   PetscFunctionBeginUser;
   PetscCheck(w->w_fpe == 0.0 || (lx && bx && divb), PETSC_COMM_SELF, SGM_ERR_USER,
              "the FPE residual loss needs s_x (learn = \"xg\") and the drift");
+  PetscCheck(!fs->ph, PETSC_COMM_SELF, SGM_ERR_USER,
+             "the pair term ([model] pair_hidden > 0) trains with loss = \"transition\" only");
   PetscCall(check_shift(fs, sh));
   for (int b0 = 0; b0 < B; b0 += fs->c.max_batch) {
     const int nb = PetscMin(fs->c.max_batch, B - b0);
@@ -389,6 +466,7 @@ PetscErrorCode sgm_full_score_loss_targets(SgmFullScore fs, int B, const double 
     const int nb = PetscMin(fs->c.max_batch, B - b0);
     const size_t off = (size_t)b0 * n * D;
     PetscCall(forward(fs, nb, x + off, g + off));
+    PetscCall(pair_forward(fs, x + off, g + off, 0));
     for (int b = 0; b < nb; b++)
       for (int i = 0; i < n; i++) {
         double sx[3], sg[3];
@@ -399,11 +477,14 @@ PetscErrorCode sgm_full_score_loss_targets(SgmFullScore fs, int B, const double 
           if (lx) {
             acc += sx[a] * sx[a] - 2.0 * sx[a] * tx[kk + a];
             o[a] = (float)(2.0 * weight * (sx[a] - tx[kk + a]));
+            if (fs->ph) fs->dsx[k * D + a] = 2.0 * weight * (sx[a] - tx[kk + a]);
           }
           acc += sg[a] * sg[a] - 2.0 * sg[a] * tg[kk + a];
           o[(lx ? D : 0) + a] = (float)(2.0 * weight * (sg[a] - tg[kk + a]));
+          if (fs->ph) fs->dsg[k * D + a] = 2.0 * weight * (sg[a] - tg[kk + a]);
         }
       }
+    if (fs->ph) PetscCall(sgm_pair_head_backward(fs->ph, nb, x + off, g + off, fs->dsx, fs->dsg));
     if (fs->mlp)
       PetscCall(sgm_nn_mlp_backward(fs->mlp, NULL, fs->dout));
     else

@@ -302,6 +302,24 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
   if (ms->boltzmann_x) ms->arch[na++] = SGM_NN_ATTR_I("boltzmann_x", 1);
   /* likewise x_scale, written only when it is not 1 */
   if (fc.x_scale != 1.0) ms->arch[na++] = SGM_NN_ATTR_R("x_scale", fc.x_scale);
+  PetscCall(sgm_config_get_int(cfg, "model.pair_hidden", &v));
+  fc.pair_hidden = (int)v;
+  if (fc.pair_hidden > 0) {
+    const char *bnd;
+    double a;
+    PetscCall(sgm_config_get_int(cfg, "model.pair_depth", &v));
+    fc.pair_depth = (int)v;
+    PetscCall(sgm_config_get_real(cfg, "model.pair_cutoff", &fc.pair_cutoff));
+    PetscCall(sgm_config_get_real(cfg, "system.a", &a));
+    if (fc.pair_cutoff <= 0.0) fc.pair_cutoff = 4.0 * a;
+    PetscCheck(fc.pair_cutoff > 0.0, comm, SGM_ERR_USER,
+               "[model] pair_cutoff: the default 4 a needs [system] a > 0");
+    PetscCall(sgm_config_get_string(cfg, "system.boundary", &bnd));
+    if (!strcmp(bnd, "periodic")) PetscCall(sgm_config_get_real(cfg, "system.L", &fc.box));
+    ms->arch[na++] = SGM_NN_ATTR_I("pair_hidden", fc.pair_hidden);
+    ms->arch[na++] = SGM_NN_ATTR_I("pair_depth", fc.pair_depth);
+    ms->arch[na++] = SGM_NN_ATTR_R("pair_cutoff", fc.pair_cutoff);
+  }
   if (!strcmp(kind, "mlp")) {
     ms->kind = fc.kind = SGM_SCORE_MLP;
     fc.mlp.act = act_from_name(act);

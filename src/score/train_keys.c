@@ -39,6 +39,14 @@ static const SgmKeySpec model_keys[] = {
     {"x_scale", SGM_KEY_REAL, "1.0", 0, 1e-300, INFINITY, NULL, "length",
      "Full-state kinds (mlp, transformer): positions enter the network as x / x_scale (e.g. the "
      "trap or box size, so that they are O(1)); divergences carry the chain-rule factor"},
+    {"pair_hidden", SGM_KEY_INT, "0", 0, 0, 1 << 16, NULL, "",
+     "Full-state kinds: > 0 adds a learned pair term of this MLP width to both scores: for each "
+     "pair closer than pair_cutoff, f(r, g_i.u, g_j.u, g_i.g_j) along u = (x_i - x_j)/r, g_i and "
+     "g_j with a smooth cutoff, exact divergences (docs/training.md). Trained with loss = "
+     "\"transition\"; 0: none"},
+    {"pair_depth", SGM_KEY_INT, "2", 0, 1, 64, NULL, "", "Hidden layers of the pair-term MLP"},
+    {"pair_cutoff", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "length",
+     "Cutoff radius of the pair term (0: 4 a, twice the contact distance 2 a)"},
     {"boltzmann_x", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
      "Boltzmann-informed parameterisation of the x score, s_x^i = mu F_i / eps + N_x^i with mu F_i "
      "the conservative drift (pair forces and trap; App. F.3.2: -grad Phi / eps), exact with N = 0 "
@@ -160,6 +168,21 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
                          "s_x = mu F / eps + N_x needs translational noise: [system] eps = %g must "
                          "be > 0",
                          eps);
+  }
+  int64_t ph;
+  PetscCall(sgm_config_get_int(cfg, "model.pair_hidden", &ph));
+  if (ph > 0) {
+    PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+    if (!strcmp(kind, "local_transformer"))
+      sgm_config_problem(pb, "model.pair_hidden",
+                         "the pair term is implemented for the full-state kinds (kind = \"mlp\" "
+                         "or \"transformer\") only");
+    PetscCall(sgm_config_get_string(cfg, "train.loss", &loss));
+    if (train && strcmp(loss, "transition"))
+      sgm_config_problem(pb, "model.pair_hidden",
+                         "the pair term trains with loss = \"transition\" (the divergence-based "
+                         "losses would need its second derivatives); got loss = \"%s\"",
+                         loss);
   }
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
   PetscCall(sgm_config_get_int(cfg, "model.d_e", &de));

@@ -1,0 +1,244 @@
+/* The learned pair term of the full-state score networks (pair_head.h).
+ *
+ * Divergences. For a row (i, j) with z = (rho, a, b, c) = (r / r_c, g_i.u, g_j.u, g_i.g_j),
+ * p = |g_i|^2, q = |g_j|^2 and J_km = d f_k / d z_m (four one-hot JVPs of the MLP):
+ *   grad_{x_i} rho = u / r_c, grad_{x_i} a = (g_i - a u) / r, grad_{x_i} b = (g_j - b u) / r,
+ *   grad_{x_i} c = 0, div_{x_i} u = (d - 1) / r, and g_i, g_j do not depend on x_i, so
+ *   div_{x_i} (phi f u)   = phi' f + phi J_rho / r_c + phi f (d - 1) / r
+ *   div_{x_i} (phi f g_i) = phi' f a + phi (J_rho a / r_c + J_a (p - a^2) / r + J_b (c - a b) / r)
+ *   div_{x_i} (phi f g_j) = phi' f b + phi (J_rho b / r_c + J_a (c - a b) / r + J_b (q - b^2) / r);
+ *   grad_{g_i} a = u, grad_{g_i} c = g_j (rho and b do not depend on g_i), div_{g_i} g_i = d:
+ *   div_{g_i} (phi f u)   = phi (J_a + J_c b)
+ *   div_{g_i} (phi f g_i) = phi (J_a a + J_c c + d f)
+ *   div_{g_i} (phi f g_j) = phi (J_a b + J_c q).
+ * Rows are built in the order (configuration, i < j) with (i, j) followed by (j, i), the same in
+ * every pass, so that the backward's recomputed forward sees the same chunks.
+ */
+#include "pair_head.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct {
+  int b, i, j;
+  double r, u[3], phi, dphi;
+} PairRow;
+
+struct SgmPairHead_ {
+  SgmPairHeadConfig c;
+  SgmNnMlp mlp;
+  int no; /* MLP outputs: 6 with learn_x, else 3 */
+  PairRow *rows;
+  float *z, *out, *dout, *tz, *tout;
+};
+
+typedef struct {
+  double *sx, *sg, *divx, *divg; /* eval */
+  const double *dsx, *dsg;       /* backward */
+} PairCtx;
+
+PetscErrorCode sgm_pair_head_create(const SgmPairHeadConfig *c, uint64_t seed, SgmPairHead *out)
+{
+  SgmPairHead ph;
+  PetscFunctionBeginUser;
+  PetscCheck(c->cutoff > 0.0 && isfinite(c->cutoff), PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "pair head: cutoff %g must be positive", c->cutoff);
+  PetscCheck(c->dim >= 1 && c->dim <= 3 && c->hidden >= 1 && c->depth >= 1, PETSC_COMM_SELF,
+             PETSC_ERR_ARG_OUTOFRANGE, "pair head: dim, hidden, depth out of range");
+  PetscCall(PetscNew(&ph));
+  ph->c = *c;
+  ph->no = c->learn_x ? 6 : 3;
+  SgmNnMlpConfig mc = {0};
+  mc.in_dim = 4, mc.out_dim = ph->no, mc.hidden = c->hidden, mc.depth = c->depth, mc.act = c->act;
+  PetscCall(sgm_nn_mlp_create(&mc, SGM_PAIR_ROWS, 4, seed, &ph->mlp));
+  const size_t R = SGM_PAIR_ROWS;
+  PetscCall(PetscMalloc1(R, &ph->rows));
+  PetscCall(PetscMalloc5(R * 4, &ph->z, R * ph->no, &ph->out, R * ph->no, &ph->dout, 4 * R * 4,
+                         &ph->tz, 4 * R * ph->no, &ph->tout));
+  *out = ph;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_pair_head_destroy(SgmPairHead *p)
+{
+  PetscFunctionBeginUser;
+  if (!p || !*p) PetscFunctionReturn(PETSC_SUCCESS);
+  SgmPairHead ph = *p;
+  PetscCall(sgm_nn_mlp_destroy(&ph->mlp));
+  PetscCall(PetscFree(ph->rows));
+  PetscCall(PetscFree5(ph->z, ph->out, ph->dout, ph->tz, ph->tout));
+  PetscCall(PetscFree(ph));
+  *p = NULL;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+SgmParams *sgm_pair_head_params(SgmPairHead ph)
+{
+  return sgm_nn_mlp_params(ph->mlp);
+}
+
+static inline double dot(const double *a, const double *b, int D)
+{
+  double s = 0.0;
+  for (int k = 0; k < D; k++) s += a[k] * b[k];
+  return s;
+}
+
+/* The row geometry: a = g_i.u, b = g_j.u, c = g_i.g_j, p = |g_i|^2, q = |g_j|^2. */
+typedef struct {
+  const double *gi, *gj;
+  double a, b, c, p, q;
+} RowGeom;
+
+static RowGeom row_geom(const SgmPairHead ph, const PairRow *w, const double *g)
+{
+  const int n = ph->c.n, D = ph->c.dim;
+  RowGeom s;
+  s.gi = g + ((size_t)w->b * n + w->i) * D;
+  s.gj = g + ((size_t)w->b * n + w->j) * D;
+  s.a = dot(s.gi, w->u, D), s.b = dot(s.gj, w->u, D), s.c = dot(s.gi, s.gj, D);
+  s.p = dot(s.gi, s.gi, D), s.q = dot(s.gj, s.gj, D);
+  return s;
+}
+
+/* Eval of one chunk of nr rows: forward (and the Jacobian JVPs when divergences are wanted). */
+static PetscErrorCode chunk_eval(SgmPairHead ph, int nr, const double *g, PairCtx *cx)
+{
+  const int n = ph->c.n, D = ph->c.dim, no = ph->no, go = ph->c.learn_x ? 3 : 0;
+  const double rc = ph->c.cutoff;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
+  if (cx->divx) {
+    memset(ph->tz, 0, (size_t)4 * nr * 4 * sizeof(float));
+    for (int m = 0; m < 4; m++)
+      for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * 4 + m] = 1.0f;
+    PetscCall(sgm_nn_mlp_jvp(ph->mlp, ph->tout, ph->tz, NULL, NULL, 4));
+  }
+  for (int w = 0; w < nr; w++) {
+    const PairRow *pr = &ph->rows[w];
+    const RowGeom s = row_geom(ph, pr, g);
+    const float *o = ph->out + (size_t)w * no;
+    const size_t k = (size_t)pr->b * n + pr->i;
+    const double phi = pr->phi, *u = pr->u;
+    if (ph->c.learn_x)
+      for (int e = 0; e < D; e++)
+        cx->sx[k * D + e] += phi * (o[0] * u[e] + o[1] * s.gi[e] + o[2] * s.gj[e]);
+    for (int e = 0; e < D; e++)
+      cx->sg[k * D + e] += phi * (o[go] * u[e] + o[go + 1] * s.gi[e] + o[go + 2] * s.gj[e]);
+    if (!cx->divx) continue;
+#define J(q, m) ((double)ph->tout[((size_t)(m)*nr + w) * no + (q)])
+    const double r = pr->r, dphi = pr->dphi;
+    if (ph->c.learn_x) {
+      double dx = dphi * o[0] + phi * (J(0, 0) / rc + o[0] * (D - 1) / r);
+      dx += dphi * o[1] * s.a + phi * (J(1, 0) * s.a / rc + J(1, 1) * (s.p - s.a * s.a) / r +
+                                       J(1, 2) * (s.c - s.a * s.b) / r);
+      dx += dphi * o[2] * s.b + phi * (J(2, 0) * s.b / rc + J(2, 1) * (s.c - s.a * s.b) / r +
+                                       J(2, 2) * (s.q - s.b * s.b) / r);
+      cx->divx[k] += dx;
+    }
+    cx->divg[k] += phi * (J(go, 1) + J(go, 3) * s.b + J(go + 1, 1) * s.a + J(go + 1, 3) * s.c +
+                          D * o[go + 1] + J(go + 2, 1) * s.b + J(go + 2, 3) * s.q);
+#undef J
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Backward of one chunk: forward again, the cotangents of the MLP outputs, backward. */
+static PetscErrorCode chunk_backward(SgmPairHead ph, int nr, const double *g, PairCtx *cx)
+{
+  const int n = ph->c.n, D = ph->c.dim, no = ph->no, go = ph->c.learn_x ? 3 : 0;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
+  for (int w = 0; w < nr; w++) {
+    const PairRow *pr = &ph->rows[w];
+    const RowGeom s = row_geom(ph, pr, g);
+    const size_t k = ((size_t)pr->b * n + pr->i) * D;
+    float *d = ph->dout + (size_t)w * no;
+    if (ph->c.learn_x) {
+      const double *c = cx->dsx + k;
+      d[0] = (float)(pr->phi * dot(c, pr->u, D));
+      d[1] = (float)(pr->phi * dot(c, s.gi, D));
+      d[2] = (float)(pr->phi * dot(c, s.gj, D));
+    }
+    const double *c = cx->dsg + k;
+    d[go] = (float)(pr->phi * dot(c, pr->u, D));
+    d[go + 1] = (float)(pr->phi * dot(c, s.gi, D));
+    d[go + 2] = (float)(pr->phi * dot(c, s.gj, D));
+  }
+  PetscCall(sgm_nn_mlp_backward(ph->mlp, NULL, ph->dout));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* The MLP input of a row. */
+static void row_input(const SgmPairHead ph, int w, const double *g)
+{
+  const PairRow *pr = &ph->rows[w];
+  const RowGeom s = row_geom(ph, pr, g);
+  float *z = ph->z + (size_t)w * 4;
+  z[0] = (float)(pr->r / ph->c.cutoff), z[1] = (float)s.a, z[2] = (float)s.b, z[3] = (float)s.c;
+}
+
+/* Runs fn on every chunk of rows of the B configurations. */
+static PetscErrorCode for_chunks(SgmPairHead ph, int B, const double *x, const double *g,
+                                 PetscErrorCode (*fn)(SgmPairHead, int, const double *, PairCtx *),
+                                 PairCtx *cx)
+{
+  const int n = ph->c.n, D = ph->c.dim;
+  const double rc = ph->c.cutoff, L = ph->c.box;
+  int nr = 0;
+  PetscFunctionBeginUser;
+  for (int b = 0; b < B; b++)
+    for (int i = 0; i < n; i++)
+      for (int j = i + 1; j < n; j++) {
+        const double *xi = x + ((size_t)b * n + i) * D, *xj = x + ((size_t)b * n + j) * D;
+        double d[3], r2 = 0.0;
+        for (int e = 0; e < D; e++) {
+          d[e] = xi[e] - xj[e];
+          if (L > 0.0) d[e] -= L * nearbyint(d[e] / L);
+          r2 += d[e] * d[e];
+        }
+        if (!(r2 < rc * rc) || r2 == 0.0) continue;
+        if (nr + 2 > SGM_PAIR_ROWS) {
+          PetscCall(fn(ph, nr, g, cx));
+          nr = 0;
+        }
+        const double r = sqrt(r2), t = M_PI * r / rc;
+        for (int s = 0; s < 2; s++) {
+          PairRow *w = &ph->rows[nr];
+          w->b = b, w->i = s ? j : i, w->j = s ? i : j, w->r = r;
+          for (int e = 0; e < D; e++) w->u[e] = (s ? -d[e] : d[e]) / r;
+          w->phi = 0.5 * (1.0 + cos(t));
+          w->dphi = -0.5 * M_PI / rc * sin(t);
+          row_input(ph, nr, g);
+          nr++;
+        }
+      }
+  if (nr > 0) PetscCall(fn(ph, nr, g, cx));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_pair_head_eval(SgmPairHead ph, int B, const double *x, const double *g,
+                                  double *sx, double *sg, double *divx, double *divg)
+{
+  const size_t nb = (size_t)B * ph->c.n, nd = nb * ph->c.dim;
+  PairCtx cx = {sx, sg, divx, divg, NULL, NULL};
+  PetscFunctionBeginUser;
+  if (ph->c.learn_x)
+    for (size_t k = 0; k < nd; k++) sx[k] = 0.0;
+  for (size_t k = 0; k < nd; k++) sg[k] = 0.0;
+  if (divx)
+    for (size_t k = 0; k < nb; k++) divx[k] = divg[k] = 0.0;
+  PetscCall(for_chunks(ph, B, x, g, chunk_eval, &cx));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_pair_head_backward(SgmPairHead ph, int B, const double *x, const double *g,
+                                      const double *dsx, const double *dsg)
+{
+  PairCtx cx = {NULL, NULL, NULL, NULL, dsx, dsg};
+  PetscFunctionBeginUser;
+  PetscCheck(!ph->c.learn_x || dsx, PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
+             "pair head: learned s_x needs its cotangent");
+  PetscCall(for_chunks(ph, B, x, g, chunk_backward, &cx));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
