@@ -9,6 +9,12 @@
  *    synthetic conservative drift, so the finite differences see the shift's divergence too),
  *    and with [model] x_scale = 3 (the chain-rule factor of the x divergences and their
  *    cotangents);
+ *  - the learned pair term ([model] pair_hidden): its divergences against finite differences
+ *    (open space and a periodic box, tolerance 2e-3 so that a dropped Jacobian term fails), the
+ *    transition loss's gradient along all parameters and the pair's alone, refusal of the
+ *    divergence losses, chunked rows equal to one configuration at a time, provider, rank
+ *    invariance, restart identity, input checks; with --trap it must learn the pair score of
+ *    interacting AOUPs at v0 = 0 (test_pair_equilibrium);
  *  - the Boltzmann-informed score is exact for trapped non-interacting AOUPs at v0 = 0 with N = 0
  *    (all parameters zero): s, div s, the sm loss against their closed forms (1e-12), FPE
  *    residual 0, v = 0; without the x shift it is not; a missing shift is refused;
@@ -850,6 +856,94 @@ START_TEST(test_trap)
 }
 END_TEST
 
+/* The pair term learns a pair score. Interacting AOUPs in the trap of `base` at v0 = 0 (N = 4,
+ * harmonic repulsion k = 3 at contact 2a = 1.2: the particles overlap often) are in equilibrium,
+ * with s_x = mu F / eps (pair forces and trap) and s_g = -g exactly. The same small MLP learns s_x
+ * from nothing (boltzmann_x = false; s_g shifted) with the transition loss online, with and
+ * without the pair term; on an independent trajectory the relative L2 error of s_x must be below
+ * 0.25 with it and below half of the error without it. */
+static double pair_eq_error(const char *dir)
+{
+  char path[1024];
+  size_t nx, nsx;
+  snprintf(path, sizeof path, "%s/epr.h5", dir);
+  double *x = sgm_test_read_ds(path, "position", &nx, H5T_NATIVE_DOUBLE);
+  double *sx = sgm_test_read_ds(path, "score_x", &nsx, H5T_NATIVE_DOUBLE);
+  enum { N = 4, D = 2 };
+  const double k = 3.0, a = 0.6, A = 1.0, eps = 0.5; /* mu = 1 */
+  double e2 = 0.0, s2 = 0.0;
+  ck_assert(nx == nsx && nx % (N * D) == 0);
+  for (size_t f = 0; f < nx / (N * D); f++) {
+    const double *xf = x + f * N * D, *sf = sx + f * N * D;
+    for (int i = 0; i < N; i++) {
+      double F[D];
+      for (int c = 0; c < D; c++) F[c] = -A * xf[i * D + c];
+      for (int j = 0; j < N; j++) {
+        if (j == i) continue;
+        const double dx = xf[i * D] - xf[j * D], dy = xf[i * D + 1] - xf[j * D + 1];
+        const double r = sqrt(dx * dx + dy * dy), fm = sgm_force_harmonic(r, a, k, 0.0);
+        F[0] += fm * dx / r, F[1] += fm * dy / r;
+      }
+      for (int c = 0; c < D; c++) {
+        const double ex = F[c] / eps;
+        e2 += (sf[i * D + c] - ex) * (sf[i * D + c] - ex), s2 += ex * ex;
+      }
+    }
+  }
+  free(x), free(sx);
+  return sqrt(e2 / s2);
+}
+
+START_TEST(test_pair_equilibrium)
+{
+  MPI_Comm comm = sgm_test_comm();
+  char dt[512], dp[512], dn[512], traj[700], etraj[700];
+  snprintf(dt, sizeof dt, "%s", sgm_test_tmpdir("pair_eq_test"));
+  snprintf(dp, sizeof dp, "%s", sgm_test_tmpdir("pair_eq_pair"));
+  snprintf(dn, sizeof dn, "%s", sgm_test_tmpdir("pair_eq_nopair"));
+  snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", dp);
+  snprintf(etraj, sizeof etraj, "epr.trajectory=\"%s/trajectory.h5\"", dt);
+  enum { NC = 17 }; /* settings common to the three runs */
+  const char *common[NC] = {"system.v0=0.0",
+                            "system.k=3.0",
+                            "system.a=0.6",
+                            "model.boltzmann=true",
+                            "train.loss=\"transition\"",
+                            "train.mode=\"online\"",
+                            "train.sde_steps=10",
+                            "train.steps=1500",
+                            "train.batch=32",
+                            "train.warmup=50",
+                            "train.lr=3e-3",
+                            "train.ema=0",
+                            "train.log_every=500",
+                            "model.hidden=32",
+                            "simulate.n_steps=4000",
+                            "run.overwrite=true",
+                            "epr.score=\"model\""};
+  const char *sets[NC + 3];
+  memcpy(sets, common, sizeof common);
+  /* the independent test trajectory (seed 1001) */
+  sets[NC] = "run.seed=1001";
+  ck_assert_int_eq(run_text(comm, base, dt, "[\"simulate\"]", NC + 1, sets, NULL), 0);
+  /* with the pair term; its own trajectory (seed 5) gives the replicas' initial frames */
+  sets[NC] = etraj, sets[NC + 1] = "model.pair_hidden=16";
+  ck_assert_int_eq(run_text(comm, base, dp, "[\"simulate\",\"train\",\"epr\"]", NC + 2, sets, NULL),
+                   0);
+  /* without it, from the same initial frames */
+  sets[NC + 1] = traj;
+  ck_assert_int_eq(run_text(comm, base, dn, "[\"train\",\"epr\"]", NC + 2, sets, NULL), 0);
+  PetscMPIInt rank;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) {
+    const double ep = pair_eq_error(dp), en = pair_eq_error(dn);
+    printf("pair equilibrium: relative L2 error of s_x with the pair term %.4g, without %.4g\n", ep,
+           en);
+    ck_assert_msg(ep < 0.25 && ep < 0.5 * en, "pair term: s_x error %g (without %g)", ep, en);
+  }
+}
+END_TEST
+
 static Suite *suite(void)
 {
   Suite *s = suite_create("train_full");
@@ -865,8 +959,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_rank_invariance_mlp);
     tcase_add_test(tc, test_rank_invariance_transformer);
     tcase_add_test(tc, test_restart_identity);
-  } else
+  } else {
     tcase_add_test(tc, test_trap);
+    if (!long_run) tcase_add_test(tc, test_pair_equilibrium);
+  }
   suite_add_tcase(s, tc);
   return s;
 }
