@@ -124,7 +124,7 @@ def pair_features(x, g, a, F, H, M):
 
 def pair_class(X, G, F, H, a, M, eps, gam, mu, A, chunk=256):
     """Fits the --pair-basis class (two passes over frame chunks) and returns the per-particle
-    div_x v_x and div_g v_g (T, N)."""
+    div_x v_x, div_g v_g and |v_g|^2 (T, N)."""
     T, N, D = X.shape
     Mx = Mg = hx = hg = None
     for t0 in range(0, T, chunk):
@@ -138,7 +138,7 @@ def pair_class(X, G, F, H, a, M, eps, gam, mu, A, chunk=256):
         hx += dx.sum(0)
         hg += dg.sum(0)
     wx, wg = np.linalg.solve(Mx, -hx), np.linalg.solve(Mg, -hg)
-    dxv, dgv = np.empty((T, N)), np.empty((T, N))
+    dxv, dgv, vg2 = np.empty((T, N)), np.empty((T, N)), np.empty((T, N))
     for t0 in range(0, T, chunk):
         sl = slice(t0, t0 + chunk)
         px, dx, pg, dg = pair_features(X[sl], G[sl], a, F[sl], H[sl], M)
@@ -147,7 +147,8 @@ def pair_class(X, G, F, H, a, M, eps, gam, mu, A, chunk=256):
         dsg = (dg @ wg).reshape(n, N, D).sum(-1)
         dxv[sl] = H[sl].sum(-1) - mu * A * D - eps * dsx
         dgv[sl] = -gam * D - gam * dsg
-    return dxv, dgv
+        vg2[sl] = ((gam * (G[sl] + (pg @ wg).reshape(n, N, D))) ** 2).sum(-1)
+    return dxv, dgv, vg2
 
 
 def map_means(pos, a, b, bins=16, min_count=50):
@@ -234,10 +235,11 @@ def main():
     eg = sum(t[1] * t[2] for t in tot) / w.sum()
     print(f"  all: div_x v_x {ex:+.3f}, div_g v_g {eg:+.3f}, E[div v] {ex + eg:+.3f}")
     if args.pair_basis > 0:
-        dxv, dgv = pair_class(X, G, F, H, a, args.pair_basis, eps, gam, mu, A)
+        dxv, dgv, vg2 = pair_class(X, G, F, H, a, args.pair_basis, eps, gam, mu, A)
         print(f"  pair class ({args.pair_basis} radial basis functions), by radius quintile:")
         print("    div_x v_x " + " ".join(f"{dxv[b == j].mean():+.3f}" for j in range(5))
               + "; div_g v_g " + " ".join(f"{dgv[b == j].mean():+.3f}" for j in range(5)))
+        print("    |v_g|^2 " + " ".join(f"{vg2[b == j].mean():.4g}" for j in range(5)))
         mx, mg = map_means(X, dxv, -dgv)
         print(f"    all: div_x v_x {dxv.mean():+.3f}, div_g v_g {dgv.mean():+.3f}, "
               f"E[div v] {(dxv + dgv).mean():+.3f}; div_x v_x vs -div_g v_g: per particle-frame "
