@@ -20,4 +20,13 @@ near() { "$py" -c "import sys; sys.exit(0 if abs(float('$1') - ($2)) < $3 else 1
 check "div_x v_x = -2/3 (got ${dx:-none})" "near '${dx:-nan}' -2/3 0.05"
 check "div_g v_g = +2/3 (got ${dg:-none})" "near '${dg:-nan}' 2/3 0.05"
 check "E[div v] = 0 (got ${dv:-none})" "near '${dv:-nan}' 0 0.05"
+# the pair class holds the exact score too (the pair features only add freedom): E[div v] ~ 0,
+# and it prints |v_g|^2 per radius quintile
+"$py" "$src/postprocess/swimmers_linear_sm.py" "$tmp/run/trajectory.h5" "$tmp/run/run.toml" \
+  --frames 20 --pair-basis 5 >"$tmp/p" 2>&1
+check "pair class exits 0" "[[ $? -eq 0 ]]"
+cat "$tmp/p"
+pv=$(sed -n 's/^    all: .*E\[div v\] \([^;]*\);.*$/\1/p' "$tmp/p")
+check "pair class E[div v] = 0 (got ${pv:-none})" "near '${pv:-nan}' 0 0.1"
+check "pair class |v_g|^2 by quintile" "grep -Eq '^    \|v_g\|\^2( [0-9.e+-]+){5}$' '$tmp/p'"
 e2e_finish
