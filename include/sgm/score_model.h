@@ -16,7 +16,10 @@
  *                      (or s_g^i only with learn = "g"); App. F.2 (two particles on a ring).
  *   transformer        the particle transformer over all N particles (App. E, F.5/F.6; permutation
  *                      equivariant): tokens (x_i, g_i), output per token [s_x^i | s_g^i] or s_g^i.
- * A full-state batch element is one whole configuration (a frame or an SDE replica).
+ * A full-state batch element is one whole configuration (a frame or an SDE replica). Either
+ * full-state kind can carry a learned pair term ([model] pair_hidden > 0, src/score/pair_head.h):
+ * per close pair a small MLP of (r, g_i.u, g_j.u, g_i.g_j) along u, g_i, g_j, added to both
+ * scores with exact divergences; its tensors (pair.net.*) follow the network's in one slab.
  */
 #ifndef SGM_SCORE_MODEL_H
 #define SGM_SCORE_MODEL_H
@@ -125,7 +128,8 @@ PetscErrorCode sgm_full_score_drift(SgmAoup e, double *fc, double *divfc);
 /// both may be NULL when w->w_fpe == 0. The residual needs s_x: w_fpe > 0 requires learn_x.
 /// sh: the conservative drift of the Boltzmann-informed x score (as sgm_full_score_eval). The
 /// shift does not depend on the parameters, so the cotangents w.r.t. the network outputs are
-/// those w.r.t. the full score.
+/// those w.r.t. the full score. SGM_ERR_USER with a pair term (it trains with the transition
+/// loss only).
 PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w, int B,
                                    const double *x, const double *g, const double *bx,
                                    const double *divb, const SgmFullScoreShift *sh,
