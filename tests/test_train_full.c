@@ -11,9 +11,10 @@
  *    cotangents);
  *  - the learned pair term ([model] pair_hidden): its divergences against finite differences
  *    (open space and a periodic box, tolerance 2e-3 so that a dropped Jacobian term fails), the
- *    transition loss's gradient along all parameters and the pair's alone, refusal of the
- *    divergence losses, chunked rows equal to one configuration at a time, provider, rank
- *    invariance, restart identity, input checks; with --trap it must learn the pair score of
+ *    gradients of every loss along all parameters and along the pair's alone (for sm, fpe and
+ *    composite through its reverse over forward; dropping a term of it fails them), chunked rows
+ *    equal to one configuration at a time, provider, rank invariance (transition), restart
+ *    identity (online composite), input check; with --trap it must learn the pair score of
  *    interacting AOUPs at v0 = 0 (test_pair_equilibrium);
  *  - the Boltzmann-informed score is exact for trapped non-interacting AOUPs at v0 = 0 with N = 0
  *    (all parameters zero): s, div s, the sm loss against their closed forms (1e-12), FPE
@@ -188,45 +189,46 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
   for (size_t k = 0; k < par->nparams; k++) dir[k] = (float)(2.0 * urand() - 1.0);
   const SgmFullLossWeights ws[3] = {
       {1.0, 0.0, 0.5, 1.0}, {0.0, 1.0, 0.5, 1.0}, {0.7, 0.4, 0.3, 2.0}};
-  /* the pair term trains with the transition loss only */
-  for (int wi = 0; c.pair_hidden > 0 && wi < 3; wi++) {
-    double L;
-    const int fpe = ws[wi].w_fpe != 0.0;
-    ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-    PetscErrorCode ierr =
-        sgm_full_score_loss(fs, &ws[wi], B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &L);
-    ck_assert_int_eq(PetscPopErrorHandler(), 0);
-    ck_assert_int_eq(ierr, SGM_ERR_USER);
-  }
-  for (int wi = 0; c.pair_hidden == 0 && wi < (learn_x ? 3 : 1); wi++) {
-    const SgmFullLossWeights *w = &ws[wi];
-    const int fpe = w->w_fpe != 0.0;
-    double L;
-    sgm_nn_params_zero_grad(par);
-    ck_assert_int_eq(
-        sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &L), 0);
-    const double Lf = loss_formula(w, N, B, g, fpe ? bx : NULL, fpe ? divb : NULL, sx, sg, dx, dg);
-    ck_assert_msg(fabs(L - Lf) <= 1e-9 * (1.0 + fabs(Lf)), "loss %g vs formula %g", L, Lf);
-    double gd = 0.0, dn = 0.0;
-    for (size_t k = 0; k < par->nparams; k++)
-      gd += (double)par->grads[k] * dir[k], dn += dir[k] * dir[k];
-    /* the transformer is strongly curved along a random direction: a smaller step (observed:
-     * FD 0.0540 at 1e-3, 0.0543 at 3e-4 against 0.0546; -0.009 at 1e-2) */
-    const double eh = (kind == SGM_SCORE_MLP ? 3e-3 : 3e-4) / sqrt(dn / (double)par->nparams);
-    double Lp, Lm;
-    for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] + (float)(eh * dir[k]);
-    ck_assert_int_eq(
-        sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &Lp), 0);
-    for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] - (float)(eh * dir[k]);
-    ck_assert_int_eq(
-        sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &Lm), 0);
-    memcpy(par->params, p0, par->nparams * sizeof(float));
-    const double fd = (Lp - Lm) / (2 * eh);
-    printf("kind %d learn_x %d boltzmann %d loss %d: grad.dir %.6g, FD %.6g\n", (int)kind, learn_x,
-           boltzmann, wi, gd, fd);
-    ck_assert_msg(fabs(gd - fd) <= 3e-2 * fabs(fd) + 1e-3 * (1.0 + fabs(L)),
-                  "kind %d loss %d: gradient %g vs FD %g", (int)kind, wi, gd, fd);
-  }
+  /* with a pair term also along its parameters alone (its reverse over forward) */
+  const int ipair = sgm_nn_params_find(par, "pair.net.0.weight");
+  float *dirp = malloc(par->nparams * sizeof(float));
+  for (size_t k = 0; k < par->nparams; k++)
+    dirp[k] = ipair >= 0 && k >= par->tensors[ipair].offset ? dir[k] : 0.0f;
+  for (int wi = 0; wi < (learn_x ? 3 : 1); wi++)
+    for (int pass = 0; pass < (ipair >= 0 ? 2 : 1); pass++) {
+      const SgmFullLossWeights *w = &ws[wi];
+      const float *dv = pass ? dirp : dir;
+      const int fpe = w->w_fpe != 0.0;
+      double L;
+      sgm_nn_params_zero_grad(par);
+      ck_assert_int_eq(
+          sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &L), 0);
+      const double Lf =
+          loss_formula(w, N, B, g, fpe ? bx : NULL, fpe ? divb : NULL, sx, sg, dx, dg);
+      ck_assert_msg(fabs(L - Lf) <= 1e-9 * (1.0 + fabs(Lf)), "loss %g vs formula %g", L, Lf);
+      double gd = 0.0, dn = 0.0;
+      for (size_t k = 0; k < par->nparams; k++)
+        gd += (double)par->grads[k] * dv[k], dn += dv[k] * dv[k];
+      /* the transformer is strongly curved along a random direction: a smaller step (observed:
+       * FD 0.0540 at 1e-3, 0.0543 at 3e-4 against 0.0546; -0.009 at 1e-2) */
+      const double eh =
+          (kind == SGM_SCORE_MLP || pass ? 3e-3 : 3e-4) / sqrt(dn / (double)par->nparams);
+      double Lp, Lm;
+      for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] + (float)(eh * dv[k]);
+      ck_assert_int_eq(
+          sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &Lp), 0);
+      for (size_t k = 0; k < par->nparams; k++) par->params[k] = p0[k] - (float)(eh * dv[k]);
+      ck_assert_int_eq(
+          sgm_full_score_loss(fs, w, B, x, g, fpe ? bx : NULL, fpe ? divb : NULL, sh, &Lm), 0);
+      memcpy(par->params, p0, par->nparams * sizeof(float));
+      const double fd = (Lp - Lm) / (2 * eh);
+      printf("kind %d learn_x %d boltzmann %d pair %d loss %d (%s): grad.dir %.6g, FD %.6g\n",
+             (int)kind, learn_x, boltzmann, c.pair_hidden, wi, pass ? "pair" : "all", gd, fd);
+      ck_assert_msg(fabs(gd - fd) <= 3e-2 * fabs(fd) + 1e-3 * (1.0 + fabs(L)),
+                    "kind %d loss %d: gradient %g vs FD %g", (int)kind, wi, gd, fd);
+      ck_assert(!pass || fabs(fd) > 1e-3 * (1.0 + fabs(L))); /* the pair term matters */
+    }
+  free(dirp);
   /* the transition loss (eq. 88, App. D.3): per configuration sum |s|^2 - 2 s.t over the learned
    * parts, weight w; value against the formula from the evaluated score, gradient against FD */
   {
@@ -278,7 +280,7 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
     }
   }
   /* the FPE residual without s_x is refused */
-  if (!learn_x && c.pair_hidden == 0) {
+  if (!learn_x) {
     double L;
     ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
     PetscErrorCode ierr = sgm_full_score_loss(fs, &ws[1], B, x, g, bx, divb, sh, &L);
@@ -647,9 +649,9 @@ START_TEST(test_restart_identity)
   restart_identity("transformer offline sm", 1, tf);
   const char *tr[2] = {"train.loss=\"transition\"", "model.boltzmann_x=true"};
   restart_identity("mlp offline transition", 2, tr);
-  const char *pr[4] = {"train.loss=\"transition\"", "train.mode=\"online\"", "model.pair_hidden=8",
+  const char *pr[4] = {"train.loss=\"composite\"", "train.mode=\"online\"", "model.pair_hidden=8",
                        "model.pair_cutoff=3.0"};
-  restart_identity("mlp online transition pair", 4, pr);
+  restart_identity("mlp online composite pair", 4, pr);
 }
 END_TEST
 
@@ -671,17 +673,12 @@ START_TEST(test_config_check)
     ck_assert_int_eq(PetscPopErrorHandler(), 0);
     ck_assert_int_eq(ierr, SGM_ERR_USER);
   }
-  /* the pair term: trained with the transition loss only (base: sm); full-state kinds only,
-   * refused by the input check whatever the stages */
-  const char *pbad[2][2] = {{"model.pair_hidden=8", "train.loss=\"sm\""},
-                            {"model.pair_hidden=8", "model.kind=\"local_transformer\""}};
-  for (int c = 0; c < 2; c++) {
-    ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-    PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, c ? "[\"simulate\"]" : "[\"train\"]",
-                                   2, pbad[c], NULL);
-    ck_assert_int_eq(PetscPopErrorHandler(), 0);
-    ck_assert_int_eq(ierr, SGM_ERR_USER);
-  }
+  /* the pair term: full-state kinds only, refused by the input check whatever the stages */
+  const char *pbad[2] = {"model.pair_hidden=8", "model.kind=\"local_transformer\""};
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"simulate\"]", 2, pbad, NULL);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
 }
 END_TEST
 

@@ -128,8 +128,7 @@ PetscErrorCode sgm_full_score_drift(SgmAoup e, double *fc, double *divfc);
 /// both may be NULL when w->w_fpe == 0. The residual needs s_x: w_fpe > 0 requires learn_x.
 /// sh: the conservative drift of the Boltzmann-informed x score (as sgm_full_score_eval). The
 /// shift does not depend on the parameters, so the cotangents w.r.t. the network outputs are
-/// those w.r.t. the full score. SGM_ERR_USER with a pair term (it trains with the transition
-/// loss only).
+/// those w.r.t. the full score.
 PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w, int B,
                                    const double *x, const double *g, const double *bx,
                                    const double *divb, const SgmFullScoreShift *sh,

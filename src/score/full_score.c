@@ -23,9 +23,8 @@
  *  - Pair term ([model] pair_hidden > 0, pair_head.h): a learned function of each close pair's
  *    geometry added to both scores in double, with its exact divergences; its parameters follow
  *    the network's in one slab (tensors pair.net.*, sgm_nn_params_rebind), so the optimiser, the
- *    gradient allreduce and model.h5 see one model. The transition loss trains it; the
- *    divergence-based losses (sm, fpe, composite) would need the pair head's reverse-over-forward
- *    and refuse it.
+ *    gradient allreduce and model.h5 see one model. Every loss trains it (the divergence losses
+ *    through the pair head's reverse-over-forward).
  *  - Losses are formed in double from the float outputs, summed over particles (eq. 26 sums the
  *    full vector), and returned as sums over configurations; the caller divides by the global
  *    batch size after the gradient allreduce.
@@ -59,6 +58,7 @@ struct SgmFullScore_ {
   double *psx, *psg;        /* pair terms of the last forward (mb, n, dim) */
   double *pdx, *pdg;        /* their divergences (mb, n) */
   double *dsx, *dsg;        /* score cotangents for the pair term's backward (mb, n, dim) */
+  double *ddx, *ddg;        /* divergence cotangents for it (mb, n) */
 };
 
 /* One slab for the network and the pair head: cat holds both tables (the pair's names prefixed
@@ -142,6 +142,7 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
     const size_t nd = (size_t)mb * n * D;
     PetscCall(PetscCalloc6(nd, &fs->psx, nd, &fs->psg, (size_t)mb * n, &fs->pdx, (size_t)mb * n,
                            &fs->pdg, nd, &fs->dsx, nd, &fs->dsg));
+    PetscCall(PetscCalloc2((size_t)mb * n, &fs->ddx, (size_t)mb * n, &fs->ddg));
   }
   *out = fs;
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -168,6 +169,7 @@ PetscErrorCode sgm_full_score_destroy(SgmFullScore *p)
     PetscCall(PetscFree2(fs->cat.params, fs->cat.grads));
     PetscCall(PetscFree(fs->cat.tensors));
     PetscCall(PetscFree6(fs->psx, fs->psg, fs->pdx, fs->pdg, fs->dsx, fs->dsg));
+    PetscCall(PetscFree2(fs->ddx, fs->ddg));
   }
   PetscCall(PetscFree(fs));
   *p = NULL;
@@ -396,8 +398,6 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
   PetscFunctionBeginUser;
   PetscCheck(w->w_fpe == 0.0 || (lx && bx && divb), PETSC_COMM_SELF, SGM_ERR_USER,
              "the FPE residual loss needs s_x (learn = \"xg\") and the drift");
-  PetscCheck(!fs->ph, PETSC_COMM_SELF, SGM_ERR_USER,
-             "the pair term ([model] pair_hidden > 0) trains with loss = \"transition\" only");
   PetscCall(check_shift(fs, sh));
   for (int b0 = 0; b0 < B; b0 += fs->c.max_batch) {
     const int nb = PetscMin(fs->c.max_batch, B - b0);
@@ -406,6 +406,7 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
     const double *fc = fs->c.boltzmann_x ? sh->fc + off : NULL;
     const double *dfc = fs->c.boltzmann_x ? sh->divfc + (size_t)b0 * n : NULL;
     PetscCall(forward(fs, nb, x + off, gb));
+    PetscCall(pair_forward(fs, x + off, gb, 1));
     PetscCall(divergences(fs));
     for (int b = 0; b < nb; b++) {
       double sm = 0.0, R = 0.0;
@@ -436,16 +437,24 @@ PetscErrorCode sgm_full_score_loss(SgmFullScore fs, const SgmFullLossWeights *w,
         for (int a = 0; a < D; a++) {
           if (lx) {
             const double bxa = w->w_fpe != 0.0 ? bx[off + k * D + a] : 0.0;
-            o[a] = (float)(2.0 * w->w_sm * sx[a] + cr * (bxa - 2.0 * eps * sx[a]));
+            const double cx = 2.0 * w->w_sm * sx[a] + cr * (bxa - 2.0 * eps * sx[a]);
+            o[a] = (float)cx;
+            if (fs->ph) fs->dsx[k * D + a] = cx;
           }
           const double bga = -gam * gb[k * D + a];
-          o[(lx ? D : 0) + a] = (float)(2.0 * w->w_sm * sg[a] + cr * (bga - 2.0 * gam * sg[a]));
+          const double cg = 2.0 * w->w_sm * sg[a] + cr * (bga - 2.0 * gam * sg[a]);
+          o[(lx ? D : 0) + a] = (float)cg;
+          if (fs->ph) fs->dsg[k * D + a] = cg;
         }
         fs->fdx[k] = (float)((2.0 * w->w_sm - cr * eps) * fs->ixs);
         fs->fdg[k] = (float)(2.0 * w->w_sm - cr * gam);
+        if (fs->ph) fs->ddx[k] = 2.0 * w->w_sm - cr * eps, fs->ddg[k] = 2.0 * w->w_sm - cr * gam;
       }
     }
     PetscCall(backward(fs, fs->dout, fs->fdx, fs->fdg));
+    if (fs->ph)
+      PetscCall(
+          sgm_pair_head_backward(fs->ph, nb, x + off, gb, fs->dsx, fs->dsg, fs->ddx, fs->ddg));
   }
   *loss_sum = acc;
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -484,7 +493,8 @@ PetscErrorCode sgm_full_score_loss_targets(SgmFullScore fs, int B, const double 
           if (fs->ph) fs->dsg[k * D + a] = 2.0 * weight * (sg[a] - tg[kk + a]);
         }
       }
-    if (fs->ph) PetscCall(sgm_pair_head_backward(fs->ph, nb, x + off, g + off, fs->dsx, fs->dsg));
+    if (fs->ph)
+      PetscCall(sgm_pair_head_backward(fs->ph, nb, x + off, g + off, fs->dsx, fs->dsg, NULL, NULL));
     if (fs->mlp)
       PetscCall(sgm_nn_mlp_backward(fs->mlp, NULL, fs->dout));
     else

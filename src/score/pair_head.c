@@ -34,7 +34,8 @@ struct SgmPairHead_ {
 
 typedef struct {
   double *sx, *sg, *divx, *divg; /* eval */
-  const double *dsx, *dsg;       /* backward */
+  const double *dsx, *dsg;       /* backward: score cotangents */
+  const double *ddx, *ddg;       /* backward: divergence cotangents, or NULL */
 } PairCtx;
 
 PetscErrorCode sgm_pair_head_create(const SgmPairHeadConfig *c, uint64_t seed, SgmPairHead *out)
@@ -101,6 +102,17 @@ static RowGeom row_geom(const SgmPairHead ph, const PairRow *w, const double *g)
   return s;
 }
 
+/* One-hot tangents of the four MLP inputs for nr rows, and their JVP. */
+static PetscErrorCode chunk_jacobian(SgmPairHead ph, int nr)
+{
+  PetscFunctionBeginUser;
+  memset(ph->tz, 0, (size_t)4 * nr * 4 * sizeof(float));
+  for (int m = 0; m < 4; m++)
+    for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * 4 + m] = 1.0f;
+  PetscCall(sgm_nn_mlp_jvp(ph->mlp, ph->tout, ph->tz, NULL, NULL, 4));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 /* Eval of one chunk of nr rows: forward (and the Jacobian JVPs when divergences are wanted). */
 static PetscErrorCode chunk_eval(SgmPairHead ph, int nr, const double *g, PairCtx *cx)
 {
@@ -108,12 +120,7 @@ static PetscErrorCode chunk_eval(SgmPairHead ph, int nr, const double *g, PairCt
   const double rc = ph->c.cutoff;
   PetscFunctionBeginUser;
   PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
-  if (cx->divx) {
-    memset(ph->tz, 0, (size_t)4 * nr * 4 * sizeof(float));
-    for (int m = 0; m < 4; m++)
-      for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * 4 + m] = 1.0f;
-    PetscCall(sgm_nn_mlp_jvp(ph->mlp, ph->tout, ph->tz, NULL, NULL, 4));
-  }
+  if (cx->divx) PetscCall(chunk_jacobian(ph, nr));
   for (int w = 0; w < nr; w++) {
     const PairRow *pr = &ph->rows[w];
     const RowGeom s = row_geom(ph, pr, g);
@@ -143,12 +150,21 @@ static PetscErrorCode chunk_eval(SgmPairHead ph, int nr, const double *g, PairCt
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* Backward of one chunk: forward again, the cotangents of the MLP outputs, backward. */
+/* Backward of one chunk: forward again, the cotangents of the MLP outputs, backward. With
+ * divergence cotangents the divergences' dependence on the outputs o_k (phi', (d - 1) / r, d) adds
+ * to the primal cotangents and their dependence on the Jacobian J_km gives the tangent
+ * cotangents of the four one-hot JVPs (the formulas of the file comment), backward through the
+ * JVP (reverse over forward). */
 static PetscErrorCode chunk_backward(SgmPairHead ph, int nr, const double *g, PairCtx *cx)
 {
   const int n = ph->c.n, D = ph->c.dim, no = ph->no, go = ph->c.learn_x ? 3 : 0;
+  const double rc = ph->c.cutoff;
   PetscFunctionBeginUser;
   PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
+  if (cx->ddg) {
+    PetscCall(chunk_jacobian(ph, nr));
+    memset(ph->tout, 0, (size_t)4 * nr * no * sizeof(float)); /* reused: tangent cotangents */
+  }
   for (int w = 0; w < nr; w++) {
     const PairRow *pr = &ph->rows[w];
     const RowGeom s = row_geom(ph, pr, g);
@@ -164,8 +180,32 @@ static PetscErrorCode chunk_backward(SgmPairHead ph, int nr, const double *g, Pa
     d[go] = (float)(pr->phi * dot(c, pr->u, D));
     d[go + 1] = (float)(pr->phi * dot(c, s.gi, D));
     d[go + 2] = (float)(pr->phi * dot(c, s.gj, D));
+    if (!cx->ddg) continue;
+    const size_t kp = (size_t)pr->b * n + pr->i;
+    const double phi = pr->phi, dphi = pr->dphi, r = pr->r;
+#define T(q, m) ph->tout[((size_t)(m)*nr + w) * no + (q)]
+    if (ph->c.learn_x) {
+      const double cq = cx->ddx[kp], pp = cq * phi;
+      d[0] += (float)(cq * (dphi + phi * (D - 1) / r));
+      d[1] += (float)(cq * dphi * s.a);
+      d[2] += (float)(cq * dphi * s.b);
+      T(0, 0) = (float)(pp / rc);
+      T(1, 0) = (float)(pp * s.a / rc), T(1, 1) = (float)(pp * (s.p - s.a * s.a) / r);
+      T(1, 2) = (float)(pp * (s.c - s.a * s.b) / r);
+      T(2, 0) = (float)(pp * s.b / rc), T(2, 1) = (float)(pp * (s.c - s.a * s.b) / r);
+      T(2, 2) = (float)(pp * (s.q - s.b * s.b) / r);
+    }
+    const double pg = cx->ddg[kp] * phi;
+    d[go + 1] += (float)(pg * D);
+    T(go, 1) = (float)pg, T(go, 3) = (float)(pg * s.b);
+    T(go + 1, 1) = (float)(pg * s.a), T(go + 1, 3) = (float)(pg * s.c);
+    T(go + 2, 1) = (float)(pg * s.b), T(go + 2, 3) = (float)(pg * s.q);
+#undef T
   }
-  PetscCall(sgm_nn_mlp_backward(ph->mlp, NULL, ph->dout));
+  if (cx->ddg)
+    PetscCall(sgm_nn_mlp_jvp_backward(ph->mlp, ph->dout, ph->tout));
+  else
+    PetscCall(sgm_nn_mlp_backward(ph->mlp, NULL, ph->dout));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -221,7 +261,7 @@ PetscErrorCode sgm_pair_head_eval(SgmPairHead ph, int B, const double *x, const 
                                   double *sx, double *sg, double *divx, double *divg)
 {
   const size_t nb = (size_t)B * ph->c.n, nd = nb * ph->c.dim;
-  PairCtx cx = {sx, sg, divx, divg, NULL, NULL};
+  PairCtx cx = {sx, sg, divx, divg, NULL, NULL, NULL, NULL};
   PetscFunctionBeginUser;
   if (ph->c.learn_x)
     for (size_t k = 0; k < nd; k++) sx[k] = 0.0;
@@ -233,12 +273,13 @@ PetscErrorCode sgm_pair_head_eval(SgmPairHead ph, int B, const double *x, const 
 }
 
 PetscErrorCode sgm_pair_head_backward(SgmPairHead ph, int B, const double *x, const double *g,
-                                      const double *dsx, const double *dsg)
+                                      const double *dsx, const double *dsg, const double *ddx,
+                                      const double *ddg)
 {
-  PairCtx cx = {NULL, NULL, NULL, NULL, dsx, dsg};
+  PairCtx cx = {NULL, NULL, NULL, NULL, dsx, dsg, ddx, ddg};
   PetscFunctionBeginUser;
-  PetscCheck(!ph->c.learn_x || dsx, PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
-             "pair head: learned s_x needs its cotangent");
+  PetscCheck(!ph->c.learn_x || (dsx && (!ddg || ddx)), PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
+             "pair head: learned s_x needs its cotangents");
   PetscCall(for_chunks(ph, B, x, g, chunk_backward, &cx));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

@@ -11,7 +11,8 @@
  * relative orientation of each contact along its normal, which the particle transformer does not
  * learn from absolute positions: docs/validation.md). Their exact per-particle divergences
  * div_{x_i} s_x^i and div_{g_i} s_g^i follow from the MLP's Jacobian in its four inputs (four
- * one-hot JVPs per pair) and the geometry (pair_head.c). Pairs are processed in chunks of at most
+ * one-hot JVPs per pair) and the geometry (pair_head.c); the gradient of a loss of the
+ * divergences goes backward through those JVPs. Pairs are processed in chunks of at most
  * SGM_PAIR_ROWS rows, so memory does not grow with N; the backward pass recomputes each chunk's
  * forward. Serial.
  */
@@ -43,9 +44,11 @@ SgmParams *sgm_pair_head_params(SgmPairHead ph);
 PetscErrorCode sgm_pair_head_eval(SgmPairHead ph, int B, const double *x, const double *g,
                                   double *sx, double *sg, double *divx, double *divg);
 /// ACCUMULATES into the parameter gradients the gradient of a loss whose cotangents with respect
-/// to the pair terms of the B configurations are dsx, dsg (B, n, dim) (dsx ignored, may be NULL,
-/// when !learn_x).
+/// to the pair terms of the B configurations are dsx, dsg (B, n, dim) and, when ddg is not NULL,
+/// with respect to their per-particle divergences ddx, ddg (B, n) (reverse over forward through
+/// the Jacobian JVPs). dsx and ddx are ignored, and may be NULL, when !learn_x.
 PetscErrorCode sgm_pair_head_backward(SgmPairHead ph, int B, const double *x, const double *g,
-                                      const double *dsx, const double *dsg);
+                                      const double *dsx, const double *dsg, const double *ddx,
+                                      const double *ddg);
 
 #endif

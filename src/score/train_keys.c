@@ -42,8 +42,7 @@ static const SgmKeySpec model_keys[] = {
     {"pair_hidden", SGM_KEY_INT, "0", 0, 0, 1 << 16, NULL, "",
      "Full-state kinds: > 0 adds a learned pair term of this MLP width to both scores: for each "
      "pair closer than pair_cutoff, f(r, g_i.u, g_j.u, g_i.g_j) along u = (x_i - x_j)/r, g_i and "
-     "g_j with a smooth cutoff, exact divergences (docs/training.md). Trained with loss = "
-     "\"transition\"; 0: none"},
+     "g_j with a smooth cutoff, exact divergences (docs/training.md); 0: none"},
     {"pair_depth", SGM_KEY_INT, "2", 0, 1, 64, NULL, "", "Hidden layers of the pair-term MLP"},
     {"pair_cutoff", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "length",
      "Cutoff radius of the pair term (0: 4 a, twice the contact distance 2 a)"},
@@ -177,12 +176,6 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
       sgm_config_problem(pb, "model.pair_hidden",
                          "the pair term is implemented for the full-state kinds (kind = \"mlp\" "
                          "or \"transformer\") only");
-    PetscCall(sgm_config_get_string(cfg, "train.loss", &loss));
-    if (train && strcmp(loss, "transition"))
-      sgm_config_problem(pb, "model.pair_hidden",
-                         "the pair term trains with loss = \"transition\" (the divergence-based "
-                         "losses would need its second derivatives); got loss = \"%s\"",
-                         loss);
   }
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
   PetscCall(sgm_config_get_int(cfg, "model.d_e", &de));
