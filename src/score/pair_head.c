@@ -102,10 +102,13 @@ static RowGeom row_geom(const SgmPairHead ph, const PairRow *w, const double *g)
   return s;
 }
 
-/* One-hot tangents of the four MLP inputs for nr rows, and their JVP. */
-static PetscErrorCode chunk_jacobian(SgmPairHead ph, int nr)
+/* The MLP's forward pass on nr rows and, with jac, its JVPs along the one-hot tangents of its
+ * four inputs (the Jacobian J_km into ph->tout). */
+static PetscErrorCode chunk_forward(SgmPairHead ph, int nr, int jac)
 {
   PetscFunctionBeginUser;
+  PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
+  if (!jac) PetscFunctionReturn(PETSC_SUCCESS);
   memset(ph->tz, 0, (size_t)4 * nr * 4 * sizeof(float));
   for (int m = 0; m < 4; m++)
     for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * 4 + m] = 1.0f;
@@ -119,8 +122,7 @@ static PetscErrorCode chunk_eval(SgmPairHead ph, int nr, const double *g, PairCt
   const int n = ph->c.n, D = ph->c.dim, no = ph->no, go = ph->c.learn_x ? 3 : 0;
   const double rc = ph->c.cutoff;
   PetscFunctionBeginUser;
-  PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
-  if (cx->divx) PetscCall(chunk_jacobian(ph, nr));
+  PetscCall(chunk_forward(ph, nr, cx->divx != NULL));
   for (int w = 0; w < nr; w++) {
     const PairRow *pr = &ph->rows[w];
     const RowGeom s = row_geom(ph, pr, g);
@@ -160,9 +162,8 @@ static PetscErrorCode chunk_backward(SgmPairHead ph, int nr, const double *g, Pa
   const int n = ph->c.n, D = ph->c.dim, no = ph->no, go = ph->c.learn_x ? 3 : 0;
   const double rc = ph->c.cutoff;
   PetscFunctionBeginUser;
-  PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
+  PetscCall(chunk_forward(ph, nr, cx->ddg != NULL));
   if (cx->ddg) {
-    PetscCall(chunk_jacobian(ph, nr));
     memset(ph->tout, 0, (size_t)4 * nr * no * sizeof(float)); /* reused: tangent cotangents */
   }
   for (int w = 0; w < nr; w++) {
