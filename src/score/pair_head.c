@@ -15,6 +15,7 @@
  * every pass, so that the backward's recomputed forward sees the same chunks.
  */
 #include "pair_head.h"
+#include "sgm/domain.h"
 
 #include <math.h>
 #include <string.h>
@@ -234,8 +235,7 @@ static PetscErrorCode for_chunks(SgmPairHead ph, int B, const double *x, const d
         const double *xi = x + ((size_t)b * n + i) * D, *xj = x + ((size_t)b * n + j) * D;
         double d[3], r2 = 0.0;
         for (int e = 0; e < D; e++) {
-          d[e] = xi[e] - xj[e];
-          if (L > 0.0) d[e] -= L * nearbyint(d[e] / L);
+          d[e] = L > 0.0 ? sgm_min_image(xi[e] - xj[e], L) : xi[e] - xj[e];
           r2 += d[e] * d[e];
         }
         if (!(r2 < rc * rc) || r2 == 0.0) continue;
