@@ -28,6 +28,9 @@
  *    and online (mlp composite, SDE replicas), and with boltzmann_x (offline composite, online sm);
  *    restart identity (bitwise) online and offline; boltzmann_x with eps = 0 or with the local
  *    transformer is refused by the input check;
+ *  - [train] init_model: 0 steps from another run's model.h5 leave its EMA weights (network and
+ *    pair term) bit for bit; another architecture or a missing file is refused (exit 2), the
+ *    latter before the output directory exists;
  *  - the trap check (--trap; non-interacting AOUPs in a harmonic trap, exact Gaussian score,
  *    measured on an independent trajectory of another seed): a short run of input/trap_mlp.toml
  *    must bring the relative L2 error of the learned score below half that of the initial
@@ -52,6 +55,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int long_run, trap_run;
 
@@ -682,6 +686,75 @@ START_TEST(test_config_check)
 }
 END_TEST
 
+/* [train] init_model: the EMA weights of another run's model.h5 (network and pair term in one
+ * slab) start the training; 0 steps from them leave exactly those weights in the new model.h5.
+ * Another architecture, or a file that is not there, is an input error (exit 2) and the latter
+ * is caught before the output directory is created. */
+START_TEST(test_init_model)
+{
+  MPI_Comm comm = sgm_test_comm();
+  char sim[512], a[512], b[512], bad[512], traj[600], init[700], mpath[600];
+  snprintf(sim, sizeof sim, "%s", sgm_test_tmpdir("full_init_sim"));
+  snprintf(a, sizeof a, "%s", sgm_test_tmpdir("full_init_a"));
+  snprintf(b, sizeof b, "%s", sgm_test_tmpdir("full_init_b"));
+  snprintf(bad, sizeof bad, "%s", sgm_test_tmpdir("full_init_bad"));
+  ck_assert_int_eq(run_text(comm, base, sim, "[\"simulate\"]", 0, NULL, NULL), 0);
+  snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", sim);
+  snprintf(mpath, sizeof mpath, "%s/model.h5", a);
+  snprintf(init, sizeof init, "train.init_model=\"%s\"", mpath);
+  const char *sa[5] = {traj, "train.ema=0.9", "model.pair_hidden=8", "model.pair_cutoff=3.0",
+                       "train.loss=\"composite\""};
+  ck_assert_int_eq(run_text(comm, base, a, "[\"train\"]", 5, sa, NULL), 0);
+  const char *sb[6] = {traj,
+                       init,
+                       "model.pair_hidden=8",
+                       "model.pair_cutoff=3.0",
+                       "train.steps=0",
+                       "train.loss=\"sm\""};
+  ck_assert_int_eq(run_text(comm, base, b, "[\"train\"]", 6, sb, NULL), 0);
+  SgmTestParams pa = sgm_test_read_params(a), pb = sgm_test_read_params(b);
+  ck_assert_int_eq(pa.nt, pb.nt);
+  ck_assert_uint_eq(pa.n, pb.n);
+  int npair = 0;
+  size_t differ = 0;
+  for (int k = 0; k < pa.nt; k++) {
+    char ds[128];
+    size_t m;
+    ck_assert_str_eq(pa.names[k], pb.names[k]);
+    npair += !strncmp(pa.names[k], "pair.", 5);
+    snprintf(ds, sizeof ds, "optimizer/ema/%s", pa.names[k]);
+    double *ema = sgm_test_read_ds(mpath, ds, &m, H5T_NATIVE_FLOAT);
+    const float *e = (const float *)ema;
+    ck_assert_uint_eq(m, (k + 1 < pa.nt ? pa.off[k + 1] : pa.n) - pa.off[k]);
+    for (size_t i = 0; i < m; i++) {
+      ck_assert_msg(pb.v[pb.off[k] + i] == e[i], "%s[%zu]: %g, EMA %g", pa.names[k], i,
+                    (double)pb.v[pb.off[k] + i], (double)e[i]);
+      differ += pa.v[pa.off[k] + i] != e[i];
+    }
+    free(ema);
+  }
+  ck_assert_int_gt(npair, 0);   /* the pair term's tensors came along */
+  ck_assert_uint_gt(differ, 0); /* the EMA, not the raw weights, were taken */
+  free(pa.v), free(pb.v);
+  /* another architecture: refused by the load's check */
+  const char *sc[4] = {traj, init, "model.pair_hidden=8", "model.pair_cutoff=2.0"};
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  PetscErrorCode ierr = run_text(comm, base, bad, "[\"train\"]", 4, sc, NULL);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
+  /* a file that is not there: refused by the input check, nothing created */
+  char fresh[600], missing[700];
+  snprintf(fresh, sizeof fresh, "%s/not_created", bad);
+  snprintf(missing, sizeof missing, "train.init_model=\"%s/no_such_model.h5\"", a);
+  const char *sd[2] = {traj, missing};
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  ierr = run_text(comm, base, fresh, "[\"train\"]", 2, sd, NULL);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
+  ck_assert_int_ne(access(fresh, F_OK), 0);
+}
+END_TEST
+
 /* ---- trapped AOUPs: the learned score against the exact Gaussian score ---- */
 
 typedef struct {
@@ -956,6 +1029,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_rank_invariance_mlp);
     tcase_add_test(tc, test_rank_invariance_transformer);
     tcase_add_test(tc, test_restart_identity);
+    tcase_add_test(tc, test_init_model);
   } else {
     tcase_add_test(tc, test_trap);
     if (!long_run) tcase_add_test(tc, test_pair_equilibrium);

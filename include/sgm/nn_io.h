@@ -55,4 +55,8 @@ PetscErrorCode sgm_nn_load(MPI_Comm comm, const char *path, SgmParams *p, int na
 PetscErrorCode sgm_nn_load_ema(MPI_Comm comm, const char *path, SgmParams *p, int narch,
                                const SgmNNAttr *arch);
 
+/// *has = 1 if `path` is an HDF5 file with EMA weights (/optimizer/ema), else 0 (also when it
+/// cannot be opened: a following load reports why). Rank 0 looks; collective on comm.
+PetscErrorCode sgm_nn_has_ema(MPI_Comm comm, const char *path, int *has);
+
 #endif

@@ -584,3 +584,26 @@ PetscErrorCode sgm_nn_load_ema(MPI_Comm comm, const char *path, SgmParams *p, in
   PetscCall(load(comm, path, p, narch, arch, NULL, 1));
   PetscFunctionReturn(0);
 }
+
+PetscErrorCode sgm_nn_has_ema(MPI_Comm comm, const char *path, int *has)
+{
+  PetscMPIInt rank;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  *has = 0;
+  if (rank == 0 && access(path, R_OK) == 0) {
+    H5E_auto2_t fn;
+    void *data;
+    H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f >= 0) {
+      *has = H5Lexists(f, "optimizer", H5P_DEFAULT) > 0 &&
+             H5Lexists(f, "optimizer/ema", H5P_DEFAULT) > 0;
+      H5Fclose(f);
+    }
+    H5Eset_auto2(H5E_DEFAULT, fn, data);
+  }
+  PetscCallMPI(MPI_Bcast(has, 1, MPI_INT, 0, comm));
+  PetscFunctionReturn(0);
+}

@@ -1142,6 +1142,20 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   PetscCall(PetscMalloc1(2 * t.ap.n, &t.pairs));
   for (int64_t i = 0; i < t.ap.n; i++) t.ids[i] = i;
   PetscCall(PetscCalloc1(3 * (t.steps + 1), &t.log));
+  PetscBool init_set;
+  PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
+  if (init_set && !resume) { /* start from another run's weights; the optimiser starts afresh */
+    const char *init;
+    int ema;
+    PetscCall(sgm_config_get_string(cfg, "train.init_model", &init));
+    PetscCall(sgm_nn_has_ema(comm, init, &ema));
+    if (ema)
+      PetscCall(sgm_nn_load_ema(comm, init, t.par, t.narch, t.arch));
+    else
+      PetscCall(sgm_nn_load(comm, init, t.par, t.narch, t.arch, NULL));
+    PetscCall(sgm_log(comm, "train: starting from the %s weights of %s\n",
+                      ema ? "EMA" : "trained (raw)", init));
+  }
   if (resume) {
     PetscCall(sgm_nn_load(comm, ckpt, t.par, t.narch, t.arch, t.opt));
     PetscCall(sgm_optim_get_step(t.opt, &start));

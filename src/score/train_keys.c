@@ -3,8 +3,10 @@
  * checked on load); [train] the loss, optimiser and loop. */
 #include "sgm/train.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 static const SgmKeySpec model_keys[] = {
     {"kind", SGM_KEY_STRING, "\"local_transformer\"", 0, -INFINITY, INFINITY,
@@ -99,6 +101,11 @@ static const SgmKeySpec train_keys[] = {
     {"antithetic", SGM_KEY_BOOL, "true", 0, 0, 0, NULL, "",
      "Denoising and transition losses: +- pairs of the same noise"},
     {"steps", SGM_KEY_INT, "1000", 0, 0, 2.8e14, NULL, "steps", "Optimiser steps"},
+    {"init_model", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "path",
+     "model.h5 whose weights start the training instead of the random initialisation (its EMA "
+     "weights when it holds them, as [epr] weights = \"auto\"): fine-tuning, or continuing with "
+     "another loss or schedule. Its architecture must equal [model] (checked as on load); the "
+     "optimiser's moments and step start afresh. Ignored on --restart from train_checkpoint.h5"},
     {"batch", SGM_KEY_INT, "1024", 0, 1, 4294967295.0, NULL, "particles",
      "Global minibatch: centre particles of one frame per step (<= N); for the full-state kinds "
      "(mlp, transformer) whole configurations per step (stored frames, or SDE replicas online)"},
@@ -178,6 +185,14 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
                          "or \"transformer\") only");
   }
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscBool init_set;
+  PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
+  if (init_set) {
+    const char *init;
+    PetscCall(sgm_config_get_string(cfg, "train.init_model", &init));
+    if (access(init, R_OK))
+      sgm_config_problem(pb, "train.init_model", "cannot read %s: %s", init, strerror(errno));
+  }
   PetscCall(sgm_config_get_int(cfg, "model.d_e", &de));
   PetscCall(sgm_config_get_int(cfg, "model.heads", &heads));
   PetscCall(sgm_config_get_int(cfg, "model.K", &K));
