@@ -20,7 +20,13 @@ origin) and prints, per run, with v0 from the stored input:
   * each part's integration-by-parts identity, E[div_x v_x] = -E[v_x . s_x] and
     E[div_g v_g] = -E[v_g . s_g] (exact for the true score, part by part), overall and per
     radius quintile: a part that obeys its own identity while the sum E[div v] is not 0 is
-    consistent with the data but not stationary with the other part (docs/validation.md).
+    consistent with the data but not stationary with the other part (docs/validation.md);
+  * the same parts by contact load: particles without contacts (|mu div F_i| of the pair forces
+    below 0.01) and four equal-count classes of the others by mu div F_i (most compressed
+    first), with each class's share of the sum of div v. For a score fitted by score matching
+    (or a denoising/transition loss) in a class that holds b and the Boltzmann shift,
+    E[div v] = -E|s - s_hat|^2_D, minus the D-weighted squared score error (docs/validation.md,
+    "Why E[div v] < 0"): where the negative div v sits is where the score is missed.
 
 Results also go to swimmers_stats.json in each run directory.
 
@@ -33,7 +39,7 @@ import tomllib
 
 import h5py
 import numpy as np
-from swimmers_linear_sm import map_means
+from swimmers_linear_sm import drift, map_means
 
 
 def _ranks(x):
@@ -92,6 +98,28 @@ def analyse(run):
         "ibp_divg_vg": [float(b.mean())] + [float(b[idx == k].mean()) for k in range(5)],
         "ibp_minus_vg_sg": [float(vsg.mean())] + [float(vsg[idx == k].mean()) for k in range(5)],
     }
+    # contact load: the pair part of mu div F_i (the trap's -d mu A excluded)
+    sy = cfg["system"]
+    a_, k_, beta_ = float(sy.get("a", 1.0)), float(sy.get("k", 0.0)), float(sy.get("beta", 1.0))
+    mu_, pot = float(sy.get("mu", 1.0)), sy.get("potential", "harmonic")
+    divf = np.concatenate([drift(pos[t0 : t0 + 256], a_, k_, beta_, mu_, pot)[1].sum(-1)
+                           for t0 in range(0, T, 256)]).ravel()
+    free = np.abs(divf) < 0.01
+    cls = np.full(divf.shape, -1)
+    if (~free).sum() >= 4:
+        qc = np.quantile(divf[~free], [0.25, 0.5, 0.75])
+        cls[~free] = np.searchsorted(qc, divf[~free], side="right")
+    contact = []
+    for c in range(-1, 4):
+        m = cls == c
+        if not m.any():
+            continue
+        contact.append({"class": "no contact" if c < 0 else f"contact q{c}",
+                        "share": float(m.mean()), "mu_div_f_pair": float(divf[m].mean()),
+                        "divx_vx": float(a[m].mean()), "divg_vg": float(b[m].mean()),
+                        "div_v": float(dv.ravel()[m].mean()),
+                        "median_div_v": float(np.median(dv.ravel()[m])),
+                        "share_of_sum_div_v": float(dv.ravel()[m].sum() / dv.sum())})
     res = {
         "v0": v0,
         "frames": int(T),
@@ -119,6 +147,7 @@ def analyse(run):
         "pearson_spatial_maps": float(np.corrcoef(mx, mg)[0, 1]),
         "rms_ratio_spatial_maps": float(np.sqrt((mx**2).mean() / (mg**2).mean())),
         **ibp,
+        "by_contact_load": contact,
     }
     with open(os.path.join(run, "swimmers_stats.json"), "w") as fh:
         json.dump(res, fh, indent=1)
@@ -157,6 +186,12 @@ def main():
               + "; ".join(f"{lab[k]} div_x v_x {s['ibp_divx_vx'][k]:+.3f} -v_x.s_x "
                           f"{s['ibp_minus_vx_sx'][k]:+.3f} div_g v_g {s['ibp_divg_vg'][k]:+.3f} "
                           f"-v_g.s_g {s['ibp_minus_vg_sg'][k]:+.3f}" for k in range(6)))
+        print("  by contact load (share, <mu div F_pair>: div_x v_x, div_g v_g, div v, median div v, "
+              "share of the sum of div v):")
+        for c in s["by_contact_load"]:
+            print(f"    {c['class']:<11} {c['share']:.2f} {c['mu_div_f_pair']:+8.3f}: "
+                  f"{c['divx_vx']:+.3f} {c['divg_vg']:+.3f} {c['div_v']:+.4f} "
+                  f"{c['median_div_v']:+.4f} {c['share_of_sum_div_v']:+.2f}")
 
 
 if __name__ == "__main__":

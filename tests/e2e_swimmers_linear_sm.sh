@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # postprocess/swimmers_linear_sm.py on free swimmers, where its linear class holds the exact
-# (Gaussian) score: non-interacting AOUPs in a harmonic trap (input/trap_mlp.toml: mu A = 1,
+# (Gaussian) score, and postprocess/swimmers_spearman.py on the `epr` stage's output with that
+# exact score (div v = 0 per particle, no contacts): non-interacting AOUPs in a harmonic trap (input/trap_mlp.toml: mu A = 1,
 # gamma = 1, eps = 0.5, v0 = 1, d = 2; T = 10^4) have div_x v_x = -div_g v_g = -2/3 per
 # particle (Lyapunov covariance: Var x = 1, Cov(x, g) = 1/2, Var g = 1), so E[div v] = 0.
 #   e2e_swimmers_linear_sm.sh SGM_HPC PYTHON SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
@@ -29,4 +30,19 @@ cat "$tmp/p"
 pv=$(sed -n 's/^    all: .*E\[div v\] \([^;]*\);.*$/\1/p' "$tmp/p")
 check "pair class E[div v] = 0 (got ${pv:-none})" "near '${pv:-nan}' 0 0.1"
 check "pair class |v_g|^2 by quintile" "grep -Eq '^    \|v_g\|\^2( [0-9.e+-]+){5}$' '$tmp/p'"
+# swimmers_spearman.py on the exact score ([epr] score = "exact_trap"): every particle has
+# div_x v_x = -div_g v_g = -2/3, so rms(div v)/rms(div_g v_g) vanishes to round-off, and with
+# k = 0 every particle is in the no-contact class
+"${mpi[@]}" -n 2 "$exe" --set run.output="\"$tmp/run\"" --set 'run.stages=["epr"]' \
+  --set epr.score='"exact_trap"' --set epr.stride=50 --set epr.write_fields=false \
+  "$src/input/trap_mlp.toml" >"$tmp/epr.log" 2>&1
+check "epr with the exact score exits 0" "[[ $? -eq 0 ]]"
+PYTHONPATH="$src/postprocess" "$py" "$src/postprocess/swimmers_spearman.py" "$tmp/run" >"$tmp/s" 2>&1
+check "swimmers_spearman exits 0" "[[ $? -eq 0 ]]"
+cat "$tmp/s"
+js() { "$py" -c "import json, sys; s = json.load(open('$tmp/run/swimmers_stats.json')); $1"; }
+check "stats file" "[[ -s '$tmp/run/swimmers_stats.json' ]]"
+check "rms(div v)/rms(div_g v_g) < 1e-9" "js 'sys.exit(0 if s[\"rms_div_v_over_rms_divg_vg\"] < 1e-9 else 1)'"
+check "div_x v_x = -2/3 per particle" "js 'sys.exit(0 if abs(s[\"mean_divx_vx\"] + 2 / 3) < 1e-9 else 1)'"
+check "one contact class, no contact, share 1" "js 'c = s[\"by_contact_load\"]; sys.exit(0 if len(c) == 1 and c[0][\"class\"] == \"no contact\" and c[0][\"share\"] == 1.0 else 1)'"
 e2e_finish
