@@ -9,7 +9,8 @@
  *    synthetic conservative drift, so the finite differences see the shift's divergence too),
  *    and with [model] x_scale = 3 (the chain-rule factor of the x divergences and their
  *    cotangents);
- *  - the learned pair term ([model] pair_hidden): its divergences against finite differences
+ *  - the learned pair term ([model] pair_hidden, with and without the contact profile input of
+ *    pair_contact): its divergences against finite differences
  *    (open space and a periodic box, tolerance 2e-3 so that a dropped Jacobian term fails), the
  *    gradients of every loss along all parameters and along the pair's alone (for sm, fpe and
  *    composite through its reverse over forward; dropping a term of it fails them), chunked rows
@@ -69,6 +70,7 @@ static double urand(void)
 static double x_scale;  /* [model] x_scale of the next check_model (0: none) */
 static int pair_hidden; /* [model] pair_hidden of the next check_model (0: none) */
 static double pair_box; /* its periodic box edge (0: open) */
+static double pair_cb;  /* its contact profile's beta (0: none; contact distance 1) */
 
 static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int boltzmann)
 {
@@ -79,6 +81,7 @@ static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int b
   c.max_batch = 3;
   c.max_tan = 5; /* several chunks */
   c.pair_hidden = pair_hidden, c.pair_depth = 2, c.pair_cutoff = 1.7, c.box = pair_box;
+  c.pair_contact_beta = pair_cb, c.pair_contact_r = 1.0;
   c.mlp.hidden = 16, c.mlp.depth = 2, c.mlp.act = SGM_NN_ACT_GELU;
   c.tf.d_model = 8, c.tf.n_layers = 1, c.tf.n_heads = 2, c.tf.mlp_hidden = 16;
   c.tf.embed_hidden = 8, c.tf.embed_depth = 1, c.tf.dec_hidden = 8, c.tf.dec_depth = 1;
@@ -179,8 +182,8 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
   if (!learn_x && c.boltzmann_x) /* s_x is the shift alone */
     for (int k = 0; k < B * N; k++)
       ck_assert(dx[k] == dfc[k] / c.eps && sx[2 * k] == fc[2 * k] / c.eps);
-  printf("kind %d learn_x %d boltzmann %d pair %d box %g: divergence vs FD %.3g\n", (int)kind,
-         learn_x, boltzmann, c.pair_hidden, c.box, err);
+  printf("kind %d learn_x %d boltzmann %d pair %d box %g contact %g: divergence vs FD %.3g\n",
+         (int)kind, learn_x, boltzmann, c.pair_hidden, c.box, c.pair_contact_beta, err);
   /* the pair term's own finite-difference error is ~1e-4 here; 2e-2 would hide a missing term */
   ck_assert_msg(err < (c.pair_hidden > 0 ? 2e-3 : 2e-2),
                 "kind %d learn_x %d boltzmann %d pair %d: divergence vs FD %g", (int)kind, learn_x,
@@ -311,7 +314,11 @@ START_TEST(test_mlp_grad)
   check_model(SGM_SCORE_MLP, 0, 1);
   pair_box = 2.5;
   check_model(SGM_SCORE_MLP, 1, 0);
-  pair_hidden = 0, pair_box = 0.0;
+  pair_cb = 6.0; /* the contact profile sigma(6 (1 - r)) as a fifth input, periodic and open */
+  check_model(SGM_SCORE_MLP, 1, 3);
+  pair_box = 0.0;
+  check_model(SGM_SCORE_MLP, 1, 1);
+  pair_hidden = 0, pair_box = 0.0, pair_cb = 0.0;
 }
 END_TEST
 
@@ -325,7 +332,9 @@ START_TEST(test_transformer_grad)
   x_scale = 0.0;
   pair_hidden = 12;
   check_model(SGM_SCORE_TRANSFORMER, 1, 3);
-  pair_hidden = 0;
+  pair_cb = 6.0;
+  check_model(SGM_SCORE_TRANSFORMER, 1, 0);
+  pair_hidden = 0, pair_cb = 0.0;
 }
 END_TEST
 
@@ -489,9 +498,12 @@ static void provider_case(const char *kind, int boltzmann_x, int pair)
   snprintf(path, sizeof path, "%s/%s_model%d%d.h5", dir, kind, boltzmann_x, pair);
   const char *bset[4] = {"model.boltzmann_x=true", "system.k=3.0", "model.pair_hidden=6",
                          "model.pair_cutoff=2.5"};
-  const char *pset[2] = {"model.pair_hidden=6", "model.pair_cutoff=2.5"};
+  /* pair = 2: with the contact profile input ([model] pair_contact, [system] beta and a) */
+  const char *pset[3] = {"model.pair_hidden=6", "model.pair_cutoff=2.5", "model.pair_contact=true"};
   ck_assert_int_eq(sgm_config_create_from_string(comm, "full.toml", model_toml(kind, dir, path, 16),
-                                                 boltzmann_x ? 2 + 2 * pair : 2 * pair,
+                                                 boltzmann_x ? 2 + 2 * pair
+                                                 : pair      ? 1 + pair
+                                                             : 0,
                                                  boltzmann_x ? bset : pset, &cfg),
                    0);
   ck_assert_int_eq(sgm_aoup_params_from_config(cfg, 7, &p), 0);
@@ -538,14 +550,20 @@ static void provider_case(const char *kind, int boltzmann_x, int pair)
   }
   ck_assert_msg(err <= 1e-12, "%s (boltzmann_x %d) provider vs direct: %g", kind, boltzmann_x, err);
   ck_assert_int_eq(sgm_score_provider_destroy(&sp), 0);
-  /* a model.h5 of another architecture is refused */
-  ck_assert_int_eq(
-      sgm_config_create_from_string(comm, "bad.toml", model_toml(kind, dir, path, 24), 1,
-                                    (const char *[]){boltzmann_x ? "model.boltzmann_x=false"
-                                                     : !strcmp(kind, "mlp") ? "model.depth=3"
-                                                                            : "model.d_e=12"},
-                                    &bad),
-      0);
+  /* a model.h5 of another architecture is refused (with the contact profile: the same pair
+   * term without it) */
+  if (pair == 2)
+    ck_assert_int_eq(sgm_config_create_from_string(comm, "bad.toml",
+                                                   model_toml(kind, dir, path, 24), 2, pset, &bad),
+                     0);
+  else
+    ck_assert_int_eq(
+        sgm_config_create_from_string(comm, "bad.toml", model_toml(kind, dir, path, 24), 1,
+                                      (const char *[]){boltzmann_x ? "model.boltzmann_x=false"
+                                                       : !strcmp(kind, "mlp") ? "model.depth=3"
+                                                                              : "model.d_e=12"},
+                                      &bad),
+        0);
   ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
   PetscErrorCode ierr = sgm_score_provider_create(comm, "model", &p, bad, &sp);
   ck_assert_int_eq(PetscPopErrorHandler(), 0);
@@ -564,7 +582,8 @@ START_TEST(test_provider)
   provider_case("transformer", 0, 0);
   provider_case("mlp", 1, 0);
   provider_case("transformer", 1, 0);
-  provider_case("mlp", 0, 1); /* with the pair term (its tensors in model.h5) */
+  provider_case("mlp", 0, 1);         /* with the pair term (its tensors in model.h5) */
+  provider_case("transformer", 0, 2); /* and its contact profile input */
   provider_case("transformer", 1, 1);
 }
 END_TEST
@@ -677,12 +696,16 @@ START_TEST(test_config_check)
     ck_assert_int_eq(PetscPopErrorHandler(), 0);
     ck_assert_int_eq(ierr, SGM_ERR_USER);
   }
-  /* the pair term: full-state kinds only, refused by the input check whatever the stages */
-  const char *pbad[2] = {"model.pair_hidden=8", "model.kind=\"local_transformer\""};
-  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-  PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"simulate\"]", 2, pbad, NULL);
-  ck_assert_int_eq(PetscPopErrorHandler(), 0);
-  ck_assert_int_eq(ierr, SGM_ERR_USER);
+  /* the pair term: full-state kinds only, refused by the input check whatever the stages; its
+   * contact profile needs it */
+  const char *pbad[2][2] = {{"model.pair_hidden=8", "model.kind=\"local_transformer\""},
+                            {"model.pair_contact=true", "model.pair_hidden=0"}};
+  for (int c = 0; c < 2; c++) {
+    ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+    PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"simulate\"]", 2, pbad[c], NULL);
+    ck_assert_int_eq(PetscPopErrorHandler(), 0);
+    ck_assert_int_eq(ierr, SGM_ERR_USER);
+  }
 }
 END_TEST
 

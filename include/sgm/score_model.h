@@ -79,6 +79,8 @@ typedef struct {
   int pair_depth;            /* its hidden layers */
   double pair_cutoff;        /* its cutoff radius r_c (> 0 when pair_hidden > 0) */
   double box;                /* periodic box edge for the pair distances, 0 for open space */
+  double pair_contact_beta;  /* > 0: the pair MLP also sees sigma(beta (pair_contact_r - r)) */
+  double pair_contact_r;     /* the contact distance of that profile (2 a) */
   SgmNnMlpConfig mlp;        /* kind mlp: hidden, depth, act (in/out widths are set here) */
   SgmNnTransformerConfig tf; /* kind transformer: everything but dim, gdim, out_dim */
 } SgmFullScoreConfig;

@@ -135,7 +135,9 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
                                   c->pair_depth,
                                   c->kind == SGM_SCORE_MLP ? c->mlp.act : c->tf.act,
                                   c->pair_cutoff,
-                                  c->box};
+                                  c->box,
+                                  c->pair_contact_beta,
+                                  c->pair_contact_r};
     /* its own init stream: the pair's tensor k must not repeat the network's tensor k */
     PetscCall(sgm_pair_head_create(&pc, seed ^ UINT64_C(0x5041495248454144), &fs->ph));
     PetscCall(concat_params(fs));

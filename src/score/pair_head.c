@@ -1,18 +1,18 @@
 /* The learned pair term of the full-state score networks (pair_head.h).
  *
  * Divergences. For a row (i, j) with z = (rho, a, b, c) = (r / r_c, g_i.u, g_j.u, g_i.g_j),
- * p = |g_i|^2, q = |g_j|^2 and J_km = d f_k / d z_m (four one-hot JVPs of the MLP):
- *   grad_{x_i} rho = u / r_c, grad_{x_i} a = (g_i - a u) / r, grad_{x_i} b = (g_j - b u) / r,
- *   grad_{x_i} c = 0, div_{x_i} u = (d - 1) / r, and g_i, g_j do not depend on x_i, so
- *   div_{x_i} (phi f u)   = phi' f + phi J_rho / r_c + phi f (d - 1) / r
- *   div_{x_i} (phi f g_i) = phi' f a + phi (J_rho a / r_c + J_a (p - a^2) / r + J_b (c - a b) / r)
- *   div_{x_i} (phi f g_j) = phi' f b + phi (J_rho b / r_c + J_a (c - a b) / r + J_b (q - b^2) / r);
- *   grad_{g_i} a = u, grad_{g_i} c = g_j (rho and b do not depend on g_i), div_{g_i} g_i = d:
- *   div_{g_i} (phi f u)   = phi (J_a + J_c b)
- *   div_{g_i} (phi f g_i) = phi (J_a a + J_c c + d f)
- *   div_{g_i} (phi f g_j) = phi (J_a b + J_c q).
- * Rows are built in the order (configuration, i < j) with (i, j) followed by (j, i), the same in
- * every pass, so that the backward's recomputed forward sees the same chunks.
+ * p = |g_i|^2, q = |g_j|^2 and J_km = d f_k / d z_m (four JVPs of the MLP, one-hot in the inputs
+ * but for the contact profile e(r): the rho tangent also carries r_c de/dr on it, so that J_k,rho /
+ * r_c is the total df_k/dr and the formulas below hold with or without it): grad_{x_i} rho = u /
+ * r_c, grad_{x_i} a = (g_i - a u) / r, grad_{x_i} b = (g_j - b u) / r, grad_{x_i} c = 0, div_{x_i}
+ * u = (d - 1) / r, and g_i, g_j do not depend on x_i, so div_{x_i} (phi f u)   = phi' f + phi J_rho
+ * / r_c + phi f (d - 1) / r div_{x_i} (phi f g_i) = phi' f a + phi (J_rho a / r_c + J_a (p - a^2) /
+ * r + J_b (c - a b) / r) div_{x_i} (phi f g_j) = phi' f b + phi (J_rho b / r_c + J_a (c - a b) / r
+ * + J_b (q - b^2) / r); grad_{g_i} a = u, grad_{g_i} c = g_j (rho and b do not depend on g_i),
+ * div_{g_i} g_i = d: div_{g_i} (phi f u)   = phi (J_a + J_c b) div_{g_i} (phi f g_i) = phi (J_a a +
+ * J_c c + d f) div_{g_i} (phi f g_j) = phi (J_a b + J_c q). Rows are built in the order
+ * (configuration, i < j) with (i, j) followed by (j, i), the same in every pass, so that the
+ * backward's recomputed forward sees the same chunks.
  */
 #include "pair_head.h"
 #include "sgm/domain.h"
@@ -29,6 +29,7 @@ struct SgmPairHead_ {
   SgmPairHeadConfig c;
   SgmNnMlp mlp;
   int no; /* MLP outputs: 6 with learn_x, else 3 */
+  int ni; /* MLP inputs: 4, or 5 with the contact profile */
   PairRow *rows;
   float *z, *out, *dout, *tz, *tout;
 };
@@ -49,14 +50,19 @@ PetscErrorCode sgm_pair_head_create(const SgmPairHeadConfig *c, uint64_t seed, S
              PETSC_ERR_ARG_OUTOFRANGE, "pair head: dim, hidden, depth out of range");
   PetscCall(PetscNew(&ph));
   ph->c = *c;
+  PetscCheck(!(c->contact_beta > 0.0) || isfinite(c->contact_beta * c->contact_r), PETSC_COMM_SELF,
+             PETSC_ERR_ARG_OUTOFRANGE, "pair head: contact profile beta %g, r %g", c->contact_beta,
+             c->contact_r);
   ph->no = c->learn_x ? 6 : 3;
+  ph->ni = c->contact_beta > 0.0 ? 5 : 4;
   SgmNnMlpConfig mc = {0};
-  mc.in_dim = 4, mc.out_dim = ph->no, mc.hidden = c->hidden, mc.depth = c->depth, mc.act = c->act;
+  mc.in_dim = ph->ni, mc.out_dim = ph->no, mc.hidden = c->hidden, mc.depth = c->depth,
+  mc.act = c->act;
   PetscCall(sgm_nn_mlp_create(&mc, SGM_PAIR_ROWS, 4, seed, &ph->mlp));
   const size_t R = SGM_PAIR_ROWS;
   PetscCall(PetscMalloc1(R, &ph->rows));
-  PetscCall(PetscMalloc5(R * 4, &ph->z, R * ph->no, &ph->out, R * ph->no, &ph->dout, 4 * R * 4,
-                         &ph->tz, 4 * R * ph->no, &ph->tout));
+  PetscCall(PetscMalloc5(R * ph->ni, &ph->z, R * ph->no, &ph->out, R * ph->no, &ph->dout,
+                         4 * R * ph->ni, &ph->tz, 4 * R * ph->no, &ph->tout));
   *out = ph;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -103,16 +109,32 @@ static RowGeom row_geom(const SgmPairHead ph, const PairRow *w, const double *g)
   return s;
 }
 
-/* The MLP's forward pass on nr rows and, with jac, its JVPs along the one-hot tangents of its
- * four inputs (the Jacobian J_km into ph->tout). */
+/* The contact profile e(r) = sigma(beta_c (r_0 - r)) and its derivative de/dr. */
+static inline double contact_profile(const SgmPairHeadConfig *c, double r, double *dedr)
+{
+  const double e = 1.0 / (1.0 + exp(-c->contact_beta * (c->contact_r - r)));
+  *dedr = -c->contact_beta * e * (1.0 - e);
+  return e;
+}
+
+/* The MLP's forward pass on nr rows and, with jac, its JVPs along the tangents of its four
+ * geometric inputs (the Jacobian J_km into ph->tout; the rho tangent carries r_c de/dr on the
+ * contact profile's input). */
 static PetscErrorCode chunk_forward(SgmPairHead ph, int nr, int jac)
 {
+  const int ni = ph->ni;
   PetscFunctionBeginUser;
   PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
   if (!jac) PetscFunctionReturn(PETSC_SUCCESS);
-  memset(ph->tz, 0, (size_t)4 * nr * 4 * sizeof(float));
+  memset(ph->tz, 0, (size_t)4 * nr * ni * sizeof(float));
   for (int m = 0; m < 4; m++)
-    for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * 4 + m] = 1.0f;
+    for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * ni + m] = 1.0f;
+  if (ni == 5)
+    for (int w = 0; w < nr; w++) {
+      double dedr;
+      (void)contact_profile(&ph->c, ph->rows[w].r, &dedr);
+      ph->tz[(size_t)w * ni + 4] = (float)(ph->c.cutoff * dedr);
+    }
   PetscCall(sgm_nn_mlp_jvp(ph->mlp, ph->tout, ph->tz, NULL, NULL, 4));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -216,8 +238,12 @@ static void row_input(const SgmPairHead ph, int w, const double *g)
 {
   const PairRow *pr = &ph->rows[w];
   const RowGeom s = row_geom(ph, pr, g);
-  float *z = ph->z + (size_t)w * 4;
+  float *z = ph->z + (size_t)w * ph->ni;
   z[0] = (float)(pr->r / ph->c.cutoff), z[1] = (float)s.a, z[2] = (float)s.b, z[3] = (float)s.c;
+  if (ph->ni == 5) {
+    double dedr;
+    z[4] = (float)contact_profile(&ph->c, pr->r, &dedr);
+  }
 }
 
 /* Runs fn on every chunk of rows of the B configurations. */

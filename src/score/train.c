@@ -319,6 +319,14 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
     ms->arch[na++] = SGM_NN_ATTR_I("pair_hidden", fc.pair_hidden);
     ms->arch[na++] = SGM_NN_ATTR_I("pair_depth", fc.pair_depth);
     ms->arch[na++] = SGM_NN_ATTR_R("pair_cutoff", fc.pair_cutoff);
+    PetscBool contact;
+    PetscCall(sgm_config_get_bool(cfg, "model.pair_contact", &contact));
+    if (contact) { /* written only when on: pair models from before the key load unchanged */
+      PetscCall(sgm_config_get_real(cfg, "system.beta", &fc.pair_contact_beta));
+      fc.pair_contact_r = 2.0 * a;
+      ms->arch[na++] = SGM_NN_ATTR_R("pair_contact_beta", fc.pair_contact_beta);
+      ms->arch[na++] = SGM_NN_ATTR_R("pair_contact_r", fc.pair_contact_r);
+    }
   }
   if (!strcmp(kind, "mlp")) {
     ms->kind = fc.kind = SGM_SCORE_MLP;

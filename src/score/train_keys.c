@@ -48,6 +48,11 @@ static const SgmKeySpec model_keys[] = {
     {"pair_depth", SGM_KEY_INT, "2", 0, 1, 64, NULL, "", "Hidden layers of the pair-term MLP"},
     {"pair_cutoff", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "length",
      "Cutoff radius of the pair term (0: 4 a, twice the contact distance 2 a)"},
+    {"pair_contact", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
+     "With pair_hidden > 0: the pair MLP also sees the contact profile sigma(beta (2 a - r)) "
+     "([system] beta and a: the stiffness profile of the softplus force), so that score terms "
+     "that switch on within a contact are cheap to learn; stored with the model "
+     "(docs/training.md)"},
     {"boltzmann_x", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
      "Boltzmann-informed parameterisation of the x score, s_x^i = mu F_i / eps + N_x^i with mu F_i "
      "the conservative drift (pair forces and trap; App. F.3.2: -grad Phi / eps), exact with N = 0 "
@@ -184,6 +189,12 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
                          "the pair term is implemented for the full-state kinds (kind = \"mlp\" "
                          "or \"transformer\") only");
   }
+  PetscBool pc;
+  PetscCall(sgm_config_get_bool(cfg, "model.pair_contact", &pc));
+  if (pc && ph <= 0)
+    sgm_config_problem(pb, "model.pair_contact",
+                       "the contact profile is an input of the pair "
+                       "term: set [model] pair_hidden > 0");
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
