@@ -1,18 +1,21 @@
 /* The learned pair term of the full-state score networks (pair_head.h).
  *
  * Divergences. For a row (i, j) with z = (rho, a, b, c) = (r / r_c, g_i.u, g_j.u, g_i.g_j),
- * p = |g_i|^2, q = |g_j|^2 and J_km = d f_k / d z_m (four JVPs of the MLP, one-hot in the inputs
- * but for the contact profile e(r): the rho tangent also carries r_c de/dr on it, so that J_k,rho /
- * r_c is the total df_k/dr and the formulas below hold with or without it): grad_{x_i} rho = u /
- * r_c, grad_{x_i} a = (g_i - a u) / r, grad_{x_i} b = (g_j - b u) / r, grad_{x_i} c = 0, div_{x_i}
- * u = (d - 1) / r, and g_i, g_j do not depend on x_i, so div_{x_i} (phi f u)   = phi' f + phi J_rho
- * / r_c + phi f (d - 1) / r div_{x_i} (phi f g_i) = phi' f a + phi (J_rho a / r_c + J_a (p - a^2) /
- * r + J_b (c - a b) / r) div_{x_i} (phi f g_j) = phi' f b + phi (J_rho b / r_c + J_a (c - a b) / r
- * + J_b (q - b^2) / r); grad_{g_i} a = u, grad_{g_i} c = g_j (rho and b do not depend on g_i),
- * div_{g_i} g_i = d: div_{g_i} (phi f u)   = phi (J_a + J_c b) div_{g_i} (phi f g_i) = phi (J_a a +
- * J_c c + d f) div_{g_i} (phi f g_j) = phi (J_a b + J_c q). Rows are built in the order
- * (configuration, i < j) with (i, j) followed by (j, i), the same in every pass, so that the
- * backward's recomputed forward sees the same chunks.
+ * p = |g_i|^2, q = |g_j|^2 and J_km = d f_k / d z_m (four JVPs of the MLP along its inputs):
+ *   grad_{x_i} rho = u / r_c, grad_{x_i} a = (g_i - a u) / r, grad_{x_i} b = (g_j - b u) / r,
+ *   grad_{x_i} c = 0, div_{x_i} u = (d - 1) / r, and g_i, g_j do not depend on x_i, so
+ *   div_{x_i} (phi f u)   = phi' f + phi J_rho / r_c + phi f (d - 1) / r
+ *   div_{x_i} (phi f g_i) = phi' f a + phi (J_rho a / r_c + J_a (p - a^2) / r + J_b (c - a b) / r)
+ *   div_{x_i} (phi f g_j) = phi' f b + phi (J_rho b / r_c + J_a (c - a b) / r + J_b (q - b^2) / r);
+ *   grad_{g_i} a = u, grad_{g_i} c = g_j (rho and b do not depend on g_i), div_{g_i} g_i = d:
+ *   div_{g_i} (phi f u)   = phi (J_a + J_c b)
+ *   div_{g_i} (phi f g_i) = phi (J_a a + J_c c + d f)
+ *   div_{g_i} (phi f g_j) = phi (J_a b + J_c q).
+ * The tangents are one-hot, but with the contact profile e(r) as a fifth input the rho tangent
+ * also carries r_c de/dr on it: J_rho / r_c is then the total df/dr and the formulas hold as
+ * they are.
+ * Rows are built in the order (configuration, i < j) with (i, j) followed by (j, i), the same in
+ * every pass, so that the backward's recomputed forward sees the same chunks.
  */
 #include "pair_head.h"
 #include "sgm/domain.h"
@@ -23,6 +26,7 @@
 typedef struct {
   int b, i, j;
   double r, u[3], phi, dphi;
+  double dedr; /* de/dr of the contact profile (0 without it) */
 } PairRow;
 
 struct SgmPairHead_ {
@@ -130,11 +134,8 @@ static PetscErrorCode chunk_forward(SgmPairHead ph, int nr, int jac)
   for (int m = 0; m < 4; m++)
     for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * ni + m] = 1.0f;
   if (ni == 5)
-    for (int w = 0; w < nr; w++) {
-      double dedr;
-      (void)contact_profile(&ph->c, ph->rows[w].r, &dedr);
-      ph->tz[(size_t)w * ni + 4] = (float)(ph->c.cutoff * dedr);
-    }
+    for (int w = 0; w < nr; w++)
+      ph->tz[(size_t)w * ni + 4] = (float)(ph->c.cutoff * ph->rows[w].dedr);
   PetscCall(sgm_nn_mlp_jvp(ph->mlp, ph->tout, ph->tz, NULL, NULL, 4));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -233,17 +234,15 @@ static PetscErrorCode chunk_backward(SgmPairHead ph, int nr, const double *g, Pa
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* The MLP input of a row. */
+/* The MLP input of a row (and the row's de/dr for the Jacobian tangents). */
 static void row_input(const SgmPairHead ph, int w, const double *g)
 {
-  const PairRow *pr = &ph->rows[w];
+  PairRow *pr = &ph->rows[w];
   const RowGeom s = row_geom(ph, pr, g);
   float *z = ph->z + (size_t)w * ph->ni;
   z[0] = (float)(pr->r / ph->c.cutoff), z[1] = (float)s.a, z[2] = (float)s.b, z[3] = (float)s.c;
-  if (ph->ni == 5) {
-    double dedr;
-    z[4] = (float)contact_profile(&ph->c, pr->r, &dedr);
-  }
+  pr->dedr = 0.0;
+  if (ph->ni == 5) z[4] = (float)contact_profile(&ph->c, pr->r, &pr->dedr);
 }
 
 /* Runs fn on every chunk of rows of the B configurations. */

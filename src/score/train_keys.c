@@ -193,8 +193,8 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   PetscCall(sgm_config_get_bool(cfg, "model.pair_contact", &pc));
   if (pc && ph <= 0)
     sgm_config_problem(pb, "model.pair_contact",
-                       "the contact profile is an input of the pair "
-                       "term: set [model] pair_hidden > 0");
+                       "the contact profile is an input of the pair term: set [model] "
+                       "pair_hidden > 0");
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
