@@ -9,7 +9,9 @@
  *  - restart identity: 4 steps, stop, --restart, 6 more steps gives bitwise the parameters and
  *    the loss log of 10 uninterrupted steps;
  *  - both again in online mode (SDE steps between optimiser steps, particle state checkpointed);
- *  - cross-key configuration checks. */
+ *  - cross-key configuration checks;
+ *  - [train] init_model for the local transformer: 0 steps from a model.h5 without EMA weights
+ *    leave its trained parameters bit for bit. */
 #include "testutil.h"
 #include "train_util.h"
 #include "sgm/app.h"
@@ -137,6 +139,29 @@ START_TEST(test_config_check)
 }
 END_TEST
 
+START_TEST(test_init_model)
+{
+  MPI_Comm comm = sgm_test_comm();
+  char sim[512], a[512], b[512], traj[600], init[700];
+  snprintf(sim, sizeof sim, "%s", sgm_test_tmpdir("train_init_sim"));
+  snprintf(a, sizeof a, "%s", sgm_test_tmpdir("train_init_a"));
+  snprintf(b, sizeof b, "%s", sgm_test_tmpdir("train_init_b"));
+  ck_assert_int_eq(run_stages(comm, sim, "[\"simulate\"]", 0, NULL, NULL), 0);
+  snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", sim);
+  snprintf(init, sizeof init, "train.init_model=\"%s/model.h5\"", a);
+  const char *sa[1] = {traj};
+  ck_assert_int_eq(run_stages(comm, a, "[\"train\"]", 1, sa, NULL), 0);
+  const char *sb[3] = {traj, init, "train.steps=0"};
+  ck_assert_int_eq(run_stages(comm, b, "[\"train\"]", 3, sb, NULL), 0);
+  SgmTestParams pa = sgm_test_read_params(a), pb = sgm_test_read_params(b);
+  ck_assert_uint_eq(pa.n, pb.n);
+  for (size_t i = 0; i < pa.n; i++)
+    ck_assert_msg(pa.v[i] == pb.v[i], "parameter %zu: %g vs %g", i, (double)pa.v[i],
+                  (double)pb.v[i]);
+  free(pa.v), free(pb.v);
+}
+END_TEST
+
 static Suite *suite(void)
 {
   Suite *s = suite_create("train");
@@ -149,6 +174,7 @@ static Suite *suite(void)
   tcase_add_test(tc, test_restart_identity);
   tcase_add_test(tc, test_rank_invariance_online);
   tcase_add_test(tc, test_restart_identity_online);
+  tcase_add_test(tc, test_init_model);
   suite_add_tcase(s, tc);
   return s;
 }
