@@ -55,8 +55,10 @@ PetscErrorCode sgm_nn_load(MPI_Comm comm, const char *path, SgmParams *p, int na
 PetscErrorCode sgm_nn_load_ema(MPI_Comm comm, const char *path, SgmParams *p, int narch,
                                const SgmNNAttr *arch);
 
-/// *has = 1 if `path` is an HDF5 file with EMA weights (/optimizer/ema), else 0 (also when it
-/// cannot be opened: a following load reports why). Rank 0 looks; collective on comm.
-PetscErrorCode sgm_nn_has_ema(MPI_Comm comm, const char *path, int *has);
+/// sgm_nn_load_ema when `path` holds EMA weights (/optimizer/ema), else sgm_nn_load without
+/// optimiser: the weights an evaluation usually wants. *ema (may be NULL) receives 1 when the EMA
+/// weights were taken. Rank 0 looks into the file; collective on comm.
+PetscErrorCode sgm_nn_load_auto(MPI_Comm comm, const char *path, SgmParams *p, int narch,
+                                const SgmNNAttr *arch, int *ema);
 
 #endif

@@ -17,13 +17,12 @@ PetscErrorCode sgm_epr_load_weights(MPI_Comm comm, SgmConfig cfg, const char *pa
   int ema = 0;
   PetscFunctionBeginUser;
   PetscCall(sgm_config_get_string(cfg, "epr.weights", &mode));
-  if (!strcmp(mode, "ema"))
+  if (!strcmp(mode, "auto"))
+    PetscCall(sgm_nn_load_auto(comm, path, p, narch, arch, &ema));
+  else if (!strcmp(mode, "ema")) {
     ema = 1;
-  else if (!strcmp(mode, "auto"))
-    PetscCall(sgm_nn_has_ema(comm, path, &ema));
-  if (ema)
     PetscCall(sgm_nn_load_ema(comm, path, p, narch, arch));
-  else
+  } else
     PetscCall(sgm_nn_load(comm, path, p, narch, arch, NULL));
   PetscCall(sgm_log(comm, "epr: %s weights of %s\n", ema ? "EMA" : "trained (raw)", path));
   PetscFunctionReturn(PETSC_SUCCESS);

@@ -585,7 +585,9 @@ PetscErrorCode sgm_nn_load_ema(MPI_Comm comm, const char *path, SgmParams *p, in
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode sgm_nn_has_ema(MPI_Comm comm, const char *path, int *has)
+/* *has = 1 if path is an HDF5 file with /optimizer/ema, else 0 (also when it cannot be opened:
+ * the load then reports why). Rank 0 looks; collective on comm. */
+static PetscErrorCode has_ema(MPI_Comm comm, const char *path, int *has)
 {
   PetscMPIInt rank;
   PetscFunctionBeginUser;
@@ -605,5 +607,16 @@ PetscErrorCode sgm_nn_has_ema(MPI_Comm comm, const char *path, int *has)
     H5Eset_auto2(H5E_DEFAULT, fn, data);
   }
   PetscCallMPI(MPI_Bcast(has, 1, MPI_INT, 0, comm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode sgm_nn_load_auto(MPI_Comm comm, const char *path, SgmParams *p, int narch,
+                                const SgmNNAttr *arch, int *ema)
+{
+  int has;
+  PetscFunctionBeginUser;
+  PetscCall(has_ema(comm, path, &has));
+  PetscCall(load(comm, path, p, narch, arch, NULL, has));
+  if (ema) *ema = has;
   PetscFunctionReturn(0);
 }

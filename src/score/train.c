@@ -1156,11 +1156,7 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     const char *init;
     int ema;
     PetscCall(sgm_config_get_string(cfg, "train.init_model", &init));
-    PetscCall(sgm_nn_has_ema(comm, init, &ema));
-    if (ema)
-      PetscCall(sgm_nn_load_ema(comm, init, t.par, t.narch, t.arch));
-    else
-      PetscCall(sgm_nn_load(comm, init, t.par, t.narch, t.arch, NULL));
+    PetscCall(sgm_nn_load_auto(comm, init, t.par, t.narch, t.arch, &ema));
     PetscCall(sgm_log(comm, "train: starting from the %s weights of %s\n",
                       ema ? "EMA" : "trained (raw)", init));
   }
