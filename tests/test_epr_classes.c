@@ -121,16 +121,6 @@ static PetscErrorCode run_epr(const char *dir)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* value of "key": in the "epr" object of metrics.json */
-static double metric(const char *json, const char *key)
-{
-  char pat[128];
-  snprintf(pat, sizeof pat, "\"%s\":", key);
-  const char *p = strstr(strstr(json, "\"epr\""), pat);
-  ck_assert_msg(p, "metric %s missing", key);
-  return strtod(p + strlen(pat), NULL);
-}
-
 START_TEST(test_interface_classes)
 {
   const char *dir = sgm_test_tmpdir("epr_classes");
@@ -189,16 +179,16 @@ START_TEST(test_interface_classes)
     char k[64];
     vg2[c] = s_vg2[c] / cnt[c];
     snprintf(k, sizeof k, "class_count_%s", sgm_epr_class_names[c]);
-    ck_assert_double_eq_tol(metric(js, k), cnt[c] / 2.0, 1e-12);
+    ck_assert_double_eq_tol(sgm_test_metric(js, "epr", k), cnt[c] / 2.0, 1e-12);
     snprintf(k, sizeof k, "vg2_%s", sgm_epr_class_names[c]);
-    ck_assert_double_eq_tol(metric(js, k), vg2[c], 1e-12 * vg2[c]);
+    ck_assert_double_eq_tol(sgm_test_metric(js, "epr", k), vg2[c], 1e-12 * vg2[c]);
     snprintf(k, sizeof k, "epr_total_%s", sgm_epr_class_names[c]);
-    ck_assert_double_eq_tol(metric(js, k), s_tot[c] / cnt[c], 1e-12 * vg2[c]);
+    ck_assert_double_eq_tol(sgm_test_metric(js, "epr", k), s_tot[c] / cnt[c], 1e-12 * vg2[c]);
   }
   /* the constructed answer: interface |g| = 1, dense 0.1, gas 0.2 */
   ck_assert_double_eq_tol(vg2[SGM_EPR_CLASS_INTERFACE], 1.0, 1e-12);
-  ck_assert_double_eq_tol(metric(js, "vg2_ratio_interface_dense"), 100.0, 1e-9);
-  ck_assert_double_eq_tol(metric(js, "vg2_ratio_interface_dilute"), 25.0, 1e-9);
+  ck_assert_double_eq_tol(sgm_test_metric(js, "epr", "vg2_ratio_interface_dense"), 100.0, 1e-9);
+  ck_assert_double_eq_tol(sgm_test_metric(js, "epr", "vg2_ratio_interface_dilute"), 25.0, 1e-9);
   free(js);
   snprintf(path, sizeof path, "%s/epr.xdmf", dir);
   char *xd = sgm_test_slurp(path);

@@ -8,7 +8,11 @@
  *    statistical: 4 batch-means standard errors; and the continuum value within that plus the
  *    O(dt) difference;
  *  - E[∇·v] = 0 within 3 SE (it vanishes pointwise for the exact score) and E[|s|² + ∇·s] within
- *    3 SE of its expectation under S (and of 0 within 3 SE plus the O(dt) bias).
+ *    3 SE of its expectation under S (and of 0 within 3 SE plus the O(dt) bias);
+ *  - the score-error estimate (series sm_loss_x, sm_loss_g, div_b, score_error) against the
+ *    formulas on the stored scores (round-off) and within 4 SE of its expectation under S; for a
+ *    score 50 % too large (test_epr_score_error) within 4 SE of its expectation under S, 6 SE
+ *    away from 0, and metrics.json consistent with the series.
  * With --long (LABELS long) the run is 10x longer at a 5x smaller dt, and the continuum values
  * are checked with 3 SE only. */
 #include "testutil.h"
@@ -54,7 +58,8 @@ static PetscErrorCode run_text(const char *text)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-static PetscErrorCode run_stages(const char *outdir, double dt, int64_t nsteps, int64_t every)
+static PetscErrorCode run_stages(const char *outdir, const char *score, double dt, int64_t nsteps,
+                                 int64_t every)
 {
   char text[4096];
   PetscFunctionBeginUser;
@@ -65,9 +70,9 @@ static PetscErrorCode run_stages(const char *outdir, double dt, int64_t nsteps, 
            "k = 0.0\npotential = \"harmonic\"\ntrap_A = %g\nboundary = \"open\"\n"
            "[simulate]\ndt = %g\nn_equil = %lld\nn_steps = %lld\nframe_every = %lld\n"
            "g_update = \"exact\"\nrelax_steps = 0\n"
-           "[epr]\nscore = \"exact_trap\"\nbatches = 10\ngrid = [16, 16]\n",
+           "[epr]\nscore = \"%s\"\nbatches = 10\ngrid = [16, 16]\n",
            outdir, DIM, NP, V0, GAM, EPS, MUA, dt, (long long)(8.0 / dt), (long long)nsteps,
-           (long long)every);
+           (long long)every, score);
   PetscCall(run_text(text));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -112,10 +117,24 @@ static void batch_mean_se(const double *v, int64_t T, int nb, double *mean, doub
   *se = sqrt(bs / (nb - 1) / nb);
 }
 
+/* Expectation per particle of the score-error summand |ŝ|²_D + 2 ∇·(D ŝ) - ∇·b of the trap for
+ * ŝ = (1 + c) s, s = -Σ⁻¹ z the continuum score, over z ~ N(0, S) (S the 2x2 covariance of one
+ * component, row-major): d [(1 + c)² tr(Σ⁻¹ D Σ⁻¹ S) - 2 (1 + c) tr(D Σ⁻¹) - tr A] with
+ * A = [[-μA, v0], [0, -γ]]. At S = Σ it is c² d tr(D Σ⁻¹) = c² E|s|²_D. */
+static double trap_error_S(double c, const double S[4])
+{
+  const double cxg = V0 / (MUA + GAM), cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
+  const double det = cxx - cxg * cxg, ixx = 1.0 / det, ixg = -cxg / det, igg = cxx / det;
+  const double Q[4] = {EPS * ixx * ixx + GAM * ixg * ixg, EPS * ixx * ixg + GAM * ixg * igg,
+                       EPS * ixx * ixg + GAM * ixg * igg, EPS * ixg * ixg + GAM * igg * igg};
+  const double trQS = Q[0] * S[0] + Q[1] * S[1] + Q[2] * S[2] + Q[3] * S[3];
+  return DIM * ((1 + c) * (1 + c) * trQS - 2 * (1 + c) * (EPS * ixx + GAM * igg) + MUA + GAM);
+}
+
 static void epr_e2e(const char *tag, double dt, int64_t nsteps, int64_t every, double nse_cont)
 {
   const char *dir = sgm_test_tmpdir(tag);
-  ck_assert_int_eq(run_stages(dir, dt, nsteps, every), 0);
+  ck_assert_int_eq(run_stages(dir, "exact_trap", dt, nsteps, every), 0);
   const char *files[] = {"epr.h5", "epr.xdmf", "fields.h5", "fields.xdmf", "metrics.json"};
   for (int i = 0; i < 5; i++) ck_assert_msg(exists(dir, files[i]), "%s missing", files[i]);
   const int64_t T = nsteps / every + 1;
@@ -242,6 +261,36 @@ static void epr_e2e(const char *tag, double dt, int64_t nsteps, int64_t every, d
   ck_assert_msg(fabs(m) < 3 * se + fabs(ibp_S), "E[|s|^2 + div s] = %g, SE %g", m, se);
   batch_mean_se(fr[SGM_EPR_Q_FPE], T, 10, &m, &se);
   ck_assert(fabs(m) < 1e-10);
+
+  /* the score-error series (sgm_epr_score_terms) against the formulas on the stored scores, and
+   * its expectation under S (0 under Σ: the exact score has no error) */
+  double *ssx = read_all(f, "series/sm_loss_x", &nd, dims);
+  ck_assert_int_eq(dims[0], T);
+  double *ssg = read_all(f, "series/sm_loss_g", &nd, dims),
+         *sdb = read_all(f, "series/div_b", &nd, dims);
+  double *serr = read_all(f, "series/score_error", &nd, dims);
+  maxerr = 0;
+  for (int64_t t = 0; t < T; t++) {
+    double lx = 0, lg = 0;
+    for (int i = 0; i < NP; i++)
+      for (int k = 0; k < DIM; k++) {
+        const size_t o = ((size_t)t * NP + i) * DIM + k;
+        lx += EPS * (vec[2][o] * vec[2][o] - 2 * ixx) / NP;
+        lg += GAM * (vec[3][o] * vec[3][o] - 2 * igg) / NP;
+      }
+    const double db = -DIM * (MUA + GAM);
+    maxerr = fmax(maxerr, fabs(ssx[t] - lx) + fabs(ssg[t] - lg) + fabs(sdb[t] - db));
+    maxerr = fmax(maxerr, fabs(serr[t] - (lx + lg - db)));
+  }
+  ck_assert_msg(maxerr < 1e-12, "score-error series differ from the formulas by %g", maxerr);
+  const double err_S = trap_error_S(0.0, S);
+  batch_mean_se(serr, T, 10, &m, &se);
+  PetscPrintf(sgm_test_comm(), "  score error %.4f +- %.4f (under S: %.4f, continuum 0)\n", m, se,
+              err_S);
+  ck_assert_msg(fabs(m - err_S) < 4 * se, "score error %g vs %g (S) beyond 4 SE = %g", m, err_S,
+                4 * se);
+  ck_assert_msg(fabs(m) < nse_cont * se + fabs(err_S), "score error %g, SE %g", m, se);
+  free(ssx), free(ssg), free(sdb), free(serr);
   H5Fclose(f);
 
   /* fields: every particle-frame is binned (auto extent) */
@@ -398,6 +447,79 @@ START_TEST(test_epr_periodic_provider)
 }
 END_TEST
 
+/* A wrong score, as a poorly trained model would give: ŝ = (1 + SCALE_C) s_exact of the trap. */
+static const double SCALE_C = 0.5;
+static PetscErrorCode scaled_eval(SgmScoreProvider sp, const SgmParticles *P, int64_t i0,
+                                  int64_t count, double *sx, double *sg, double *divx, double *divg)
+{
+  (void)sp;
+  const double cxg = V0 / (MUA + GAM), cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
+  const double det = cxx - cxg * cxg, ixx = 1.0 / det, ixg = -cxg / det, igg = cxx / det;
+  const double f = 1.0 + SCALE_C;
+  for (int64_t u = 0; u < count; u++) {
+    const double *x = P->x + (i0 + u) * DIM, *g = P->g + (i0 + u) * DIM;
+    for (int k = 0; k < DIM; k++) {
+      sx[u * DIM + k] = -f * (ixx * x[k] + ixg * g[k]);
+      sg[u * DIM + k] = -f * (ixg * x[k] + igg * g[k]);
+    }
+    divx[u] = -f * DIM * ixx, divg[u] = -f * DIM * igg;
+  }
+  return PETSC_SUCCESS;
+}
+
+static PetscErrorCode scaled_create(SgmScoreProvider sp, SgmConfig cfg)
+{
+  (void)cfg;
+  sp->eval = scaled_eval;
+  return PETSC_SUCCESS;
+}
+
+START_TEST(test_epr_score_error)
+{
+  /* the score-error estimate of a score 50 % too large: within 4 SE of its expectation under
+   * the scheme's S, 6 SE away from 0; metrics.json's mean, SE and relative error agree */
+  const char *dir = sgm_test_tmpdir("epr_scaled");
+  const double dt = 0.02;
+  const int64_t nsteps = 6000, every = 15, T = nsteps / every + 1;
+  ck_assert_int_eq(sgm_score_provider_register("test_trap_scaled", scaled_create, "test"), 0);
+  ck_assert_int_eq(run_stages(dir, "test_trap_scaled", dt, nsteps, every), 0);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/epr.h5", dir);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  ck_assert_int_ge(f, 0);
+  int nd;
+  hsize_t dims[3];
+  double *serr = read_all(f, "series/score_error", &nd, dims);
+  double *sdb = read_all(f, "series/div_b", &nd, dims);
+  ck_assert_int_eq(dims[0], T);
+  H5Fclose(f);
+  const double rho = exp(-GAM * dt), c = 1 - MUA * dt, b = V0 * dt;
+  const double Sxg = rho * b / (1 - rho * c),
+               Sxx = (2 * c * b * Sxg + b * b + 2 * EPS * dt) / (1 - c * c);
+  const double S[4] = {Sxx, Sxg, Sxg, 1.0};
+  const double cxg = V0 / (MUA + GAM), cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
+  const double Sc[4] = {cxx, cxg, cxg, 1.0};
+  const double eS = trap_error_S(SCALE_C, S), ec = trap_error_S(SCALE_C, Sc);
+  double m, se, all = 0;
+  batch_mean_se(serr, T, 10, &m, &se);
+  PetscPrintf(sgm_test_comm(),
+              "score error of (1 + %g) s_exact: %.4f +- %.4f (under S %.4f, continuum %.4f)\n",
+              SCALE_C, m, se, eS, ec);
+  ck_assert_msg(fabs(m - eS) < 4 * se, "score error %g vs %g beyond 4 SE = %g", m, eS, 4 * se);
+  ck_assert_msg(m > 6 * se, "score error %g not resolved from 0 (SE %g)", m, se);
+  for (int64_t t = 0; t < T; t++) all += sdb[t] / (double)T;
+  ck_assert_double_eq_tol(all, -DIM * (MUA + GAM), 1e-12);
+  snprintf(path, sizeof path, "%s/metrics.json", dir);
+  char *js = sgm_test_slurp(path);
+  ck_assert_double_eq_tol(sgm_test_metric(js, "epr", "score_error_mean"), m, 1e-9 * fabs(m));
+  ck_assert_double_eq_tol(sgm_test_metric(js, "epr", "score_error_se"), se, 1e-6 * se);
+  ck_assert_double_eq_tol(sgm_test_metric(js, "epr", "score_energy"), DIM * (MUA + GAM), 1e-9);
+  ck_assert_double_eq_tol(sgm_test_metric(js, "epr", "score_error_rel"),
+                          sqrt(m / (DIM * (MUA + GAM))), 1e-6);
+  free(js), free(serr), free(sdb);
+}
+END_TEST
+
 START_TEST(test_example_input)
 {
   char path[1024];
@@ -423,6 +545,7 @@ static Suite *suite(void)
   tcase_add_test(t, test_epr_trap_e2e);
   if (!long_run) {
     tcase_add_test(t, test_epr_periodic_provider);
+    tcase_add_test(t, test_epr_score_error);
     tcase_add_test(t, test_example_input);
   }
   suite_add_tcase(s, t);

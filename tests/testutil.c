@@ -83,3 +83,15 @@ char *sgm_test_slurp(const char *path)
   fclose(fp);
   return s;
 }
+
+double sgm_test_metric(const char *json, const char *section, const char *key)
+{
+  char sec[128], pat[128];
+  snprintf(sec, sizeof sec, "\"%s\"", section);
+  snprintf(pat, sizeof pat, "\"%s\":", key);
+  const char *o = strstr(json, sec);
+  ck_assert_msg(o, "metrics section %s missing", section);
+  const char *p = strstr(o, pat);
+  ck_assert_msg(p, "metric %s missing", key);
+  return strtod(p + strlen(pat), NULL);
+}

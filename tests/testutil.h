@@ -20,4 +20,8 @@ const char *sgm_test_tmpdir(const char *tag);
 /// The whole file `path` as a NUL-terminated string (caller frees); fails the test if unreadable.
 char *sgm_test_slurp(const char *path);
 
+/// The number after "key": in the "section" object of a metrics.json text; fails the test if the
+/// key is missing.
+double sgm_test_metric(const char *json, const char *section, const char *key);
+
 #endif

@@ -73,6 +73,16 @@ void sgm_epr_particle(const SgmEprCoeffs *c, int dim, const double *g, const dou
                       const double *sx, const double *sg, double div_sx, double div_sg,
                       double div_bx, double *vx, double *vg, double *q);
 
+/// The D-weighted score-matching terms of one particle, for the score-error estimate of the `epr`
+/// stage: t[0] = ε (|s_x|² + 2 ∇_{x_i}·s_x^i), t[1] = γ (|s_g|² + 2 ∇_{g_i}·s_g^i) (the summands of
+/// eq. 22 weighted by D; t[0] = 0 when ε = 0) and t[2] = ∇_i·b^i = div_bx - γ d. Over the
+/// stationary density, E[∇·v] = 0 gives E|s|²_D = -E[∇·b] for the exact score s, so for any
+/// score ŝ E[t0 + t1 - t2] (summed over particles) = E|ŝ - s|²_D: the score's squared error
+/// without knowing s (docs/formats.md, "metrics.json"). Pure.
+#define SGM_EPR_NSM 3
+void sgm_epr_score_terms(const SgmEprCoeffs *c, int dim, const double *sx, const double *sg,
+                         double div_sx, double div_sg, double div_bx, double t[SGM_EPR_NSM]);
+
 /// Derivative df/dr of a registered pair-force magnitude: analytic for "harmonic" (-k inside 2a)
 /// and "softplus" (-k σ(β(2a - r))), a central finite difference of pot->force otherwise. Pure.
 double sgm_epr_pair_dforce(const SgmPairPotential *pot, double r, double a, double k, double beta);

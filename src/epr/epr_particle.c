@@ -49,6 +49,16 @@ void sgm_epr_particle(const SgmEprCoeffs *c, int dim, const double *g, const dou
   q[SGM_EPR_Q_FPE] = q[SGM_EPR_Q_SYS] + vs;
 }
 
+void sgm_epr_score_terms(const SgmEprCoeffs *c, int dim, const double *sx, const double *sg,
+                         double div_sx, double div_sg, double div_bx, double t[SGM_EPR_NSM])
+{
+  double sx2 = 0, sg2 = 0;
+  for (int k = 0; k < dim; k++) sx2 += sx[k] * sx[k], sg2 += sg[k] * sg[k];
+  t[0] = c->eps > 0.0 ? c->eps * (sx2 + 2.0 * div_sx) : 0.0;
+  t[1] = c->gamma * (sg2 + 2.0 * div_sg);
+  t[2] = div_bx - c->gamma * (double)dim;
+}
+
 double sgm_epr_pair_dforce(const SgmPairPotential *pot, double r, double a, double k, double beta)
 {
   if (pot->force == sgm_force_harmonic) return r < 2.0 * a ? -k : 0.0;

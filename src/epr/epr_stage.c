@@ -458,8 +458,10 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   double *x, *g, *series, *times, *blk, *vec[SGM_EPR_NVEC], *qb;
   int64_t *ids, *steps;
   const int64_t B = frames_per_block(n, dim, T);
-  PetscCall(
-      PetscMalloc4(B * n * dim, &x, B * n * dim, &g, n, &ids, (size_t)SGM_EPR_NQ * T + 1, &series));
+  PetscCall(PetscMalloc4(B * n * dim, &x, B * n * dim, &g, n, &ids,
+                         (size_t)(SGM_EPR_NQ + SGM_EPR_NSM) * T + 1, &series));
+  double *tsm_err;
+  PetscCall(PetscMalloc1(T + 1, &tsm_err));
   PetscCall(PetscMalloc4(T + 1, &times, (bcount + 1) * R, &blk, (bcount + 1) * SGM_EPR_NQ, &qb, B,
                          &steps));
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscMalloc1((bcount + 1) * dim, &vec[v]));
@@ -496,7 +498,8 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCall(sgm_epr_drift_divergence(s, dbx));
     PetscCall(sgm_score_provider_eval(sp, P, 0, nl, sx, sg, dsx, dsg));
     const SgmEprCoeffs co = {p.v0, p.gamma, p.eps};
-    double qsum[SGM_EPR_NQ] = {0};
+    /* frame sums: the NQ quantities, then the NSM score-matching terms */
+    double qsum[SGM_EPR_NQ + SGM_EPR_NSM] = {0};
     for (int64_t i = 0; i < nl; i++) {
       double *r = rec + i * R, *q = r + 1 + SGM_EPR_NVEC * dim;
       memcpy(r, &P->id[i], sizeof(int64_t));
@@ -512,11 +515,15 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
                    (long long)P->id[i], (long long)step);
         qsum[k] += q[k];
       }
+      double tsm[SGM_EPR_NSM];
+      sgm_epr_score_terms(&co, dim, sx + i * dim, sg + i * dim, dsx[i], dsg[i], dbx[i], tsm);
+      for (int k = 0; k < SGM_EPR_NSM; k++) qsum[SGM_EPR_NQ + k] += tsm[k];
       if (wfields) maps_add(&maps, dim, p.periodic, p.L, P->x + i * dim, q);
     }
-    double qall[SGM_EPR_NQ];
-    PetscCallMPI(MPI_Allreduce(qsum, qall, SGM_EPR_NQ, MPI_DOUBLE, MPI_SUM, run->comm));
-    for (int k = 0; k < SGM_EPR_NQ; k++) series[k * T + t] = qall[k] / (double)n;
+    double qall[SGM_EPR_NQ + SGM_EPR_NSM];
+    PetscCallMPI(
+        MPI_Allreduce(qsum, qall, SGM_EPR_NQ + SGM_EPR_NSM, MPI_DOUBLE, MPI_SUM, run->comm));
+    for (int k = 0; k < SGM_EPR_NQ + SGM_EPR_NSM; k++) series[k * T + t] = qall[k] / (double)n;
     PetscCall(PetscLogEventEnd(ev_epr, 0, 0, 0, 0));
     if (wpart || do_cls) PetscCall(to_id_blocks(run->comm, n, R, nl, rec, blk));
     if (do_cls) {
@@ -602,6 +609,26 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     snprintf(nm, sizeof nm, "%s_se", diag[k].name);
     PetscCall(sgm_metrics_set(M, "epr", nm, se[q]));
   }
+  /* the score's squared error from stationarity (sgm_epr_score_terms): per frame
+   * t0 + t1 - t2 = [|s|²_D + 2 ∇·(D s) - ∇·b] per particle; its mean is E|s - s_exact|²_D */
+  const double *tsm = series + (size_t)SGM_EPR_NQ * T;
+  double *serr = tsm_err;
+  for (int64_t t = 0; t < T; t++) serr[t] = tsm[t] + tsm[T + t] - tsm[2 * T + t];
+  double em, esd, ese, lx, lxsd, lxse, lg, lgsd, lgse, db, dbsd, dbse;
+  frame_stats(serr, T, nb, &em, &esd, &ese, NULL);
+  frame_stats(tsm, T, nb, &lx, &lxsd, &lxse, NULL);
+  frame_stats(tsm + T, T, nb, &lg, &lgsd, &lgse, NULL);
+  frame_stats(tsm + 2 * T, T, nb, &db, &dbsd, &dbse, NULL);
+  const double energy = -db, rel = em > 0 && energy > 0 ? sqrt(em / energy) : 0.0;
+  PetscCall(sgm_metrics_set(M, "epr", "score_error_mean", em));
+  PetscCall(sgm_metrics_set(M, "epr", "score_error_std", esd));
+  PetscCall(sgm_metrics_set(M, "epr", "score_error_se", ese));
+  PetscCall(sgm_metrics_set(M, "epr", "score_energy", energy));
+  PetscCall(sgm_metrics_set(M, "epr", "score_error_rel", rel));
+  PetscCall(sgm_metrics_set(M, "epr", "sm_loss_x_mean", lx));
+  PetscCall(sgm_metrics_set(M, "epr", "sm_loss_x_se", lxse));
+  PetscCall(sgm_metrics_set(M, "epr", "sm_loss_g_mean", lg));
+  PetscCall(sgm_metrics_set(M, "epr", "sm_loss_g_se", lgse));
   PetscCall(sgm_metrics_set(M, "epr", "particle_frames_per_s", wall > 0 ? N * T / wall : 0.0));
   SgmTrapExact ex;
   const int have_exact = !p.periodic && p.k == 0.0 && sgm_score_trap_exact(&p, &ex) == 0;
@@ -643,6 +670,16 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCall(sgm_log(run->comm, "epr: %-13s mean %+.3e  std %.3e  se %.2e\n", diag[k].name,
                       mean[diag[k].q], sd[diag[k].q], se[diag[k].q]));
   PetscCall(sgm_log(run->comm,
+                    "epr: score error E|s - s_exact|^2_D %+.4g +- %.2g per particle (relative "
+                    "%.3g of E|s|^2_D = -E[div b] = %.4g); held-out D-weighted sm loss x %+.4g, "
+                    "g %+.4g\n",
+                    em, ese, rel, energy, lx, lg));
+  if (em < -3.0 * ese)
+    PetscCall(sgm_log(run->comm,
+                      "epr: warning: the score error estimate is negative beyond 3 standard "
+                      "errors: the frames are not samples of the stationary law of this SDE "
+                      "(burn-in left in, another time step or other [system] parameters)\n"));
+  PetscCall(sgm_log(run->comm,
                     "epr: %lld frames of %lld particles in %.3f s: %.4g particle-frames/s\n",
                     (long long)T, (long long)n, wall, wall > 0 ? N * T / wall : 0.0));
 
@@ -650,6 +687,10 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     char fin[PETSC_MAX_PATH_LEN], xtmp[PETSC_MAX_PATH_LEN];
     for (int k = 0; k < SGM_EPR_NQ; k++)
       PetscCall(sgm_epr_file_write_series(ef, sgm_epr_quantity_name(k), series + k * T));
+    static const char *const smn[SGM_EPR_NSM] = {"sm_loss_x", "sm_loss_g", "div_b"};
+    for (int k = 0; k < SGM_EPR_NSM; k++)
+      PetscCall(sgm_epr_file_write_series(ef, smn[k], tsm + k * T));
+    PetscCall(sgm_epr_file_write_series(ef, "score_error", serr));
     PetscCall(sgm_epr_file_set_attr(ef, "epr_global", N * mean[SGM_EPR_Q_TOT]));
     PetscCall(sgm_epr_file_set_attr(ef, "epr_global_se", N * se[SGM_EPR_Q_TOT]));
     PetscCall(sgm_epr_file_close(&ef));
@@ -668,6 +709,7 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscFree(vec[v]));
   PetscCall(PetscFree4(times, blk, qb, steps));
   PetscCall(PetscFree4(x, g, ids, series));
+  PetscCall(PetscFree(tsm_err));
   PetscCall(PetscFree(maps.acc));
   PetscCall(PetscFree(orec));
   PetscCall(PetscFree2(oblk, xtra));
