@@ -35,8 +35,9 @@ pair features of each particle's neighbours j (u_ij the unit vector from j to i)
     s_g: h_m-weighted contact count times g_i,  sum_j h_m (g_i . u_ij) u_ij,  sum_j h_m u_ij,
          sum_j h_m (g_j . u_ij) u_ij
 (their exact x or g divergences enter the closed form), and it prints the per-particle
-divergences' radial profiles, E[div v], and the per-particle and 16 x 16 map correlations of
-div_x v_x with -div_g v_g (as postprocess/swimmers_spearman.py does for a network).
+divergences' radial profiles, by number of contacts (neighbours closer than 2.3 a), E[div v], and
+the per-particle and 16 x 16 map correlations of div_x v_x with -div_g v_g (as
+postprocess/swimmers_spearman.py does for a network).
 
 Usage: /usr/bin/python3 postprocess/swimmers_linear_sm.py TRAJECTORY.h5 RUN.toml [--frames K]
        [--pair-basis M]
@@ -240,6 +241,13 @@ def main():
         print("    div_x v_x " + " ".join(f"{dxv[b == j].mean():+.3f}" for j in range(5))
               + "; div_g v_g " + " ".join(f"{dgv[b == j].mean():+.3f}" for j in range(5)))
         print("    |v_g|^2 " + " ".join(f"{vg2[b == j].mean():.4g}" for j in range(5)))
+        nc = np.concatenate([(geometry(X[t0 : t0 + 256])[0] < 2.3 * a).sum(-1)
+                             for t0 in range(0, T, 256)])
+        cls = [nc == 0, nc == 1, nc == 2, nc >= 3]
+        print("    by number of contacts (r < 2.3 a) 0 / 1 / 2 / 3+: share "
+              + " ".join(f"{m.mean():.2f}" for m in cls) + "; div_x v_x "
+              + " ".join(f"{dxv[m].mean():+.3f}" if m.any() else "nan" for m in cls) + "; div_g v_g "
+              + " ".join(f"{dgv[m].mean():+.3f}" if m.any() else "nan" for m in cls))
         mx, mg = map_means(X, dxv, -dgv)
         print(f"    all: div_x v_x {dxv.mean():+.3f}, div_g v_g {dgv.mean():+.3f}, "
               f"E[div v] {(dxv + dgv).mean():+.3f}; div_x v_x vs -div_g v_g: per particle-frame "

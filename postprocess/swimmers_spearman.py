@@ -26,7 +26,10 @@ origin) and prints, per run, with v0 from the stored input:
     first), with each class's share of the sum of div v. For a score fitted by score matching
     (or a denoising/transition loss) in a class that holds b and the Boltzmann shift,
     E[div v] = -E|s - s_hat|^2_D, minus the D-weighted squared score error (docs/validation.md,
-    "Why E[div v] < 0"): where the negative div v sits is where the score is missed.
+    "Why E[div v] < 0"): where the negative div v sits is where the score is missed;
+  * the same parts by the number of contacts (neighbours closer than 2.3 a: 0, 1, 2, 3 or more),
+    where the relative orientation of touching swimmers is pinned along the contact normal and
+    div_g v_g rises with the count (docs/validation.md, "The score's error, measured").
 
 Results also go to swimmers_stats.json in each run directory.
 
@@ -39,7 +42,7 @@ import tomllib
 
 import h5py
 import numpy as np
-from swimmers_linear_sm import drift, map_means
+from swimmers_linear_sm import drift, geometry, map_means
 
 
 def _ranks(x):
@@ -120,6 +123,16 @@ def analyse(run):
                         "div_v": float(dv.ravel()[m].mean()),
                         "median_div_v": float(np.median(dv.ravel()[m])),
                         "share_of_sum_div_v": float(dv.ravel()[m].sum() / dv.sum())})
+    ncnt = np.concatenate([(geometry(pos[t0 : t0 + 256])[0] < 2.3 * a_).sum(-1)
+                           for t0 in range(0, T, 256)]).ravel()
+    counts = []
+    for c in range(4):
+        m = ncnt == c if c < 3 else ncnt >= 3
+        if not m.any():
+            continue
+        counts.append({"contacts": str(c) if c < 3 else "3+", "share": float(m.mean()),
+                       "divx_vx": float(a[m].mean()), "divg_vg": float(b[m].mean()),
+                       "div_v": float(dv.ravel()[m].mean())})
     res = {
         "v0": v0,
         "frames": int(T),
@@ -148,6 +161,7 @@ def analyse(run):
         "rms_ratio_spatial_maps": float(np.sqrt((mx**2).mean() / (mg**2).mean())),
         **ibp,
         "by_contact_load": contact,
+        "by_contact_count": counts,
     }
     with open(os.path.join(run, "swimmers_stats.json"), "w") as fh:
         json.dump(res, fh, indent=1)
@@ -192,6 +206,9 @@ def main():
             print(f"    {c['class']:<11} {c['share']:.2f} {c['mu_div_f_pair']:+8.3f}: "
                   f"{c['divx_vx']:+.3f} {c['divg_vg']:+.3f} {c['div_v']:+.4f} "
                   f"{c['median_div_v']:+.4f} {c['share_of_sum_div_v']:+.2f}")
+        print("  by number of contacts, r < 2.3 a (share: div_x v_x, div_g v_g, div v): "
+              + "; ".join(f"{c['contacts']} {c['share']:.2f}: {c['divx_vx']:+.3f} "
+                          f"{c['divg_vg']:+.3f} {c['div_v']:+.4f}" for c in s["by_contact_count"]))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ cat "$tmp/p"
 pv=$(sed -n 's/^    all: .*E\[div v\] \([^;]*\);.*$/\1/p' "$tmp/p")
 check "pair class E[div v] = 0 (got ${pv:-none})" "near '${pv:-nan}' 0 0.1"
 check "pair class |v_g|^2 by quintile" "grep -Eq '^    \|v_g\|\^2( [0-9.e+-]+){5}$' '$tmp/p'"
+check "pair class by number of contacts" "grep -Eq '^    by number of contacts .* share( [0-9.]+){4}; div_x v_x( [0-9.e+-]+){4}; div_g v_g( [0-9.e+-]+){4}$' '$tmp/p'"
 # swimmers_spearman.py on the exact score ([epr] score = "exact_trap"): every particle has
 # div_x v_x = -div_g v_g = -2/3, so rms(div v)/rms(div_g v_g) vanishes to round-off, and with
 # k = 0 every particle is in the no-contact class
@@ -45,4 +46,5 @@ check "stats file" "[[ -s '$tmp/run/swimmers_stats.json' ]]"
 check "rms(div v)/rms(div_g v_g) < 1e-9" "js 'sys.exit(0 if s[\"rms_div_v_over_rms_divg_vg\"] < 1e-9 else 1)'"
 check "div_x v_x = -2/3 per particle" "js 'sys.exit(0 if abs(s[\"mean_divx_vx\"] + 2 / 3) < 1e-9 else 1)'"
 check "one contact class, no contact, share 1" "js 'c = s[\"by_contact_load\"]; sys.exit(0 if len(c) == 1 and c[0][\"class\"] == \"no contact\" and c[0][\"share\"] == 1.0 else 1)'"
+check "div v = 0 in every contact-count class" "js 'c = s[\"by_contact_count\"]; sys.exit(0 if len(c) >= 2 and abs(sum(x[\"share\"] for x in c) - 1) < 1e-12 and all(abs(x[\"div_v\"]) < 1e-9 for x in c) else 1)'"
 e2e_finish
