@@ -32,6 +32,10 @@
  *  - [train] init_model: 0 steps from another run's model.h5 leave its EMA weights (network and
  *    pair term) bit for bit; another architecture or a missing file is refused (exit 2), the
  *    latter before the output directory exists;
+ *  - [train] validate_trajectory: the last validation's score error and sm losses equal the epr
+ *    stage's on the same frames (1e-9; MLP with EMA weights, transformer with both Boltzmann
+ *    shifts), train_log.h5 has them at the log steps only and restores them on --restart bit
+ *    for bit; a missing file and the local transformer are refused before any output;
  *  - the trap check (--trap; non-interacting AOUPs in a harmonic trap, exact Gaussian score,
  *    measured on an independent trajectory of another seed): a short run of input/trap_mlp.toml
  *    must bring the relative L2 error of the learned score below half that of the initial
@@ -778,6 +782,105 @@ START_TEST(test_init_model)
 }
 END_TEST
 
+/* [train] validate_trajectory: the validation's score error and sm losses after training equal
+ * those of the epr stage on the same frames with the same (EMA or raw) weights; train_log.h5 has
+ * them at the log steps only; a missing file and the local transformer are refused. */
+static void validate_case(const char *tag, int nx, const char **extra)
+{
+  MPI_Comm comm = sgm_test_comm();
+  char sim[512], a[512], e[512], traj[600], vt[600], model[700], path[700];
+  snprintf(sim, sizeof sim, "%s", sgm_test_tmpdir("full_val_sim"));
+  snprintf(a, sizeof a, "%s_%s", sgm_test_tmpdir("full_val"), tag);
+  snprintf(e, sizeof e, "%s_%s", sgm_test_tmpdir("full_val_epr"), tag);
+  ck_assert_int_eq(run_text(comm, base, sim, "[\"simulate\"]", 0, NULL, NULL), 0);
+  snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", sim);
+  snprintf(vt, sizeof vt, "train.validate_trajectory=\"%s/trajectory.h5\"", sim);
+  /* 41 frames: 11 evenly spaced ones are every 4th, as [epr] stride = 4 */
+  const char *sa[12] = {traj, vt, "train.validate_frames=11"};
+  for (int i = 0; i < nx; i++) sa[3 + i] = extra[i];
+  ck_assert_int_eq(run_text(comm, base, a, "[\"train\"]", 3 + nx, sa, NULL), 0);
+  snprintf(model, sizeof model, "epr.model=\"%s/model.h5\"", a);
+  char et[600];
+  snprintf(et, sizeof et, "epr.trajectory=\"%s/trajectory.h5\"", sim);
+  const char *sb[16] = {model, et, "epr.stride=4", "epr.write_fields=false", "epr.score=\"model\""};
+  for (int i = 0; i < nx; i++) sb[5 + i] = extra[i];
+  ck_assert_int_eq(run_text(comm, base, e, "[\"epr\"]", 5 + nx, sb, NULL), 0);
+  snprintf(path, sizeof path, "%s/metrics.json", a);
+  char *ja = sgm_test_slurp(path);
+  snprintf(path, sizeof path, "%s/metrics.json", e);
+  char *je = sgm_test_slurp(path);
+  const char *kt[3] = {"validation_score_error", "validation_sm_loss_x", "validation_sm_loss_g"};
+  const char *ke[3] = {"score_error_mean", "sm_loss_x_mean", "sm_loss_g_mean"};
+  double vals[3];
+  for (int k = 0; k < 3; k++) {
+    const double vt_ = sgm_test_metric(ja, "train", kt[k]), ve = sgm_test_metric(je, "epr", ke[k]);
+    PetscPrintf(comm, "validate %s: %s %.10g, epr %s %.10g\n", tag, kt[k], vt_, ke[k], ve);
+    ck_assert_msg(fabs(vt_ - ve) <= 1e-9 * (1 + fabs(ve)), "%s %g vs epr %g", kt[k], vt_, ve);
+    vals[k] = vt_;
+  }
+  ck_assert_double_eq(sgm_test_metric(ja, "train", "validation_step"), 12.0);
+  free(ja), free(je);
+  /* train_log.h5: finite at the log steps 4, 8, 12 only; the last row is the metric */
+  snprintf(path, sizeof path, "%s/train_log.h5", a);
+  size_t m;
+  double *col = sgm_test_read_ds(path, "validation_score_error", &m, H5T_NATIVE_DOUBLE);
+  ck_assert_uint_eq(m, 12);
+  for (size_t i = 0; i < m; i++)
+    ck_assert_msg(((i + 1) % 4 == 0) == !isnan(col[i]), "step %zu: %g", i + 1, col[i]);
+  ck_assert_double_eq(col[11], vals[0]);
+  /* interrupted after step 6 and restarted: the validation columns come back bit for bit */
+  char p2[600], ck[700];
+  snprintf(p2, sizeof p2, "%s_%s", sgm_test_tmpdir("full_val_part"), tag);
+  sa[3 + nx] = "train.stop_after=6";
+  ck_assert_int_eq(run_text(comm, base, p2, "[\"train\"]", 4 + nx, sa, NULL), 0);
+  snprintf(ck, sizeof ck, "%s/train_checkpoint.h5", p2);
+  ck_assert_int_eq(run_text(comm, base, p2, "[\"train\"]", 3 + nx, sa, ck), 0);
+  snprintf(path, sizeof path, "%s/train_log.h5", p2);
+  const char *cols[4] = {"validation_score_error", "validation_score_error_se",
+                         "validation_sm_loss_x", "validation_sm_loss_g"};
+  for (int c = 0; c < 4; c++) {
+    size_t m1, m2;
+    char pa[700];
+    snprintf(pa, sizeof pa, "%s/train_log.h5", a);
+    double *c1 = sgm_test_read_ds(pa, cols[c], &m1, H5T_NATIVE_DOUBLE);
+    double *c2 = sgm_test_read_ds(path, cols[c], &m2, H5T_NATIVE_DOUBLE);
+    ck_assert_uint_eq(m1, m2);
+    ck_assert_msg(!memcmp(c1, c2, m1 * sizeof(double)), "%s: restarted %s differs", tag, cols[c]);
+    free(c1), free(c2);
+  }
+  free(col);
+}
+
+START_TEST(test_validate)
+{
+  /* the MLP with EMA weights; the transformer with the Boltzmann shifts and raw weights */
+  const char *mlp[2] = {"train.ema=0.9", "train.loss=\"composite\""};
+  validate_case("mlp", 2, mlp);
+  const char *tf[5] = {"model.kind=\"transformer\"", "model.boltzmann=true",
+                       "model.boltzmann_x=true", "train.ema=0.0", "train.loss=\"sm\""};
+  validate_case("transformer", 5, tf);
+  /* refused by the input check before the output directory exists */
+  MPI_Comm comm = sgm_test_comm();
+  char dir[600], missing[700];
+  snprintf(dir, sizeof dir, "%s/not_created", sgm_test_tmpdir("full_val_bad"));
+  snprintf(missing, sizeof missing, "train.validate_trajectory=\"%s/no_such.h5\"", dir);
+  const char *sc[2] = {missing, "train.trajectory=\"unused.h5\""};
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  PetscErrorCode ierr = run_text(comm, base, dir, "[\"train\"]", 2, sc, NULL);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
+  ck_assert_int_ne(access(dir, F_OK), 0);
+  snprintf(missing, sizeof missing, "train.validate_trajectory=\"%s/test_train_full.c\"",
+           SGM_SOURCE_DIR "/tests");
+  const char *sd[2] = {missing, "model.kind=\"local_transformer\""};
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  ierr = run_text(comm, base, dir, "[\"train\"]", 2, sd, NULL);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
+  ck_assert_int_ne(access(dir, F_OK), 0);
+}
+END_TEST
+
 /* ---- trapped AOUPs: the learned score against the exact Gaussian score ---- */
 
 typedef struct {
@@ -1053,6 +1156,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_rank_invariance_transformer);
     tcase_add_test(tc, test_restart_identity);
     tcase_add_test(tc, test_init_model);
+    tcase_add_test(tc, test_validate);
   } else {
     tcase_add_test(tc, test_trap);
     if (!long_run) tcase_add_test(tc, test_pair_equilibrium);

@@ -146,6 +146,15 @@ typedef struct {
   int64_t *ids, *centres, *pairs;
   double *fx, *fg;
   double *log; /* (steps, 3): loss, lr, grad norm */
+  /* [train] validate_trajectory (full-state kinds): this rank's nvl of the nv held-out frames,
+   * from v0f on, with their drift divergence and (boltzmann_x) conservative drift */
+  int validate;
+  int64_t nv, v0f, nvl;
+  char vpath[PETSC_MAX_PATH_LEN];
+  double *vx, *vg, *vfc, *vdfc, *vdivb; /* (nvl, n, dim) x2, (nvl, n, dim), (nvl, n), (nvl) */
+  double *vsx, *vsg, *vdx, *vdg;        /* one frame's score (n, dim) x2 and divergences (n) x2 */
+  float *vsave;                         /* the raw weights while the EMA ones are evaluated */
+  double *vlog; /* (steps, 4): score error, its standard error, sm loss x, sm loss g (NaN: none) */
   /* full-state kinds (mlp, transformer): a batch element is a whole configuration */
   SgmScoreKind kind;
   SgmFullScore fs;
@@ -515,6 +524,10 @@ static PetscErrorCode load_frame(Trainer *t, int64_t f, int64_t step)
 }
 
 /* train_log.h5 (rank 0, tmp + rename): step (n) int64, loss, lr, grad_norm (n) double. */
+/* train_log.h5 columns of the validation (NaN at steps without one) */
+static const char *const vnames[4] = {"validation_score_error", "validation_score_error_se",
+                                      "validation_sm_loss_x", "validation_sm_loss_g"};
+
 static PetscErrorCode write_log(Trainer *t, int64_t n)
 {
   PetscMPIInt rank;
@@ -540,6 +553,13 @@ static PetscErrorCode write_log(Trainer *t, int64_t n)
       for (int c = 0; c < 3 && ok; c++) {
         for (int64_t i = 0; i < n; i++) col[i] = t->log[3 * i + c];
         d = H5Dcreate2(f, names[c], H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        ok =
+            ok && d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) >= 0;
+        if (d >= 0) H5Dclose(d);
+      }
+      for (int c = 0; c < 4 && ok && t->validate; c++) {
+        for (int64_t i = 0; i < n; i++) col[i] = t->vlog[4 * i + c];
+        d = H5Dcreate2(f, vnames[c], H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         ok =
             ok && d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) >= 0;
         if (d >= 0) H5Dclose(d);
@@ -588,6 +608,23 @@ static PetscErrorCode read_log(Trainer *t, int64_t n)
       }
       H5Sclose(sp), H5Dclose(d);
     }
+    /* the validation columns, when the interrupted run had them (else they stay NaN) */
+    for (int c = 0; c < 4 && ok && t->validate; c++) {
+      if (H5Lexists(f, vnames[c], H5P_DEFAULT) <= 0) continue;
+      hid_t d = H5Dopen2(f, vnames[c], H5P_DEFAULT);
+      hid_t sp = H5Dget_space(d);
+      hsize_t have = 0;
+      H5Sget_simple_extent_dims(sp, &have, NULL);
+      if ((int64_t)have >= n) {
+        hsize_t start[1] = {0}, cnt[1] = {(hsize_t)n};
+        hid_t ms = H5Screate_simple(1, cnt, NULL);
+        H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, cnt, NULL);
+        if (H5Dread(d, H5T_NATIVE_DOUBLE, ms, sp, H5P_DEFAULT, col) >= 0)
+          for (int64_t i = 0; i < n; i++) t->vlog[4 * i + c] = col[i];
+        H5Sclose(ms);
+      }
+      H5Sclose(sp), H5Dclose(d);
+    }
     if (f >= 0) H5Fclose(f);
     PetscCall(PetscFree(col));
   }
@@ -595,6 +632,8 @@ static PetscErrorCode read_log(Trainer *t, int64_t n)
   PetscCheck(ok, t->run->comm, SGM_ERR_USER, "train restart: %s lacks the first %lld steps", path,
              (long long)n);
   if (n > 0) PetscCallMPI(MPI_Bcast(t->log, (int)(3 * n), MPI_DOUBLE, 0, t->run->comm));
+  if (n > 0 && t->validate)
+    PetscCallMPI(MPI_Bcast(t->vlog, (int)(4 * n), MPI_DOUBLE, 0, t->run->comm));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -959,6 +998,117 @@ static PetscErrorCode full_step(Trainer *t, int64_t step, double *lsum)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* [train] validate_trajectory: this rank's block of validate_frames frames evenly spaced over
+ * the file, in global-id order, each with div b = sum_i div_{x_i} b_x^i - gamma d n and, with
+ * boltzmann_x, the conservative drift mu F and its divergence (the shift of the score). */
+static PetscErrorCode validate_setup(Trainer *t)
+{
+  SgmConfig cfg = t->run->cfg;
+  PetscMPIInt rank, size;
+  float *m, *v, *ema;
+  PetscFunctionBeginUser;
+  if (!t->validate) PetscFunctionReturn(PETSC_SUCCESS);
+  const char *vp;
+  int64_t want, nfile;
+  PetscCall(sgm_config_get_string(cfg, "train.validate_trajectory", &vp));
+  PetscCall(PetscStrncpy(t->vpath, vp, sizeof t->vpath));
+  PetscCall(sgm_config_get_int(cfg, "train.validate_frames", &want));
+  PetscCall(sgm_h5md_nframes(t->run->comm, t->vpath, t->group, &nfile));
+  PetscCheck(nfile >= 2, t->run->comm, SGM_ERR_USER,
+             "train: validate_trajectory %s has %lld frames; it needs at least 2", t->vpath,
+             (long long)nfile);
+  PetscCallMPI(MPI_Comm_rank(t->run->comm, &rank));
+  PetscCallMPI(MPI_Comm_size(t->run->comm, &size));
+  t->nv = PetscMin(want, nfile);
+  block_of(t->nv, size, rank, &t->v0f, &t->nvl);
+  const int D = t->ap.dim;
+  const int64_t n = t->ap.n, row = n * D;
+  PetscCall(PetscMalloc5(t->nvl * row + 1, &t->vx, t->nvl * row + 1, &t->vg, t->nvl * row + 1,
+                         &t->vfc, t->nvl * n + 1, &t->vdfc, t->nvl + 1, &t->vdivb));
+  PetscCall(PetscMalloc5(row, &t->vsx, row, &t->vsg, n, &t->vdx, n, &t->vdg, t->par->nparams + 1,
+                         &t->vsave));
+  double *x, *g, *dbx;
+  PetscCall(PetscMalloc3(row, &x, row, &g, n, &dbx));
+  SgmAoup e;
+  PetscCall(sgm_aoup_create(PETSC_COMM_SELF, &t->ap, &e));
+  for (int64_t u = 0; u < t->nvl; u++) {
+    const int64_t f = (t->v0f + u) * (nfile - 1) / (t->nv - 1);
+    int64_t st;
+    PetscCall(sgm_epr_read_frames(PETSC_COMM_SELF, t->vpath, t->group, f, 1, 1, D, n, x, g, &st));
+    PetscCall(sgm_aoup_set_state(e, n, t->ids, x, g, st));
+    PetscCall(sgm_aoup_forces(e));
+    PetscCall(sgm_epr_drift_divergence(e, dbx));
+    const SgmParticles *P = &e->part;
+    double db = -t->ap.gamma * D * (double)n;
+    for (int64_t i = 0; i < P->nlocal; i++) {
+      const int64_t id = P->id[i];
+      for (int a = 0; a < D; a++) {
+        t->vx[u * row + id * D + a] = P->x[i * D + a];
+        t->vg[u * row + id * D + a] = P->g[i * D + a];
+      }
+      db += dbx[i];
+    }
+    t->vdivb[u] = db;
+    if (t->need_shift) PetscCall(sgm_full_score_drift(e, t->vfc + u * row, t->vdfc + u * n));
+  }
+  PetscCall(sgm_aoup_destroy(&e));
+  PetscCall(PetscFree3(x, g, dbx));
+  PetscCall(sgm_optim_get_moments(t->opt, &m, &v, &ema));
+  PetscCall(sgm_log(t->run->comm,
+                    "train: validation on %lld frames of %s (the score's D-weighted squared "
+                    "error, %s weights)\n",
+                    (long long)t->nv, t->vpath, ema ? "EMA" : "trained"));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Collective: the score error E|s - s_exact|^2_D per particle on the validation frames (the
+ * estimate of the epr stage, docs/derivations.md), with the EMA weights when there are any,
+ * into row step - 1 of vlog, and logged. */
+static PetscErrorCode validate_eval(Trainer *t, int64_t step)
+{
+  const int D = t->ap.dim;
+  const int64_t n = t->ap.n, row = n * D;
+  const size_t np = t->par->nparams;
+  const double eps = t->ap.eps, gam = t->ap.gamma;
+  float *m, *v, *ema;
+  double acc[4] = {0, 0, 0, 0};
+  PetscFunctionBeginUser;
+  if (!t->validate) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(sgm_optim_get_moments(t->opt, &m, &v, &ema));
+  if (ema) {
+    memcpy(t->vsave, t->par->params, np * sizeof(float));
+    memcpy(t->par->params, ema, np * sizeof(float));
+  }
+  for (int64_t u = 0; u < t->nvl; u++) {
+    const SgmFullScoreShift sh = {t->vfc + u * row, t->vdfc + u * n};
+    PetscCall(sgm_full_score_eval(t->fs, 1, t->vx + u * row, t->vg + u * row,
+                                  t->need_shift ? &sh : NULL, t->vsx, t->vsg, t->vdx, t->vdg));
+    double smx = 0, smg = 0;
+    for (int64_t i = 0; i < n; i++) {
+      double sx2 = 0, sg2 = 0;
+      for (int a = 0; a < D; a++) {
+        sx2 += t->vsx[i * D + a] * t->vsx[i * D + a];
+        sg2 += t->vsg[i * D + a] * t->vsg[i * D + a];
+      }
+      if (eps > 0.0) smx += eps * (sx2 + 2.0 * t->vdx[i]);
+      smg += gam * (sg2 + 2.0 * t->vdg[i]);
+    }
+    const double err = (smx + smg - t->vdivb[u]) / (double)n;
+    acc[0] += err, acc[1] += err * err, acc[2] += smx / (double)n, acc[3] += smg / (double)n;
+  }
+  if (ema) memcpy(t->par->params, t->vsave, np * sizeof(float));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, acc, 4, MPI_DOUBLE, MPI_SUM, t->run->comm));
+  const double nv = (double)t->nv, mean = acc[0] / nv;
+  const double var = PetscMax(0.0, (acc[1] - nv * mean * mean) / (nv - 1.0));
+  double *r = t->vlog + 4 * (step - 1);
+  r[0] = mean, r[1] = sqrt(var / nv), r[2] = acc[2] / nv, r[3] = acc[3] / nv;
+  PetscCall(sgm_log(t->run->comm,
+                    "train: step %lld validation: score error %.5g +- %.2g per particle; sm loss "
+                    "x %.5g, g %.5g\n",
+                    (long long)step, r[0], r[1], r[2], r[3]));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static PetscErrorCode full_destroy(Trainer *t)
 {
   PetscFunctionBeginUser;
@@ -975,6 +1125,8 @@ static PetscErrorCode full_destroy(Trainer *t)
   PetscCall(PetscFree5(t->px, t->pg, t->pfc, t->ptx, t->ptg));
   PetscCall(PetscFree(t->xi));
   PetscCall(sgm_aoup_destroy(&t->tr_e));
+  PetscCall(PetscFree5(t->vx, t->vg, t->vfc, t->vdfc, t->vdivb));
+  PetscCall(PetscFree5(t->vsx, t->vsg, t->vdx, t->vdg, t->vsave));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -1027,6 +1179,7 @@ static PetscErrorCode trainer_destroy(Trainer *t)
   PetscCall(PetscFree4(t->ids, t->centres, t->fx, t->fg));
   PetscCall(PetscFree(t->pairs));
   PetscCall(PetscFree(t->log));
+  PetscCall(PetscFree(t->vlog));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -1150,6 +1303,11 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   PetscCall(PetscMalloc1(2 * t.ap.n, &t.pairs));
   for (int64_t i = 0; i < t.ap.n; i++) t.ids[i] = i;
   PetscCall(PetscCalloc1(3 * (t.steps + 1), &t.log));
+  PetscCall(PetscMalloc1(4 * (t.steps + 1), &t.vlog));
+  for (int64_t i = 0; i < 4 * (t.steps + 1); i++) t.vlog[i] = NAN;
+  PetscBool vset;
+  PetscCall(sgm_config_is_set(cfg, "train.validate_trajectory", &vset));
+  t.validate = full && vset;
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
   if (init_set && !resume) { /* start from another run's weights; the optimiser starts afresh */
@@ -1169,9 +1327,10 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     PetscCall(read_log(&t, start));
     PetscCall(sgm_log(comm, "train: restarting from %s at step %lld\n", ckpt, (long long)start));
   }
-  if (full)
+  if (full) {
     PetscCall(full_setup(&t, resume));
-  else if (t.online)
+    PetscCall(validate_setup(&t));
+  } else if (t.online)
     PetscCall(online_start(&t, resume));
   PetscCall(sgm_train_check_params(comm, t.par, NULL));
   if (full)
@@ -1252,9 +1411,11 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     t.log[3 * step] = loss, t.log[3 * step + 1] = lr, t.log[3 * step + 2] = gnorm;
     step++, done++;
     t_total += MPI_Wtime() - t0;
-    if (step % log_every == 0 || step == t.steps)
+    if (step % log_every == 0 || step == t.steps) {
       PetscCall(sgm_log(comm, "train: step %lld loss %.6g lr %.3g |grad| %.3g\n", (long long)step,
                         loss, lr, gnorm));
+      PetscCall(validate_eval(&t, step));
+    }
     PetscCall(sgm_progress_update(prog, done));
     if (ckpt_every > 0 && step % ckpt_every == 0 && step < t.steps)
       PetscCall(save(&t, "train_checkpoint.h5", step));
@@ -1288,6 +1449,15 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     PetscCall(sgm_metrics_set(run->metrics, "train", "steps", (double)t.steps));
   }
   if (done > 0) PetscCall(sgm_metrics_set(run->metrics, "train", "final_loss", loss));
+  for (int64_t i = step; t.validate && i >= 1; i--) /* the last validation */
+    if (!isnan(t.vlog[4 * (i - 1)])) {
+      const char *mn[4] = {"validation_score_error", "validation_score_error_se",
+                           "validation_sm_loss_x", "validation_sm_loss_g"};
+      for (int c = 0; c < 4; c++)
+        PetscCall(sgm_metrics_set(run->metrics, "train", mn[c], t.vlog[4 * (i - 1) + c]));
+      PetscCall(sgm_metrics_set(run->metrics, "train", "validation_step", (double)i));
+      break;
+    }
   PetscCall(sgm_metrics_set(run->metrics, "train", "particles_per_s", rate));
   PetscCall(sgm_metrics_set(run->metrics, "train", "allreduce_fraction",
                             t_total > 0 ? t_allreduce / t_total : 0.0));

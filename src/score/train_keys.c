@@ -111,6 +111,14 @@ static const SgmKeySpec train_keys[] = {
      "weights when it holds them, as [epr] weights = \"auto\"): fine-tuning, or continuing with "
      "another loss or schedule. Its architecture must equal [model] (checked as on load); the "
      "optimiser's moments and step start afresh. Ignored on --restart from train_checkpoint.h5"},
+    {"validate_trajectory", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "path",
+     "Full-state kinds: H5MD file of held-out frames of the same system. At every log_every step "
+     "and at the end, the score's D-weighted squared error E|s - s_exact|^2_D per particle is "
+     "estimated on validate_frames of them with the exact divergences (as the epr stage's "
+     "score_error: docs/derivations.md), with the EMA weights when ema > 0, and logged, written "
+     "to train_log.h5 and metrics.json. Unset: no validation"},
+    {"validate_frames", SGM_KEY_INT, "32", 0, 2, 1 << 20, NULL, "frames",
+     "Frames of validate_trajectory used, evenly spaced over the file (at most all of them)"},
     {"batch", SGM_KEY_INT, "1024", 0, 1, 4294967295.0, NULL, "particles",
      "Global minibatch: centre particles of one frame per step (<= N); for the full-state kinds "
      "(mlp, transformer) whole configurations per step (stored frames, or SDE replicas online)"},
@@ -203,6 +211,22 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
     PetscCall(sgm_config_get_string(cfg, "train.init_model", &init));
     if (access(init, R_OK))
       sgm_config_problem(pb, "train.init_model", "cannot read %s: %s", init, strerror(errno));
+  }
+  PetscBool val_set;
+  PetscCall(sgm_config_is_set(cfg, "train.validate_trajectory", &val_set));
+  if (val_set) {
+    const char *vp;
+    PetscCall(sgm_config_get_string(cfg, "train.validate_trajectory", &vp));
+    PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+    if (!strcmp(kind, "local_transformer"))
+      sgm_config_problem(
+          pb, "train.validate_trajectory",
+          "validation is implemented for the full-state kinds (kind = \"mlp\" or "
+          "\"transformer\"); for the local transformer run the epr stage on held-out "
+          "frames (its score_error_* and sm_loss_* metrics)");
+    else if (access(vp, R_OK))
+      sgm_config_problem(pb, "train.validate_trajectory", "cannot read %s: %s", vp,
+                         strerror(errno));
   }
   PetscCall(sgm_config_get_int(cfg, "model.d_e", &de));
   PetscCall(sgm_config_get_int(cfg, "model.heads", &heads));
