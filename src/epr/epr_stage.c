@@ -460,8 +460,8 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   const int64_t B = frames_per_block(n, dim, T);
   PetscCall(PetscMalloc4(B * n * dim, &x, B * n * dim, &g, n, &ids,
                          (size_t)(SGM_EPR_NQ + SGM_EPR_NSM) * T + 1, &series));
-  double *tsm_err;
-  PetscCall(PetscMalloc1(T + 1, &tsm_err));
+  double *serr; /* the per-frame score-error series (after the loop) */
+  PetscCall(PetscMalloc1(T + 1, &serr));
   PetscCall(PetscMalloc4(T + 1, &times, (bcount + 1) * R, &blk, (bcount + 1) * SGM_EPR_NQ, &qb, B,
                          &steps));
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscMalloc1((bcount + 1) * dim, &vec[v]));
@@ -612,7 +612,6 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   /* the score's squared error from stationarity (sgm_epr_score_terms): per frame
    * t0 + t1 - t2 = [|s|²_D + 2 ∇·(D s) - ∇·b] per particle; its mean is E|s - s_exact|²_D */
   const double *tsm = series + (size_t)SGM_EPR_NQ * T;
-  double *serr = tsm_err;
   for (int64_t t = 0; t < T; t++) serr[t] = tsm[t] + tsm[T + t] - tsm[2 * T + t];
   double em, esd, ese, lx, lxsd, lxse, lg, lgsd, lgse, db, dbsd, dbse;
   frame_stats(serr, T, nb, &em, &esd, &ese, NULL);
@@ -709,7 +708,7 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   for (int v = 0; v < SGM_EPR_NVEC; v++) PetscCall(PetscFree(vec[v]));
   PetscCall(PetscFree4(times, blk, qb, steps));
   PetscCall(PetscFree4(x, g, ids, series));
-  PetscCall(PetscFree(tsm_err));
+  PetscCall(PetscFree(serr));
   PetscCall(PetscFree(maps.acc));
   PetscCall(PetscFree(orec));
   PetscCall(PetscFree2(oblk, xtra));
