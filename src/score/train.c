@@ -1451,10 +1451,8 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   if (done > 0) PetscCall(sgm_metrics_set(run->metrics, "train", "final_loss", loss));
   for (int64_t i = step; t.validate && i >= 1; i--) /* the last validation */
     if (!isnan(t.vlog[4 * (i - 1)])) {
-      const char *mn[4] = {"validation_score_error", "validation_score_error_se",
-                           "validation_sm_loss_x", "validation_sm_loss_g"};
-      for (int c = 0; c < 4; c++)
-        PetscCall(sgm_metrics_set(run->metrics, "train", mn[c], t.vlog[4 * (i - 1) + c]));
+      for (int c = 0; c < 4; c++) /* metrics keys = the train_log.h5 column names */
+        PetscCall(sgm_metrics_set(run->metrics, "train", vnames[c], t.vlog[4 * (i - 1) + c]));
       PetscCall(sgm_metrics_set(run->metrics, "train", "validation_step", (double)i));
       break;
     }
