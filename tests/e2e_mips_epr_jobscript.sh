@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# jobscripts/train_mips.slurm end to end, without SLURM: `srun` is a stand-in that runs the
+# jobscripts/run_chunked.slurm end to end, without SLURM: `srun` is a stand-in that runs the
 # program on 2 ranks with mpiexec and `scontrol` one that records the requeue. A tiny MIPS input
 # (simulate, train, epr) is run in chunks through the job script: SIGUSR1 to the batch shell
 # during simulate, then during train (each chunk must exit 0, leave its checkpoint and requeue),
 # then a chunk that finishes train and epr without requeueing, then one that finds the run
 # complete and runs nothing. The trajectory, the trained model (every dataset of model.h5) and the
 # per-particle EPR must equal an uninterrupted run's bit for bit. Also: the MIPS EPR inputs of
-# input/ (mips_epr_*, transfer_*, equilibrium_*) pass `sgm_hpc --check`.
+# input/ (mips_epr_*, transfer_*, equilibrium_*) pass `sgm_hpc --check`, and
+# input/swimmers64_paper.toml passes it once its held-out trajectory exists.
 #   e2e_mips_epr_jobscript.sh SGM_HPC SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -uo pipefail
 exe=$1; src=$2; shift 2
@@ -80,7 +81,7 @@ check "reference run exits 0" "[[ $? -eq 0 && -f $tmp/ref/epr.h5 ]]"
 chunk() { # log name, pattern of the progress line after which SIGUSR1 is sent ("": none)
   rm -f "$tmp/scontrol.log"
   PATH="$tmp/bin:$PATH" SLURM_JOB_ID=42 SGM_HPC="$exe" \
-    bash "$src/jobscripts/train_mips.slurm" "$tmp/tiny.toml" >"$tmp/$1.log" 2>&1 &
+    bash "$src/jobscripts/run_chunked.slurm" "$tmp/tiny.toml" >"$tmp/$1.log" 2>&1 &
   local pid=$!
   if [[ -n $2 ]]; then
     for _ in $(seq 1 600); do
@@ -142,6 +143,16 @@ sys.exit(0 if ok else 1)
 PY
 check "trajectory, model.h5 and epr.h5 bitwise equal to the uninterrupted run" "[[ $? -eq 0 ]]"
 cat "$tmp/cmp.log"
+
+# input/swimmers64_paper.toml (run by the same job script) needs its held-out trajectory first:
+# refused with exit 2 naming the key, accepted once the file exists (here: any trajectory)
+"$exe" --check "$src/input/swimmers64_paper.toml" >/dev/null 2>"$tmp/sw.err"
+rc=$?
+check "--check swimmers64_paper.toml without the held-out trajectory: exit 2 (got $rc)" "[[ $rc -eq 2 ]]"
+check "  naming train.validate_trajectory" "grep -q 'validate_trajectory' '$tmp/sw.err'"
+"$exe" --check --set train.validate_trajectory="\"$tmp/run/trajectory.h5\"" \
+  "$src/input/swimmers64_paper.toml" >/dev/null 2>"$tmp/sw.err"
+check "--check swimmers64_paper.toml with it" "[[ $? -eq 0 ]]"
 
 echo "$pass passed, $fail failed"
 if [[ $fail -ne 0 ]]; then

@@ -14,7 +14,7 @@ sgm_mpi_test(test_epr_attention SOURCES test_epr_attention.c RANKS 1 2 4 TIMEOUT
 sgm_mpi_test(test_epr_flow SOURCES test_epr_flow.c epr_util.c RANKS 1 2 4 TIMEOUT 120)
 # [epr] weights: raw / EMA / auto loading of model.h5, the error without an EMA
 sgm_mpi_test(test_epr_weights SOURCES test_epr_weights.c RANKS 1 2 4 TIMEOUT 120)
-# jobscripts/train_mips.slurm in chunks (stand-in srun/scontrol, SIGUSR1 in simulate and in train,
+# jobscripts/run_chunked.slurm in chunks (stand-in srun/scontrol, SIGUSR1 in simulate and in train,
 # requeue, bitwise equal to an uninterrupted run) and --check of the MIPS EPR example inputs
 add_test(NAME e2e_mips_epr_jobscript COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_mips_epr_jobscript.sh
   $<TARGET_FILE:sgm_hpc> ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
