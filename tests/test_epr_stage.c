@@ -92,6 +92,16 @@ static double *read_all(hid_t f, const char *name, int *ndims, hsize_t dims[3])
   return v;
 }
 
+/* epr.h5 of run directory dir, open read-only (the test fails if it cannot be opened) */
+static hid_t open_epr(const char *dir)
+{
+  char path[1024];
+  snprintf(path, sizeof path, "%s/epr.h5", dir);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  ck_assert_msg(f >= 0, "cannot open %s", path);
+  return f;
+}
+
 static int exists(const char *dir, const char *name)
 {
   char p[1024];
@@ -139,9 +149,7 @@ static void epr_e2e(const char *tag, double dt, int64_t nsteps, int64_t every, d
   for (int i = 0; i < 5; i++) ck_assert_msg(exists(dir, files[i]), "%s missing", files[i]);
   const int64_t T = nsteps / every + 1;
   char path[1024];
-  snprintf(path, sizeof path, "%s/epr.h5", dir);
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  ck_assert_int_ge(f, 0);
+  hid_t f = open_epr(dir);
   int nd;
   hsize_t dims[3];
   double *vec[6];
@@ -484,9 +492,7 @@ START_TEST(test_epr_score_error)
   ck_assert_int_eq(sgm_score_provider_register("test_trap_scaled", scaled_create, "test"), 0);
   ck_assert_int_eq(run_stages(dir, "test_trap_scaled", dt, nsteps, every), 0);
   char path[1024];
-  snprintf(path, sizeof path, "%s/epr.h5", dir);
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  ck_assert_int_ge(f, 0);
+  hid_t f = open_epr(dir);
   int nd;
   hsize_t dims[3];
   double *serr = read_all(f, "series/score_error", &nd, dims);

@@ -613,6 +613,17 @@ static PetscErrorCode run_text(MPI_Comm comm, const char *text, const char *outd
   return sgm_test_run_text(comm, tcase.name, text, outdir, stages, nset, sets, restart);
 }
 
+/* A train run of base + sets that the input check must refuse (SGM_ERR_USER) before `dir`
+ * (which must not exist yet) is created. */
+static void expect_refused(const char *dir, int nset, const char **sets)
+{
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"train\"]", nset, sets, NULL);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
+  ck_assert_int_ne(access(dir, F_OK), 0);
+}
+
 /* d_e = 8, 12 logged losses */
 static void rank_invariance(const char *tag, int nx, const char **extra)
 {
@@ -774,11 +785,7 @@ START_TEST(test_init_model)
   snprintf(fresh, sizeof fresh, "%s/not_created", bad);
   snprintf(missing, sizeof missing, "train.init_model=\"%s/no_such_model.h5\"", a);
   const char *sd[2] = {traj, missing};
-  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-  ierr = run_text(comm, base, fresh, "[\"train\"]", 2, sd, NULL);
-  ck_assert_int_eq(PetscPopErrorHandler(), 0);
-  ck_assert_int_eq(ierr, SGM_ERR_USER);
-  ck_assert_int_ne(access(fresh, F_OK), 0);
+  expect_refused(fresh, 2, sd);
 }
 END_TEST
 
@@ -860,24 +867,15 @@ START_TEST(test_validate)
                        "model.boltzmann_x=true", "train.ema=0.0", "train.loss=\"sm\""};
   validate_case("transformer", 5, tf);
   /* refused by the input check before the output directory exists */
-  MPI_Comm comm = sgm_test_comm();
   char dir[600], missing[700];
   snprintf(dir, sizeof dir, "%s/not_created", sgm_test_tmpdir("full_val_bad"));
   snprintf(missing, sizeof missing, "train.validate_trajectory=\"%s/no_such.h5\"", dir);
   const char *sc[2] = {missing, "train.trajectory=\"unused.h5\""};
-  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-  PetscErrorCode ierr = run_text(comm, base, dir, "[\"train\"]", 2, sc, NULL);
-  ck_assert_int_eq(PetscPopErrorHandler(), 0);
-  ck_assert_int_eq(ierr, SGM_ERR_USER);
-  ck_assert_int_ne(access(dir, F_OK), 0);
+  expect_refused(dir, 2, sc);
   snprintf(missing, sizeof missing, "train.validate_trajectory=\"%s/test_train_full.c\"",
            SGM_SOURCE_DIR "/tests");
   const char *sd[2] = {missing, "model.kind=\"local_transformer\""};
-  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-  ierr = run_text(comm, base, dir, "[\"train\"]", 2, sd, NULL);
-  ck_assert_int_eq(PetscPopErrorHandler(), 0);
-  ck_assert_int_eq(ierr, SGM_ERR_USER);
-  ck_assert_int_ne(access(dir, F_OK), 0);
+  expect_refused(dir, 2, sd);
 }
 END_TEST
 
