@@ -523,10 +523,51 @@ static PetscErrorCode load_frame(Trainer *t, int64_t f, int64_t step)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* train_log.h5 (rank 0, tmp + rename): step (n) int64, loss, lr, grad_norm (n) double. */
-/* train_log.h5 columns of the validation (NaN at steps without one) */
+/* train_log.h5 columns: the per-step log (n, 3) and the validation's (n, 4; NaN at steps
+ * without one) */
+static const char *const lnames[3] = {"loss", "lr", "grad_norm"};
 static const char *const vnames[4] = {"validation_score_error", "validation_score_error_se",
                                       "validation_sm_loss_x", "validation_sm_loss_g"};
+
+/* Writes the ncol columns of tab (n, ncol) as datasets names[c] of space sp; col: scratch (n).
+ * Returns 1 on success. */
+static int log_write_cols(hid_t f, hid_t sp, int64_t n, int ncol, const char *const *names,
+                          const double *tab, double *col)
+{
+  int ok = 1;
+  for (int c = 0; c < ncol && ok; c++) {
+    for (int64_t i = 0; i < n; i++) col[i] = tab[ncol * i + c];
+    hid_t d = H5Dcreate2(f, names[c], H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) >= 0;
+    if (d >= 0) H5Dclose(d);
+  }
+  return ok;
+}
+
+/* Reads the first n entries of dataset `name` into col. Returns 1 on success, 0 when the dataset
+ * is missing, shorter or unreadable. */
+static int log_read_col(hid_t f, const char *name, int64_t n, double *col)
+{
+  if (H5Lexists(f, name, H5P_DEFAULT) <= 0) return 0;
+  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+  if (d < 0) return 0;
+  hid_t sp = H5Dget_space(d);
+  hsize_t have = 0;
+  H5Sget_simple_extent_dims(sp, &have, NULL);
+  int ok = (int64_t)have >= n;
+  if (ok) {
+    hsize_t start[1] = {0}, cnt[1] = {(hsize_t)n};
+    hid_t ms = H5Screate_simple(1, cnt, NULL);
+    H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, cnt, NULL);
+    ok = H5Dread(d, H5T_NATIVE_DOUBLE, ms, sp, H5P_DEFAULT, col) >= 0;
+    H5Sclose(ms);
+  }
+  H5Sclose(sp), H5Dclose(d);
+  return ok;
+}
+
+/* train_log.h5 (rank 0, tmp + rename): step (n) int64, loss, lr, grad_norm (n) double, and the
+ * validation columns when there is a validation. */
 
 static PetscErrorCode write_log(Trainer *t, int64_t n)
 {
@@ -540,7 +581,6 @@ static PetscErrorCode write_log(Trainer *t, int64_t n)
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     ok = f >= 0;
     hsize_t dims[1] = {(hsize_t)n};
-    const char *names[3] = {"loss", "lr", "grad_norm"};
     double *col = NULL;
     int64_t *st = NULL;
     if (ok) {
@@ -550,20 +590,8 @@ static PetscErrorCode write_log(Trainer *t, int64_t n)
       hid_t d = H5Dcreate2(f, "step", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
       ok = ok && d >= 0 && H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, st) >= 0;
       if (d >= 0) H5Dclose(d);
-      for (int c = 0; c < 3 && ok; c++) {
-        for (int64_t i = 0; i < n; i++) col[i] = t->log[3 * i + c];
-        d = H5Dcreate2(f, names[c], H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        ok =
-            ok && d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) >= 0;
-        if (d >= 0) H5Dclose(d);
-      }
-      for (int c = 0; c < 4 && ok && t->validate; c++) {
-        for (int64_t i = 0; i < n; i++) col[i] = t->vlog[4 * i + c];
-        d = H5Dcreate2(f, vnames[c], H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        ok =
-            ok && d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) >= 0;
-        if (d >= 0) H5Dclose(d);
-      }
+      ok = ok && log_write_cols(f, sp, n, 3, lnames, t->log, col);
+      ok = ok && (!t->validate || log_write_cols(f, sp, n, 4, vnames, t->vlog, col));
       H5Sclose(sp);
       H5Fclose(f);
       PetscCall(PetscFree2(col, st));
@@ -585,46 +613,18 @@ static PetscErrorCode read_log(Trainer *t, int64_t n)
   PetscCallMPI(MPI_Comm_rank(t->run->comm, &rank));
   PetscCall(sgm_run_path(t->run, "train_log.h5", path, sizeof path));
   if (rank == 0 && n > 0) {
-    const char *names[3] = {"loss", "lr", "grad_norm"};
     double *col;
     PetscCall(PetscMalloc1(n, &col));
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     ok = f >= 0;
     for (int c = 0; c < 3 && ok; c++) {
-      hid_t d = H5Dopen2(f, names[c], H5P_DEFAULT);
-      ok = d >= 0;
-      if (!ok) break;
-      hid_t sp = H5Dget_space(d);
-      hsize_t have = 0;
-      H5Sget_simple_extent_dims(sp, &have, NULL);
-      ok = (int64_t)have >= n;
-      if (ok) {
-        hsize_t start[1] = {0}, cnt[1] = {(hsize_t)n};
-        hid_t ms = H5Screate_simple(1, cnt, NULL);
-        H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, cnt, NULL);
-        ok = H5Dread(d, H5T_NATIVE_DOUBLE, ms, sp, H5P_DEFAULT, col) >= 0;
-        H5Sclose(ms);
-        for (int64_t i = 0; i < n && ok; i++) t->log[3 * i + c] = col[i];
-      }
-      H5Sclose(sp), H5Dclose(d);
+      ok = log_read_col(f, lnames[c], n, col);
+      for (int64_t i = 0; i < n && ok; i++) t->log[3 * i + c] = col[i];
     }
     /* the validation columns, when the interrupted run had them (else they stay NaN) */
-    for (int c = 0; c < 4 && ok && t->validate; c++) {
-      if (H5Lexists(f, vnames[c], H5P_DEFAULT) <= 0) continue;
-      hid_t d = H5Dopen2(f, vnames[c], H5P_DEFAULT);
-      hid_t sp = H5Dget_space(d);
-      hsize_t have = 0;
-      H5Sget_simple_extent_dims(sp, &have, NULL);
-      if ((int64_t)have >= n) {
-        hsize_t start[1] = {0}, cnt[1] = {(hsize_t)n};
-        hid_t ms = H5Screate_simple(1, cnt, NULL);
-        H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, cnt, NULL);
-        if (H5Dread(d, H5T_NATIVE_DOUBLE, ms, sp, H5P_DEFAULT, col) >= 0)
-          for (int64_t i = 0; i < n; i++) t->vlog[4 * i + c] = col[i];
-        H5Sclose(ms);
-      }
-      H5Sclose(sp), H5Dclose(d);
-    }
+    for (int c = 0; c < 4 && ok && t->validate; c++)
+      if (log_read_col(f, vnames[c], n, col))
+        for (int64_t i = 0; i < n; i++) t->vlog[4 * i + c] = col[i];
     if (f >= 0) H5Fclose(f);
     PetscCall(PetscFree(col));
   }
@@ -729,10 +729,10 @@ static uint64_t replica_seed(uint64_t seed, int64_t j)
   return z ^ (z >> 31);
 }
 
-/* Positions (canonical), orientations and, when the loss needs them, drift b_x = mu F - mu A x +
- * v0 g and div b of the engine's state into row u of the arrays, in global-id order; with
- * [model] boltzmann_x also the conservative drift fc = mu F (forces and trap) and its
- * per-particle divergence dfc (sgm_full_score_drift, the function the epr provider uses). */
+/* Positions (canonical) and orientations of the engine's state, in global-id order, and each of
+ * the optional outputs that is not NULL: the drift b_x = mu F - mu A x + v0 g (bx), div b (divb),
+ * and the conservative drift fc = mu F (forces and trap) with its per-particle divergence dfc
+ * (sgm_full_score_drift, the function the epr provider uses; [model] boltzmann_x). */
 static PetscErrorCode full_extract(Trainer *t, SgmAoup e, double *x, double *g, double *bx,
                                    double *divb, double *fc, double *dfc)
 {
@@ -741,20 +741,20 @@ static PetscErrorCode full_extract(Trainer *t, SgmAoup e, double *x, double *g, 
   PetscFunctionBeginUser;
   PetscCheck(P->nlocal == t->ap.n, PETSC_COMM_SELF, PETSC_ERR_PLIB, "replica holds %lld of %lld",
              (long long)P->nlocal, (long long)t->ap.n);
-  if (t->need_drift) PetscCall(sgm_aoup_forces(e));
-  if (t->need_divb) PetscCall(sgm_epr_drift_divergence(e, t->dbx));
-  if (t->stage_shift) PetscCall(sgm_full_score_drift(e, fc, dfc));
+  if (bx || divb) PetscCall(sgm_aoup_forces(e));
+  if (divb) PetscCall(sgm_epr_drift_divergence(e, t->dbx));
+  if (fc) PetscCall(sgm_full_score_drift(e, fc, dfc));
   double db = -t->ap.gamma * D * (double)t->ap.n;
   for (int64_t i = 0; i < P->nlocal; i++) {
     const int64_t id = P->id[i];
     for (int a = 0; a < D; a++) {
       x[id * D + a] = P->x[i * D + a];
       g[id * D + a] = P->g[i * D + a];
-      if (t->need_drift) bx[id * D + a] = P->f[i * D + a] + t->ap.v0 * P->g[i * D + a];
+      if (bx) bx[id * D + a] = P->f[i * D + a] + t->ap.v0 * P->g[i * D + a];
     }
-    if (t->need_divb) db += t->dbx[i];
+    if (divb) db += t->dbx[i];
   }
-  if (t->need_divb) *divb = db;
+  if (divb) *divb = db;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -786,7 +786,7 @@ static PetscErrorCode full_cache_frames(Trainer *t)
       PetscCall(sgm_aoup_set_state(e, n, t->ids, x + k * row, g + k * row, st[k]));
       PetscCall(full_extract(
           t, e, t->cx + f * row, t->cg + f * row, t->need_drift ? t->cbx + f * row : NULL,
-          t->need_drift ? t->cdivb + f : NULL, t->stage_shift ? t->cfc + f * row : NULL,
+          t->need_divb ? t->cdivb + f : NULL, t->stage_shift ? t->cfc + f * row : NULL,
           t->stage_shift ? t->cdfc + f * n : NULL));
     }
   }
@@ -963,9 +963,10 @@ static PetscErrorCode full_step(Trainer *t, int64_t step, double *lsum)
   for (int64_t u = 0; u < t->nj; u++) {
     if (t->online) {
       for (int64_t i = 0; i < t->sde_steps; i++) PetscCall(sgm_aoup_step(t->reps[u]));
-      PetscCall(full_extract(t, t->reps[u], t->bx + u * row, t->bg + u * row, t->bbx + u * row,
-                             t->bdivb + u, t->stage_shift ? t->bfc + u * row : NULL,
-                             t->stage_shift ? t->bdfc + u * t->ap.n : NULL));
+      PetscCall(full_extract(
+          t, t->reps[u], t->bx + u * row, t->bg + u * row, t->need_drift ? t->bbx + u * row : NULL,
+          t->need_divb ? t->bdivb + u : NULL, t->stage_shift ? t->bfc + u * row : NULL,
+          t->stage_shift ? t->bdfc + u * t->ap.n : NULL));
     } else {
       const int64_t f = sgm_train_frame(t->run->seed, step * t->batch + t->j0 + u, t->nframes);
       PetscCall(PetscArraycpy(t->bx + u * row, t->cx + f * row, row));
@@ -1027,8 +1028,8 @@ static PetscErrorCode validate_setup(Trainer *t)
                          &t->vfc, t->nvl * n + 1, &t->vdfc, t->nvl + 1, &t->vdivb));
   PetscCall(PetscMalloc5(row, &t->vsx, row, &t->vsg, n, &t->vdx, n, &t->vdg, t->par->nparams + 1,
                          &t->vsave));
-  double *x, *g, *dbx;
-  PetscCall(PetscMalloc3(row, &x, row, &g, n, &dbx));
+  double *x, *g;
+  PetscCall(PetscMalloc2(row, &x, row, &g));
   SgmAoup e;
   PetscCall(sgm_aoup_create(PETSC_COMM_SELF, &t->ap, &e));
   for (int64_t u = 0; u < t->nvl; u++) {
@@ -1036,23 +1037,12 @@ static PetscErrorCode validate_setup(Trainer *t)
     int64_t st;
     PetscCall(sgm_epr_read_frames(PETSC_COMM_SELF, t->vpath, t->group, f, 1, 1, D, n, x, g, &st));
     PetscCall(sgm_aoup_set_state(e, n, t->ids, x, g, st));
-    PetscCall(sgm_aoup_forces(e));
-    PetscCall(sgm_epr_drift_divergence(e, dbx));
-    const SgmParticles *P = &e->part;
-    double db = -t->ap.gamma * D * (double)n;
-    for (int64_t i = 0; i < P->nlocal; i++) {
-      const int64_t id = P->id[i];
-      for (int a = 0; a < D; a++) {
-        t->vx[u * row + id * D + a] = P->x[i * D + a];
-        t->vg[u * row + id * D + a] = P->g[i * D + a];
-      }
-      db += dbx[i];
-    }
-    t->vdivb[u] = db;
-    if (t->need_shift) PetscCall(sgm_full_score_drift(e, t->vfc + u * row, t->vdfc + u * n));
+    PetscCall(full_extract(t, e, t->vx + u * row, t->vg + u * row, NULL, t->vdivb + u,
+                           t->need_shift ? t->vfc + u * row : NULL,
+                           t->need_shift ? t->vdfc + u * n : NULL));
   }
   PetscCall(sgm_aoup_destroy(&e));
-  PetscCall(PetscFree3(x, g, dbx));
+  PetscCall(PetscFree2(x, g));
   PetscCall(sgm_optim_get_moments(t->opt, &m, &v, &ema));
   PetscCall(sgm_log(t->run->comm,
                     "train: validation on %lld frames of %s (the score's D-weighted squared "
@@ -1069,7 +1059,7 @@ static PetscErrorCode validate_eval(Trainer *t, int64_t step)
   const int D = t->ap.dim;
   const int64_t n = t->ap.n, row = n * D;
   const size_t np = t->par->nparams;
-  const double eps = t->ap.eps, gam = t->ap.gamma;
+  const SgmEprCoeffs co = {t->ap.v0, t->ap.gamma, t->ap.eps};
   float *m, *v, *ema;
   double acc[4] = {0, 0, 0, 0};
   PetscFunctionBeginUser;
@@ -1083,15 +1073,10 @@ static PetscErrorCode validate_eval(Trainer *t, int64_t step)
     const SgmFullScoreShift sh = {t->vfc + u * row, t->vdfc + u * n};
     PetscCall(sgm_full_score_eval(t->fs, 1, t->vx + u * row, t->vg + u * row,
                                   t->need_shift ? &sh : NULL, t->vsx, t->vsg, t->vdx, t->vdg));
-    double smx = 0, smg = 0;
-    for (int64_t i = 0; i < n; i++) {
-      double sx2 = 0, sg2 = 0;
-      for (int a = 0; a < D; a++) {
-        sx2 += t->vsx[i * D + a] * t->vsx[i * D + a];
-        sg2 += t->vsg[i * D + a] * t->vsg[i * D + a];
-      }
-      if (eps > 0.0) smx += eps * (sx2 + 2.0 * t->vdx[i]);
-      smg += gam * (sg2 + 2.0 * t->vdg[i]);
+    double smx = 0, smg = 0, tsm[SGM_EPR_NSM];
+    for (int64_t i = 0; i < n; i++) { /* the epr stage's terms (div b is the frame's total) */
+      sgm_epr_score_terms(&co, D, t->vsx + i * D, t->vsg + i * D, t->vdx[i], t->vdg[i], 0.0, tsm);
+      smx += tsm[0], smg += tsm[1];
     }
     const double err = (smx + smg - t->vdivb[u]) / (double)n;
     acc[0] += err, acc[1] += err * err, acc[2] += smx / (double)n, acc[3] += smg / (double)n;
