@@ -127,14 +127,38 @@ static void batch_mean_se(const double *v, int64_t T, int nb, double *mean, doub
   *se = sqrt(bs / (nb - 1) / nb);
 }
 
+/* The trap's stationary covariance Σ of one component (docs/derivations.md) and its inverse. */
+typedef struct {
+  double cxx, cxg, ixx, ixg, igg;
+} TrapSigma;
+static TrapSigma trap_sigma(void)
+{
+  TrapSigma t;
+  t.cxg = V0 / (MUA + GAM), t.cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
+  const double det = t.cxx - t.cxg * t.cxg;
+  t.ixx = 1.0 / det, t.ixg = -t.cxg / det, t.igg = t.cxx / det;
+  return t;
+}
+
+/* The covariance S (row-major 2x2) of one component under the simulated scheme at step dt (x
+ * Euler-Maruyama, g exact OU; docs/derivations.md, "The integrator's own stationary covariance").
+ */
+static void scheme_S(double dt, double S[4])
+{
+  const double rho = exp(-GAM * dt), c = 1 - MUA * dt, b = V0 * dt;
+  const double Sxg = rho * b / (1 - rho * c),
+               Sxx = (2 * c * b * Sxg + b * b + 2 * EPS * dt) / (1 - c * c);
+  S[0] = Sxx, S[1] = S[2] = Sxg, S[3] = 1.0;
+}
+
 /* Expectation per particle of the score-error summand |ŝ|²_D + 2 ∇·(D ŝ) - ∇·b of the trap for
  * ŝ = (1 + c) s, s = -Σ⁻¹ z the continuum score, over z ~ N(0, S) (S the 2x2 covariance of one
  * component, row-major): d [(1 + c)² tr(Σ⁻¹ D Σ⁻¹ S) - 2 (1 + c) tr(D Σ⁻¹) - tr A] with
  * A = [[-μA, v0], [0, -γ]]. At S = Σ it is c² d tr(D Σ⁻¹) = c² E|s|²_D. */
 static double trap_error_S(double c, const double S[4])
 {
-  const double cxg = V0 / (MUA + GAM), cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
-  const double det = cxx - cxg * cxg, ixx = 1.0 / det, ixg = -cxg / det, igg = cxx / det;
+  const TrapSigma ts = trap_sigma();
+  const double ixx = ts.ixx, ixg = ts.ixg, igg = ts.igg;
   const double Q[4] = {EPS * ixx * ixx + GAM * ixg * ixg, EPS * ixx * ixg + GAM * ixg * igg,
                        EPS * ixx * ixg + GAM * ixg * igg, EPS * ixg * ixg + GAM * igg * igg};
   const double trQS = Q[0] * S[0] + Q[1] * S[1] + Q[2] * S[2] + Q[3] * S[3];
@@ -180,8 +204,8 @@ static void epr_e2e(const char *tag, double dt, int64_t nsteps, int64_t every, d
   ck_assert_int_eq(dims[0], T);
 
   /* the formulas, written here from docs/derivations.md */
-  const double cxg = V0 / (MUA + GAM), cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
-  const double det = cxx - cxg * cxg, ixx = 1.0 / det, ixg = -cxg / det, igg = cxx / det;
+  const TrapSigma ts = trap_sigma();
+  const double cxx = ts.cxx, cxg = ts.cxg, ixx = ts.ixx, ixg = ts.ixg, igg = ts.igg;
   double maxerr = 0;
   for (int64_t t = 0; t < T; t++)
     for (int i = 0; i < NP; i++) {
@@ -220,12 +244,10 @@ static void epr_e2e(const char *tag, double dt, int64_t nsteps, int64_t every, d
     ck_assert_double_eq_tol(ser[t], fr[SGM_EPR_Q_TOT][t], 1e-12 * (1 + fr[SGM_EPR_Q_TOT][t]));
 
   /* expectations under the scheme's stationary covariance S (exact OU update of g) */
-  const double rho = exp(-GAM * dt), c = 1 - MUA * dt, b = V0 * dt;
-  const double Sxg = rho * b / (1 - rho * c), Sgg = 1.0,
-               Sxx = (2 * c * b * Sxg + b * b + 2 * EPS * dt) / (1 - c * c);
+  double S[4];
+  scheme_S(dt, S);
   /* M = A + D Σ⁻¹, E_S[(M z)_a (M z)_b] = (M S Mᵀ)_ab */
   const double M[4] = {-MUA + EPS * ixx, V0 + EPS * ixg, GAM * ixg, -GAM + GAM * igg};
-  const double S[4] = {Sxx, Sxg, Sxg, Sgg};
   double MS[4] = {M[0] * S[0] + M[1] * S[2], M[0] * S[1] + M[1] * S[3], M[2] * S[0] + M[3] * S[2],
                   M[2] * S[1] + M[3] * S[3]};
   const double Cxx = MS[0] * M[0] + MS[1] * M[1], Cgg = MS[2] * M[2] + MS[3] * M[3];
@@ -461,8 +483,8 @@ static PetscErrorCode scaled_eval(SgmScoreProvider sp, const SgmParticles *P, in
                                   int64_t count, double *sx, double *sg, double *divx, double *divg)
 {
   (void)sp;
-  const double cxg = V0 / (MUA + GAM), cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
-  const double det = cxx - cxg * cxg, ixx = 1.0 / det, ixg = -cxg / det, igg = cxx / det;
+  const TrapSigma ts = trap_sigma();
+  const double ixx = ts.ixx, ixg = ts.ixg, igg = ts.igg;
   const double f = 1.0 + SCALE_C;
   for (int64_t u = 0; u < count; u++) {
     const double *x = P->x + (i0 + u) * DIM, *g = P->g + (i0 + u) * DIM;
@@ -499,12 +521,10 @@ START_TEST(test_epr_score_error)
   double *sdb = read_all(f, "series/div_b", &nd, dims);
   ck_assert_int_eq(dims[0], T);
   H5Fclose(f);
-  const double rho = exp(-GAM * dt), c = 1 - MUA * dt, b = V0 * dt;
-  const double Sxg = rho * b / (1 - rho * c),
-               Sxx = (2 * c * b * Sxg + b * b + 2 * EPS * dt) / (1 - c * c);
-  const double S[4] = {Sxx, Sxg, Sxg, 1.0};
-  const double cxg = V0 / (MUA + GAM), cxx = EPS / MUA + V0 * V0 / (MUA * (MUA + GAM));
-  const double Sc[4] = {cxx, cxg, cxg, 1.0};
+  double S[4];
+  scheme_S(dt, S);
+  const TrapSigma ts = trap_sigma();
+  const double Sc[4] = {ts.cxx, ts.cxg, ts.cxg, 1.0};
   const double eS = trap_error_S(SCALE_C, S), ec = trap_error_S(SCALE_C, Sc);
   double m, se, all = 0;
   batch_mean_se(serr, T, 10, &m, &se);
