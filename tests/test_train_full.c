@@ -17,6 +17,13 @@
  *    equal to one configuration at a time, provider, rank invariance (transition), restart
  *    identity (online composite), input check; with --trap it must learn the pair score of
  *    interacting AOUPs at v0 = 0 (test_pair_equilibrium);
+ *  - separate networks for s_x and s_g ([model] separate): the same divergence and gradient
+ *    checks (both kinds, with the shifts and the pair term); the x network's parameters (x.*)
+ *    leave s_g and its divergence bit for bit unchanged and move s_x, the g network's (g.*) the
+ *    other way round; provider with a separate model and refusal of a joint one on it; rank
+ *    invariance (transformer, composite: both networks' reverse over forward through the train
+ *    stage) and restart identity (MLP online transition); learn = "g" and the local transformer
+ *    are refused;
  *  - the Boltzmann-informed score is exact for trapped non-interacting AOUPs at v0 = 0 with N = 0
  *    (all parameters zero): s, div s, the sm loss against their closed forms (1e-12), FPE
  *    residual 0, v = 0; without the x shift it is not; a missing shift is refused;
@@ -75,12 +82,14 @@ static double x_scale;  /* [model] x_scale of the next check_model (0: none) */
 static int pair_hidden; /* [model] pair_hidden of the next check_model (0: none) */
 static double pair_box; /* its periodic box edge (0: open) */
 static double pair_cb;  /* its contact profile's beta (0: none; contact distance 1) */
+static int separate;    /* [model] separate of the next check_model */
 
 static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int boltzmann)
 {
   SgmFullScoreConfig c;
   memset(&c, 0, sizeof c);
   c.kind = kind, c.n = n, c.dim = 2, c.learn_x = learn_x, c.boltzmann = boltzmann & 1;
+  c.separate = separate && learn_x;
   c.boltzmann_x = (boltzmann >> 1) & 1, c.eps = 0.5, c.x_scale = x_scale;
   c.max_batch = 3;
   c.max_tan = 5; /* several chunks */
@@ -131,6 +140,52 @@ static void synth_shift(int Bn, const double *x, double *fc, double *dfc)
 }
 
 /* boltzmann: bit 0 the g shift (s_g = -g + N_g), bit 1 the x shift (s_x = fc / eps + N_x) */
+/* Separate networks: moving every parameter of one network (prefix "x." or "g.") changes that
+ * score and its divergence and leaves the other's bit for bit. */
+static void check_separation(SgmFullScore fs, int B, const double *x, const double *g,
+                             const SgmFullScoreShift *sh)
+{
+  enum { NMAX = 64 };
+  SgmParams *par = sgm_full_score_params(fs);
+  ck_assert_int_ge(sgm_nn_params_find(par, "x.net.0.weight") >= 0 ||
+                       sgm_nn_params_find(par, "x.decoder.0.weight") >= 0 ||
+                       sgm_nn_params_find(par, "x.embed_x.0.weight") >= 0,
+                   1);
+  float *p0 = malloc(par->nparams * sizeof(float));
+  memcpy(p0, par->params, par->nparams * sizeof(float));
+  double tsx[NMAX], tsg[NMAX], tdx[NMAX / 2], tdg[NMAX / 2];
+  double sx[NMAX], sg[NMAX], dx[NMAX / 2], dg[NMAX / 2];
+  const int nv = B * 3 * 2; /* B configurations of N = 3 in d = 2 */
+  ck_assert_int_le(nv, NMAX);
+  ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sh, sx, sg, dx, dg), 0);
+  for (int side = 0; side < 2; side++) {
+    const char *pre = side ? "g." : "x.";
+    int nt = 0;
+    for (int t = 0; t < par->ntensors; t++)
+      if (!strncmp(par->tensors[t].name, pre, 2)) {
+        nt++;
+        for (size_t k = 0; k < par->tensors[t].size; k++)
+          par->params[par->tensors[t].offset + k] *= 1.3f;
+      }
+    ck_assert_int_gt(nt, 0);
+    ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, sh, tsx, tsg, tdx, tdg), 0);
+    memcpy(par->params, p0, par->nparams * sizeof(float));
+    double moved = 0.0, kept = 0.0;
+    for (int k = 0; k < nv; k++) {
+      moved = fmax(moved, fabs(side ? tsg[k] - sg[k] : tsx[k] - sx[k]));
+      kept = fmax(kept, fabs(side ? tsx[k] - sx[k] : tsg[k] - sg[k]));
+    }
+    for (int k = 0; k < nv / 2; k++) {
+      moved = fmax(moved, fabs(side ? tdg[k] - dg[k] : tdx[k] - dx[k]));
+      kept = fmax(kept, fabs(side ? tdx[k] - dx[k] : tdg[k] - dg[k]));
+    }
+    printf("separate: the %s network's parameters x1.3 move its score by %.3g, the other's by %g\n",
+           pre, moved, kept);
+    ck_assert_msg(moved > 1e-3 && kept == 0.0, "separate %s: moved %g, kept %g", pre, moved, kept);
+  }
+  free(p0);
+}
+
 static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
 {
   enum { N = 3, B = 4, D = 2 };
@@ -186,8 +241,10 @@ static void check_model(SgmScoreKind kind, int learn_x, int boltzmann)
   if (!learn_x && c.boltzmann_x) /* s_x is the shift alone */
     for (int k = 0; k < B * N; k++)
       ck_assert(dx[k] == dfc[k] / c.eps && sx[2 * k] == fc[2 * k] / c.eps);
-  printf("kind %d learn_x %d boltzmann %d pair %d box %g contact %g: divergence vs FD %.3g\n",
-         (int)kind, learn_x, boltzmann, c.pair_hidden, c.box, c.pair_contact_beta, err);
+  printf("kind %d learn_x %d boltzmann %d pair %d box %g contact %g separate %d: divergence vs FD "
+         "%.3g\n",
+         (int)kind, learn_x, boltzmann, c.pair_hidden, c.box, c.pair_contact_beta, c.separate, err);
+  if (c.separate) check_separation(fs, B, x, g, sh);
   /* the pair term's own finite-difference error is ~1e-4 here; 2e-2 would hide a missing term */
   ck_assert_msg(err < (c.pair_hidden > 0 ? 2e-3 : 2e-2),
                 "kind %d learn_x %d boltzmann %d pair %d: divergence vs FD %g", (int)kind, learn_x,
@@ -323,6 +380,12 @@ START_TEST(test_mlp_grad)
   pair_box = 0.0;
   check_model(SGM_SCORE_MLP, 1, 1);
   pair_hidden = 0, pair_box = 0.0, pair_cb = 0.0;
+  separate = 1; /* separate networks for s_x and s_g */
+  check_model(SGM_SCORE_MLP, 1, 0);
+  check_model(SGM_SCORE_MLP, 1, 3);
+  pair_hidden = 12;
+  check_model(SGM_SCORE_MLP, 1, 3);
+  pair_hidden = 0, separate = 0;
 }
 END_TEST
 
@@ -339,6 +402,11 @@ START_TEST(test_transformer_grad)
   pair_cb = 6.0;
   check_model(SGM_SCORE_TRANSFORMER, 1, 0);
   pair_hidden = 0, pair_cb = 0.0;
+  separate = 1;
+  check_model(SGM_SCORE_TRANSFORMER, 1, 0);
+  pair_hidden = 12;
+  check_model(SGM_SCORE_TRANSFORMER, 1, 3);
+  pair_hidden = 0, separate = 0;
 }
 END_TEST
 
@@ -504,11 +572,17 @@ static void provider_case(const char *kind, int boltzmann_x, int pair)
                          "model.pair_cutoff=2.5"};
   /* pair = 2: with the contact profile input ([model] pair_contact, [system] beta and a) */
   const char *pset[3] = {"model.pair_hidden=6", "model.pair_cutoff=2.5", "model.pair_contact=true"};
+  /* pair = 3: separate networks for s_x and s_g, without the pair term */
+  const char *sset[1] = {"model.separate=true"};
   ck_assert_int_eq(sgm_config_create_from_string(comm, "full.toml", model_toml(kind, dir, path, 16),
-                                                 boltzmann_x ? 2 + 2 * pair
-                                                 : pair      ? 1 + pair
-                                                             : 0,
-                                                 boltzmann_x ? bset : pset, &cfg),
+                                                 pair == 3     ? 1
+                                                 : boltzmann_x ? 2 + 2 * pair
+                                                 : pair        ? 1 + pair
+                                                               : 0,
+                                                 pair == 3     ? sset
+                                                 : boltzmann_x ? bset
+                                                               : pset,
+                                                 &cfg),
                    0);
   ck_assert_int_eq(sgm_aoup_params_from_config(cfg, 7, &p), 0);
   ck_assert_int_eq(sgm_score_model_build(comm, cfg, D, N, 11, &ms), 0);
@@ -560,6 +634,10 @@ static void provider_case(const char *kind, int boltzmann_x, int pair)
     ck_assert_int_eq(sgm_config_create_from_string(comm, "bad.toml",
                                                    model_toml(kind, dir, path, 24), 2, pset, &bad),
                      0);
+  else if (pair == 3) /* the same network, joint: it must not load the separate model */
+    ck_assert_int_eq(sgm_config_create_from_string(comm, "bad.toml",
+                                                   model_toml(kind, dir, path, 16), 0, NULL, &bad),
+                     0);
   else
     ck_assert_int_eq(
         sgm_config_create_from_string(comm, "bad.toml", model_toml(kind, dir, path, 24), 1,
@@ -589,6 +667,8 @@ START_TEST(test_provider)
   provider_case("mlp", 0, 1);         /* with the pair term (its tensors in model.h5) */
   provider_case("transformer", 0, 2); /* and its contact profile input */
   provider_case("transformer", 1, 1);
+  provider_case("transformer", 0, 3); /* separate networks for s_x and s_g */
+  provider_case("mlp", 0, 3);
 }
 END_TEST
 
@@ -671,6 +751,9 @@ START_TEST(test_rank_invariance_transformer)
   const char *pr[4] = {"model.kind=\"transformer\"", "train.loss=\"transition\"",
                        "model.pair_hidden=8", "model.pair_cutoff=3.0"};
   rank_invariance("transformer offline transition pair", 4, pr);
+  const char *sr[3] = {"model.kind=\"transformer\"", "train.loss=\"composite\"",
+                       "model.separate=true"};
+  rank_invariance("transformer offline composite separate", 3, sr);
 }
 END_TEST
 
@@ -690,6 +773,9 @@ START_TEST(test_restart_identity)
   const char *pr[4] = {"train.loss=\"composite\"", "train.mode=\"online\"", "model.pair_hidden=8",
                        "model.pair_cutoff=3.0"};
   restart_identity("mlp online composite pair", 4, pr);
+  const char *sr[4] = {"train.loss=\"transition\"", "train.mode=\"online\"", "train.sde_steps=3",
+                       "model.separate=true"};
+  restart_identity("mlp online transition separate", 4, sr);
 }
 END_TEST
 
@@ -713,9 +799,11 @@ START_TEST(test_config_check)
   }
   /* the pair term: full-state kinds only, refused by the input check whatever the stages; its
    * contact profile needs it */
-  const char *pbad[2][2] = {{"model.pair_hidden=8", "model.kind=\"local_transformer\""},
-                            {"model.pair_contact=true", "model.pair_hidden=0"}};
-  for (int c = 0; c < 2; c++) {
+  const char *pbad[4][2] = {{"model.pair_hidden=8", "model.kind=\"local_transformer\""},
+                            {"model.pair_contact=true", "model.pair_hidden=0"},
+                            {"model.separate=true", "model.learn=\"g\""},
+                            {"model.separate=true", "model.kind=\"local_transformer\""}};
+  for (int c = 0; c < 4; c++) {
     ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
     PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"simulate\"]", 2, pbad[c], NULL);
     ck_assert_int_eq(PetscPopErrorHandler(), 0);

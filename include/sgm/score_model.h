@@ -69,6 +69,7 @@ typedef struct {
   SgmScoreKind kind;         /* SGM_SCORE_MLP or SGM_SCORE_TRANSFORMER */
   int n, dim;                /* particles and spatial dimension (orientations have dim too) */
   int learn_x;               /* 1: outputs s_x and s_g, 0: s_g only (s_x = 0) */
+  int separate;              /* 1 (with learn_x): two networks, one for s_x and one for s_g */
   int boltzmann;             /* 1: s_g^i = -g_i + N_g^i (App. F.3.2) */
   int boltzmann_x;           /* 1: s_x^i = mu F_i / eps + N_x^i (App. F.3.2; N_x = 0 if !learn_x) */
   double eps;                /* translational noise eps of the shift (> 0 when boltzmann_x) */

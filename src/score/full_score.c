@@ -25,6 +25,12 @@
  *    the network's in one slab (tensors pair.net.*, sgm_nn_params_rebind), so the optimiser, the
  *    gradient allreduce and model.h5 see one model. Every loss trains it (the divergence losses
  *    through the pair head's reverse-over-forward).
+ *  - Separate networks ([model] separate, learn = "xg"): s_x and s_g from two networks of the same
+ *    architecture (the paper's choice, App. F.2.3 and F.3: "we learn s_x and s_g separately"),
+ *    each with a per-particle output of width dim; the x network's divergence differentiates its
+ *    x inputs, the g network's its g inputs. Their outputs are interleaved into the joint layout
+ *    [s_x | s_g] after the forward and their cotangents split before the backward, so everything
+ *    downstream is the same code. Parameters: x.*, g.* (then pair.*), one slab.
  *  - Losses are formed in double from the float outputs, summed over particles (eq. 26 sums the
  *    full vector), and returned as sums over configurations; the caller divides by the global
  *    batch size after the gradient allreduce.
@@ -39,49 +45,64 @@
 
 struct SgmFullScore_ {
   SgmFullScoreConfig c;
-  SgmNnMlp mlp;
-  SgmNnTransformer tf;
+  SgmNnMlp mlp, mlp2; /* mlp2, tf2: the g network when separate (mlp, tf: the x one) */
+  SgmNnTransformer tf, tf2;
   SgmParams *par;
-  int od;     /* per-particle output width: dim (learn_x + 1) */
-  int din;    /* MLP input width 2 dim n */
-  int ntan;   /* MLP directions per chunk */
-  int B;      /* configurations of the last forward */
-  double ixs; /* 1 / x_scale */
-  float *in;  /* MLP (mb, din) or transformer X (mb, n, dim) */
-  float *gin; /* transformer G (mb, n, dim) */
+  int sep;            /* separate networks for s_x and s_g */
+  int ow1;            /* per-particle output width of one network: od, or dim if sep */
+  float *out1, *out2; /* sep: the two networks' outputs / cotangents (mb, n, dim) */
+  int od;             /* per-particle output width: dim (learn_x + 1) */
+  int din;            /* MLP input width 2 dim n */
+  int ntan;           /* MLP directions per chunk */
+  int B;              /* configurations of the last forward */
+  double ixs;         /* 1 / x_scale */
+  float *in;          /* MLP (mb, din) or transformer X (mb, n, dim) */
+  float *gin;         /* transformer G (mb, n, dim) */
   float *out, *dout;
   float *tx, *tout, *dtout; /* MLP chunk tangents */
   float *fdx, *fdg;         /* transformer divergences / divergence cotangents (mb, n) */
   double *divx, *divg;      /* network divergences (mb, n), no Boltzmann term */
   SgmPairHead ph;           /* pair term, or NULL */
-  SgmParams cat;            /* with the pair term: the network's tensors, then pair.net.* */
+  SgmParams cat;            /* the network's tensors (x.*, g.* when sep), then pair.net.* */
   double *psx, *psg;        /* pair terms of the last forward (mb, n, dim) */
   double *pdx, *pdg;        /* their divergences (mb, n) */
   double *dsx, *dsg;        /* score cotangents for the pair term's backward (mb, n, dim) */
   double *ddx, *ddg;        /* divergence cotangents for it (mb, n) */
 };
 
-/* One slab for the network and the pair head: cat holds both tables (the pair's names prefixed
- * "pair.", offsets after the network's), and both models are rebound into it. */
-static PetscErrorCode concat_params(SgmFullScore fs)
+/* One slab for the models' tables: cat holds them all in order, each name prefixed (the
+ * single network's without a prefix, so that its files keep their names), offsets one after the
+ * other, and every model is rebound into it. */
+static PetscErrorCode concat_params(SgmFullScore fs, int np, SgmParams **parts, const char **pre)
 {
-  SgmParams *a = fs->par, *b = sgm_pair_head_params(fs->ph), *c = &fs->cat;
+  SgmParams *c = &fs->cat;
   PetscFunctionBeginUser;
-  c->nparams = a->nparams + b->nparams;
-  c->ntensors = a->ntensors + b->ntensors;
+  c->nparams = 0, c->ntensors = 0;
+  for (int q = 0; q < np; q++) c->nparams += parts[q]->nparams, c->ntensors += parts[q]->ntensors;
   PetscCall(PetscCalloc1(c->ntensors, &c->tensors));
   PetscCall(PetscMalloc2(c->nparams, &c->params, c->nparams, &c->grads));
-  for (int k = 0; k < a->ntensors; k++) c->tensors[k] = a->tensors[k];
-  for (int k = 0; k < b->ntensors; k++) {
-    SgmTensorView *v = &c->tensors[a->ntensors + k];
-    *v = b->tensors[k];
-    PetscCheck(strlen(b->tensors[k].name) + 5 < SGM_NN_NAME_LEN, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ,
-               "full score: tensor name %s too long", b->tensors[k].name);
-    snprintf(v->name, SGM_NN_NAME_LEN, "pair.%s", b->tensors[k].name);
-    v->offset += a->nparams;
+  size_t off = 0;
+  int t = 0;
+  for (int q = 0; q < np; q++) {
+    const SgmParams *b = parts[q];
+    for (int k = 0; k < b->ntensors; k++, t++) {
+      SgmTensorView *v = &c->tensors[t];
+      *v = b->tensors[k];
+      const size_t lp = strlen(pre[q]), ln = strlen(b->tensors[k].name);
+      PetscCheck(lp + ln < SGM_NN_NAME_LEN, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ,
+                 "full score: tensor name %s too long", b->tensors[k].name);
+      memmove(v->name + lp, b->tensors[k].name, ln + 1); /* v->name holds the name already */
+      memcpy(v->name, pre[q], lp);
+      v->offset += off;
+    }
+    off += parts[q]->nparams;
   }
-  PetscCall(sgm_nn_params_rebind(a, c->params, c->grads));
-  PetscCall(sgm_nn_params_rebind(b, c->params + a->nparams, c->grads + a->nparams));
+  off = 0;
+  for (int q = 0; q < np; q++) {
+    const size_t m = parts[q]->nparams;
+    PetscCall(sgm_nn_params_rebind(parts[q], c->params + off, c->grads + off));
+    off += m;
+  }
   fs->par = c;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -99,17 +120,24 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
   PetscCheck(c->x_scale >= 0.0 && isfinite(c->x_scale), PETSC_COMM_SELF, SGM_ERR_USER,
              "full score: x_scale = %g must be positive", c->x_scale);
   fs->ixs = c->x_scale > 0.0 ? 1.0 / c->x_scale : 1.0;
+  PetscCheck(!c->separate || c->learn_x, PETSC_COMM_SELF, SGM_ERR_USER,
+             "full score: separate networks for s_x and s_g need learn = \"xg\"");
   const int n = c->n, D = c->dim, mb = c->max_batch;
   fs->od = D * (c->learn_x + 1);
+  fs->sep = c->separate;
+  fs->ow1 = fs->sep ? D : fs->od;
   fs->din = 2 * D * n;
   const int ndir = n * D; /* directions of one part */
+  /* the g network's own init stream when separate: its tensor k must not repeat the x one's */
+  const uint64_t seed2 = seed ^ UINT64_C(0x47534e4554574f52);
   if (c->kind == SGM_SCORE_MLP) {
     SgmNnMlpConfig mc = c->mlp;
     mc.in_dim = fs->din;
-    mc.out_dim = n * fs->od;
+    mc.out_dim = n * fs->ow1;
     mc.cond_dim = 0, mc.time_freqs = 0;
     fs->ntan = c->max_tan > 0 ? PetscMin(c->max_tan, ndir) : PetscMin(ndir, 64);
     PetscCall(sgm_nn_mlp_create(&mc, mb, fs->ntan, seed, &fs->mlp));
+    if (fs->sep) PetscCall(sgm_nn_mlp_create(&mc, mb, fs->ntan, seed2, &fs->mlp2));
     fs->par = sgm_nn_mlp_params(fs->mlp);
     const size_t nt = (size_t)fs->ntan * mb;
     PetscCall(PetscMalloc3(nt * fs->din, &fs->tx, nt * n * fs->od, &fs->tout, nt * n * fs->od,
@@ -117,30 +145,47 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
     PetscCall(PetscMalloc1((size_t)mb * fs->din, &fs->in));
   } else if (c->kind == SGM_SCORE_TRANSFORMER) {
     SgmNnTransformerConfig tc = c->tf;
-    tc.dim = D, tc.gdim = D, tc.out_dim = fs->od;
+    tc.dim = D, tc.gdim = D, tc.out_dim = fs->ow1;
     const int mt = c->max_tan > 0 ? PetscMin(c->max_tan, ndir) : PetscMin(ndir, 16);
     PetscCall(sgm_nn_transformer_create_particle(&tc, n, mb, mt, seed, &fs->tf));
+    if (fs->sep) PetscCall(sgm_nn_transformer_create_particle(&tc, n, mb, mt, seed2, &fs->tf2));
     fs->par = sgm_nn_transformer_params(fs->tf);
     PetscCall(PetscMalloc2((size_t)mb * n * D, &fs->in, (size_t)mb * n * D, &fs->gin));
   } else
     SETERRQ(PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "full score: unknown kind %d", (int)c->kind);
   PetscCall(PetscMalloc2((size_t)mb * n * fs->od, &fs->out, (size_t)mb * n * fs->od, &fs->dout));
+  if (fs->sep)
+    PetscCall(PetscMalloc2((size_t)mb * n * D, &fs->out1, (size_t)mb * n * D, &fs->out2));
+  {
+    SgmParams *parts[3];
+    const char *pre[3];
+    int np = 0;
+    if (fs->sep) {
+      parts[np] = fs->par, pre[np++] = "x.";
+      parts[np] = fs->mlp2 ? sgm_nn_mlp_params(fs->mlp2) : sgm_nn_transformer_params(fs->tf2);
+      pre[np++] = "g.";
+    } else
+      parts[np] = fs->par, pre[np++] = "";
+    if (c->pair_hidden > 0) {
+      const SgmPairHeadConfig pc = {n,
+                                    D,
+                                    c->learn_x,
+                                    c->pair_hidden,
+                                    c->pair_depth,
+                                    c->kind == SGM_SCORE_MLP ? c->mlp.act : c->tf.act,
+                                    c->pair_cutoff,
+                                    c->box,
+                                    c->pair_contact_beta,
+                                    c->pair_contact_r};
+      /* its own init stream: the pair's tensor k must not repeat the network's tensor k */
+      PetscCall(sgm_pair_head_create(&pc, seed ^ UINT64_C(0x5041495248454144), &fs->ph));
+      parts[np] = sgm_pair_head_params(fs->ph), pre[np++] = "pair.";
+    }
+    if (np > 1) PetscCall(concat_params(fs, np, parts, pre));
+  }
   PetscCall(PetscMalloc4((size_t)mb * n, &fs->fdx, (size_t)mb * n, &fs->fdg, (size_t)mb * n,
                          &fs->divx, (size_t)mb * n, &fs->divg));
   if (c->pair_hidden > 0) {
-    const SgmPairHeadConfig pc = {n,
-                                  D,
-                                  c->learn_x,
-                                  c->pair_hidden,
-                                  c->pair_depth,
-                                  c->kind == SGM_SCORE_MLP ? c->mlp.act : c->tf.act,
-                                  c->pair_cutoff,
-                                  c->box,
-                                  c->pair_contact_beta,
-                                  c->pair_contact_r};
-    /* its own init stream: the pair's tensor k must not repeat the network's tensor k */
-    PetscCall(sgm_pair_head_create(&pc, seed ^ UINT64_C(0x5041495248454144), &fs->ph));
-    PetscCall(concat_params(fs));
     const size_t nd = (size_t)mb * n * D;
     PetscCall(PetscCalloc6(nd, &fs->psx, nd, &fs->psg, (size_t)mb * n, &fs->pdx, (size_t)mb * n,
                            &fs->pdg, nd, &fs->dsx, nd, &fs->dsg));
@@ -157,19 +202,24 @@ PetscErrorCode sgm_full_score_destroy(SgmFullScore *p)
   SgmFullScore fs = *p;
   if (fs->mlp) {
     PetscCall(sgm_nn_mlp_destroy(&fs->mlp));
+    PetscCall(sgm_nn_mlp_destroy(&fs->mlp2));
     PetscCall(PetscFree3(fs->tx, fs->tout, fs->dtout));
     PetscCall(PetscFree(fs->in));
   }
   if (fs->tf) {
     PetscCall(sgm_nn_transformer_destroy(&fs->tf));
+    PetscCall(sgm_nn_transformer_destroy(&fs->tf2));
     PetscCall(PetscFree2(fs->in, fs->gin));
   }
   PetscCall(PetscFree2(fs->out, fs->dout));
+  if (fs->sep) PetscCall(PetscFree2(fs->out1, fs->out2));
+  if (fs->cat.params) {
+    PetscCall(PetscFree2(fs->cat.params, fs->cat.grads));
+    PetscCall(PetscFree(fs->cat.tensors));
+  }
   PetscCall(PetscFree4(fs->fdx, fs->fdg, fs->divx, fs->divg));
   if (fs->ph) {
     PetscCall(sgm_pair_head_destroy(&fs->ph));
-    PetscCall(PetscFree2(fs->cat.params, fs->cat.grads));
-    PetscCall(PetscFree(fs->cat.tensors));
     PetscCall(PetscFree6(fs->psx, fs->psg, fs->pdx, fs->pdg, fs->dsx, fs->dsg));
     PetscCall(PetscFree2(fs->ddx, fs->ddg));
   }
@@ -197,13 +247,30 @@ static PetscErrorCode forward(SgmFullScore fs, int B, const double *x, const dou
           fs->in[(size_t)b * fs->din + 2 * D * i + a] = (float)(x[k] * fs->ixs);
           fs->in[(size_t)b * fs->din + 2 * D * i + D + a] = (float)g[k];
         }
-    PetscCall(sgm_nn_mlp_forward(fs->mlp, fs->out, fs->in, NULL, NULL, B));
+    PetscCall(sgm_nn_mlp_forward(fs->mlp, fs->sep ? fs->out1 : fs->out, fs->in, NULL, NULL, B));
+    if (fs->sep) PetscCall(sgm_nn_mlp_forward(fs->mlp2, fs->out2, fs->in, NULL, NULL, B));
   } else {
     for (size_t k = 0; k < (size_t)B * n * D; k++)
       fs->in[k] = (float)(x[k] * fs->ixs), fs->gin[k] = (float)g[k];
-    PetscCall(sgm_nn_transformer_forward(fs->tf, fs->out, fs->in, fs->gin, NULL, B));
+    PetscCall(
+        sgm_nn_transformer_forward(fs->tf, fs->sep ? fs->out1 : fs->out, fs->in, fs->gin, NULL, B));
+    if (fs->sep) PetscCall(sgm_nn_transformer_forward(fs->tf2, fs->out2, fs->in, fs->gin, NULL, B));
   }
+  if (fs->sep) /* the joint layout [s_x | s_g] per particle */
+    for (size_t k = 0; k < (size_t)B * n; k++)
+      for (int a = 0; a < D; a++)
+        fs->out[k * 2 * D + a] = fs->out1[k * D + a],
+                            fs->out[k * 2 * D + D + a] = fs->out2[k * D + a];
   PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Separate networks: splits the joint cotangent dout (B, n, 2 dim) into out1 (x) and out2 (g). */
+static void split_cotangent(SgmFullScore fs, const float *dout)
+{
+  const int D = fs->c.dim;
+  for (size_t k = 0; k < (size_t)fs->B * fs->c.n; k++)
+    for (int a = 0; a < D; a++)
+      fs->out1[k * D + a] = dout[k * 2 * D + a], fs->out2[k * D + a] = dout[k * 2 * D + D + a];
 }
 
 /* The pair terms of the last forward's B configurations (and their divergences when div). */
@@ -217,41 +284,42 @@ static PetscErrorCode pair_forward(SgmFullScore fs, const double *x, const doubl
 }
 
 /* One MLP chunk of directions [d0, d0 + nc): the one-hot tangents and their (particle, input
- * offset, output offset, part) bookkeeping. Direction d = q n D + i D + a: part q (0 = x when
- * learn_x, else g), particle i, component a. */
-static void mlp_dir(const SgmFullScore fs, int d, int *i, int *inoff, int *outoff, int *isx)
+ * offset, output offset, part) bookkeeping. part < 0 (one network): direction d = q n D + i D + a,
+ * part q (0 = x when learn_x, else g), particle i, component a. part 0 or 1 (the x or g network
+ * of separate ones): d = i D + a of that part, in a network whose output is that part alone. */
+static void mlp_dir(const SgmFullScore fs, int part, int d, int *i, int *inoff, int *outoff,
+                    int *isx)
 {
-  const int n = fs->c.n, D = fs->c.dim, q = d / (n * D), r = d % (n * D), a = r % D;
+  const int n = fs->c.n, D = fs->c.dim;
+  const int q = part < 0 ? d / (n * D) : part, r = part < 0 ? d % (n * D) : d, a = r % D;
   *i = r / D;
-  *isx = fs->c.learn_x && q == 0;
+  *isx = part < 0 ? fs->c.learn_x && q == 0 : part == 0;
   *inoff = 2 * D * (*i) + (*isx ? 0 : D) + a;
-  *outoff = fs->od * (*i) + (fs->c.learn_x ? q * D : 0) + a;
+  *outoff = part < 0 ? fs->od * (*i) + (fs->c.learn_x ? q * D : 0) + a : D * (*i) + a;
 }
 
-/* Divergences (ddx == NULL) or their backward (ddx, ddg cotangents (B, n), dout primal cotangent
- * or NULL) of the MLP. */
-static PetscErrorCode mlp_div(SgmFullScore fs, const float *dout, const float *ddx,
-                              const float *ddg)
+/* Divergences (ddx == NULL: accumulated into fs->divx, fs->divg, which the caller zeroes) or
+ * their backward (ddx, ddg cotangents (B, n), dout primal cotangent or NULL) of the MLP m, which
+ * is the one network (part -1) or the x (0) or g (1) network of separate ones. */
+static PetscErrorCode mlp_div(SgmFullScore fs, SgmNnMlp m, int part, const float *dout,
+                              const float *ddx, const float *ddg)
 {
-  const int n = fs->c.n, D = fs->c.dim, B = fs->B, ow = n * fs->od;
-  const int ndir = n * D * (fs->c.learn_x + 1);
+  const int n = fs->c.n, D = fs->c.dim, B = fs->B, ow = n * (part < 0 ? fs->od : D);
+  const int ndir = part < 0 ? n * D * (fs->c.learn_x + 1) : n * D;
   PetscFunctionBeginUser;
-  if (!ddg) {
-    for (size_t k = 0; k < (size_t)B * n; k++) fs->divx[k] = fs->divg[k] = 0.0;
-  }
   for (int d0 = 0; d0 < ndir; d0 += fs->ntan) {
     const int nc = PetscMin(fs->ntan, ndir - d0);
     memset(fs->tx, 0, (size_t)nc * B * fs->din * sizeof(float));
     for (int k = 0; k < nc; k++) {
       int i, io, oo, isx;
-      mlp_dir(fs, d0 + k, &i, &io, &oo, &isx);
+      mlp_dir(fs, part, d0 + k, &i, &io, &oo, &isx);
       for (int b = 0; b < B; b++) fs->tx[((size_t)k * B + b) * fs->din + io] = 1.0f;
     }
-    PetscCall(sgm_nn_mlp_jvp(fs->mlp, fs->tout, fs->tx, NULL, NULL, nc));
+    PetscCall(sgm_nn_mlp_jvp(m, fs->tout, fs->tx, NULL, NULL, nc));
     if (!ddg) {
       for (int k = 0; k < nc; k++) {
         int i, io, oo, isx;
-        mlp_dir(fs, d0 + k, &i, &io, &oo, &isx);
+        mlp_dir(fs, part, d0 + k, &i, &io, &oo, &isx);
         double *dv = isx ? fs->divx : fs->divg;
         for (int b = 0; b < B; b++)
           dv[(size_t)b * n + i] += fs->tout[((size_t)k * B + b) * ow + oo];
@@ -260,12 +328,12 @@ static PetscErrorCode mlp_div(SgmFullScore fs, const float *dout, const float *d
       memset(fs->dtout, 0, (size_t)nc * B * ow * sizeof(float));
       for (int k = 0; k < nc; k++) {
         int i, io, oo, isx;
-        mlp_dir(fs, d0 + k, &i, &io, &oo, &isx);
+        mlp_dir(fs, part, d0 + k, &i, &io, &oo, &isx);
         const float *dd = isx ? ddx : ddg;
         for (int b = 0; b < B; b++)
           fs->dtout[((size_t)k * B + b) * ow + oo] = dd[(size_t)b * n + i];
       }
-      PetscCall(sgm_nn_mlp_jvp_backward(fs->mlp, d0 == 0 ? dout : NULL, fs->dtout));
+      PetscCall(sgm_nn_mlp_jvp_backward(m, d0 == 0 ? dout : NULL, fs->dtout));
     }
   }
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -277,14 +345,19 @@ static PetscErrorCode divergences(SgmFullScore fs)
   const size_t nb = (size_t)fs->B * fs->c.n;
   PetscFunctionBeginUser;
   if (fs->mlp) {
-    PetscCall(mlp_div(fs, NULL, NULL, NULL));
+    for (size_t k = 0; k < nb; k++) fs->divx[k] = fs->divg[k] = 0.0;
+    if (fs->sep) {
+      PetscCall(mlp_div(fs, fs->mlp, 0, NULL, NULL, NULL));
+      PetscCall(mlp_div(fs, fs->mlp2, 1, NULL, NULL, NULL));
+    } else
+      PetscCall(mlp_div(fs, fs->mlp, -1, NULL, NULL, NULL));
   } else {
     if (fs->c.learn_x) {
       PetscCall(sgm_nn_transformer_divergence(fs->tf, SGM_NN_INPUT_X, fs->fdx));
       for (size_t k = 0; k < nb; k++) fs->divx[k] = fs->fdx[k];
     } else
       for (size_t k = 0; k < nb; k++) fs->divx[k] = 0.0;
-    PetscCall(sgm_nn_transformer_divergence(fs->tf, SGM_NN_INPUT_G, fs->fdg));
+    PetscCall(sgm_nn_transformer_divergence(fs->sep ? fs->tf2 : fs->tf, SGM_NN_INPUT_G, fs->fdg));
     for (size_t k = 0; k < nb; k++) fs->divg[k] = fs->fdg[k];
   }
   if (fs->ixs != 1.0)
@@ -297,8 +370,18 @@ static PetscErrorCode backward(SgmFullScore fs, const float *dout, const float *
                                const float *ddg)
 {
   PetscFunctionBeginUser;
-  if (fs->mlp) {
-    PetscCall(mlp_div(fs, dout, ddx, ddg));
+  if (fs->sep) { /* each network its own part of the cotangents */
+    split_cotangent(fs, dout);
+    if (fs->mlp) {
+      PetscCall(mlp_div(fs, fs->mlp, 0, fs->out1, ddx, ddg));
+      PetscCall(mlp_div(fs, fs->mlp2, 1, fs->out2, ddx, ddg));
+    } else {
+      /* G last in divergences(): its JVPs are reused when they fit one chunk */
+      PetscCall(sgm_nn_transformer_divergence_backward(fs->tf2, SGM_NN_INPUT_G, fs->out2, ddg));
+      PetscCall(sgm_nn_transformer_divergence_backward(fs->tf, SGM_NN_INPUT_X, fs->out1, ddx));
+    }
+  } else if (fs->mlp) {
+    PetscCall(mlp_div(fs, fs->mlp, -1, dout, ddx, ddg));
   } else {
     /* G last in divergences(): its JVPs are reused when they fit one chunk */
     PetscCall(sgm_nn_transformer_divergence_backward(fs->tf, SGM_NN_INPUT_G, dout, ddg));
@@ -497,7 +580,16 @@ PetscErrorCode sgm_full_score_loss_targets(SgmFullScore fs, int B, const double 
       }
     if (fs->ph)
       PetscCall(sgm_pair_head_backward(fs->ph, nb, x + off, g + off, fs->dsx, fs->dsg, NULL, NULL));
-    if (fs->mlp)
+    if (fs->sep) {
+      split_cotangent(fs, fs->dout);
+      if (fs->mlp) {
+        PetscCall(sgm_nn_mlp_backward(fs->mlp, NULL, fs->out1));
+        PetscCall(sgm_nn_mlp_backward(fs->mlp2, NULL, fs->out2));
+      } else {
+        PetscCall(sgm_nn_transformer_backward(fs->tf, fs->out1));
+        PetscCall(sgm_nn_transformer_backward(fs->tf2, fs->out2));
+      }
+    } else if (fs->mlp)
       PetscCall(sgm_nn_mlp_backward(fs->mlp, NULL, fs->dout));
     else
       PetscCall(sgm_nn_transformer_backward(fs->tf, fs->dout));

@@ -309,6 +309,9 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
   /* written only when set, so that model files from before the key (no attribute) still load
    * into boltzmann_x = false; a mismatch either way is refused by the architecture check */
   if (ms->boltzmann_x) ms->arch[na++] = SGM_NN_ATTR_I("boltzmann_x", 1);
+  PetscCall(sgm_config_get_bool(cfg, "model.separate", &b));
+  fc.separate = (int)b && ms->learn_x;
+  if (fc.separate) ms->arch[na++] = SGM_NN_ATTR_I("separate", 1); /* likewise, only when set */
   /* likewise x_scale, written only when it is not 1 */
   if (fc.x_scale != 1.0) ms->arch[na++] = SGM_NN_ATTR_R("x_scale", fc.x_scale);
   PetscCall(sgm_config_get_int(cfg, "model.pair_hidden", &v));

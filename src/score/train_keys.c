@@ -38,6 +38,10 @@ static const SgmKeySpec model_keys[] = {
      "Scores the network outputs: s_g only (App. F.8) or s_x and s_g ([s_x | s_g])"},
     {"boltzmann", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
      "Boltzmann-informed parameterisation of the g score, s_g = -g + N_g (App. F.3.2)"},
+    {"separate", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
+     "Full-state kinds with learn = \"xg\": s_x and s_g from two networks of this architecture "
+     "(the paper's choice for the ring and the 64 swimmers, App. F.2.3, F.3) instead of one with "
+     "both outputs; twice the parameters (docs/training.md)"},
     {"x_scale", SGM_KEY_REAL, "1.0", 0, 1e-300, INFINITY, NULL, "length",
      "Full-state kinds (mlp, transformer): positions enter the network as x / x_scale (e.g. the "
      "trap or box size, so that they are O(1)); divergences carry the chain-rule factor"},
@@ -196,6 +200,23 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
       sgm_config_problem(pb, "model.pair_hidden",
                          "the pair term is implemented for the full-state kinds (kind = \"mlp\" "
                          "or \"transformer\") only");
+  }
+  PetscBool sep;
+  PetscCall(sgm_config_get_bool(cfg, "model.separate", &sep));
+  if (sep) {
+    const char *k, *l;
+    PetscCall(sgm_config_get_string(cfg, "model.kind", &k));
+    PetscCall(sgm_config_get_string(cfg, "model.learn", &l));
+    if (!strcmp(k, "local_transformer"))
+      sgm_config_problem(pb, "model.separate",
+                         "separate s_x and s_g networks are implemented for the full-state kinds "
+                         "(kind = \"mlp\" or \"transformer\") only; the local transformer learns "
+                         "s_g alone");
+    else if (strcmp(l, "xg"))
+      sgm_config_problem(pb, "model.separate",
+                         "separate networks for s_x and s_g need both scores: set [model] learn = "
+                         "\"xg\" (learn = \"%s\" has one network already)",
+                         l);
   }
   PetscBool pc;
   PetscCall(sgm_config_get_bool(cfg, "model.pair_contact", &pc));
