@@ -45,7 +45,7 @@ typedef struct {
   int learn_x;                /* 1: output (s_x, s_g) (2 dim), 0: s_g only (dim) */
   int boltzmann;              /* 1: s_g = -g_c + network output (App. F.3.2) */
   int boltzmann_x;            /* full-state kinds, 1: s_x^i = mu F_i / eps + N_x^i (App. F.3.2) */
-  SgmNNAttr arch[24];         /* the architecture attributes of model.h5 */
+  SgmNNAttr arch[32];         /* the architecture attributes of model.h5 */
   int narch;
 } SgmScoreModelSpec;
 
@@ -82,6 +82,7 @@ typedef struct {
   double box;                /* periodic box edge for the pair distances, 0 for open space */
   double pair_contact_beta;  /* > 0: the pair MLP also sees sigma(beta (pair_contact_r - r)) */
   double pair_contact_r;     /* the contact distance of that profile (2 a) */
+  int pair_gnorm;            /* 1: the pair MLP also sees |g_i|^2 and |g_j|^2 */
   SgmNnMlpConfig mlp;        /* kind mlp: hidden, depth, act (in/out widths are set here) */
   SgmNnTransformerConfig tf; /* kind transformer: everything but dim, gdim, out_dim */
 } SgmFullScoreConfig;

@@ -176,7 +176,8 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
                                     c->pair_cutoff,
                                     c->box,
                                     c->pair_contact_beta,
-                                    c->pair_contact_r};
+                                    c->pair_contact_r,
+                                    c->pair_gnorm};
       /* its own init stream: the pair's tensor k must not repeat the network's tensor k */
       PetscCall(sgm_pair_head_create(&pc, seed ^ UINT64_C(0x5041495248454144), &fs->ph));
       parts[np] = sgm_pair_head_params(fs->ph), pre[np++] = "pair.";

@@ -14,8 +14,13 @@
  * The tangents are one-hot, but with the contact profile e(r) as a fifth input the rho tangent
  * also carries r_c de/dr on it: J_rho / r_c is then the total df/dr and the formulas hold as
  * they are.
- * Rows are built in the order (configuration, i < j) with (i, j) followed by (j, i), the same in
- * every pass, so that the backward's recomputed forward sees the same chunks.
+ * With gnorm the MLP also sees p and q (the last two inputs), which completes the rotation
+ * invariants of a pair ((r, a, b, c, p, q) is the Gram matrix of u, g_i, g_j: it fixes g_i and
+ * g_j relative to u up to a reflection, in any dimension). They do not depend on x_i, so the x
+ * divergences are unchanged; grad_{g_i} p = 2 g_i and grad_{g_i} q = 0 add, with J_p the fifth JVP
+ * (one-hot on p), div_{g_i}: phi J_p 2 a (along u), phi J_p 2 p (along g_i), phi J_p 2 c (along
+ * g_j). Rows are built in the order (configuration, i < j) with (i, j) followed by (j, i), the same
+ * in every pass, so that the backward's recomputed forward sees the same chunks.
  */
 #include "pair_head.h"
 #include "sgm/domain.h"
@@ -33,7 +38,9 @@ struct SgmPairHead_ {
   SgmPairHeadConfig c;
   SgmNnMlp mlp;
   int no; /* MLP outputs: 6 with learn_x, else 3 */
-  int ni; /* MLP inputs: 4, or 5 with the contact profile */
+  int ni; /* MLP inputs: 4, + 1 with the contact profile, + 2 with gnorm */
+  int ip; /* input index of p with gnorm, else -1 */
+  int nj; /* Jacobian JVPs: 4, or 5 with gnorm (p's) */
   PairRow *rows;
   float *z, *out, *dout, *tz, *tout;
 };
@@ -59,14 +66,17 @@ PetscErrorCode sgm_pair_head_create(const SgmPairHeadConfig *c, uint64_t seed, S
              c->contact_r);
   ph->no = c->learn_x ? 6 : 3;
   ph->ni = c->contact_beta > 0.0 ? 5 : 4;
+  ph->ip = c->gnorm ? ph->ni : -1;
+  if (c->gnorm) ph->ni += 2;
+  ph->nj = c->gnorm ? 5 : 4;
   SgmNnMlpConfig mc = {0};
   mc.in_dim = ph->ni, mc.out_dim = ph->no, mc.hidden = c->hidden, mc.depth = c->depth,
   mc.act = c->act;
-  PetscCall(sgm_nn_mlp_create(&mc, SGM_PAIR_ROWS, 4, seed, &ph->mlp));
+  PetscCall(sgm_nn_mlp_create(&mc, SGM_PAIR_ROWS, ph->nj, seed, &ph->mlp));
   const size_t R = SGM_PAIR_ROWS;
   PetscCall(PetscMalloc1(R, &ph->rows));
   PetscCall(PetscMalloc5(R * ph->ni, &ph->z, R * ph->no, &ph->out, R * ph->no, &ph->dout,
-                         4 * R * ph->ni, &ph->tz, 4 * R * ph->no, &ph->tout));
+                         ph->nj * R * ph->ni, &ph->tz, ph->nj * R * ph->no, &ph->tout));
   *out = ph;
   PetscFunctionReturn(PETSC_SUCCESS);
 }
@@ -122,21 +132,21 @@ static inline double contact_profile(const SgmPairHeadConfig *c, double r, doubl
 }
 
 /* The MLP's forward pass on nr rows and, with jac, its JVPs along the tangents of its four
- * geometric inputs (the Jacobian J_km into ph->tout; the rho tangent carries r_c de/dr on the
- * contact profile's input). */
+ * geometric inputs and, with gnorm, of p (the Jacobian J_km into ph->tout; the rho tangent
+ * carries r_c de/dr on the contact profile's input). */
 static PetscErrorCode chunk_forward(SgmPairHead ph, int nr, int jac)
 {
-  const int ni = ph->ni;
+  const int ni = ph->ni, nj = ph->nj;
   PetscFunctionBeginUser;
   PetscCall(sgm_nn_mlp_forward(ph->mlp, ph->out, ph->z, NULL, NULL, nr));
   if (!jac) PetscFunctionReturn(PETSC_SUCCESS);
-  memset(ph->tz, 0, (size_t)4 * nr * ni * sizeof(float));
-  for (int m = 0; m < 4; m++)
-    for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * ni + m] = 1.0f;
-  if (ni == 5)
+  memset(ph->tz, 0, (size_t)nj * nr * ni * sizeof(float));
+  for (int m = 0; m < nj; m++)
+    for (int w = 0; w < nr; w++) ph->tz[((size_t)m * nr + w) * ni + (m < 4 ? m : ph->ip)] = 1.0f;
+  if (ph->c.contact_beta > 0.0)
     for (int w = 0; w < nr; w++)
       ph->tz[(size_t)w * ni + 4] = (float)(ph->c.cutoff * ph->rows[w].dedr);
-  PetscCall(sgm_nn_mlp_jvp(ph->mlp, ph->tout, ph->tz, NULL, NULL, 4));
+  PetscCall(sgm_nn_mlp_jvp(ph->mlp, ph->tout, ph->tz, NULL, NULL, nj));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
@@ -171,6 +181,8 @@ static PetscErrorCode chunk_eval(SgmPairHead ph, int nr, const double *g, PairCt
     }
     cx->divg[k] += phi * (J(go, 1) + J(go, 3) * s.b + J(go + 1, 1) * s.a + J(go + 1, 3) * s.c +
                           D * o[go + 1] + J(go + 2, 1) * s.b + J(go + 2, 3) * s.q);
+    if (ph->nj == 5)
+      cx->divg[k] += 2.0 * phi * (J(go, 4) * s.a + J(go + 1, 4) * s.p + J(go + 2, 4) * s.c);
 #undef J
   }
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -188,7 +200,7 @@ static PetscErrorCode chunk_backward(SgmPairHead ph, int nr, const double *g, Pa
   PetscFunctionBeginUser;
   PetscCall(chunk_forward(ph, nr, cx->ddg != NULL));
   if (cx->ddg) {
-    memset(ph->tout, 0, (size_t)4 * nr * no * sizeof(float)); /* reused: tangent cotangents */
+    memset(ph->tout, 0, (size_t)ph->nj * nr * no * sizeof(float)); /* reused: tangent cotangents */
   }
   for (int w = 0; w < nr; w++) {
     const PairRow *pr = &ph->rows[w];
@@ -225,6 +237,10 @@ static PetscErrorCode chunk_backward(SgmPairHead ph, int nr, const double *g, Pa
     T(go, 1) = (float)pg, T(go, 3) = (float)(pg * s.b);
     T(go + 1, 1) = (float)(pg * s.a), T(go + 1, 3) = (float)(pg * s.c);
     T(go + 2, 1) = (float)(pg * s.b), T(go + 2, 3) = (float)(pg * s.q);
+    if (ph->nj == 5) {
+      T(go, 4) = (float)(2.0 * pg * s.a), T(go + 1, 4) = (float)(2.0 * pg * s.p);
+      T(go + 2, 4) = (float)(2.0 * pg * s.c);
+    }
 #undef T
   }
   if (cx->ddg)
@@ -242,7 +258,8 @@ static void row_input(const SgmPairHead ph, int w, const double *g)
   float *z = ph->z + (size_t)w * ph->ni;
   z[0] = (float)(pr->r / ph->c.cutoff), z[1] = (float)s.a, z[2] = (float)s.b, z[3] = (float)s.c;
   pr->dedr = 0.0;
-  if (ph->ni == 5) z[4] = (float)contact_profile(&ph->c, pr->r, &pr->dedr);
+  if (ph->c.contact_beta > 0.0) z[4] = (float)contact_profile(&ph->c, pr->r, &pr->dedr);
+  if (ph->ip >= 0) z[ph->ip] = (float)s.p, z[ph->ip + 1] = (float)s.q;
 }
 
 /* Runs fn on every chunk of rows of the B configurations. */

@@ -5,7 +5,8 @@
  * in a periodic box), u = (x_i - x_j) / r, a = g_i.u, b = g_j.u, c = g_i.g_j and the smooth
  * cutoff phi(r) = (1 + cos(pi r / r_c)) / 2, a small MLP f(r / r_c, a, b, c) (with contact_beta > 0
  * also of the contact profile e(r) = sigma(beta_c (r_0 - r)), sigma the logistic function, so that
- * terms that switch on within a contact need not be built from r / r_c) with outputs
+ * terms that switch on within a contact need not be built from r / r_c; with gnorm also of
+ * p = |g_i|^2 and q = |g_j|^2, which complete the pair's rotation invariants) with outputs
  * (f_xu, f_xi, f_xj, f_gu, f_gi, f_gj) (the first three only with learn_x) adds
  *   s_x^i += sum_j phi (f_xu u + f_xi g_i + f_xj g_j)
  *   s_g^i += sum_j phi (f_gu u + f_gi g_i + f_gj g_j).
@@ -35,6 +36,7 @@ typedef struct {
   double box;    /* periodic box edge, 0 for open space */
   /* > 0: a fifth MLP input, the contact profile e(r) = sigma(contact_beta (contact_r - r)) */
   double contact_beta, contact_r;
+  int gnorm; /* 1: two more MLP inputs, |g_i|^2 and |g_j|^2 (the pair's full set of invariants) */
 } SgmPairHeadConfig;
 
 typedef struct SgmPairHead_ *SgmPairHead;

@@ -339,6 +339,10 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
       ms->arch[na++] = SGM_NN_ATTR_R("pair_contact_beta", fc.pair_contact_beta);
       ms->arch[na++] = SGM_NN_ATTR_R("pair_contact_r", fc.pair_contact_r);
     }
+    PetscBool gn;
+    PetscCall(sgm_config_get_bool(cfg, "model.pair_gnorm", &gn));
+    fc.pair_gnorm = (int)gn;
+    if (gn) ms->arch[na++] = SGM_NN_ATTR_I("pair_gnorm", 1); /* likewise, only when on */
   }
   if (!strcmp(kind, "mlp")) {
     ms->kind = fc.kind = SGM_SCORE_MLP;

@@ -57,6 +57,11 @@ static const SgmKeySpec model_keys[] = {
      "([system] beta and a: the stiffness profile of the softplus force), so that score terms "
      "that switch on within a contact are cheap to learn; stored with the model "
      "(docs/training.md)"},
+    {"pair_gnorm", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
+     "With pair_hidden > 0: the pair MLP also sees |g_i|^2 and |g_j|^2, which with r, g_i.u, "
+     "g_j.u and g_i.g_j are all the rotation invariants of a pair (without them the part of each "
+     "g across the contact normal is known only through g_i.g_j); stored with the model "
+     "(docs/training.md)"},
     {"boltzmann_x", SGM_KEY_BOOL, "false", 0, 0, 0, NULL, "",
      "Boltzmann-informed parameterisation of the x score, s_x^i = mu F_i / eps + N_x^i with mu F_i "
      "the conservative drift (pair forces and trap; App. F.3.2: -grad Phi / eps), exact with N = 0 "
@@ -223,6 +228,12 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   if (pc && ph <= 0)
     sgm_config_problem(pb, "model.pair_contact",
                        "the contact profile is an input of the pair term: set [model] "
+                       "pair_hidden > 0");
+  PetscBool gnm;
+  PetscCall(sgm_config_get_bool(cfg, "model.pair_gnorm", &gnm));
+  if (gnm && ph <= 0)
+    sgm_config_problem(pb, "model.pair_gnorm",
+                       "|g_i|^2 and |g_j|^2 are inputs of the pair term: set [model] "
                        "pair_hidden > 0");
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
   PetscBool init_set;
