@@ -165,6 +165,34 @@ const SgmTableSpec sgm_table_train = {
     "train", "Offline data-parallel training of the score network on trajectory frames", train_keys,
     0};
 
+/* A [model] key that is on (set) but implemented for the full-state kinds only: a problem
+ * "key: <what> ... only<tail>" when kind = "local_transformer". Returns whether it was one. */
+static PetscErrorCode local_refused(SgmConfig cfg, SgmProblems pb, PetscBool set, const char *key,
+                                    const char *what, const char *tail, PetscBool *refused)
+{
+  const char *kind;
+  PetscFunctionBeginUser;
+  *refused = PETSC_FALSE;
+  if (!set) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+  if (!strcmp(kind, "local_transformer")) {
+    sgm_config_problem(pb, key,
+                       "%s implemented for the full-state kinds (kind = \"mlp\" or "
+                       "\"transformer\") only%s",
+                       what, tail);
+    *refused = PETSC_TRUE;
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* A pair-term option (key) that is on without the pair term. */
+static void needs_pair(SgmProblems pb, PetscBool on, int64_t pair_hidden, const char *key,
+                       const char *what)
+{
+  if (on && pair_hidden <= 0)
+    sgm_config_problem(pb, key, "%s of the pair term: set [model] pair_hidden > 0", what);
+}
+
 PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
 {
   int nst;
@@ -179,18 +207,15 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
     if (!strcmp(st[i], "train")) train = PETSC_TRUE;
   PetscBool bx;
   PetscCall(sgm_config_get_bool(cfg, "model.boltzmann_x", &bx));
+  PetscBool refused;
+  /* The local transformer's denoising target is the score of the sigma-smoothed density, its
+   * inputs are windows, and the systems it is meant for (MIPS) run at eps -> 0, where a mu F /
+   * eps term makes the loss poorly conditioned (paper 002, App. F.8): not supported there. */
+  PetscCall(local_refused(cfg, pb, bx, "model.boltzmann_x", "the Boltzmann-informed x score is",
+                          ", not for the local transformer (docs/training.md)", &refused));
   if (bx) {
     double eps;
-    PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
     PetscCall(sgm_config_get_real(cfg, "system.eps", &eps));
-    /* The local transformer's denoising target is the score of the sigma-smoothed density, its
-     * inputs are windows, and the systems it is meant for (MIPS) run at eps -> 0, where a mu F /
-     * eps term makes the loss poorly conditioned (paper 002, App. F.8): not supported there. */
-    if (!strcmp(kind, "local_transformer"))
-      sgm_config_problem(pb, "model.boltzmann_x",
-                         "the Boltzmann-informed x score is implemented for the full-state kinds "
-                         "(kind = \"mlp\" or \"transformer\") only, not for the local transformer "
-                         "(docs/training.md)");
     if (!(eps > 0.0))
       sgm_config_problem(pb, "model.boltzmann_x",
                          "s_x = mu F / eps + N_x needs translational noise: [system] eps = %g must "
@@ -199,42 +224,25 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   }
   int64_t ph;
   PetscCall(sgm_config_get_int(cfg, "model.pair_hidden", &ph));
-  if (ph > 0) {
-    PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
-    if (!strcmp(kind, "local_transformer"))
-      sgm_config_problem(pb, "model.pair_hidden",
-                         "the pair term is implemented for the full-state kinds (kind = \"mlp\" "
-                         "or \"transformer\") only");
-  }
+  PetscCall(local_refused(cfg, pb, ph > 0, "model.pair_hidden", "the pair term is", "", &refused));
   PetscBool sep;
   PetscCall(sgm_config_get_bool(cfg, "model.separate", &sep));
-  if (sep) {
-    const char *k, *l;
-    PetscCall(sgm_config_get_string(cfg, "model.kind", &k));
+  PetscCall(local_refused(cfg, pb, sep, "model.separate", "separate s_x and s_g networks are",
+                          "; the local transformer learns s_g alone", &refused));
+  if (sep && !refused) {
+    const char *l;
     PetscCall(sgm_config_get_string(cfg, "model.learn", &l));
-    if (!strcmp(k, "local_transformer"))
-      sgm_config_problem(pb, "model.separate",
-                         "separate s_x and s_g networks are implemented for the full-state kinds "
-                         "(kind = \"mlp\" or \"transformer\") only; the local transformer learns "
-                         "s_g alone");
-    else if (strcmp(l, "xg"))
+    if (strcmp(l, "xg"))
       sgm_config_problem(pb, "model.separate",
                          "separate networks for s_x and s_g need both scores: set [model] learn = "
                          "\"xg\" (learn = \"%s\" has one network already)",
                          l);
   }
-  PetscBool pc;
+  PetscBool pc, gnm;
   PetscCall(sgm_config_get_bool(cfg, "model.pair_contact", &pc));
-  if (pc && ph <= 0)
-    sgm_config_problem(pb, "model.pair_contact",
-                       "the contact profile is an input of the pair term: set [model] "
-                       "pair_hidden > 0");
-  PetscBool gnm;
+  needs_pair(pb, pc, ph, "model.pair_contact", "the contact profile is an input");
   PetscCall(sgm_config_get_bool(cfg, "model.pair_gnorm", &gnm));
-  if (gnm && ph <= 0)
-    sgm_config_problem(pb, "model.pair_gnorm",
-                       "|g_i|^2 and |g_j|^2 are inputs of the pair term: set [model] "
-                       "pair_hidden > 0");
+  needs_pair(pb, gnm, ph, "model.pair_gnorm", "|g_i|^2 and |g_j|^2 are inputs");
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
