@@ -91,8 +91,8 @@ static PetscErrorCode concat_params(SgmFullScore fs, int np, SgmParams **parts, 
       const size_t lp = strlen(pre[q]), ln = strlen(b->tensors[k].name);
       PetscCheck(lp + ln < SGM_NN_NAME_LEN, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ,
                  "full score: tensor name %s too long", b->tensors[k].name);
-      memmove(v->name + lp, b->tensors[k].name, ln + 1); /* v->name holds the name already */
       memcpy(v->name, pre[q], lp);
+      memcpy(v->name + lp, b->tensors[k].name, ln + 1);
       v->offset += off;
     }
     off += parts[q]->nparams;
