@@ -310,7 +310,7 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
    * into boltzmann_x = false; a mismatch either way is refused by the architecture check */
   if (ms->boltzmann_x) ms->arch[na++] = SGM_NN_ATTR_I("boltzmann_x", 1);
   PetscCall(sgm_config_get_bool(cfg, "model.separate", &b));
-  fc.separate = (int)b && ms->learn_x;
+  fc.separate = (int)b; /* with learn = "g" refused by the input check and by the create */
   if (fc.separate) ms->arch[na++] = SGM_NN_ATTR_I("separate", 1); /* likewise, only when set */
   /* likewise x_scale, written only when it is not 1 */
   if (fc.x_scale != 1.0) ms->arch[na++] = SGM_NN_ATTR_R("x_scale", fc.x_scale);
