@@ -48,9 +48,7 @@ struct SgmFullScore_ {
   SgmNnMlp mlp, mlp2; /* mlp2, tf2: the g network when separate (mlp, tf: the x one) */
   SgmNnTransformer tf, tf2;
   SgmParams *par;
-  int sep;            /* separate networks for s_x and s_g */
-  int ow1;            /* per-particle output width of one network: od, or dim if sep */
-  float *out1, *out2; /* sep: the two networks' outputs / cotangents (mb, n, dim) */
+  float *out1, *out2; /* separate: the two networks' outputs / cotangents (mb, n, dim) */
   int od;             /* per-particle output width: dim (learn_x + 1) */
   int din;            /* MLP input width 2 dim n */
   int ntan;           /* MLP directions per chunk */
@@ -63,7 +61,7 @@ struct SgmFullScore_ {
   float *fdx, *fdg;         /* transformer divergences / divergence cotangents (mb, n) */
   double *divx, *divg;      /* network divergences (mb, n), no Boltzmann term */
   SgmPairHead ph;           /* pair term, or NULL */
-  SgmParams cat;            /* the network's tensors (x.*, g.* when sep), then pair.net.* */
+  SgmParams cat;            /* the network's tensors (x.*, g.* if separate), then pair.net.* */
   double *psx, *psg;        /* pair terms of the last forward (mb, n, dim) */
   double *pdx, *pdg;        /* their divergences (mb, n) */
   double *dsx, *dsg;        /* score cotangents for the pair term's backward (mb, n, dim) */
@@ -124,8 +122,7 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
              "full score: separate networks for s_x and s_g need learn = \"xg\"");
   const int n = c->n, D = c->dim, mb = c->max_batch;
   fs->od = D * (c->learn_x + 1);
-  fs->sep = c->separate;
-  fs->ow1 = fs->sep ? D : fs->od;
+  const int ow1 = c->separate ? D : fs->od; /* per-particle output width of one network */
   fs->din = 2 * D * n;
   const int ndir = n * D; /* directions of one part */
   /* the g network's own init stream when separate: its tensor k must not repeat the x one's */
@@ -133,11 +130,11 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
   if (c->kind == SGM_SCORE_MLP) {
     SgmNnMlpConfig mc = c->mlp;
     mc.in_dim = fs->din;
-    mc.out_dim = n * fs->ow1;
+    mc.out_dim = n * ow1;
     mc.cond_dim = 0, mc.time_freqs = 0;
     fs->ntan = c->max_tan > 0 ? PetscMin(c->max_tan, ndir) : PetscMin(ndir, 64);
     PetscCall(sgm_nn_mlp_create(&mc, mb, fs->ntan, seed, &fs->mlp));
-    if (fs->sep) PetscCall(sgm_nn_mlp_create(&mc, mb, fs->ntan, seed2, &fs->mlp2));
+    if (fs->c.separate) PetscCall(sgm_nn_mlp_create(&mc, mb, fs->ntan, seed2, &fs->mlp2));
     fs->par = sgm_nn_mlp_params(fs->mlp);
     const size_t nt = (size_t)fs->ntan * mb;
     PetscCall(PetscMalloc3(nt * fs->din, &fs->tx, nt * n * fs->od, &fs->tout, nt * n * fs->od,
@@ -145,22 +142,23 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
     PetscCall(PetscMalloc1((size_t)mb * fs->din, &fs->in));
   } else if (c->kind == SGM_SCORE_TRANSFORMER) {
     SgmNnTransformerConfig tc = c->tf;
-    tc.dim = D, tc.gdim = D, tc.out_dim = fs->ow1;
+    tc.dim = D, tc.gdim = D, tc.out_dim = ow1;
     const int mt = c->max_tan > 0 ? PetscMin(c->max_tan, ndir) : PetscMin(ndir, 16);
     PetscCall(sgm_nn_transformer_create_particle(&tc, n, mb, mt, seed, &fs->tf));
-    if (fs->sep) PetscCall(sgm_nn_transformer_create_particle(&tc, n, mb, mt, seed2, &fs->tf2));
+    if (fs->c.separate)
+      PetscCall(sgm_nn_transformer_create_particle(&tc, n, mb, mt, seed2, &fs->tf2));
     fs->par = sgm_nn_transformer_params(fs->tf);
     PetscCall(PetscMalloc2((size_t)mb * n * D, &fs->in, (size_t)mb * n * D, &fs->gin));
   } else
     SETERRQ(PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "full score: unknown kind %d", (int)c->kind);
   PetscCall(PetscMalloc2((size_t)mb * n * fs->od, &fs->out, (size_t)mb * n * fs->od, &fs->dout));
-  if (fs->sep)
+  if (fs->c.separate)
     PetscCall(PetscMalloc2((size_t)mb * n * D, &fs->out1, (size_t)mb * n * D, &fs->out2));
   {
     SgmParams *parts[3];
     const char *pre[3];
     int np = 0;
-    if (fs->sep) {
+    if (fs->c.separate) {
       parts[np] = fs->par, pre[np++] = "x.";
       parts[np] = fs->mlp2 ? sgm_nn_mlp_params(fs->mlp2) : sgm_nn_transformer_params(fs->tf2);
       pre[np++] = "g.";
@@ -213,7 +211,7 @@ PetscErrorCode sgm_full_score_destroy(SgmFullScore *p)
     PetscCall(PetscFree2(fs->in, fs->gin));
   }
   PetscCall(PetscFree2(fs->out, fs->dout));
-  if (fs->sep) PetscCall(PetscFree2(fs->out1, fs->out2));
+  if (fs->c.separate) PetscCall(PetscFree2(fs->out1, fs->out2));
   if (fs->cat.params) {
     PetscCall(PetscFree2(fs->cat.params, fs->cat.grads));
     PetscCall(PetscFree(fs->cat.tensors));
@@ -248,16 +246,18 @@ static PetscErrorCode forward(SgmFullScore fs, int B, const double *x, const dou
           fs->in[(size_t)b * fs->din + 2 * D * i + a] = (float)(x[k] * fs->ixs);
           fs->in[(size_t)b * fs->din + 2 * D * i + D + a] = (float)g[k];
         }
-    PetscCall(sgm_nn_mlp_forward(fs->mlp, fs->sep ? fs->out1 : fs->out, fs->in, NULL, NULL, B));
-    if (fs->sep) PetscCall(sgm_nn_mlp_forward(fs->mlp2, fs->out2, fs->in, NULL, NULL, B));
+    PetscCall(
+        sgm_nn_mlp_forward(fs->mlp, fs->c.separate ? fs->out1 : fs->out, fs->in, NULL, NULL, B));
+    if (fs->c.separate) PetscCall(sgm_nn_mlp_forward(fs->mlp2, fs->out2, fs->in, NULL, NULL, B));
   } else {
     for (size_t k = 0; k < (size_t)B * n * D; k++)
       fs->in[k] = (float)(x[k] * fs->ixs), fs->gin[k] = (float)g[k];
-    PetscCall(
-        sgm_nn_transformer_forward(fs->tf, fs->sep ? fs->out1 : fs->out, fs->in, fs->gin, NULL, B));
-    if (fs->sep) PetscCall(sgm_nn_transformer_forward(fs->tf2, fs->out2, fs->in, fs->gin, NULL, B));
+    PetscCall(sgm_nn_transformer_forward(fs->tf, fs->c.separate ? fs->out1 : fs->out, fs->in,
+                                         fs->gin, NULL, B));
+    if (fs->c.separate)
+      PetscCall(sgm_nn_transformer_forward(fs->tf2, fs->out2, fs->in, fs->gin, NULL, B));
   }
-  if (fs->sep) /* the joint layout [s_x | s_g] per particle */
+  if (fs->c.separate) /* the joint layout [s_x | s_g] per particle */
     for (size_t k = 0; k < (size_t)B * n; k++)
       for (int a = 0; a < D; a++)
         fs->out[k * 2 * D + a] = fs->out1[k * D + a],
@@ -347,7 +347,7 @@ static PetscErrorCode divergences(SgmFullScore fs)
   PetscFunctionBeginUser;
   if (fs->mlp) {
     for (size_t k = 0; k < nb; k++) fs->divx[k] = fs->divg[k] = 0.0;
-    if (fs->sep) {
+    if (fs->c.separate) {
       PetscCall(mlp_div(fs, fs->mlp, 0, NULL, NULL, NULL));
       PetscCall(mlp_div(fs, fs->mlp2, 1, NULL, NULL, NULL));
     } else
@@ -358,7 +358,8 @@ static PetscErrorCode divergences(SgmFullScore fs)
       for (size_t k = 0; k < nb; k++) fs->divx[k] = fs->fdx[k];
     } else
       for (size_t k = 0; k < nb; k++) fs->divx[k] = 0.0;
-    PetscCall(sgm_nn_transformer_divergence(fs->sep ? fs->tf2 : fs->tf, SGM_NN_INPUT_G, fs->fdg));
+    PetscCall(
+        sgm_nn_transformer_divergence(fs->c.separate ? fs->tf2 : fs->tf, SGM_NN_INPUT_G, fs->fdg));
     for (size_t k = 0; k < nb; k++) fs->divg[k] = fs->fdg[k];
   }
   if (fs->ixs != 1.0)
@@ -371,7 +372,7 @@ static PetscErrorCode backward(SgmFullScore fs, const float *dout, const float *
                                const float *ddg)
 {
   PetscFunctionBeginUser;
-  if (fs->sep) { /* each network its own part of the cotangents */
+  if (fs->c.separate) { /* each network its own part of the cotangents */
     split_cotangent(fs, dout);
     if (fs->mlp) {
       PetscCall(mlp_div(fs, fs->mlp, 0, fs->out1, ddx, ddg));
@@ -581,7 +582,7 @@ PetscErrorCode sgm_full_score_loss_targets(SgmFullScore fs, int B, const double 
       }
     if (fs->ph)
       PetscCall(sgm_pair_head_backward(fs->ph, nb, x + off, g + off, fs->dsx, fs->dsg, NULL, NULL));
-    if (fs->sep) {
+    if (fs->c.separate) {
       split_cotangent(fs, fs->dout);
       if (fs->mlp) {
         PetscCall(sgm_nn_mlp_backward(fs->mlp, NULL, fs->out1));
