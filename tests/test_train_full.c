@@ -87,6 +87,8 @@ static double pair_box; /* its periodic box edge (0: open) */
 static double pair_cb;  /* its contact profile's beta (0: none; contact distance 1) */
 static int separate;    /* [model] separate of the next check_model */
 static int pair_gn;     /* [model] pair_gnorm of the next check_model */
+static double
+    x_period; /* periodic position features ([model] periodic_x) of the next check_model */
 
 static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int boltzmann)
 {
@@ -94,7 +96,7 @@ static SgmFullScoreConfig small_cfg(SgmScoreKind kind, int n, int learn_x, int b
   memset(&c, 0, sizeof c);
   c.kind = kind, c.n = n, c.dim = 2, c.learn_x = learn_x, c.boltzmann = boltzmann & 1;
   c.separate = separate && learn_x;
-  c.boltzmann_x = (boltzmann >> 1) & 1, c.eps = 0.5, c.x_scale = x_scale;
+  c.boltzmann_x = (boltzmann >> 1) & 1, c.eps = 0.5, c.x_scale = x_scale, c.x_period = x_period;
   c.max_batch = 3;
   c.max_tan = 5; /* several chunks */
   c.pair_hidden = pair_hidden, c.pair_depth = 2, c.pair_cutoff = 1.7, c.box = pair_box;
@@ -394,6 +396,55 @@ START_TEST(test_mlp_grad)
   pair_hidden = 12;
   check_model(SGM_SCORE_MLP, 1, 3);
   pair_hidden = 0, separate = 0;
+}
+END_TEST
+
+/* Last in the suite (the tests share one random stream): periodic position features. */
+START_TEST(test_periodic_x)
+{
+  x_period = 2.5; /* divergences and loss gradients: the x tangent is k(-sin, cos), not one-hot */
+  check_model(SGM_SCORE_MLP, 1, 0);
+  check_model(SGM_SCORE_MLP, 1, 3);
+  check_model(SGM_SCORE_MLP, 0, 1);
+  separate = 1;
+  check_model(SGM_SCORE_MLP, 1, 3);
+  separate = 0, pair_hidden = 12, pair_box = 2.5, pair_gn = 1;
+  check_model(SGM_SCORE_MLP, 1, 3);
+  pair_hidden = 0, pair_box = 0.0, pair_gn = 0, x_period = 0.0;
+  /* with x_period the MLP is a function on the torus: moving one particle by a period changes
+   * nothing but the float round-off of cos and sin; without it the score jumps */
+  enum { N = 3, B = 2, D = 2 };
+  const double L = 2.5;
+  double x[B * N * D], g[B * N * D], sx[2][B * N * D], sg[2][B * N * D], dx[2][B * N], dg[2][B * N];
+  for (int k = 0; k < B * N * D; k++) x[k] = L * urand(), g[k] = 2.0 * urand() - 1.0;
+  for (int per = 1; per >= 0; per--) {
+    x_period = per ? L : 0.0;
+    SgmFullScoreConfig c = small_cfg(SGM_SCORE_MLP, N, 1, 1);
+    SgmFullScore fs;
+    ck_assert_int_eq(sgm_full_score_create(&c, 9, &fs), 0);
+    ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, NULL, sx[0], sg[0], dx[0], dg[0]), 0);
+    x[2] += L, x[B * N * D - 1] -= L; /* particle 1's x of configuration 0, the last y */
+    ck_assert_int_eq(sgm_full_score_eval(fs, B, x, g, NULL, sx[1], sg[1], dx[1], dg[1]), 0);
+    x[2] -= L, x[B * N * D - 1] += L;
+    double dmax = 0.0;
+    for (int k = 0; k < B * N * D; k++)
+      dmax = fmax(dmax, fmax(fabs(sx[1][k] - sx[0][k]), fabs(sg[1][k] - sg[0][k])));
+    for (int k = 0; k < B * N; k++)
+      dmax = fmax(dmax, fmax(fabs(dx[1][k] - dx[0][k]), fabs(dg[1][k] - dg[0][k])));
+    if (per)
+      ck_assert_msg(dmax < 1e-4, "periodic features: a period changes the score by %g", dmax);
+    else
+      ck_assert_msg(dmax > 1e-2, "raw positions: a period changes the score by only %g", dmax);
+    sgm_full_score_destroy(&fs);
+  }
+  /* the particle transformer does not implement them: refused */
+  x_period = L;
+  SgmFullScoreConfig c = small_cfg(SGM_SCORE_TRANSFORMER, N, 1, 0);
+  SgmFullScore fs = NULL;
+  PetscPushErrorHandler(PetscReturnErrorHandler, NULL);
+  ck_assert_int_eq(sgm_full_score_create(&c, 9, &fs), SGM_ERR_USER);
+  PetscPopErrorHandler();
+  x_period = 0.0;
 }
 END_TEST
 
@@ -829,6 +880,15 @@ START_TEST(test_config_check)
     ck_assert_int_eq(PetscPopErrorHandler(), 0);
     ck_assert_int_eq(ierr, SGM_ERR_USER);
   }
+  /* periodic position features: the particle transformer in a periodic box needs
+   * periodic_x = false (refused with the default, accepted with it) */
+  const char *per[5] = {"system.boundary=\"periodic\"", "system.trap_A=0.0", "system.L=12.0",
+                        "model.kind=\"transformer\"", "model.periodic_x=false"};
+  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
+  PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"simulate\"]", 4, per, NULL);
+  ck_assert_int_eq(PetscPopErrorHandler(), 0);
+  ck_assert_int_eq(ierr, SGM_ERR_USER);
+  ck_assert_int_eq(run_text(sgm_test_comm(), base, dir, "[\"simulate\"]", 5, per, NULL), 0);
 }
 END_TEST
 
@@ -1263,6 +1323,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_restart_identity);
     tcase_add_test(tc, test_init_model);
     tcase_add_test(tc, test_validate);
+    tcase_add_test(tc, test_periodic_x);
   } else {
     tcase_add_test(tc, test_trap);
     if (!long_run) tcase_add_test(tc, test_pair_equilibrium);

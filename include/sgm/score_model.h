@@ -74,6 +74,9 @@ typedef struct {
   int boltzmann_x;           /* 1: s_x^i = mu F_i / eps + N_x^i (App. F.3.2; N_x = 0 if !learn_x) */
   double eps;                /* translational noise eps of the shift (> 0 when boltzmann_x) */
   double x_scale;            /* positions enter the network as x / x_scale (0 or 1: as they are) */
+  double x_period;           /* > 0 (MLP only): each position coordinate enters as
+                                (cos 2πx/x_period, sin 2πx/x_period), a network periodic in the
+                                box of that edge; x_scale is then unused */
   int max_batch;             /* configurations per forward pass */
   int max_tan;               /* tangent directions per JVP chunk (0: automatic) */
   int pair_hidden;           /* > 0: the learned pair term (pair_head.h) with this MLP width */

@@ -20,6 +20,12 @@
  *  - Input scale ([model] x_scale): the network sees x / x_scale, so that positions spread over
  *    a trap or box of size ~x_scale enter at O(1); the x divergences and their cotangents carry
  *    the chain-rule factor 1 / x_scale (the network's own JVPs are in its input units).
+ *  - Periodic boxes ([model] periodic_x, MLP): each position coordinate enters as
+ *    (cos 2πx/L, sin 2πx/L), so the network is a function on the torus; on raw wrapped positions
+ *    it jumps where a particle crosses the box edge, and its divergence misses that jump (the
+ *    ring's score error and the stage's score-error estimate disagreed by 0.23 per particle,
+ *    docs/validation.md). The x tangent of the divergence is then k(-sin, cos) at the two feature
+ *    slots instead of a one-hot.
  *  - Pair term ([model] pair_hidden > 0, pair_head.h): a learned function of each close pair's
  *    geometry added to both scores in double, with its exact divergences; its parameters follow
  *    the network's in one slab (tensors pair.net.*, sgm_nn_params_rebind), so the optimiser, the
@@ -50,7 +56,9 @@ struct SgmFullScore_ {
   SgmParams *par;
   float *out1, *out2; /* separate: the two networks' outputs / cotangents (mb, n, dim) */
   int od;             /* per-particle output width: dim (learn_x + 1) */
-  int din;            /* MLP input width 2 dim n */
+  int din;            /* MLP input width n pw */
+  int pw, goff;       /* MLP inputs per particle (2 dim, or 3 dim with x_period) and g's offset */
+  double kper;        /* 2π / x_period (0: positions as they are) */
   int ntan;           /* MLP directions per chunk */
   int B;              /* configurations of the last forward */
   double ixs;         /* 1 / x_scale */
@@ -123,7 +131,15 @@ PetscErrorCode sgm_full_score_create(const SgmFullScoreConfig *c, uint64_t seed,
   const int n = c->n, D = c->dim, mb = c->max_batch;
   fs->od = D * (c->learn_x + 1);
   const int ow1 = c->separate ? D : fs->od; /* per-particle output width of one network */
-  fs->din = 2 * D * n;
+  PetscCheck(c->x_period >= 0.0 && isfinite(c->x_period), PETSC_COMM_SELF, SGM_ERR_USER,
+             "full score: x_period = %g must be >= 0", c->x_period);
+  PetscCheck(c->x_period == 0.0 || c->kind == SGM_SCORE_MLP, PETSC_COMM_SELF, SGM_ERR_USER,
+             "full score: periodic position features (x_period) are implemented for the MLP only");
+  fs->kper = c->x_period > 0.0 ? 2.0 * PETSC_PI / c->x_period : 0.0;
+  if (fs->kper > 0.0) fs->ixs = 1.0; /* the features carry their own chain-rule factor */
+  fs->pw = (fs->kper > 0.0 ? 3 : 2) * D;
+  fs->goff = fs->kper > 0.0 ? 2 * D : D;
+  fs->din = fs->pw * n;
   const int ndir = n * D; /* directions of one part */
   /* the g network's own init stream when separate: its tensor k must not repeat the x one's */
   const uint64_t seed2 = seed ^ UINT64_C(0x47534e4554574f52);
@@ -243,8 +259,13 @@ static PetscErrorCode forward(SgmFullScore fs, int B, const double *x, const dou
       for (int i = 0; i < n; i++)
         for (int a = 0; a < D; a++) {
           const size_t k = ((size_t)b * n + i) * D + a;
-          fs->in[(size_t)b * fs->din + 2 * D * i + a] = (float)(x[k] * fs->ixs);
-          fs->in[(size_t)b * fs->din + 2 * D * i + D + a] = (float)g[k];
+          float *in = fs->in + (size_t)b * fs->din + (size_t)fs->pw * i;
+          if (fs->kper > 0.0) {
+            const double th = fs->kper * x[k];
+            in[a] = (float)cos(th), in[D + a] = (float)sin(th);
+          } else
+            in[a] = (float)(x[k] * fs->ixs);
+          in[fs->goff + a] = (float)g[k];
         }
     PetscCall(
         sgm_nn_mlp_forward(fs->mlp, fs->c.separate ? fs->out1 : fs->out, fs->in, NULL, NULL, B));
@@ -295,7 +316,7 @@ static void mlp_dir(const SgmFullScore fs, int part, int d, int *i, int *inoff, 
   const int q = part < 0 ? d / (n * D) : part, r = part < 0 ? d % (n * D) : d, a = r % D;
   *i = r / D;
   *isx = part < 0 ? fs->c.learn_x && q == 0 : part == 0;
-  *inoff = 2 * D * (*i) + (*isx ? 0 : D) + a;
+  *inoff = fs->pw * (*i) + (*isx ? 0 : fs->goff) + a;
   *outoff = part < 0 ? fs->od * (*i) + (fs->c.learn_x ? q * D : 0) + a : D * (*i) + a;
 }
 
@@ -314,7 +335,14 @@ static PetscErrorCode mlp_div(SgmFullScore fs, SgmNnMlp m, int part, const float
     for (int k = 0; k < nc; k++) {
       int i, io, oo, isx;
       mlp_dir(fs, part, d0 + k, &i, &io, &oo, &isx);
-      for (int b = 0; b < B; b++) fs->tx[((size_t)k * B + b) * fs->din + io] = 1.0f;
+      if (isx && fs->kper > 0.0) /* d/dx (cos kx, sin kx) = k (-sin kx, cos kx) */
+        for (int b = 0; b < B; b++) {
+          const float *in = fs->in + (size_t)b * fs->din;
+          float *t = fs->tx + ((size_t)k * B + b) * fs->din;
+          t[io] = (float)(-fs->kper * in[io + D]), t[io + D] = (float)(fs->kper * in[io]);
+        }
+      else
+        for (int b = 0; b < B; b++) fs->tx[((size_t)k * B + b) * fs->din + io] = 1.0f;
     }
     PetscCall(sgm_nn_mlp_jvp(m, fs->tout, fs->tx, NULL, NULL, nc));
     if (!ddg) {

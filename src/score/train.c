@@ -312,8 +312,23 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
   PetscCall(sgm_config_get_bool(cfg, "model.separate", &b));
   fc.separate = (int)b; /* with learn = "g" refused by the input check and by the create */
   if (fc.separate) ms->arch[na++] = SGM_NN_ATTR_I("separate", 1); /* likewise, only when set */
-  /* likewise x_scale, written only when it is not 1 */
-  if (fc.x_scale != 1.0) ms->arch[na++] = SGM_NN_ATTR_R("x_scale", fc.x_scale);
+  /* periodic position features (MLP in a periodic box): the period, written only when in use */
+  {
+    const char *bnd;
+    PetscCall(sgm_config_get_string(cfg, "system.boundary", &bnd));
+    PetscCall(sgm_config_get_bool(cfg, "model.periodic_x", &b));
+    if (b && !strcmp(bnd, "periodic")) {
+      PetscCheck(!strcmp(kind, "mlp"), comm, SGM_ERR_USER,
+                 "[model] periodic_x: periodic position features are implemented for kind = "
+                 "\"mlp\"; set periodic_x = false for the %s (raw positions)",
+                 kind);
+      PetscCall(sgm_config_get_real(cfg, "system.L", &fc.x_period));
+      ms->arch[na++] = SGM_NN_ATTR_R("x_period", fc.x_period);
+    }
+  }
+  /* likewise x_scale, written only when it is not 1 (and not used with x_period) */
+  if (fc.x_scale != 1.0 && fc.x_period == 0.0)
+    ms->arch[na++] = SGM_NN_ATTR_R("x_scale", fc.x_scale);
   PetscCall(sgm_config_get_int(cfg, "model.pair_hidden", &v));
   fc.pair_hidden = (int)v;
   if (fc.pair_hidden > 0) {

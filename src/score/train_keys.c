@@ -45,6 +45,11 @@ static const SgmKeySpec model_keys[] = {
     {"x_scale", SGM_KEY_REAL, "1.0", 0, 1e-300, INFINITY, NULL, "length",
      "Full-state kinds (mlp, transformer): positions enter the network as x / x_scale (e.g. the "
      "trap or box size, so that they are O(1)); divergences carry the chain-rule factor"},
+    {"periodic_x", SGM_KEY_BOOL, "true", 0, 0, 0, NULL, "",
+     "Full-state MLP in a periodic box: each position coordinate enters as (cos 2 pi x/L, "
+     "sin 2 pi x/L), so that the network is continuous where a particle crosses the box edge "
+     "(x_scale unused); no effect in open boxes; the particle transformer needs false there "
+     "(docs/training.md)"},
     {"pair_hidden", SGM_KEY_INT, "0", 0, 0, 1 << 16, NULL, "",
      "Full-state kinds: > 0 adds a learned pair term of this MLP width to both scores: for each "
      "pair closer than pair_cutoff, f(r, g_i.u, g_j.u, g_i.g_j) along u = (x_i - x_j)/r, g_i and "
@@ -237,6 +242,18 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
                          "separate networks for s_x and s_g need both scores: set [model] learn = "
                          "\"xg\" (learn = \"%s\" has one network already)",
                          l);
+  }
+  PetscBool px;
+  PetscCall(sgm_config_get_bool(cfg, "model.periodic_x", &px));
+  {
+    const char *bnd, *kd;
+    PetscCall(sgm_config_get_string(cfg, "system.boundary", &bnd));
+    PetscCall(sgm_config_get_string(cfg, "model.kind", &kd));
+    if (px && !strcmp(bnd, "periodic") && !strcmp(kd, "transformer"))
+      sgm_config_problem(pb, "model.periodic_x",
+                         "periodic position features are implemented for kind = \"mlp\"; set "
+                         "periodic_x = false to give the particle transformer raw positions (it "
+                         "is then discontinuous where a particle crosses the box edge)");
   }
   PetscBool pc, gnm;
   PetscCall(sgm_config_get_bool(cfg, "model.pair_contact", &pc));
