@@ -30,3 +30,14 @@ if(SGM_PYTHON)
     $<TARGET_FILE:sgm_hpc> ${SGM_PYTHON} ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
   set_tests_properties(e2e_swimmers_linear_sm PROPERTIES LABELS "e2e" TIMEOUT 300)
 endif()
+# the "fpe_pair" score (two AOUPs in d = 1 from their stationary FPE on a grid): the free pair
+# against exact_trap, the pointwise FPE of interacting pairs (ring, 64-swimmer trap), exchange
+# symmetry, the gather over ranks, refusals and the input check, the epr stage on a ring
+sgm_mpi_test(test_score_fpe SOURCES test_score_fpe.c RANKS 1 2 4 TIMEOUT 300)
+# postprocess/epr_split.py with the "fpe_pair" score on two grids (grid error, self-comparison,
+# refusal of different frames)
+if(SGM_PYTHON)
+  add_test(NAME e2e_epr_split COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_epr_split.sh
+    $<TARGET_FILE:sgm_hpc> ${SGM_PYTHON} ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
+  set_tests_properties(e2e_epr_split PROPERTIES LABELS "e2e" TIMEOUT 300 PROCESSORS 2)
+endif()

@@ -21,6 +21,9 @@ extern const SgmTableSpec sgm_table_epr;
 
 /// Collective: the `epr` stage.
 PetscErrorCode sgm_stage_epr(SgmRun *run);
+/// Input check of the [epr] table (registered with sgm_schema_register_check): the system
+/// requirements of the chosen score provider when the run has the epr stage. Not collective.
+PetscErrorCode sgm_epr_config_check(SgmConfig cfg, SgmProblems pb);
 
 /// Per-particle scalar outputs of sgm_epr_particle, in this order (X-macro: enum + names).
 #define SGM_EPR_Q_LIST(X)                                                                          \

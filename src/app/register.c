@@ -19,6 +19,7 @@ PetscErrorCode sgm_register_all(void)
   PetscCall(sgm_schema_register(&sgm_table_train));
   PetscCall(sgm_schema_register_check("train", sgm_train_config_check));
   PetscCall(sgm_schema_register(&sgm_table_epr));
+  PetscCall(sgm_schema_register_check("epr", sgm_epr_config_check));
   PetscCall(sgm_stage_register("simulate", sgm_stage_simulate,
                                "integrate the system's SDE: equilibration, then frames to "
                                "trajectory.h5 (H5MD) with checkpoints"));

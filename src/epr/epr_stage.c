@@ -38,7 +38,18 @@
 static const SgmKeySpec epr_keys[] = {
     {"score", SGM_KEY_STRING, "\"exact_trap\"", 0, -INFINITY, INFINITY, NULL, "",
      "score provider (registry name): \"exact_trap\" = exact Gaussian score of non-interacting "
-     "AOUPs in a harmonic trap; learned models register further names"},
+     "AOUPs in a harmonic trap; \"fpe_pair\" = two interacting AOUPs in d = 1 (ring or trap) "
+     "from their stationary Fokker-Planck equation solved on a grid; \"model\" = a trained "
+     "network"},
+    {"fpe_dr", SGM_KEY_REAL, "0.02", 0, 1e-6, INFINITY, NULL, "length",
+     "score = \"fpe_pair\": grid spacing in the separation r = x1 - x2"},
+    {"fpe_nh", SGM_KEY_INT, "240", 0, 8, 1e6, NULL, "cells",
+     "score = \"fpe_pair\": grid cells in h = (g1 - g2)/2 over [-fpe_hmax, fpe_hmax]"},
+    {"fpe_hmax", SGM_KEY_REAL, "3.5", 0, 1e-6, INFINITY, NULL, "",
+     "score = \"fpe_pair\": half-width of the grid in h (stationary std 1/sqrt(2))"},
+    {"fpe_rmax", SGM_KEY_REAL, "0.0", 0, 0, INFINITY, NULL, "length",
+     "score = \"fpe_pair\" in a trap: half-width of the grid in r (0 = 2a + 7 standard "
+     "deviations of a free pair's r)"},
     {"model", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "",
      "score = \"model\": model.h5 to load (default: model.h5 in the output directory)"},
     {"weights", SGM_KEY_STRING, "\"auto\"", 0, -INFINITY, INFINITY, "auto|ema|raw", "",
@@ -107,6 +118,27 @@ static const SgmKeySpec epr_keys[] = {
 const SgmTableSpec sgm_table_epr = {
     "epr", "entropy production: score, velocity field, per-particle EPR, diagnostics, maps",
     epr_keys, 0};
+
+PetscErrorCode sgm_epr_config_check(SgmConfig cfg, SgmProblems pb)
+{
+  int nst;
+  const char *const *st;
+  const char *score;
+  PetscBool epr = PETSC_FALSE;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_string_array(cfg, "run.stages", &nst, &st));
+  for (int i = 0; i < nst; i++)
+    if (!strcmp(st[i], "epr")) epr = PETSC_TRUE;
+  PetscCall(sgm_config_get_string(cfg, "epr.score", &score));
+  if (epr && !strcmp(score, "fpe_pair")) {
+    SgmAoupParams p;
+    char why[256];
+    PetscCall(sgm_aoup_params_from_config(cfg, 0, &p));
+    PetscCall(sgm_score_fpe_pair_requirements(&p, why, sizeof why));
+    if (why[0]) sgm_config_problem(pb, "epr.score", "score \"fpe_pair\" %s", why);
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
 
 /* Quantities mapped onto the grid (after the count). */
 static const int map_q[] = {SGM_EPR_Q_TOT, SGM_EPR_Q_TOT_X, SGM_EPR_Q_TOT_G,

@@ -145,6 +145,10 @@ static PetscErrorCode register_builtin(void)
   PetscCall(sgm_score_provider_register(
       "exact_trap", trap_create,
       "Gaussian stationary score of non-interacting AOUPs in a harmonic trap (k = 0)"));
+  PetscCall(sgm_score_provider_register(
+      "fpe_pair", sgm_score_fpe_pair_create,
+      "two interacting AOUPs in d = 1 (ring or trap): the stationary FPE of their relative "
+      "coordinates solved on a grid"));
   PetscCall(sgm_score_provider_register("model", sgm_score_model_create,
                                         "trained local transformer (model.h5)"));
   PetscFunctionReturn(PETSC_SUCCESS);
