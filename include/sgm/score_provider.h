@@ -81,11 +81,5 @@ int sgm_score_trap_exact(const SgmAoupParams *p, SgmTrapExact *e);
 PetscErrorCode sgm_score_fpe_pair_requirements(const SgmAoupParams *p, char *why, size_t len);
 /// The create function of "fpe_pair" (registered by the registry). Collective.
 PetscErrorCode sgm_score_fpe_pair_create(SgmScoreProvider sp, SgmConfig cfg);
-/// The provider's score at one configuration (x1, x2), (g1, g2) of ring length L: s_x, s_g and the
-/// per-particle divergences of both particles; *outside = 1 when it was clamped to the grid. `ctx`
-/// is the provider's sp->ctx. Pure.
-void sgm_score_fpe_pair_point(const void *ctx, const double x[2], const double g[2], double L,
-                              double sx[2], double sg[2], double divx[2], double divg[2],
-                              int *outside);
 
 #endif

@@ -118,28 +118,19 @@ static PetscErrorCode fpe_solve(const SgmAoupParams *p, FpeCtx *c, double *mass_
         const double rf = face_r(c, fi);
         const double bf =
             2.0 * p->v0 * h - p->mu * p->trap_A * rf + 2.0 * p->mu * pair_force(p, pot, rc, rf);
-        /* flux from the lower to the upper cell: (D/dr)(B(-P) p_lo - B(P) p_hi), P = b dr / D */
-        const double P = bf * dr / Dr, w = Dr / (dr * dr);
-        if (side > 0) { /* this cell is lower: +flux */
-          diag += w * bern(-P);
-          cols[nc] = (PetscInt)(in * nh + jn), vals[nc++] = -w * bern(P);
-        } else { /* this cell is upper: -flux */
-          diag += w * bern(P);
-          cols[nc] = (PetscInt)(in * nh + jn), vals[nc++] = -w * bern(-P);
-        }
+        /* flux from the lower to the upper cell: (D/dr)(B(-P) p_lo - B(P) p_hi), P = b dr / D;
+         * this cell's outflux across the face is side times it */
+        const double P = side * bf * dr / Dr, w = Dr / (dr * dr);
+        diag += w * bern(-P);
+        cols[nc] = (PetscInt)(in * nh + jn), vals[nc++] = -w * bern(P);
       }
       for (int side = -1; side <= 1; side += 2) {
         const int64_t jn = j + side;
         if (jn < 0 || jn >= nh) continue;
         const double bf = -p->gamma * (c->h0 + ((double)(side > 0 ? j + 1 : j) - 0.5) * dh);
-        const double P = bf * dh / Dh, w = Dh / (dh * dh);
-        if (side > 0) {
-          diag += w * bern(-P);
-          cols[nc] = (PetscInt)(i * nh + jn), vals[nc++] = -w * bern(P);
-        } else {
-          diag += w * bern(P);
-          cols[nc] = (PetscInt)(i * nh + jn), vals[nc++] = -w * bern(-P);
-        }
+        const double P = side * bf * dh / Dh, w = Dh / (dh * dh);
+        diag += w * bern(-P);
+        cols[nc] = (PetscInt)(i * nh + jn), vals[nc++] = -w * bern(P);
       }
       cols[nc] = (PetscInt)k, vals[nc++] = diag;
       PetscCall(MatSetValues(A, 1, (PetscInt[]){(PetscInt)k}, nc, cols, vals, ADD_VALUES));
@@ -256,11 +247,11 @@ static double interp(const FpeCtx *c, const double *f, double r, double h, int *
          wu * ((1.0 - wv) * f[i1 * c->nh + j0] + wv * f[i1 * c->nh + j1]);
 }
 
-void sgm_score_fpe_pair_point(const void *ctx, const double x[2], const double g[2], double L,
-                              double sx[2], double sg[2], double divx[2], double divg[2],
-                              int *outside)
+/* The score at one configuration (x1, x2), (g1, g2) of ring length L: s_x, s_g and the
+ * per-particle divergences of both particles; *outside = 1 when it was clamped to the grid. */
+static void fpe_point(const FpeCtx *c, const double x[2], const double g[2], double L, double sx[2],
+                      double sg[2], double divx[2], double divg[2], int *outside)
 {
-  const FpeCtx *c = (const FpeCtx *)ctx;
   double r = x[0] - x[1], h = 0.5 * (g[0] - g[1]), sgn = 1.0;
   const double G = 0.5 * (g[0] + g[1]);
   if (c->periodic) r -= L * round(r / L);
@@ -296,7 +287,7 @@ static PetscErrorCode fpe_eval(SgmScoreProvider sp, const SgmParticles *P, int64
              "score \"fpe_pair\": particles owned by %g and %g ranks", buf[4], buf[5]);
   double s_x[2], s_g[2], d_x[2], d_g[2];
   int out;
-  sgm_score_fpe_pair_point(c, buf, buf + 2, sp->p.L, s_x, s_g, d_x, d_g, &out);
+  fpe_point(c, buf, buf + 2, sp->p.L, s_x, s_g, d_x, d_g, &out);
   c->outside += out, c->evals++;
   for (int64_t u = 0; u < count; u++) {
     const int64_t id = P->id[i0 + u];
