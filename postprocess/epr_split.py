@@ -60,15 +60,16 @@ def nearest(pos, periodic, L):
     """Distance of each particle to its nearest other particle, (T, N)."""
     T, N, _ = pos.shape
     out = np.empty((T, N))
-    for t0 in range(0, T, 256):
-        p = pos[t0:t0 + 256]
+    step = max(1, 4_000_000 // (N * N))  # frames per chunk: ~64 MB of pair displacements
+    for t0 in range(0, T, step):
+        p = pos[t0:t0 + step]
         dx = p[:, :, None, :] - p[:, None, :, :]
         if periodic and L > 0:
             dx -= L * np.round(dx / L)
         r = np.sqrt((dx ** 2).sum(-1))
         idx = np.arange(N)
         r[:, idx, idx] = np.inf
-        out[t0:t0 + 256] = r.min(-1)
+        out[t0:t0 + step] = r.min(-1)
     return out
 
 

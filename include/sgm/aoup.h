@@ -74,6 +74,11 @@ typedef struct {
   int64_t nlocal_min, nlocal_max, nghost_max; /* at the rebuilds */
 } SgmAoupTimers;
 
+/// Range of the pair force of potential `pot` with the parameters p: 2a, or for the softplus force
+/// its truncation 2a + softplus_cut / beta (the engine's cutoff, also used by the "fpe_pair"
+/// score). Pure.
+double sgm_aoup_interaction_range(const SgmAoupParams *p, const SgmPairPotential *pot);
+
 typedef struct SgmAoup_ *SgmAoup;
 struct SgmAoup_ {
   MPI_Comm comm;

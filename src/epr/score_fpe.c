@@ -22,7 +22,8 @@
  * with Σ the one-particle covariance (ring: Σ⁻¹_xx = Σ⁻¹_xg = 0, Σ⁻¹_gg = 1). The grid's error is
  * second order in the spacing; the tests compare the k = 0 case with "exact_trap" and check the
  * FPE residual of an interacting pair. Trade-offs: one direct factorisation (memory ~ the grid
- * times its fill, ~0.3 GB for the default 800 x 240 grid of the ring) instead of an iterative
+ * times its fill: a peak of 0.2 GB for the whole process with the ring's default 800 x 240 grid,
+ * 0.5 GB with input/pair_trap_fpe.toml's 2930 x 160) instead of an iterative
  * solve, because the stationary problem is singular and convection-dominated at large |h|;
  * configurations outside the grid (|h| > hmax, |r| > rmax) are clamped to its edge and counted in
  * the log at the end.
@@ -73,14 +74,13 @@ static PetscErrorCode fpe_solve(const SgmAoupParams *p, FpeCtx *c, double *mass_
   const SgmPairPotential *pot = sgm_pair_potential_find(p->potential);
   const int64_t nr = c->nr, nh = c->nh, N = nr * nh;
   const double Dr = 2.0 * p->eps, Dh = 0.5 * p->gamma, dr = c->dr, dh = c->dh;
-  double rc = 2.0 * p->a;
   Mat A;
   Vec b, x;
   KSP ksp;
   PC pc;
   PetscFunctionBeginUser;
   PetscCheck(pot, PETSC_COMM_SELF, SGM_ERR_USER, "unknown pair potential '%s'", p->potential);
-  if (pot->force == sgm_force_softplus) rc = 2.0 * p->a + p->softplus_cut / p->beta;
+  const double rc = sgm_aoup_interaction_range(p, pot);
   PetscCall(MatCreateSeqAIJ(PETSC_COMM_SELF, (PetscInt)N, (PetscInt)N, 5, NULL, &A));
   /* the pinned cell: h = 0, r = the cell farthest from contact on the ring, 2a + 2 in the trap */
   const int64_t jp = nh / 2;

@@ -56,6 +56,11 @@ static SgmPairPotential registry[16] = {
 };
 static int nregistry = 2;
 
+double sgm_aoup_interaction_range(const SgmAoupParams *p, const SgmPairPotential *pot)
+{
+  return pot->force == sgm_force_softplus ? 2.0 * p->a + p->softplus_cut / p->beta : 2.0 * p->a;
+}
+
 const SgmPairPotential *sgm_pair_potential_find(const char *name)
 {
   for (int i = 0; i < nregistry; i++)
@@ -87,8 +92,7 @@ PetscErrorCode sgm_aoup_create(MPI_Comm comm, const SgmAoupParams *p, SgmAoup *o
   PetscCheck(p->skin >= 0.0, comm, SGM_ERR_USER, "negative Verlet skin %g", p->skin);
   PetscCheck(p->dim == 1 || p->dim == 2, comm, SGM_ERR_USER, "dimension must be 1 or 2");
   PetscCheck(p->n >= 1 && p->n < ((int64_t)1 << 32), comm, SGM_ERR_USER, "bad particle count");
-  s->rc = 2.0 * p->a;
-  if (s->pot->force == sgm_force_softplus) s->rc = 2.0 * p->a + p->softplus_cut / p->beta;
+  s->rc = sgm_aoup_interaction_range(p, s->pot);
   s->part.dim = p->dim;
   if (p->periodic) {
     double L[2] = {p->L, p->L};
