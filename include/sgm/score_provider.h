@@ -75,8 +75,8 @@ typedef struct {
 /// stationary Gaussian is degenerate or absent (μA <= 0, γ <= 0, ε < 0, or ε = v0 = 0). Pure.
 int sgm_score_trap_exact(const SgmAoupParams *p, SgmTrapExact *e);
 
-/// "fpe_pair" (score_fpe.c): the stationary score of two interacting AOUPs in d = 1 (ring or
-/// trap) from the FPE of their relative coordinates solved on a grid. Writes to `why` (empty if
+/// "fpe_pair" (score_fpe.c, score_fpe2.c): the stationary score of two interacting AOUPs in d = 1
+/// (ring or trap) or d = 2 (trap) from the FPE of their relative coordinates solved on a grid. Writes to `why` (empty if
 /// none) the reason the system p does not qualify. Pure.
 PetscErrorCode sgm_score_fpe_pair_requirements(const SgmAoupParams *p, char *why, size_t len);
 /// The create function of "fpe_pair" (registered by the registry). Collective.

@@ -39,12 +39,18 @@ static const SgmKeySpec epr_keys[] = {
     {"score", SGM_KEY_STRING, "\"exact_trap\"", 0, -INFINITY, INFINITY, NULL, "",
      "score provider (registry name): \"exact_trap\" = exact Gaussian score of non-interacting "
      "AOUPs in a harmonic trap; \"fpe_pair\" = two interacting AOUPs in d = 1 (ring or trap) "
+     "or d = 2 (trap) "
      "from their stationary Fokker-Planck equation solved on a grid; \"model\" = a trained "
      "network"},
-    {"fpe_dr", SGM_KEY_REAL, "0.02", 0, 1e-6, INFINITY, NULL, "length",
-     "score = \"fpe_pair\": grid spacing in the separation r = x1 - x2"},
-    {"fpe_nh", SGM_KEY_INT, "240", 0, 8, 1e6, NULL, "cells",
-     "score = \"fpe_pair\": grid cells in h = (g1 - g2)/2 over [-fpe_hmax, fpe_hmax]"},
+    {"fpe_dr", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "length",
+     "score = \"fpe_pair\": grid spacing in the separation r = x1 - x2 (d = 2: in |r| through "
+     "the interaction range and one radius beyond, then growing 5 % per cell up to 25 fpe_dr; "
+     "0 = 0.02 in d = 1, 0.04 in d = 2)"},
+    {"fpe_nh", SGM_KEY_INT, "0", 0, 0, 1e6, NULL, "cells",
+     "score = \"fpe_pair\": grid cells in h = (g1 - g2)/2: over [-fpe_hmax, fpe_hmax] in d = 1, "
+     "in |h| over [0, fpe_hmax] in d = 2 (0 = 240 in d = 1, 24 in d = 2; else >= 8)"},
+    {"fpe_nphi", SGM_KEY_INT, "96", 0, 8, 1e5, NULL, "cells",
+     "score = \"fpe_pair\" in d = 2: grid cells in the angle between r and h over [0, pi]"},
     {"fpe_hmax", SGM_KEY_REAL, "3.5", 0, 1e-6, INFINITY, NULL, "",
      "score = \"fpe_pair\": half-width of the grid in h (stationary std 1/sqrt(2))"},
     {"fpe_rmax", SGM_KEY_REAL, "0.0", 0, 0, INFINITY, NULL, "length",

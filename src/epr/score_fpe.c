@@ -1,5 +1,6 @@
 /* The "fpe_pair" score provider: the stationary score of two interacting AOUPs in d = 1 (on a ring,
- * or in a harmonic trap) from a numerical solution of their Fokker-Planck equation.
+ * or in a harmonic trap) from a numerical solution of their Fokker-Planck equation; d = 2 (in a
+ * trap) is score_fpe2.c, which this file's create function calls.
  *
  * With r = x1 - x2 (minimum image on the ring), h = (g1 - g2)/2, X = (x1 + x2)/2 and
  * G = (g1 + g2)/2, the pair force cancels in X and the trap and the OU noises split, so (X, G) and
@@ -28,7 +29,7 @@
  * configurations outside the grid (|h| > hmax, |r| > rmax) are clamped to its edge and counted in
  * the log at the end.
  */
-#include "sgm/score_provider.h"
+#include "fpe_pair.h"
 #include "sgm/core.h"
 
 #include <petscksp.h>
@@ -46,18 +47,23 @@ typedef struct {
   int64_t outside, evals;
 } FpeCtx;
 
-/* Bernoulli function B(z) = z / (e^z - 1), B(0) = 1. */
-static double bern(double z)
+double sgm_fpe_bern(double z)
 {
   if (fabs(z) < 1e-8) return 1.0 - 0.5 * z;
   return z / expm1(z);
 }
 
-static double pair_force(const SgmAoupParams *p, const SgmPairPotential *pot, double rc, double r)
+double sgm_fpe_force_mag(const SgmAoupParams *p, const SgmPairPotential *pot, double rc, double r)
 {
   const double ar = fabs(r);
   if (ar >= rc || ar == 0.0) return 0.0;
-  const double f = pot->force(ar, p->a, p->k, p->beta);
+  return pot->force(ar, p->a, p->k, p->beta);
+}
+
+/* The odd pair force on a line, f(r) = sign(r) F(|r|). */
+static double pair_force(const SgmAoupParams *p, const SgmPairPotential *pot, double rc, double r)
+{
+  const double f = sgm_fpe_force_mag(p, pot, rc, r);
   return r > 0.0 ? f : -f;
 }
 
@@ -121,16 +127,16 @@ static PetscErrorCode fpe_solve(const SgmAoupParams *p, FpeCtx *c, double *mass_
         /* flux from the lower to the upper cell: (D/dr)(B(-P) p_lo - B(P) p_hi), P = b dr / D;
          * this cell's outflux across the face is side times it */
         const double P = side * bf * dr / Dr, w = Dr / (dr * dr);
-        diag += w * bern(-P);
-        cols[nc] = (PetscInt)(in * nh + jn), vals[nc++] = -w * bern(P);
+        diag += w * sgm_fpe_bern(-P);
+        cols[nc] = (PetscInt)(in * nh + jn), vals[nc++] = -w * sgm_fpe_bern(P);
       }
       for (int side = -1; side <= 1; side += 2) {
         const int64_t jn = j + side;
         if (jn < 0 || jn >= nh) continue;
         const double bf = -p->gamma * (c->h0 + ((double)(side > 0 ? j + 1 : j) - 0.5) * dh);
         const double P = side * bf * dh / Dh, w = Dh / (dh * dh);
-        diag += w * bern(-P);
-        cols[nc] = (PetscInt)(i * nh + jn), vals[nc++] = -w * bern(P);
+        diag += w * sgm_fpe_bern(-P);
+        cols[nc] = (PetscInt)(i * nh + jn), vals[nc++] = -w * sgm_fpe_bern(P);
       }
       cols[nc] = (PetscInt)k, vals[nc++] = diag;
       PetscCall(MatSetValues(A, 1, (PetscInt[]){(PetscInt)k}, nc, cols, vals, ADD_VALUES));
@@ -315,9 +321,13 @@ PetscErrorCode sgm_score_fpe_pair_requirements(const SgmAoupParams *p, char *why
 {
   PetscFunctionBeginUser;
   why[0] = 0;
-  if (p->n != 2 || p->dim != 1)
-    snprintf(why, len, "needs two particles in d = 1 (got n = %lld, dim = %d)", (long long)p->n,
-             p->dim);
+  if (p->n != 2 || (p->dim != 1 && p->dim != 2))
+    snprintf(why, len, "needs two particles in d = 1 or 2 (got n = %lld, dim = %d)",
+             (long long)p->n, p->dim);
+  else if (p->dim == 2 && (p->periodic || !(p->trap_A > 0.0)))
+    snprintf(why, len,
+             "in d = 2 needs a harmonic trap (trap_A > 0) in an open box: a periodic box breaks "
+             "the rotation invariance the solver uses");
   else if (!(p->eps > 0.0) || !(p->gamma > 0.0) || !(p->mu > 0.0))
     snprintf(why, len,
              "needs eps > 0, gamma > 0 and mu > 0 (got eps = %g, gamma = %g, mu = %g): the "
@@ -343,9 +353,20 @@ PetscErrorCode sgm_score_fpe_pair_create(SgmScoreProvider sp, SgmConfig cfg)
   PetscFunctionBeginUser;
   PetscCall(sgm_score_fpe_pair_requirements(p, why, sizeof why));
   PetscCheck(!why[0], sp->comm, SGM_ERR_USER, "score \"fpe_pair\" %s", why);
+  if (p->dim == 2) {
+    PetscCall(sgm_score_fpe_pair2_create(sp, cfg));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
   if (cfg) {
-    PetscCall(sgm_config_get_real(cfg, "epr.fpe_dr", &dr));
-    PetscCall(sgm_config_get_int(cfg, "epr.fpe_nh", &nh));
+    double v_dr;
+    PetscCall(sgm_config_get_real(cfg, "epr.fpe_dr", &v_dr));
+    if (v_dr > 0.0) dr = v_dr;
+    int64_t v;
+    PetscCall(sgm_config_get_int(cfg, "epr.fpe_nh", &v));
+    if (v > 0) nh = v;
+    PetscCheck(nh >= 8, sp->comm, SGM_ERR_USER,
+               "score \"fpe_pair\": [epr] fpe_nh = %lld must be 0 (default) or >= 8",
+               (long long)nh);
     PetscCall(sgm_config_get_real(cfg, "epr.fpe_hmax", &hmax));
     PetscCall(sgm_config_get_real(cfg, "epr.fpe_rmax", &rmax));
   }
