@@ -50,7 +50,8 @@ static PetscErrorCode register_tables(void)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-/* A config holding only the [epr] grid keys. */
+/* A config holding only the [epr] grid keys (|h| <= 3.5: the grid of the accuracy figures in
+ * docs/derivations.md). */
 static SgmConfig grid_config(double dr, int nh, int nphi, double rmax)
 {
   char text[512];
@@ -58,7 +59,8 @@ static SgmConfig grid_config(double dr, int nh, int nphi, double rmax)
   ck_assert_int_eq(register_tables(), 0);
   snprintf(text, sizeof text,
            "[run]\nname = \"t\"\nstages = [\"simulate\"]\noutput = \"unused\"\n"
-           "[epr]\nscore = \"fpe_pair\"\nfpe_dr = %g\nfpe_nh = %d\nfpe_nphi = %d\nfpe_rmax = %g\n",
+           "[epr]\nscore = \"fpe_pair\"\nfpe_dr = %g\nfpe_nh = %d\nfpe_nphi = %d\nfpe_rmax = %g\n"
+           "fpe_hmax = 3.5\n",
            dr, nh, nphi, rmax);
   ck_assert_int_eq(
       sgm_config_create_from_string(sgm_test_comm(), "fpe2_test.toml", text, 0, NULL, &cfg), 0);

@@ -48,11 +48,12 @@ static const SgmKeySpec epr_keys[] = {
      "0 = 0.02 in d = 1, 0.04 in d = 2)"},
     {"fpe_nh", SGM_KEY_INT, "0", 0, 0, 1e6, NULL, "cells",
      "score = \"fpe_pair\": grid cells in h = (g1 - g2)/2: over [-fpe_hmax, fpe_hmax] in d = 1, "
-     "in |h| over [0, fpe_hmax] in d = 2 (0 = 240 in d = 1, 24 in d = 2; else >= 8)"},
+     "in |h| over [0, fpe_hmax] in d = 2 (0 = 240 in d = 1, 28 in d = 2; else >= 8)"},
     {"fpe_nphi", SGM_KEY_INT, "96", 0, 8, 1e5, NULL, "cells",
      "score = \"fpe_pair\" in d = 2: grid cells in the angle between r and h over [0, pi]"},
-    {"fpe_hmax", SGM_KEY_REAL, "3.5", 0, 1e-6, INFINITY, NULL, "",
-     "score = \"fpe_pair\": half-width of the grid in h (stationary std 1/sqrt(2))"},
+    {"fpe_hmax", SGM_KEY_REAL, "0.0", 0, 0.0, INFINITY, NULL, "",
+     "score = \"fpe_pair\": extent of the grid in h, |h| <= fpe_hmax (stationary std of each "
+     "component 1/sqrt(2); 0 = 3.5 in d = 1, 4 in d = 2, where the tail of |h| is heavier)"},
     {"fpe_rmax", SGM_KEY_REAL, "0.0", 0, 0, INFINITY, NULL, "length",
      "score = \"fpe_pair\" in a trap: half-width of the grid in r (0 = 2a + 7 standard "
      "deviations of a free pair's r)"},

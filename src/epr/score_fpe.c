@@ -367,7 +367,9 @@ PetscErrorCode sgm_score_fpe_pair_create(SgmScoreProvider sp, SgmConfig cfg)
     PetscCheck(nh >= 8, sp->comm, SGM_ERR_USER,
                "score \"fpe_pair\": [epr] fpe_nh = %lld must be 0 (default) or >= 8",
                (long long)nh);
-    PetscCall(sgm_config_get_real(cfg, "epr.fpe_hmax", &hmax));
+    double v_h;
+    PetscCall(sgm_config_get_real(cfg, "epr.fpe_hmax", &v_h));
+    if (v_h > 0.0) hmax = v_h;
     PetscCall(sgm_config_get_real(cfg, "epr.fpe_rmax", &rmax));
   }
   PetscCall(PetscNew(&c));

@@ -377,7 +377,7 @@ PetscErrorCode sgm_score_fpe_pair2_create(SgmScoreProvider sp, SgmConfig cfg)
 {
   const SgmAoupParams *p = &sp->p;
   Fpe2Ctx *c;
-  double dr = 0.0, hmax = 3.5, rmax = 0.0;
+  double dr = 0.0, hmax = 0.0, rmax = 0.0;
   int64_t ne = 0, nf = 96;
   PetscMPIInt rank;
   PetscFunctionBeginUser;
@@ -389,7 +389,8 @@ PetscErrorCode sgm_score_fpe_pair2_create(SgmScoreProvider sp, SgmConfig cfg)
     PetscCall(sgm_config_get_int(cfg, "epr.fpe_nphi", &nf));
   }
   if (!(dr > 0.0)) dr = 0.04;
-  if (ne == 0) ne = 24;
+  if (ne == 0) ne = 28;
+  if (!(hmax > 0.0)) hmax = 4.0; /* P(|h| > 4) = e^-16 */
   PetscCheck(ne >= 8 && nf >= 8, sp->comm, SGM_ERR_USER,
              "score \"fpe_pair\" in d = 2: [epr] fpe_nh = %lld and fpe_nphi = %lld must be >= 8",
              (long long)ne, (long long)nf);
