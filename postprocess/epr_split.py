@@ -11,7 +11,10 @@ Reads epr.h5 and run.toml of one or more `epr` runs and prints, per run:
     contact edges, the median by the bulk);
   * the same by the distance to the nearest other particle (minimum image in periodic boxes), in
     bins from overlap through the contact edge 2a to far apart: where the parts cancel and where
-    they do not.
+    they do not;
+  * per class of that distance, contact (< 2.4 a), shell (2.4-3 a) and apart (>= 3 a): the
+    fraction, mean div v^i, and the median and rms ratios within the class (docs/validation.md,
+    "Two AOUPs in d = 2": the exact score of a pair cancels apart, not at contact).
 
 With --reference REF (an `epr` run of the same trajectory frames with a reference score, e.g.
 [epr] score = "fpe_pair", the numerically exact score of two AOUPs in d = 1), it also prints for
@@ -38,6 +41,7 @@ import numpy as np
 
 OVERLAP = 0.3  # a: nearest distances below this are overlaps
 BINS = [0.0, 1.6, 1.8, 1.9, 2.0, 2.1, 2.2, 2.4, 2.7, 3.0, 4.0, 6.0, np.inf]  # in units of a
+CLASSES = (("contact", 0.0, 2.4), ("shell", 2.4, 3.0), ("apart", 3.0, np.inf))  # in units of a
 
 
 def load(run):
@@ -106,6 +110,17 @@ def split_stats(d):
                      "rms_div": float(np.sqrt(((a + b) ** 2).mean())),
                      "rms_div_g": float(np.sqrt((b ** 2).mean()))})
     res["by_nearest"] = rows
+    classes = []
+    for name, lo, hi in CLASSES:
+        m = (rn >= lo) & (rn < hi)
+        if m.sum() < 20:
+            continue
+        a, b = sx[m], sg[m]
+        classes.append({"class": name, "fraction": float(m.mean()),
+                        "div": float((a + b).mean()),
+                        "median_ratio": float(np.median(np.abs(a + b)) / np.median(np.abs(b))),
+                        "rms_ratio": float(np.sqrt(((a + b) ** 2).mean() / (b ** 2).mean()))})
+    res["by_class"] = classes
     return res
 
 
@@ -152,6 +167,11 @@ def report(run, st, cmp):
         print(f"    {row['lo']:5.2f}-{hi:>5s}  {row['fraction']:.3f}  {row['div_x']:+.4f}  "
               f"{row['div_g']:+.4f}  {row['div']:+.4f}  {row['rms_div']:.4f}  "
               f"{row['rms_div_g']:.4f}")
+    print("  by class: fraction, <div v>, median |div v| / median |div_g v_g|, "
+          "rms(div v)/rms(div_g v_g)")
+    for row in st["by_class"]:
+        print(f"    {row['class']:8s} {row['fraction']:.3f}  {row['div']:+.4f}  "
+              f"{row['median_ratio']:.3f}  {row['rms_ratio']:.3f}")
     if cmp:
         print(f"  against the reference: E|s - s_ref|^2_D {cmp['score_error']:.4g} +- "
               f"{cmp['score_error_se']:.2g} per particle (relative {cmp['score_error_rel']:.3f} "

@@ -30,6 +30,8 @@ check "exact score: |E[div v]| < 0.1 rms(div v)" \
   "js b 'st = s[\"split\"]; sys.exit(0 if abs(st[\"mean_div\"]) < 0.1 * st[\"rms_div\"] else 1)'"
 check "bins by nearest distance cover all particle-frames" \
   "js b 'sys.exit(0 if abs(sum(r[\"fraction\"] for r in s[\"split\"][\"by_nearest\"]) - 1) < 1e-9 else 1)'"
+check "classes contact / shell / apart cover all particle-frames" \
+  "js b 'c = s[\"split\"][\"by_class\"]; sys.exit(0 if [r[\"class\"] for r in c] == [\"contact\", \"shell\", \"apart\"] and abs(sum(r[\"fraction\"] for r in c) - 1) < 1e-9 else 1)'"
 check "printed comparison line" "grep -Eq '^  against the reference: E\|s - s_ref\|\^2_D [0-9.e+-]+ \+- ' '$tmp/o'"
 "$py" "$src/postprocess/epr_split.py" --reference "$tmp/a" "$tmp/a" >"$tmp/self" 2>&1
 check "a run against itself: error 0" \
