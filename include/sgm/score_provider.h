@@ -76,8 +76,8 @@ typedef struct {
 int sgm_score_trap_exact(const SgmAoupParams *p, SgmTrapExact *e);
 
 /// "fpe_pair" (score_fpe.c, score_fpe2.c): the stationary score of two interacting AOUPs in d = 1
-/// (ring or trap) or d = 2 (trap) from the FPE of their relative coordinates solved on a grid. Writes to `why` (empty if
-/// none) the reason the system p does not qualify. Pure.
+/// (ring or trap) or d = 2 (trap) from the FPE of their relative coordinates solved on a grid.
+/// Writes to `why` (empty if none) the reason the system p does not qualify. Pure.
 PetscErrorCode sgm_score_fpe_pair_requirements(const SgmAoupParams *p, char *why, size_t len);
 /// The create function of "fpe_pair" (registered by the registry). Collective.
 PetscErrorCode sgm_score_fpe_pair_create(SgmScoreProvider sp, SgmConfig cfg);
