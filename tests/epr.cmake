@@ -49,4 +49,9 @@ if(SGM_PYTHON)
   add_test(NAME long_pair_exact COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/long_pair_exact.sh
     $<TARGET_FILE:sgm_hpc> ${SGM_PYTHON} ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
   set_tests_properties(long_pair_exact PROPERTIES LABELS "e2e;long" TIMEOUT 1800 PROCESSORS 2)
+  # the same in d = 2: the exact per-particle split of the 64-swimmer pair and the 64-swimmer
+  # transformer against it (label long, ~12 min on 2 cores, 5 GB for the FPE solve)
+  add_test(NAME long_pair2d_exact COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/long_pair2d_exact.sh
+    $<TARGET_FILE:sgm_hpc> ${SGM_PYTHON} ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
+  set_tests_properties(long_pair2d_exact PROPERTIES LABELS "e2e;long" TIMEOUT 2400 PROCESSORS 2)
 endif()

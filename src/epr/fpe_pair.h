@@ -4,11 +4,17 @@
 
 #include "sgm/score_provider.h"
 
+#include <petscmat.h>
+
 /// Bernoulli function B(z) = z / (e^z - 1), B(0) = 1: the Scharfetter-Gummel weight. Pure.
 double sgm_fpe_bern(double z);
 /// The pair force's magnitude F(|r|) of potential `pot` (positive: repulsive), 0 at and beyond
 /// the cutoff rc and at r = 0. Pure.
 double sgm_fpe_force_mag(const SgmAoupParams *p, const SgmPairPotential *pot, double rc, double r);
+/// Solves A x = e_kp by a sparse LU on PETSC_COMM_SELF (MUMPS where PETSc has it and `mumps` is
+/// set, else PETSc's own with nested-dissection ordering; options prefix -fpe_) and checks the
+/// residual to round-off: the stationary FPE with row kp replaced by p_kp = 1. Not collective.
+PetscErrorCode sgm_fpe_solve_pinned(Mat A, PetscInt kp, PetscBool mumps, Vec *x);
 /// The d = 2 solver: two AOUPs in an isotropic harmonic trap (score_fpe2.c). Collective.
 PetscErrorCode sgm_score_fpe_pair2_create(SgmScoreProvider sp, SgmConfig cfg);
 

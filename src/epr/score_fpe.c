@@ -47,6 +47,53 @@ typedef struct {
   int64_t outside, evals;
 } FpeCtx;
 
+PetscErrorCode sgm_fpe_solve_pinned(Mat A, PetscInt kp, PetscBool mumps, Vec *x)
+{
+  Vec b, res;
+  KSP ksp;
+  PC pc;
+  PetscReal rn, xn;
+  PetscInt N;
+  PetscFunctionBeginUser;
+  PetscCall(MatGetSize(A, &N, NULL));
+  PetscCall(MatCreateVecs(A, x, &b));
+  PetscCall(VecSet(b, 0.0));
+  PetscCall(VecSetValue(b, kp, 1.0, INSERT_VALUES));
+  PetscCall(VecAssemblyBegin(b));
+  PetscCall(VecAssemblyEnd(b));
+  PetscCall(KSPCreate(PETSC_COMM_SELF, &ksp));
+  PetscCall(KSPSetOperators(ksp, A, A));
+  PetscCall(KSPSetType(ksp, KSPPREONLY));
+  PetscCall(KSPGetPC(ksp, &pc));
+  PetscCall(PCSetType(pc, PCLU));
+#if defined(PETSC_HAVE_MUMPS)
+  if (mumps)
+    PetscCall(PCFactorSetMatSolverType(pc, MATSOLVERMUMPS));
+  else
+    PetscCall(PCFactorSetMatOrderingType(pc, MATORDERINGND));
+#else
+  (void)mumps;
+  PetscCall(PCFactorSetMatOrderingType(pc, MATORDERINGND));
+#endif
+  PetscCall(KSPSetOptionsPrefix(ksp, "fpe_"));
+  PetscCall(KSPSetFromOptions(ksp));
+  PetscCall(KSPSolve(ksp, b, *x));
+  /* residual check: the direct solve must satisfy the system to round-off */
+  PetscCall(VecDuplicate(b, &res));
+  PetscCall(MatMult(A, *x, res));
+  PetscCall(VecAXPY(res, -1.0, b));
+  PetscCall(VecNorm(res, NORM_INFINITY, &rn));
+  PetscCall(VecNorm(*x, NORM_INFINITY, &xn));
+  PetscCall(VecDestroy(&res));
+  PetscCall(VecDestroy(&b));
+  PetscCall(KSPDestroy(&ksp));
+  PetscCheck(rn <= 1e-8 * (xn > 1.0 ? xn : 1.0) * (double)N, PETSC_COMM_SELF,
+             PETSC_ERR_NOT_CONVERGED,
+             "score \"fpe_pair\": the stationary FPE solve left a residual %g (|p| %g)", (double)rn,
+             (double)xn);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 double sgm_fpe_bern(double z)
 {
   if (fabs(z) < 1e-8) return 1.0 - 0.5 * z;
@@ -81,9 +128,7 @@ static PetscErrorCode fpe_solve(const SgmAoupParams *p, FpeCtx *c, double *mass_
   const int64_t nr = c->nr, nh = c->nh, N = nr * nh;
   const double Dr = 2.0 * p->eps, Dh = 0.5 * p->gamma, dr = c->dr, dh = c->dh;
   Mat A;
-  Vec b, x;
-  KSP ksp;
-  PC pc;
+  Vec x;
   PetscFunctionBeginUser;
   PetscCheck(pot, PETSC_COMM_SELF, SGM_ERR_USER, "unknown pair potential '%s'", p->potential);
   const double rc = sgm_aoup_interaction_range(p, pot);
@@ -144,33 +189,7 @@ static PetscErrorCode fpe_solve(const SgmAoupParams *p, FpeCtx *c, double *mass_
   }
   PetscCall(MatAssemblyBegin(A, MAT_FINAL_ASSEMBLY));
   PetscCall(MatAssemblyEnd(A, MAT_FINAL_ASSEMBLY));
-  PetscCall(MatCreateVecs(A, &x, &b));
-  PetscCall(VecSet(b, 0.0));
-  PetscCall(VecSetValue(b, (PetscInt)kp, 1.0, INSERT_VALUES));
-  PetscCall(VecAssemblyBegin(b));
-  PetscCall(VecAssemblyEnd(b));
-  PetscCall(KSPCreate(PETSC_COMM_SELF, &ksp));
-  PetscCall(KSPSetOperators(ksp, A, A));
-  PetscCall(KSPSetType(ksp, KSPPREONLY));
-  PetscCall(KSPGetPC(ksp, &pc));
-  PetscCall(PCSetType(pc, PCLU));
-  PetscCall(PCFactorSetMatOrderingType(pc, MATORDERINGND));
-  PetscCall(KSPSetOptionsPrefix(ksp, "fpe_"));
-  PetscCall(KSPSetFromOptions(ksp));
-  PetscCall(KSPSolve(ksp, b, x));
-  /* residual check: the direct solve must satisfy the system to round-off */
-  PetscReal rn, xn;
-  Vec res;
-  PetscCall(VecDuplicate(b, &res));
-  PetscCall(MatMult(A, x, res));
-  PetscCall(VecAXPY(res, -1.0, b));
-  PetscCall(VecNorm(res, NORM_INFINITY, &rn));
-  PetscCall(VecNorm(x, NORM_INFINITY, &xn));
-  PetscCall(VecDestroy(&res));
-  PetscCheck(rn <= 1e-8 * (xn > 1.0 ? xn : 1.0) * (double)N, PETSC_COMM_SELF,
-             PETSC_ERR_NOT_CONVERGED,
-             "score \"fpe_pair\": the stationary FPE solve left a residual %g (|p| %g)", (double)rn,
-             (double)xn);
+  PetscCall(sgm_fpe_solve_pinned(A, (PetscInt)kp, PETSC_FALSE, &x));
   const PetscScalar *pv;
   PetscCall(VecGetArrayRead(x, &pv));
   double *l, mass = 0.0, edge = 0.0, pmin = INFINITY;
@@ -223,9 +242,7 @@ static PetscErrorCode fpe_solve(const SgmAoupParams *p, FpeCtx *c, double *mass_
       c->dl_r[a1] = c->dl_r[a1 - nh], c->d2l_r[a1] = c->d2l_r[a1 - nh];
     }
   PetscCall(PetscFree(l));
-  PetscCall(KSPDestroy(&ksp));
   PetscCall(VecDestroy(&x));
-  PetscCall(VecDestroy(&b));
   PetscCall(MatDestroy(&A));
   PetscFunctionReturn(PETSC_SUCCESS);
 }

@@ -76,9 +76,7 @@ static PetscErrorCode fpe2_solve(const SgmAoupParams *p, Fpe2Ctx *c, double *mas
   const int64_t nr = c->nr, ne = c->ne, nf = c->nf, N = nr * ne * nf;
   const double Dr = 2.0 * p->eps, Dh = 0.5 * p->gamma, de = c->de, df = c->df;
   Mat A;
-  Vec b, x;
-  KSP ksp;
-  PC pc;
+  Vec x;
   PetscFunctionBeginUser;
   PetscCheck(pot, PETSC_COMM_SELF, SGM_ERR_USER, "unknown pair potential '%s'", p->potential);
   const double rcut = sgm_aoup_interaction_range(p, pot);
@@ -142,36 +140,7 @@ static PetscErrorCode fpe2_solve(const SgmAoupParams *p, Fpe2Ctx *c, double *mas
   }
   PetscCall(MatAssemblyBegin(A, MAT_FINAL_ASSEMBLY));
   PetscCall(MatAssemblyEnd(A, MAT_FINAL_ASSEMBLY));
-  PetscCall(MatCreateVecs(A, &x, &b));
-  PetscCall(VecSet(b, 0.0));
-  PetscCall(VecSetValue(b, (PetscInt)kp, 1.0, INSERT_VALUES));
-  PetscCall(VecAssemblyBegin(b));
-  PetscCall(VecAssemblyEnd(b));
-  PetscCall(KSPCreate(PETSC_COMM_SELF, &ksp));
-  PetscCall(KSPSetOperators(ksp, A, A));
-  PetscCall(KSPSetType(ksp, KSPPREONLY));
-  PetscCall(KSPGetPC(ksp, &pc));
-  PetscCall(PCSetType(pc, PCLU));
-#if defined(PETSC_HAVE_MUMPS)
-  PetscCall(PCFactorSetMatSolverType(pc, MATSOLVERMUMPS));
-#else
-  PetscCall(PCFactorSetMatOrderingType(pc, MATORDERINGND));
-#endif
-  PetscCall(KSPSetOptionsPrefix(ksp, "fpe_"));
-  PetscCall(KSPSetFromOptions(ksp));
-  PetscCall(KSPSolve(ksp, b, x));
-  PetscReal rn, xn;
-  Vec res;
-  PetscCall(VecDuplicate(b, &res));
-  PetscCall(MatMult(A, x, res));
-  PetscCall(VecAXPY(res, -1.0, b));
-  PetscCall(VecNorm(res, NORM_INFINITY, &rn));
-  PetscCall(VecNorm(x, NORM_INFINITY, &xn));
-  PetscCall(VecDestroy(&res));
-  PetscCheck(rn <= 1e-8 * (xn > 1.0 ? xn : 1.0) * (double)N, PETSC_COMM_SELF,
-             PETSC_ERR_NOT_CONVERGED,
-             "score \"fpe_pair\": the stationary FPE solve left a residual %g (|p| %g)", (double)rn,
-             (double)xn);
+  PetscCall(sgm_fpe_solve_pinned(A, (PetscInt)kp, PETSC_TRUE, &x));
   const PetscScalar *pv;
   PetscCall(VecGetArrayRead(x, &pv));
   double *l, mass = 0.0, edge = 0.0, pmin = INFINITY;
@@ -242,9 +211,7 @@ static PetscErrorCode fpe2_solve(const SgmAoupParams *p, Fpe2Ctx *c, double *mas
       }
   }
   PetscCall(PetscFree(l));
-  PetscCall(KSPDestroy(&ksp));
   PetscCall(VecDestroy(&x));
-  PetscCall(VecDestroy(&b));
   PetscCall(MatDestroy(&A));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
