@@ -15,6 +15,14 @@ double sgm_fpe_force_mag(const SgmAoupParams *p, const SgmPairPotential *pot, do
 /// set, else PETSc's own with nested-dissection ordering; options prefix -fpe_) and checks the
 /// residual to round-off: the stationary FPE with row kp replaced by p_kp = 1. Not collective.
 PetscErrorCode sgm_fpe_solve_pinned(Mat A, PetscInt kp, PetscBool mumps, Vec *x);
+/// After a solve on rank 0 only (ierr its status there, PETSC_SUCCESS elsewhere): raises it on
+/// every rank if it failed, else broadcasts the edge mass and the nf fields of N values each from
+/// rank 0. Collective.
+PetscErrorCode sgm_fpe_share(MPI_Comm comm, PetscErrorCode ierr, double *edge, double *const *f,
+                             int nf, int64_t N);
+/// Logs how many of the evaluated configurations were clamped to the grid (nothing if none were
+/// evaluated). Collective.
+PetscErrorCode sgm_fpe_log_outside(MPI_Comm comm, int64_t outside, int64_t evals);
 /// The d = 2 solver: two AOUPs in an isotropic harmonic trap (score_fpe2.c). Collective.
 PetscErrorCode sgm_score_fpe_pair2_create(SgmScoreProvider sp, SgmConfig cfg);
 

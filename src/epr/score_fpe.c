@@ -94,6 +94,36 @@ PetscErrorCode sgm_fpe_solve_pinned(Mat A, PetscInt kp, PetscBool mumps, Vec *x)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+PetscErrorCode sgm_fpe_share(MPI_Comm comm, PetscErrorCode ierr, double *edge, double *const *f,
+                             int nf, int64_t N)
+{
+  PetscMPIInt rank;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  int ok = ierr == PETSC_SUCCESS;
+  PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));
+  if (rank == 0) PetscCall(ierr);
+  PetscCheck(ok, comm, PETSC_ERR_NOT_CONVERGED, "score \"fpe_pair\": the solve failed on rank 0");
+  PetscCallMPI(MPI_Bcast(edge, 1, MPI_DOUBLE, 0, comm));
+  for (int q = 0; q < nf; q++)
+    for (int64_t k0 = 0; k0 < N; k0 += 1 << 26) {
+      const int64_t m = PetscMin((int64_t)1 << 26, N - k0);
+      PetscCallMPI(MPI_Bcast(f[q] + k0, (PetscMPIInt)m, MPI_DOUBLE, 0, comm));
+    }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_fpe_log_outside(MPI_Comm comm, int64_t outside, int64_t evals)
+{
+  PetscFunctionBeginUser;
+  if (evals)
+    PetscCall(sgm_log(comm,
+                      "epr: score \"fpe_pair\": %lld of %lld configurations outside the grid "
+                      "(clamped to its edge)\n",
+                      (long long)outside, (long long)evals));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 double sgm_fpe_bern(double z)
 {
   if (fabs(z) < 1e-8) return 1.0 - 0.5 * z;
@@ -324,11 +354,7 @@ static PetscErrorCode fpe_destroy(SgmScoreProvider sp)
   FpeCtx *c = (FpeCtx *)sp->ctx;
   PetscFunctionBeginUser;
   if (!c) PetscFunctionReturn(PETSC_SUCCESS);
-  if (c->evals)
-    PetscCall(sgm_log(sp->comm,
-                      "epr: score \"fpe_pair\": %lld of %lld configurations outside the grid "
-                      "(clamped to its edge)\n",
-                      (long long)c->outside, (long long)c->evals));
+  PetscCall(sgm_fpe_log_outside(sp->comm, c->outside, c->evals));
   PetscCall(PetscFree4(c->dl_r, c->d2l_r, c->dl_h, c->d2l_h));
   PetscCall(PetscFree(sp->ctx));
   PetscFunctionReturn(PETSC_SUCCESS);
@@ -427,18 +453,8 @@ PetscErrorCode sgm_score_fpe_pair_create(SgmScoreProvider sp, SgmConfig cfg)
   double edge = 0.0, t0 = MPI_Wtime();
   PetscErrorCode ierr = PETSC_SUCCESS;
   if (rank == 0) ierr = fpe_solve(p, c, &edge);
-  int ok = ierr == PETSC_SUCCESS;
-  PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, sp->comm));
-  if (rank == 0) PetscCall(ierr);
-  PetscCheck(ok, sp->comm, PETSC_ERR_NOT_CONVERGED,
-             "score \"fpe_pair\": the solve failed on rank 0");
-  PetscCallMPI(MPI_Bcast(&edge, 1, MPI_DOUBLE, 0, sp->comm));
-  double *f[4] = {c->dl_r, c->d2l_r, c->dl_h, c->d2l_h};
-  for (int q = 0; q < 4; q++)
-    for (int64_t k0 = 0; k0 < N; k0 += 1 << 26) {
-      const int64_t m = PetscMin((int64_t)1 << 26, N - k0);
-      PetscCallMPI(MPI_Bcast(f[q] + k0, (PetscMPIInt)m, MPI_DOUBLE, 0, sp->comm));
-    }
+  double *const f[4] = {c->dl_r, c->d2l_r, c->dl_h, c->d2l_h};
+  PetscCall(sgm_fpe_share(sp->comm, ierr, &edge, f, 4, N));
   PetscCall(sgm_log(sp->comm,
                     "epr: score \"fpe_pair\": stationary FPE of (r, h) on %lld x %lld cells (dr = "
                     "%.4g, dh = %.4g, |h| <= %g%s) solved in %.1f s; mass in the edge cells %.2e\n",

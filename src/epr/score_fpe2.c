@@ -329,11 +329,7 @@ static PetscErrorCode fpe2_destroy(SgmScoreProvider sp)
   Fpe2Ctx *c = (Fpe2Ctx *)sp->ctx;
   PetscFunctionBeginUser;
   if (!c) PetscFunctionReturn(PETSC_SUCCESS);
-  if (c->evals)
-    PetscCall(sgm_log(sp->comm,
-                      "epr: score \"fpe_pair\": %lld of %lld configurations outside the grid "
-                      "(clamped to its edge)\n",
-                      (long long)c->outside, (long long)c->evals));
+  PetscCall(sgm_fpe_log_outside(sp->comm, c->outside, c->evals));
   PetscCall(PetscFree2(c->rf, c->rc));
   for (int q = 0; q < NFIELD; q++) PetscCall(PetscFree(c->f[q]));
   PetscCall(PetscFree(sp->ctx));
@@ -389,17 +385,7 @@ PetscErrorCode sgm_score_fpe_pair2_create(SgmScoreProvider sp, SgmConfig cfg)
   double edge = 0.0, t0 = MPI_Wtime();
   PetscErrorCode ierr = PETSC_SUCCESS;
   if (rank == 0) ierr = fpe2_solve(p, c, &edge);
-  int ok = ierr == PETSC_SUCCESS;
-  PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, sp->comm));
-  if (rank == 0) PetscCall(ierr);
-  PetscCheck(ok, sp->comm, PETSC_ERR_NOT_CONVERGED,
-             "score \"fpe_pair\": the solve failed on rank 0");
-  PetscCallMPI(MPI_Bcast(&edge, 1, MPI_DOUBLE, 0, sp->comm));
-  for (int q = 0; q < NFIELD; q++)
-    for (int64_t k0 = 0; k0 < N; k0 += 1 << 26) {
-      const int64_t m = PetscMin((int64_t)1 << 26, N - k0);
-      PetscCallMPI(MPI_Bcast(c->f[q] + k0, (PetscMPIInt)m, MPI_DOUBLE, 0, sp->comm));
-    }
+  PetscCall(sgm_fpe_share(sp->comm, ierr, &edge, c->f, NFIELD, N));
   PetscCall(
       sgm_log(sp->comm,
               "epr: score \"fpe_pair\" (d = 2): stationary FPE of (|r|, |h|, angle) on %lld x "
