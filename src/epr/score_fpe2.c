@@ -80,6 +80,13 @@ static PetscErrorCode fpe2_solve(const SgmAoupParams *p, Fpe2Ctx *c, double *mas
   PetscFunctionBeginUser;
   PetscCheck(pot, PETSC_COMM_SELF, SGM_ERR_USER, "unknown pair potential '%s'", p->potential);
   const double rcut = sgm_aoup_interaction_range(p, pot);
+  /* the configuration part of the ρ drift at each ρ face, -μAρ + 2μF(ρ): once per face, not per
+   * (η, φ) row, and the same value for both cells of a face */
+  double *bface;
+  PetscCall(PetscMalloc1(nr + 1, &bface));
+  for (int64_t fi = 0; fi <= nr; fi++)
+    bface[fi] =
+        -p->mu * p->trap_A * c->rf[fi] + 2.0 * p->mu * sgm_fpe_force_mag(p, pot, rcut, c->rf[fi]);
   PetscCall(MatCreateSeqAIJ(PETSC_COMM_SELF, (PetscInt)N, (PetscInt)N, 7, NULL, &A));
   /* the pinned cell: ρ = 2a + 2, η = 0.5, φ = π/2 (free particles, typical h) */
   int64_t ip = 0, jp = (int64_t)floor(0.5 / de), mp = nf / 2;
@@ -108,10 +115,9 @@ static PetscErrorCode fpe2_solve(const SgmAoupParams *p, Fpe2Ctx *c, double *mas
         for (int side = -1; side <= 1; side += 2) {
           const int64_t in = i + side;
           if (in < 0 || in >= nr) continue;
-          const double rfa = c->rf[side > 0 ? i + 1 : i];
-          const double dist = fabs(c->rc[in] - rho), area = rfa * eta * de * df;
-          const double bf = 2.0 * p->v0 * eta * cos(phi) - p->mu * p->trap_A * rfa +
-                            2.0 * p->mu * sgm_fpe_force_mag(p, pot, rcut, rfa);
+          const int64_t fi = side > 0 ? i + 1 : i;
+          const double dist = fabs(c->rc[in] - rho), area = c->rf[fi] * eta * de * df;
+          const double bf = 2.0 * p->v0 * eta * cos(phi) + bface[fi];
           const double P = side * bf * dist / Dr, w = area * Dr / dist;
           diag += w * sgm_fpe_bern(-P);
           cols[nc] = (PetscInt)idx(c, in, j, m), vals[nc++] = -w * sgm_fpe_bern(P);
@@ -138,6 +144,7 @@ static PetscErrorCode fpe2_solve(const SgmAoupParams *p, Fpe2Ctx *c, double *mas
       }
     }
   }
+  PetscCall(PetscFree(bface));
   PetscCall(MatAssemblyBegin(A, MAT_FINAL_ASSEMBLY));
   PetscCall(MatAssemblyEnd(A, MAT_FINAL_ASSEMBLY));
   PetscCall(sgm_fpe_solve_pinned(A, (PetscInt)kp, PETSC_TRUE, &x));
