@@ -965,8 +965,8 @@ static void validate_case(const char *tag, int nx, const char **extra)
   MPI_Comm comm = sgm_test_comm();
   char sim[512], a[512], e[512], traj[600], vt[600], model[700], path[700];
   snprintf(sim, sizeof sim, "%s", sgm_test_tmpdir("full_val_sim"));
-  snprintf(a, sizeof a, "%s_%s", sgm_test_tmpdir("full_val"), tag);
-  snprintf(e, sizeof e, "%s_%s", sgm_test_tmpdir("full_val_epr"), tag);
+  snprintf(a, sizeof a, "%s/%s", sgm_test_tmpdir("full_val"), tag);
+  snprintf(e, sizeof e, "%s/%s", sgm_test_tmpdir("full_val_epr"), tag);
   ck_assert_int_eq(run_text(comm, base, sim, "[\"simulate\"]", 0, NULL, NULL), 0);
   snprintf(traj, sizeof traj, "train.trajectory=\"%s/trajectory.h5\"", sim);
   snprintf(vt, sizeof vt, "train.validate_trajectory=\"%s/trajectory.h5\"", sim);
@@ -1005,7 +1005,7 @@ static void validate_case(const char *tag, int nx, const char **extra)
   ck_assert_double_eq(col[11], vals[0]);
   /* interrupted after step 6 and restarted: the validation columns come back bit for bit */
   char p2[600], ck[700];
-  snprintf(p2, sizeof p2, "%s_%s", sgm_test_tmpdir("full_val_part"), tag);
+  snprintf(p2, sizeof p2, "%s/%s", sgm_test_tmpdir("full_val_part"), tag);
   sa[3 + nx] = "train.stop_after=6";
   ck_assert_int_eq(run_text(comm, base, p2, "[\"train\"]", 4 + nx, sa, NULL), 0);
   snprintf(ck, sizeof ck, "%s/train_checkpoint.h5", p2);
