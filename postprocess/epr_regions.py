@@ -24,7 +24,14 @@ Reads OUTDIR/epr.h5 (written with [epr] classify = true: /phi_local, /phase_clas
     than W from every solid one; --solid-phi X takes phi_i >= X as the solid instead of the
     contact clusters. The box side comes from the run's input (N, phi, a, dim);
   - the mean |v_g|^2 in bins of phi_i (its profile across the interface);
-  - metrics.json's epr values next to the recomputed ones when OUTDIR/metrics.json exists.
+  - metrics.json's epr values next to the recomputed ones when OUTDIR/metrics.json exists;
+  - with --bound, per class and per phi_i bin, a lower bound on the mean |v_g|^2 of the *exact*
+    score of the frames' density, from the learned one (docs/derivations.md, "A lower bound on
+    the exact score's |v_g|^2 by class"): with u = v_g / gamma = -(g + s_g),
+        E_c |g + s_g|^2 >= E_c [2 div_g u - 2 g.u - |u|^2]      (Stein's identity in g_i),
+    for any class c defined by positions alone; the bound is printed times gamma^2, in the units
+    of mean |v_g|^2, and written with the class means to OUTDIR/epr_bound.json. It holds for the frames' own density only if the model did not train on
+    them: evaluate a model on held-out frames (another seed's trajectory) for it.
 Writes OUTDIR/epr_regions.png: one frame's particles coloured by class and by |v_g|^2, and the
 |v_g|^2 profile against phi_i with the thresholds. Needs numpy, h5py and matplotlib (Debian's
 /usr/bin/python3, or scripts/find-python.sh).
@@ -64,6 +71,23 @@ def class_stats(vg2, cls, batches):
     err = (se(rd), se(rg))
     counts = np.array([(cls == c).sum() / T for c in range(3)])
     return counts, mean, r_dense, r_dilute, err
+
+
+def bound_terms(vg, g, divg, gamma):
+    """Per particle-frame 2 div_g u - 2 g.u - |u|^2 with u = v_g / gamma, times gamma^2 (the units
+    of |v_g|^2): its class mean bounds the exact score's mean |v_g|^2 from below."""
+    return 2.0 * gamma * divg - 2.0 * gamma * (g * vg).sum(-1) - (vg * vg).sum(-1)
+
+
+def batch_mean_se(q, cls, c, batches):
+    """Mean of q over the particle-frames of class c and its batch-means error over frame batches."""
+    T = q.shape[0]
+    sel = cls == c
+    m = q[sel].mean() if sel.any() else np.nan
+    edges = np.linspace(0, T, min(batches, T) + 1).astype(int)
+    per = [q[a:b][sel[a:b]].mean() for a, b in zip(edges[:-1], edges[1:]) if sel[a:b].any()]
+    se = np.std(per, ddof=1) / np.sqrt(len(per)) if len(per) > 1 else np.nan
+    return m, se
 
 
 def classify(phi, lo, hi):
@@ -107,6 +131,8 @@ def main():
     ap.add_argument("--solid-phi", type=float, default=None,
                     help="--boundary: the solid is phi_i >= this instead of the contact clusters")
     ap.add_argument("--batches", type=int, default=4, help="frame batches for the errors")
+    ap.add_argument("--bound", action="store_true",
+                    help="also the lower bound on the exact score's |v_g|^2 per class (above)")
     ap.add_argument("--no-figure", action="store_true")
     a = ap.parse_args()
 
@@ -121,6 +147,8 @@ def main():
         t = f["time"][a.frame]
         n = int(f.attrs["n"])
         inp = f.attrs.get("input", b"")
+        if a.bound:
+            g_all, divg = f["orientation"][()], f["epr_system_g"][()]
     vg2 = (vg * vg).sum(-1)
     T = vg2.shape[0]
     # thresholds of the run: [epr] phi_dilute, phi_dense of the resolved input
@@ -136,6 +164,11 @@ def main():
         pass
     print(f"{a.outdir}: N = {n}, {T} frames; mean |v_g|^2 over all particle-frames "
           f"{vg2.mean():.4g}")
+    lb = None
+    if a.bound:
+        if "gamma" not in sysp:
+            raise SystemExit("--bound needs the run's input ([system] gamma) in epr.h5 and tomllib")
+        lb = bound_terms(vg, g_all, divg, float(sysp["gamma"]))
 
     rows = [(f"run's classes (phi_dilute = {lo:g}, phi_dense = {hi:g})", cls)]
     for s in a.thresholds:
@@ -155,11 +188,28 @@ def main():
             rows.append((f"geometric: {solid} is solid, interface within {w:g} a of the other "
                          "phase", boundary_classes(allpos, L, ra, w, a.min_cluster, phi,
                                                    a.solid_phi)))
+    bound_rows = []
     for label, c in rows:
         counts, mean, rd, rg, err = class_stats(vg2, c, a.batches)
         print(f"\n{label}:")
+        classes = {}
         for k in range(3):
-            print(f"  {NAMES[k]:9s} {counts[k]:8.1f} per frame   mean |v_g|^2 = {mean[k]:.4g}")
+            line = f"  {NAMES[k]:9s} {counts[k]:8.1f} per frame   mean |v_g|^2 = {mean[k]:.4g}"
+            if lb is not None:
+                m, e = batch_mean_se(lb, c, k, a.batches)
+                line += f"   exact >= {m:.4g} +- {e:.2g}"
+                vg_se = batch_mean_se(vg2, c, k, a.batches)[1]
+                vals = {"per_frame": counts[k], "vg2": mean[k], "vg2_se": vg_se, "bound": m,
+                        "bound_se": e}  # an empty class's NaN becomes null
+                classes[NAMES[k]] = {q: float(v) if np.isfinite(v) else None
+                                     for q, v in vals.items()}
+            print(line)
+        if lb is not None:
+            bound_rows.append({"classes_by": label, "classes": classes})
+        if lb is not None:
+            m0 = batch_mean_se(lb, c, 0, a.batches)[0]
+            print(f"  the exact score meets interface/dilute >= 3 only if its interface mean is "
+                  f">= {3 * m0:.4g} (this model's: {mean[1]:.4g})")
         print(f"  ratio interface/dense  = {rd:.3g} +- {err[0]:.2g}   (>= 3: "
               f"{'yes' if rd >= 3 else 'no'})")
         print(f"  ratio interface/dilute = {rg:.3g} +- {err[1]:.2g}   (>= 3: "
@@ -170,10 +220,21 @@ def main():
     cnt = np.bincount(idx, minlength=len(bins) - 1)
     s = np.bincount(idx, weights=vg2.ravel(), minlength=len(bins) - 1)
     prof = np.where(cnt > 0, s / np.maximum(cnt, 1), np.nan)
-    print("\nmean |v_g|^2 by phi_i (particle-frames per bin):")
+    if lb is not None:
+        slb = np.bincount(idx, weights=lb.ravel(), minlength=len(bins) - 1)
+        plb = np.where(cnt > 0, slb / np.maximum(cnt, 1), np.nan)
+    print("\nmean |v_g|^2 by phi_i (particle-frames per bin)"
+          + ("; the exact score's lower bound:" if lb is not None else ":"))
     for b in range(len(bins) - 1):
         if cnt[b]:
-            print(f"  [{bins[b]:.2f}, {bins[b + 1]:.2f})  {prof[b]:.4g}  ({cnt[b]})")
+            print(f"  [{bins[b]:.2f}, {bins[b + 1]:.2f})  {prof[b]:.4g}  ({cnt[b]})"
+                  + (f"   exact >= {plb[b]:.4g}" if lb is not None else ""))
+
+    if lb is not None:
+        bpath = os.path.join(a.outdir, "epr_bound.json")
+        with open(bpath, "w") as f:
+            json.dump(bound_rows, f, indent=1)
+        print(f"\nbounds: {bpath}")
 
     mpath = os.path.join(a.outdir, "metrics.json")
     if os.path.exists(mpath):

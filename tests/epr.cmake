@@ -43,6 +43,13 @@ if(SGM_PYTHON)
     $<TARGET_FILE:sgm_hpc> ${SGM_PYTHON} ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
   set_tests_properties(e2e_epr_split PROPERTIES LABELS "e2e" TIMEOUT 300 PROCESSORS 2)
 endif()
+# postprocess/epr_regions.py --bound: the exact score's class-wise lower bound is tight for the
+# exact pair score on a ring and far below it for another system's score
+if(SGM_PYTHON)
+  add_test(NAME e2e_epr_bound COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_epr_bound.sh
+    $<TARGET_FILE:sgm_hpc> ${SGM_PYTHON} ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
+  set_tests_properties(e2e_epr_bound PROPERTIES LABELS "e2e" TIMEOUT 300 PROCESSORS 2)
+endif()
 # learned scores of two interacting AOUPs (the ring input; the 64-swimmer pair in a 1D trap)
 # against the exact "fpe_pair" score (label long, ~8 min on 2 cores)
 if(SGM_PYTHON)
