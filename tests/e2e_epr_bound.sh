@@ -37,6 +37,10 @@ check "other system's score, interface: bound below the exact score's by > 3 err
   "js 'p, q = a[\"interface\"], b[\"interface\"]; sys.exit(0 if p[\"bound\"] - q[\"bound\"] > 3 * (p[\"bound_se\"] ** 2 + q[\"bound_se\"] ** 2) ** 0.5 else 1)'"
 check "other system's score, interface: its own mean |v_g|^2 above its bound by > 3 errors" \
   "js 'q = b[\"interface\"]; sys.exit(0 if q[\"vg2\"] - q[\"bound\"] > 3 * q[\"bound_se\"] else 1)'"
+check "exact score, interface: the best scale of v_g is 1 within 0.1" \
+  "js 'sys.exit(0 if abs(a[\"interface\"][\"scale\"] - 1) < 0.1 else 1)'"
+check "other system's score, interface: best scale < 0.8 and its scaled bound below the exact's by > 3 errors" \
+  "js 'p, q = a[\"interface\"], b[\"interface\"]; sys.exit(0 if q[\"scale\"] < 0.8 and p[\"bound_scaled\"] - q[\"bound_scaled\"] > 3 * (p[\"bound_scaled_se\"] ** 2 + q[\"bound_scaled_se\"] ** 2) ** 0.5 else 1)'"
 check "empty dense class: null" "js 'sys.exit(0 if a[\"dense\"][\"bound\"] is None and a[\"dense\"][\"per_frame\"] == 0 else 1)'"
 check "printed bound lines" "grep -Eq '^  interface .* exact >= [0-9.e+-]+ \+- ' '$tmp/a.out'"
 e2e_finish
