@@ -4,7 +4,9 @@
 # ring (input/ring_mlp.toml's system, a short trajectory), classes by contact (phi_i within 2.5a).
 # With the numerically exact "fpe_pair" score the bound equals the class's mean |v_g|^2 within
 # its error; with the exact score of another system (v0 = 2 instead of 1, same frames) it is far
-# below the exact one and below that score's own |v_g|^2; an empty class is null.
+# below the exact one and below that score's own |v_g|^2; an empty class is null. Also
+# postprocess/noise_frames.py (the frames of the sigma-smoothed density): the noise's size, the
+# untouched frames, the refusal to overwrite.
 #   e2e_epr_bound.sh SGM_HPC PYTHON SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -uo pipefail
 exe=$1 py=$2 src=$3; shift 3
@@ -43,4 +45,33 @@ check "other system's score, interface: best scale < 0.8 and its scaled bound be
   "js 'p, q = a[\"interface\"], b[\"interface\"]; sys.exit(0 if q[\"scale\"] < 0.8 and p[\"bound_scaled\"] - q[\"bound_scaled\"] > 3 * (p[\"bound_scaled_se\"] ** 2 + q[\"bound_scaled_se\"] ** 2) ** 0.5 else 1)'"
 check "empty dense class: null" "js 'sys.exit(0 if a[\"dense\"][\"bound\"] is None and a[\"dense\"][\"per_frame\"] == 0 else 1)'"
 check "printed bound lines" "grep -Eq '^  interface .* exact >= [0-9.e+-]+ \+- ' '$tmp/a.out'"
+# postprocess/noise_frames.py: samples of the sigma-smoothed density for the same bound
+"$py" "$src/postprocess/noise_frames.py" "$tmp/a/trajectory.h5" "$tmp/n.h5" --sigma 0.1 \
+  --stride 3 --seed 7 >"$tmp/n.out" 2>&1
+check "noise_frames.py exits 0" "[[ $? -eq 0 && -s '$tmp/n.h5' ]]"
+"$py" - "$tmp/a/trajectory.h5" "$tmp/n.h5" >"$tmp/n.chk" 2>&1 <<'PY'
+import sys
+import h5py
+import numpy as np
+a, b = (h5py.File(p, "r") for p in sys.argv[1:3])
+L = a["particles/all/box/edges"][()]
+ok = True
+for q in ("position", "orientation"):
+    x, y = a[f"particles/all/{q}/value"][()], b[f"particles/all/{q}/value"][()]
+    d = y[::3] - x[::3]
+    if q == "position":
+        d -= L * np.rint(d / L)  # minimum image: the noised positions are wrapped
+        ok &= bool(np.all((y >= 0) & (y < L)))
+    sd = d.std()
+    ok &= abs(sd - 0.1) < 0.005 and abs(d.mean()) < 0.005
+    untouched = np.delete(np.arange(len(x)), np.arange(0, len(x), 3))
+    ok &= bool(np.array_equal(x[untouched], y[untouched]))
+    print(q, "std of the noise", sd)
+sys.exit(0 if ok else 1)
+PY
+check "noised frames: std 0.1 on x (minimum image, wrapped) and g, other frames unchanged" "[[ $? -eq 0 ]]"
+cat "$tmp/n.chk"
+"$py" "$src/postprocess/noise_frames.py" "$tmp/a/trajectory.h5" "$tmp/n.h5" --sigma 0.1 \
+  >"$tmp/n2.out" 2>&1
+check "an existing output is refused" "[[ $? -ne 0 ]] && grep -q 'not overwritten' '$tmp/n2.out'"
 e2e_finish
