@@ -236,7 +236,6 @@ def main():
             print(line)
         if lb is not None:
             bound_rows.append({"classes_by": label, "classes": classes})
-        if lb is not None:
             m0 = max(batch_mean_se(lb, c, 0, a.batches)[0],
                      scaled_bound(bA, bB, c, 0, a.batches)[0])
             print(f"  the exact score meets interface/dilute >= 3 only if its interface mean is "
