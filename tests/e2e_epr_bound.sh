@@ -44,6 +44,8 @@ check "exact score, interface: the best scale of v_g is 1 within 0.1" \
 check "other system's score, interface: best scale < 0.8 and its scaled bound below the exact's by > 3 errors" \
   "js 'p, q = a[\"interface\"], b[\"interface\"]; sys.exit(0 if q[\"scale\"] < 0.8 and p[\"bound_scaled\"] - q[\"bound_scaled\"] > 3 * (p[\"bound_scaled_se\"] ** 2 + q[\"bound_scaled_se\"] ** 2) ** 0.5 else 1)'"
 check "empty dense class: null" "js 'sys.exit(0 if a[\"dense\"][\"bound\"] is None and a[\"dense\"][\"per_frame\"] == 0 else 1)'"
+check "the epr stage's vg2_exact_lower_<class> (metrics.json) equals the script's bound" \
+  "$py -c \"import json, sys; m = json.load(open('$tmp/a/metrics.json'))['epr']; b = json.load(open('$tmp/a/epr_bound.json'))[0]['classes']; sys.exit(0 if all(abs(m['vg2_exact_lower_' + c] - b[c]['bound']) <= 1e-9 * abs(b[c]['bound']) for c in ('dilute', 'interface')) else 1)\""
 check "printed bound lines" "grep -Eq '^  interface .* exact >= [0-9.e+-]+ \+- ' '$tmp/a.out'"
 # postprocess/noise_frames.py: samples of the sigma-smoothed density for the same bound
 "$py" "$src/postprocess/noise_frames.py" "$tmp/a/trajectory.h5" "$tmp/n.h5" --sigma 0.1 \

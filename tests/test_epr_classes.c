@@ -147,7 +147,7 @@ START_TEST(test_interface_classes)
          *tot = sgm_test_read_all(f, "epr_total", &nvg);
   ck_assert_uint_eq(nphi, 2 * (size_t)np);
   ck_assert_uint_eq(ncls, 2 * (size_t)np);
-  double cnt[3] = {0}, s_vg2[3] = {0}, s_tot[3] = {0};
+  double cnt[3] = {0}, s_vg2[3] = {0}, s_tot[3] = {0}, s_lb[3] = {0};
   for (int t = 0; t < 2; t++) {
     const double *x = t ? x1 : X0;
     for (int i = 0; i < np; i++) {
@@ -166,6 +166,9 @@ START_TEST(test_interface_classes)
       cnt[cb] += 1;
       s_vg2[cb] += v[0] * v[0] + v[1] * v[1];
       s_tot[cb] += tot[t * np + i];
+      /* the exact-score bound's summand 2γ(∇_g·v_g - g·v_g) - |v_g|^2 with s_g = -2g, γ = 1,
+       * d = 2: ∇_g·v_g = -γ(d + ∇·s_g) = 2 and v_g = g, so 4 - 3|g|^2 */
+      s_lb[cb] += 4.0 - 3.0 * (G0[2 * i] * G0[2 * i] + G0[2 * i + 1] * G0[2 * i + 1]);
     }
   }
   H5Fclose(f);
@@ -184,6 +187,8 @@ START_TEST(test_interface_classes)
     ck_assert_double_eq_tol(sgm_test_metric(js, "epr", k), vg2[c], 1e-12 * vg2[c]);
     snprintf(k, sizeof k, "epr_total_%s", sgm_epr_class_names[c]);
     ck_assert_double_eq_tol(sgm_test_metric(js, "epr", k), s_tot[c] / cnt[c], 1e-12 * vg2[c]);
+    snprintf(k, sizeof k, "vg2_exact_lower_%s", sgm_epr_class_names[c]);
+    ck_assert_double_eq_tol(sgm_test_metric(js, "epr", k), s_lb[c] / cnt[c], 1e-12 * (1 + vg2[c]));
   }
   /* the constructed answer: interface |g| = 1, dense 0.1, gas 0.2 */
   ck_assert_double_eq_tol(vg2[SGM_EPR_CLASS_INTERFACE], 1.0, 1e-12);

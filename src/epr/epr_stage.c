@@ -509,7 +509,7 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   int64_t cap = 0;
   /* classes: (id, phi) records of the observables' particles, their id block, the extra
    * per-particle outputs (phi, class) and the sums count, |v_g|², total EPR per class */
-  double *orec = NULL, *oblk = NULL, *xtra = NULL, csum[SGM_EPR_NCLASS][3] = {{0}};
+  double *orec = NULL, *oblk = NULL, *xtra = NULL, csum[SGM_EPR_NCLASS][4] = {{0}};
   int64_t ocap = 0;
   if (do_cls) PetscCall(PetscMalloc2(2 * (bcount + 1), &oblk, 2 * (bcount + 1), &xtra));
 
@@ -580,13 +580,17 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
       for (int64_t i = 0; i < bcount; i++) {
         const double phi = oblk[2 * i + 1], *r = blk + i * R;
         const int c = sgm_epr_phase_class(phi, phi_lo, phi_hi);
-        double vg2 = 0;
-        for (int k = 0; k < dim; k++) vg2 += r[1 + 5 * dim + k] * r[1 + 5 * dim + k];
+        const double *gi = r + 1 + dim, *vgi = r + 1 + 5 * dim;
+        double vg2 = 0, gv = 0;
+        for (int k = 0; k < dim; k++) vg2 += vgi[k] * vgi[k], gv += gi[k] * vgi[k];
         xtra[2 * i] = phi;
         xtra[2 * i + 1] = (double)c;
         csum[c][0] += 1.0;
         csum[c][1] += vg2;
         csum[c][2] += r[1 + SGM_EPR_NVEC * dim + SGM_EPR_Q_TOT];
+        /* the summand of the lower bound on the exact score's class mean of |v_g|^2
+         * (docs/derivations.md, "A lower bound on the exact score's |v_g|^2 by class") */
+        csum[c][3] += 2.0 * p.gamma * (r[1 + SGM_EPR_NVEC * dim + SGM_EPR_Q_SYS_G] - gv) - vg2;
       }
     }
     if (wpart) {
@@ -680,8 +684,8 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
       mean[SGM_EPR_Q_TOT_X], mean[SGM_EPR_Q_TOT_G], have_exact ? "" : "\n"));
   if (have_exact) PetscCall(sgm_log(run->comm, "; exact trap value %.6g per particle\n", ex.tot));
   if (do_cls) {
-    double call[SGM_EPR_NCLASS][3], vg2[SGM_EPR_NCLASS];
-    PetscCallMPI(MPI_Allreduce(csum, call, 3 * SGM_EPR_NCLASS, MPI_DOUBLE, MPI_SUM, run->comm));
+    double call[SGM_EPR_NCLASS][4], vg2[SGM_EPR_NCLASS], lb[SGM_EPR_NCLASS];
+    PetscCallMPI(MPI_Allreduce(csum, call, 4 * SGM_EPR_NCLASS, MPI_DOUBLE, MPI_SUM, run->comm));
     for (int c = 0; c < SGM_EPR_NCLASS; c++) {
       char nm[64];
       const double cnt = call[c][0];
@@ -692,6 +696,9 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
       PetscCall(sgm_metrics_set(M, "epr", nm, vg2[c]));
       snprintf(nm, sizeof nm, "epr_total_%s", sgm_epr_class_names[c]);
       PetscCall(sgm_metrics_set(M, "epr", nm, cnt > 0 ? call[c][2] / cnt : NAN));
+      lb[c] = cnt > 0 ? call[c][3] / cnt : NAN;
+      snprintf(nm, sizeof nm, "vg2_exact_lower_%s", sgm_epr_class_names[c]);
+      PetscCall(sgm_metrics_set(M, "epr", nm, lb[c]));
     }
     const double rb = vg2[SGM_EPR_CLASS_INTERFACE] / vg2[SGM_EPR_CLASS_DENSE];
     const double rd = vg2[SGM_EPR_CLASS_INTERFACE] / vg2[SGM_EPR_CLASS_DILUTE];
@@ -700,9 +707,11 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCall(sgm_log(run->comm,
                       "epr: classes by phi_local (r = %g a; dilute < %g <= interface < %g <= "
                       "dense): particles per frame %.1f / %.1f / %.1f, mean |v_g|^2 %.4g / %.4g / "
-                      "%.4g; interface/dense %.3g, interface/dilute %.3g\n",
+                      "%.4g; interface/dense %.3g, interface/dilute %.3g; the exact score's mean "
+                      "|v_g|^2 is at least %.4g / %.4g / %.4g (on frames the model did not train "
+                      "on)\n",
                       rloc_a, phi_lo, phi_hi, call[0][0] / (double)T, call[1][0] / (double)T,
-                      call[2][0] / (double)T, vg2[0], vg2[1], vg2[2], rb, rd));
+                      call[2][0] / (double)T, vg2[0], vg2[1], vg2[2], rb, rd, lb[0], lb[1], lb[2]));
   }
   for (int k = 0; k < 4; k++)
     PetscCall(sgm_log(run->comm, "epr: %-13s mean %+.3e  std %.3e  se %.2e\n", diag[k].name,
