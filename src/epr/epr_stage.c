@@ -508,7 +508,8 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   double *sx = NULL, *sg = NULL, *dsx = NULL, *dsg = NULL, *dbx = NULL, *rec = NULL;
   int64_t cap = 0;
   /* classes: (id, phi) records of the observables' particles, their id block, the extra
-   * per-particle outputs (phi, class) and the sums count, |v_g|², total EPR per class */
+   * per-particle outputs (phi, class) and the sums per class: count, |v_g|², total EPR, and the
+   * summand of the exact score's |v_g|² lower bound */
   double *orec = NULL, *oblk = NULL, *xtra = NULL, csum[SGM_EPR_NCLASS][4] = {{0}};
   int64_t ocap = 0;
   if (do_cls) PetscCall(PetscMalloc2(2 * (bcount + 1), &oblk, 2 * (bcount + 1), &xtra));
@@ -580,17 +581,17 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
       for (int64_t i = 0; i < bcount; i++) {
         const double phi = oblk[2 * i + 1], *r = blk + i * R;
         const int c = sgm_epr_phase_class(phi, phi_lo, phi_hi);
-        const double *gi = r + 1 + dim, *vgi = r + 1 + 5 * dim;
+        const double *gi = r + 1 + dim, *vgi = r + 1 + 5 * dim, *q = r + 1 + SGM_EPR_NVEC * dim;
         double vg2 = 0, gv = 0;
         for (int k = 0; k < dim; k++) vg2 += vgi[k] * vgi[k], gv += gi[k] * vgi[k];
         xtra[2 * i] = phi;
         xtra[2 * i + 1] = (double)c;
         csum[c][0] += 1.0;
         csum[c][1] += vg2;
-        csum[c][2] += r[1 + SGM_EPR_NVEC * dim + SGM_EPR_Q_TOT];
+        csum[c][2] += q[SGM_EPR_Q_TOT];
         /* the summand of the lower bound on the exact score's class mean of |v_g|^2
          * (docs/derivations.md, "A lower bound on the exact score's |v_g|^2 by class") */
-        csum[c][3] += 2.0 * p.gamma * (r[1 + SGM_EPR_NVEC * dim + SGM_EPR_Q_SYS_G] - gv) - vg2;
+        csum[c][3] += 2.0 * p.gamma * (q[SGM_EPR_Q_SYS_G] - gv) - vg2;
       }
     }
     if (wpart) {

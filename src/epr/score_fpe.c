@@ -107,11 +107,10 @@ PetscErrorCode sgm_fpe_share(MPI_Comm comm, PetscErrorCode ierr, double *edge, d
    * cores) takes the cores the solve runs on. They poll every millisecond instead. */
   MPI_Request req;
   PetscCallMPI(MPI_Ibcast(&ok, 1, MPI_INT, 0, comm, &req));
-  for (int done = rank == 0; !done;) {
+  for (int done = 0; !done;) {
     PetscCallMPI(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
-    if (!done) nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 1000000}, NULL);
+    if (!done && rank) nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 1000000}, NULL);
   }
-  PetscCallMPI(MPI_Wait(&req, MPI_STATUS_IGNORE));
   if (rank == 0) PetscCall(ierr);
   PetscCheck(ok, comm, PETSC_ERR_NOT_CONVERGED, "score \"fpe_pair\": the solve failed on rank 0");
   PetscCallMPI(MPI_Bcast(edge, 1, MPI_DOUBLE, 0, comm));
