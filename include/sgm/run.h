@@ -63,6 +63,9 @@ PetscErrorCode sgm_run_commit_file(const SgmRun *run, const char *name);
 /// Collective: error (SGM_ERR_USER) if `name` exists in the output directory and neither
 /// [run] overwrite nor a restart allows replacing it.
 PetscErrorCode sgm_run_check_writable(const SgmRun *run, const char *name);
+/// Collective: rank 0 tests access(path, amode) (F_OK: exists, R_OK: readable) and broadcasts
+/// the answer, so every rank takes the same branch.
+PetscErrorCode sgm_file_exists(MPI_Comm comm, const char *path, int amode, PetscBool *exists);
 
 /// Stop requests: SIGTERM and SIGUSR1 set a flag (installed by main). Long loops call
 /// sgm_stop_requested (collective: an allreduce, so all ranks stop at the same step).

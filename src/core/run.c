@@ -329,15 +329,25 @@ PetscErrorCode sgm_run_commit_file(const SgmRun *run, const char *name)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+PetscErrorCode sgm_file_exists(MPI_Comm comm, const char *path, int amode, PetscBool *exists)
+{
+  PetscMPIInt rank;
+  int v = 0;
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) v = access(path, amode) == 0;
+  PetscCallMPI(MPI_Bcast(&v, 1, MPI_INT, 0, comm));
+  *exists = v ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_run_check_writable(const SgmRun *run, const char *name)
 {
-  int rank, exists = 0;
+  PetscBool exists;
   char fin[PETSC_MAX_PATH_LEN];
   PetscFunctionBeginUser;
   PetscCall(sgm_run_path(run, name, fin, sizeof fin));
-  PetscCallMPI(MPI_Comm_rank(run->comm, &rank));
-  if (rank == 0) exists = access(fin, F_OK) == 0;
-  PetscCallMPI(MPI_Bcast(&exists, 1, MPI_INT, 0, run->comm));
+  PetscCall(sgm_file_exists(run->comm, fin, F_OK, &exists));
   PetscCheck(!exists || run->overwrite || run->restart, run->comm, SGM_ERR_USER,
              "%s exists; set [run] overwrite = true to replace it, or choose another [run] output",
              fin);

@@ -233,18 +233,6 @@ static PetscErrorCode write_checkpoint(Sim *m)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-static PetscErrorCode file_exists(MPI_Comm comm, const char *path, PetscBool *e)
-{
-  PetscMPIInt rank;
-  int v = 0;
-  PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  if (!rank) v = access(path, F_OK) == 0;
-  PetscCallMPI(MPI_Bcast(&v, 1, MPI_INT, 0, comm));
-  *e = v ? PETSC_TRUE : PETSC_FALSE;
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
 static PetscErrorCode start_fresh(Sim *m, const SgmH5mdInfo *info)
 {
   SgmConfig cfg = m->run->cfg;
@@ -266,7 +254,7 @@ static PetscErrorCode start_fresh(Sim *m, const SgmH5mdInfo *info)
     PetscCheck(set, m->run->comm, SGM_ERR_USER, "[simulate] init = \"file\" needs init_file");
     PetscCall(sgm_config_get_string(cfg, "simulate.init_file", &file));
     PetscCall(sgm_config_get_int(cfg, "simulate.init_frame", &frame));
-    PetscCall(file_exists(m->run->comm, file, &exists));
+    PetscCall(sgm_file_exists(m->run->comm, file, F_OK, &exists));
     PetscCheck(exists, m->run->comm, SGM_ERR_USER, "[simulate] init_file %s does not exist", file);
     if (m->s->p.periodic) {
       double edges[2];
@@ -294,7 +282,7 @@ static PetscErrorCode start_restart(Sim *m)
   PetscBool exists;
   const SgmAoupParams *p = &m->s->p;
   PetscFunctionBeginUser;
-  PetscCall(file_exists(m->run->comm, m->run->restart, &exists));
+  PetscCall(sgm_file_exists(m->run->comm, m->run->restart, F_OK, &exists));
   PetscCheck(exists, m->run->comm, SGM_ERR_USER, "--restart %s: no such file", m->run->restart);
   PetscCall(sgm_checkpoint_read(m->run->comm, m->run->restart, &h, &x, &g));
   PetscCheck(h.n == p->n && h.dim == p->dim && h.seed == p->seed, m->run->comm, SGM_ERR_USER,
@@ -308,7 +296,7 @@ static PetscErrorCode start_restart(Sim *m)
   PetscCall(PetscFree(id));
   PetscCall(PetscFree(x));
   PetscCall(PetscFree(g));
-  PetscCall(file_exists(m->run->comm, m->traj_tmp, &exists));
+  PetscCall(sgm_file_exists(m->run->comm, m->traj_tmp, F_OK, &exists));
   PetscCheck(exists, m->run->comm, SGM_ERR_USER,
              "restart: the partial trajectory %s of the interrupted run is missing", m->traj_tmp);
   PetscCall(sgm_h5md_truncate(m->run->comm, m->traj_tmp, m->group, h.nframes));

@@ -265,18 +265,6 @@ static void frame_stats(const double *v, int64_t T, int64_t nb, double *mean, do
   *se = sqrt(bs / (double)(nb - 1) / (double)nb);
 }
 
-static PetscErrorCode file_exists(MPI_Comm comm, const char *path, PetscBool *e)
-{
-  PetscMPIInt rank;
-  int v = 0;
-  PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  if (!rank) v = access(path, F_OK) == 0;
-  PetscCallMPI(MPI_Bcast(&v, 1, MPI_INT, 0, comm));
-  *e = v ? PETSC_TRUE : PETSC_FALSE;
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
 /* Trajectory frames read per block: about 16 MiB of x and g, at least one frame. */
 static int64_t frames_per_block(int64_t n, int dim, int64_t T)
 {
@@ -431,7 +419,7 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
     PetscCall(PetscStrncpy(traj, t, sizeof traj));
   } else
     PetscCall(sgm_run_path(run, "trajectory.h5", traj, sizeof traj));
-  PetscCall(file_exists(run->comm, traj, &exists));
+  PetscCall(sgm_file_exists(run->comm, traj, F_OK, &exists));
   PetscCheck(exists, run->comm, SGM_ERR_USER,
              "epr: trajectory %s does not exist (run the simulate stage first or set [epr] "
              "trajectory)",

@@ -20,6 +20,15 @@ PetscErrorCode sgm_fpe_solve_pinned(Mat A, PetscInt kp, PetscBool mumps, Vec *x)
 /// rank 0. Collective.
 PetscErrorCode sgm_fpe_share(MPI_Comm comm, PetscErrorCode ierr, double *edge, double *const *f,
                              int nf, int64_t N);
+/// The pair's state on every rank, whichever ranks own the two particles: xg = x of particle 0
+/// and 1 (dim each), then g of 0 and 1 (4 dim values). Errors if an id is outside [0, 2) or a
+/// particle is owned by no rank or by several. Collective.
+PetscErrorCode sgm_fpe_gather_pair(MPI_Comm comm, const SgmParticles *P, int dim, double *xg);
+/// Copies the pair's scores (dim values per particle, by id) and divergences (one per particle)
+/// to the `count` local particles from i0. Pure.
+void sgm_fpe_scatter_pair(const SgmParticles *P, int dim, int64_t i0, int64_t count,
+                          const double *s_x, const double *s_g, const double *d_x,
+                          const double *d_g, double *sx, double *sg, double *divx, double *divg);
 /// Logs how many of the evaluated configurations were clamped to the grid (nothing if none were
 /// evaluated). Collective.
 PetscErrorCode sgm_fpe_log_outside(MPI_Comm comm, int64_t outside, int64_t evals);

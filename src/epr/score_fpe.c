@@ -122,6 +122,38 @@ PetscErrorCode sgm_fpe_share(MPI_Comm comm, PetscErrorCode ierr, double *edge, d
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+PetscErrorCode sgm_fpe_gather_pair(MPI_Comm comm, const SgmParticles *P, int dim, double *xg)
+{
+  double buf[10] = {0}; /* x of 0 and 1, g of 0 and 1 (dim each), owners of 0 and 1 */
+  PetscFunctionBeginUser;
+  for (int64_t i = 0; i < P->nlocal; i++) {
+    const int64_t id = P->id[i];
+    PetscCheck(id == 0 || id == 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+               "score \"fpe_pair\": particle id %lld outside [0, 2)", (long long)id);
+    for (int d = 0; d < dim; d++)
+      buf[dim * id + d] = P->x[dim * i + d], buf[2 * dim + dim * id + d] = P->g[dim * i + d];
+    buf[4 * dim + id] += 1.0;
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, buf, 4 * dim + 2, MPI_DOUBLE, MPI_SUM, comm));
+  PetscCheck(buf[4 * dim] == 1.0 && buf[4 * dim + 1] == 1.0, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "score \"fpe_pair\": particles owned by %g and %g ranks", buf[4 * dim],
+             buf[4 * dim + 1]);
+  for (int k = 0; k < 4 * dim; k++) xg[k] = buf[k];
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+void sgm_fpe_scatter_pair(const SgmParticles *P, int dim, int64_t i0, int64_t count,
+                          const double *s_x, const double *s_g, const double *d_x,
+                          const double *d_g, double *sx, double *sg, double *divx, double *divg)
+{
+  for (int64_t u = 0; u < count; u++) {
+    const int64_t id = P->id[i0 + u];
+    for (int d = 0; d < dim; d++)
+      sx[dim * u + d] = s_x[dim * id + d], sg[dim * u + d] = s_g[dim * id + d];
+    divx[u] = d_x[id], divg[u] = d_g[id];
+  }
+}
+
 PetscErrorCode sgm_fpe_log_outside(MPI_Comm comm, int64_t outside, int64_t evals)
 {
   PetscFunctionBeginUser;
@@ -336,25 +368,13 @@ static PetscErrorCode fpe_eval(SgmScoreProvider sp, const SgmParticles *P, int64
                                int64_t count, double *sx, double *sg, double *divx, double *divg)
 {
   FpeCtx *c = (FpeCtx *)sp->ctx;
-  double buf[6] = {0, 0, 0, 0, 0, 0}; /* x1, x2, g1, g2, owners of 1, owners of 2 */
-  PetscFunctionBeginUser;
-  for (int64_t i = 0; i < P->nlocal; i++) {
-    const int64_t id = P->id[i];
-    PetscCheck(id == 0 || id == 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
-               "score \"fpe_pair\": particle id %lld outside [0, 2)", (long long)id);
-    buf[id] = P->x[i], buf[2 + id] = P->g[i], buf[4 + id] += 1.0;
-  }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, buf, 6, MPI_DOUBLE, MPI_SUM, sp->comm));
-  PetscCheck(buf[4] == 1.0 && buf[5] == 1.0, PETSC_COMM_SELF, PETSC_ERR_PLIB,
-             "score \"fpe_pair\": particles owned by %g and %g ranks", buf[4], buf[5]);
-  double s_x[2], s_g[2], d_x[2], d_g[2];
+  double xg[4], s_x[2], s_g[2], d_x[2], d_g[2]; /* xg: x1, x2, g1, g2 */
   int out;
-  fpe_point(c, buf, buf + 2, sp->p.L, s_x, s_g, d_x, d_g, &out);
+  PetscFunctionBeginUser;
+  PetscCall(sgm_fpe_gather_pair(sp->comm, P, 1, xg));
+  fpe_point(c, xg, xg + 2, sp->p.L, s_x, s_g, d_x, d_g, &out);
   c->outside += out, c->evals++;
-  for (int64_t u = 0; u < count; u++) {
-    const int64_t id = P->id[i0 + u];
-    sx[u] = s_x[id], sg[u] = s_g[id], divx[u] = d_x[id], divg[u] = d_g[id];
-  }
+  sgm_fpe_scatter_pair(P, 1, i0, count, s_x, s_g, d_x, d_g, sx, sg, divx, divg);
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

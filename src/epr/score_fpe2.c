@@ -306,28 +306,13 @@ static PetscErrorCode fpe2_eval(SgmScoreProvider sp, const SgmParticles *P, int6
                                 int64_t count, double *sx, double *sg, double *divx, double *divg)
 {
   Fpe2Ctx *c = (Fpe2Ctx *)sp->ctx;
-  double buf[10] = {0}; /* x1 (2), x2 (2), g1 (2), g2 (2), owners of 1 and 2 */
-  PetscFunctionBeginUser;
-  for (int64_t i = 0; i < P->nlocal; i++) {
-    const int64_t id = P->id[i];
-    PetscCheck(id == 0 || id == 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
-               "score \"fpe_pair\": particle id %lld outside [0, 2)", (long long)id);
-    for (int d = 0; d < 2; d++)
-      buf[2 * id + d] = P->x[2 * i + d], buf[4 + 2 * id + d] = P->g[2 * i + d];
-    buf[8 + id] += 1.0;
-  }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, buf, 10, MPI_DOUBLE, MPI_SUM, sp->comm));
-  PetscCheck(buf[8] == 1.0 && buf[9] == 1.0, PETSC_COMM_SELF, PETSC_ERR_PLIB,
-             "score \"fpe_pair\": particles owned by %g and %g ranks", buf[8], buf[9]);
-  double s_x[4], s_g[4], d_x[2], d_g[2];
+  double xg[8], s_x[4], s_g[4], d_x[2], d_g[2]; /* xg: x1 (2), x2 (2), g1 (2), g2 (2) */
   int out;
-  fpe2_point(c, buf, buf + 4, s_x, s_g, d_x, d_g, &out);
+  PetscFunctionBeginUser;
+  PetscCall(sgm_fpe_gather_pair(sp->comm, P, 2, xg));
+  fpe2_point(c, xg, xg + 4, s_x, s_g, d_x, d_g, &out);
   c->outside += out, c->evals++;
-  for (int64_t u = 0; u < count; u++) {
-    const int64_t id = P->id[i0 + u];
-    for (int d = 0; d < 2; d++) sx[2 * u + d] = s_x[2 * id + d], sg[2 * u + d] = s_g[2 * id + d];
-    divx[u] = d_x[id], divg[u] = d_g[id];
-  }
+  sgm_fpe_scatter_pair(P, 2, i0, count, s_x, s_g, d_x, d_g, sx, sg, divx, divg);
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -1154,18 +1154,6 @@ static PetscErrorCode save(Trainer *t, const char *name, int64_t nlog)
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-static PetscErrorCode file_exists(MPI_Comm comm, const char *path, PetscBool *e)
-{
-  PetscMPIInt rank;
-  int v = 0;
-  PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  if (rank == 0) v = access(path, R_OK) == 0;
-  PetscCallMPI(MPI_Bcast(&v, 1, MPI_INT, 0, comm));
-  *e = v ? PETSC_TRUE : PETSC_FALSE;
-  PetscFunctionReturn(PETSC_SUCCESS);
-}
-
 static int cmp_id(const void *a, const void *b)
 {
   const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -1261,7 +1249,7 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
     PetscCall(PetscStrncpy(t.traj_path, t.traj, sizeof t.traj_path));
   } else
     PetscCall(sgm_run_path(run, "trajectory.h5", t.traj_path, sizeof t.traj_path));
-  if (need_traj) PetscCall(file_exists(comm, t.traj_path, &b));
+  if (need_traj) PetscCall(sgm_file_exists(comm, t.traj_path, R_OK, &b));
   PetscCheck(!need_traj || b, comm, SGM_ERR_USER,
              "train: no trajectory %s (run `simulate` first or set [train] "
              "trajectory)",
@@ -1275,12 +1263,12 @@ PetscErrorCode sgm_stage_train(SgmRun *run)
   char ckpt[PETSC_MAX_PATH_LEN];
   PetscBool resume = PETSC_FALSE;
   PetscCall(sgm_run_path(run, "train_checkpoint.h5", ckpt, sizeof ckpt));
-  if (run->restart) PetscCall(file_exists(comm, ckpt, &resume));
+  if (run->restart) PetscCall(sgm_file_exists(comm, ckpt, R_OK, &resume));
   if (run->restart && !resume) {
     char mpath[PETSC_MAX_PATH_LEN];
     PetscBool done_before;
     PetscCall(sgm_run_path(run, "model.h5", mpath, sizeof mpath));
-    PetscCall(file_exists(comm, mpath, &done_before));
+    PetscCall(sgm_file_exists(comm, mpath, R_OK, &done_before));
     if (done_before) { /* the interrupted job had finished training: nothing to continue */
       PetscCall(sgm_log(comm, "train: restart: %s is complete (no train_checkpoint.h5), skipping\n",
                         mpath));
