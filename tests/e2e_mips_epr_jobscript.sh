@@ -6,8 +6,9 @@
 # then a chunk that finishes train and epr without requeueing, then one that finds the run
 # complete and runs nothing. The trajectory, the trained model (every dataset of model.h5) and the
 # per-particle EPR must equal an uninterrupted run's bit for bit. Also: the MIPS EPR inputs of
-# input/ (mips_epr_*, transfer_*, equilibrium_*) pass `sgm_hpc --check`, and
-# input/swimmers64_paper.toml passes it once its held-out trajectory exists.
+# input/ (mips_epr_*, equilibrium_*) pass `sgm_hpc --check`; the transfer_* inputs and
+# input/swimmers64_paper.toml pass it once the files they read exist (a trained model, a held-out
+# trajectory), and without them are refused with exit 2 before their output directory is made.
 #   e2e_mips_epr_jobscript.sh SGM_HPC SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -uo pipefail
 exe=$1; src=$2; shift 2
@@ -15,7 +16,7 @@ mpi=("$@")
 source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
 py=$("$src/scripts/find-python.sh") || { echo "FAIL no python3 with h5py"; exit 1; }
 
-for f in "$src"/input/mips_epr_*.toml "$src"/input/transfer_*.toml "$src"/input/equilibrium_*.toml; do
+for f in "$src"/input/mips_epr_*.toml "$src"/input/equilibrium_*.toml; do
   "$exe" --check "$f" >/dev/null 2>"$tmp/check.err"
   check "--check $(basename "$f")" "[[ $? -eq 0 ]]"
 done
@@ -151,8 +152,22 @@ rc=$?
 check "--check swimmers64_paper.toml without the held-out trajectory: exit 2 (got $rc)" "[[ $rc -eq 2 ]]"
 check "  naming train.validate_trajectory" "grep -q 'validate_trajectory' '$tmp/sw.err'"
 "$exe" --check --set train.validate_trajectory="\"$tmp/run/trajectory.h5\"" \
+  --set epr.trajectory="\"$tmp/run/trajectory.h5\"" \
   "$src/input/swimmers64_paper.toml" >/dev/null 2>"$tmp/sw.err"
 check "--check swimmers64_paper.toml with it" "[[ $? -eq 0 ]]"
+
+# the transfer inputs read a trained model.h5: refused without it (a real run, not only --check:
+# exit 2 naming [epr] model, and no output directory made), accepted with one
+for f in "$src"/input/transfer_*.toml; do
+  b=$(basename "$f" .toml)
+  "$exe" --set run.output="\"$tmp/$b\"" --set epr.model="\"$tmp/none/model.h5\"" "$f" \
+    >/dev/null 2>"$tmp/xf.err"
+  rc=$?
+  check "$b without its model: exit 2 (got $rc), naming [epr] model, no output" \
+    "[[ $rc -eq 2 && ! -e $tmp/$b ]] && grep -q '\[epr\] model: cannot read' '$tmp/xf.err'"
+  "$exe" --check --set epr.model="\"$tmp/ref/model.h5\"" "$f" >/dev/null 2>"$tmp/xf.err"
+  check "--check $b with a model" "[[ $? -eq 0 ]]"
+done
 
 echo "$pass passed, $fail failed"
 if [[ $fail -ne 0 ]]; then

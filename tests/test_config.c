@@ -5,10 +5,12 @@
 #include "testutil.h"
 #include "sgm/config.h"
 #include "sgm/schema.h"
+#include "sgm/run.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const SgmKeySpec t_keys[] = {
     {"req", SGM_KEY_INT, NULL, 1, 1, 1000, NULL, "", "a required integer"},
@@ -317,10 +319,83 @@ START_TEST(test_cross_key_check)
 }
 END_TEST
 
+/* A stage's input file (sgm_config_check_input_file): "consume" reads ftest.file, or data.h5 in
+ * [run] output, which "make" writes. */
+static const SgmKeySpec f_keys[] = {
+    {"file", SGM_KEY_STRING, NULL, 0, -INFINITY, INFINITY, NULL, "path", "an input file"},
+    {NULL, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
+static const SgmTableSpec f_table = {"ftest", "input-file test table", f_keys, 0};
+
+static PetscErrorCode f_check(SgmConfig cfg, SgmProblems pb)
+{
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_check_input_file(cfg, pb, "ftest.file", "data.h5", "consume", "make"));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+static int check_run(const char *stages, const char *out, const char *file, char *msg, size_t n)
+{
+  char text[2048];
+  int k = snprintf(text, sizeof text, "[run]\nname = \"t\"\nstages = %s\noutput = \"%s\"\n", stages,
+                   out);
+  if (file) k += snprintf(text + k, sizeof text - (size_t)k, "[ftest]\nfile = \"%s\"\n", file);
+  snprintf(text + k, sizeof text - (size_t)k, "[ttest]\nreq = 1\n"); /* its required key */
+  FILE *f = fmemopen(msg, n, "w");
+  const int nbad = sgm_config_check_text("in.toml", text, strlen(text), 0, NULL, f);
+  fclose(f);
+  return nbad;
+}
+
+START_TEST(test_input_file_check)
+{
+  char msg[4096], dir[600], path[700];
+  int rank;
+  MPI_Comm_rank(sgm_test_comm(), &rank);
+  /* each rank its own output directory: the files below are made and removed by each */
+  snprintf(dir, sizeof dir, "%s/r%d", sgm_test_tmpdir("input_file"), rank);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  /* unset, nothing makes it, the default is missing: refused, naming the key and the path */
+  ck_assert_int_eq(check_run("[\"consume\"]", dir, NULL, msg, sizeof msg), 1);
+  snprintf(path, sizeof path, "[ftest] file: unset, so the consume stage reads %s/data.h5", dir);
+  ck_assert_ptr_nonnull(strstr(msg, path));
+  ck_assert_ptr_nonnull(strstr(msg, "run the make stage before it or set [ftest] file"));
+  /* the maker runs before: accepted; after: refused */
+  ck_assert_int_eq(check_run("[\"make\", \"consume\"]", dir, NULL, msg, sizeof msg), 0);
+  ck_assert_int_eq(check_run("[\"consume\", \"make\"]", dir, NULL, msg, sizeof msg), 1);
+  /* a set path that cannot be read: refused on its line, unless it is the file the maker
+   * writes and the maker runs before */
+  snprintf(path, sizeof path, "%s/none.h5", dir);
+  ck_assert_int_eq(check_run("[\"make\", \"consume\"]", dir, path, msg, sizeof msg), 1);
+  ck_assert_ptr_nonnull(strstr(msg, "in.toml:6: [ftest] file: cannot read"));
+  snprintf(path, sizeof path, "%s/data.h5", dir);
+  ck_assert_int_eq(check_run("[\"make\", \"consume\"]", dir, path, msg, sizeof msg), 0);
+  ck_assert_int_eq(check_run("[\"consume\"]", dir, path, msg, sizeof msg), 1);
+  /* once the files exist: accepted */
+  snprintf(path, sizeof path, "%s/data.h5", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fclose(f);
+  ck_assert_int_eq(check_run("[\"consume\"]", dir, NULL, msg, sizeof msg), 0);
+  ck_assert_int_eq(check_run("[\"consume\"]", dir, path, msg, sizeof msg), 0);
+  remove(path);
+}
+END_TEST
+
+static PetscErrorCode no_stage(SgmRun *run)
+{
+  (void)run;
+  return PETSC_SUCCESS;
+}
+
 static void register_test_table(void)
 {
+  sgm_stage_register("make", no_stage, "test stage: writes data.h5");
+  sgm_stage_register("consume", no_stage, "test stage: reads data.h5");
   sgm_schema_register(&t_table);
   sgm_schema_register_check("ttest", t_check);
+  sgm_schema_register(&f_table);
+  sgm_schema_register_check("ftest", f_check);
 }
 
 int main(int argc, char **argv)
@@ -337,6 +412,7 @@ int main(int argc, char **argv)
   tcase_add_test(tc, test_error_returns_user_code_everywhere);
   tcase_add_test(tc, test_every_default_is_valid);
   tcase_add_test(tc, test_cross_key_check);
+  tcase_add_test(tc, test_input_file_check);
   suite_add_tcase(s, tc);
   return sgm_test_main(argc, argv, s);
 }

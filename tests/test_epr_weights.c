@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *base = "[run]\nname = \"w\"\nstages = [\"epr\"]\noutput = \"/tmp\"\n[system]\nn "
+static const char *base = "[run]\nname = \"w\"\nstages = []\noutput = \"/tmp\"\n[system]\nn "
                           "= 64\nL = 12.0\n[model]\nd_e = 8\nlayers = 1\nheads = 2\n"
                           "K = 4\nmlp_hidden = 8\nembed_hidden = 8\ndec_hidden = 8\n[epr]\n";
 

@@ -94,7 +94,7 @@ static PetscErrorCode check_variant(const char *learn, int boltzmann, int max_ba
   PetscFunctionBeginUser;
   snprintf(path, sizeof path, "%s/tiny_model.h5", dir);
   snprintf(text, sizeof text,
-           "[run]\nname = \"t\"\noutput = \"%s\"\nseed = 7\nstages = [\"epr\"]\n"
+           "[run]\nname = \"t\"\noutput = \"%s\"\nseed = 7\nstages = []\n"
            "[system]\nkind = \"aoup\"\ndim = 2\nn = %d\nphi = 0.4\nmu = 1.0\nv0 = 0.5\n"
            "gamma = 1.0\neps = 0.0\na = 1.0\nk = 1.0\nboundary = \"periodic\"\n"
            "[model]\nd_e = 8\nlayers = 1\nheads = 2\nK = %d\nmlp_hidden = 16\n"
@@ -226,7 +226,7 @@ START_TEST(wrong_architecture)
   snprintf(path, sizeof path, "%s/m.h5", dir);
   for (int v = 0; v < 2; v++) {
     snprintf(text, sizeof text,
-             "[run]\nname = \"t\"\noutput = \"%s\"\nstages = [\"epr\"]\n"
+             "[run]\nname = \"t\"\noutput = \"%s\"\nstages = []\n"
              "[system]\nkind = \"aoup\"\ndim = 2\nn = %d\nphi = 0.4\nv0 = 0.5\neps = 0.0\n"
              "boundary = \"periodic\"\n"
              "[model]\nd_e = 8\nlayers = 1\nheads = 2\nK = %d\nmlp_hidden = 16\n"

@@ -600,7 +600,7 @@ static const char *model_toml(const char *kind, const char *dir, const char *pat
 {
   static char text[12288];
   snprintf(text, sizeof text,
-           "[run]\nname = \"t\"\noutput = \"%s\"\nseed = 7\nstages = [\"epr\"]\n"
+           "[run]\nname = \"t\"\noutput = \"%s\"\nseed = 7\nstages = []\n"
            "[system]\nkind = \"aoup\"\ndim = 2\nn = 5\nL = 4.0\nmu = 1.0\nv0 = 1.0\n"
            "gamma = 1.0\neps = 0.5\na = 0.6\nk = 0.0\npotential = \"harmonic\"\ntrap_A = 1.0\n"
            "boundary = \"open\"\n"
@@ -863,7 +863,9 @@ START_TEST(test_config_check)
                            {"train.loss=\"transition\"", "system.eps=0.0"}};
   for (int c = 0; c < 6; c++) {
     ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-    PetscErrorCode ierr = run_text(sgm_test_comm(), base, dir, "[\"train\"]", 2, bad[c], NULL);
+    /* with simulate first, so that the trajectory train reads is not a problem too */
+    PetscErrorCode ierr =
+        run_text(sgm_test_comm(), base, dir, "[\"simulate\", \"train\"]", 2, bad[c], NULL);
     ck_assert_int_eq(PetscPopErrorHandler(), 0);
     ck_assert_int_eq(ierr, SGM_ERR_USER);
   }

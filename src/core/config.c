@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
   const SgmTableSpec *table;
@@ -656,6 +657,38 @@ void sgm_config_problem(SgmProblems pb, const char *key, const char *fmt, ...)
     if (!strcmp(pb->e[i].full, key)) line = pb->e[i].line;
   const char *dot = strchr(key, '.');
   msg_add(pb->ms, line, "[%.*s] %s: %s", dot ? (int)(dot - key) : 0, key, dot ? dot + 1 : key, msg);
+}
+
+PetscErrorCode sgm_config_check_input_file(SgmConfig cfg, SgmProblems pb, const char *key,
+                                           const char *name, const char *stage, const char *maker)
+{
+  PetscBool set;
+  const char *path, *out, *dot = strchr(key, '.');
+  char def[PETSC_MAX_PATH_LEN];
+  int nst, i, made = 0;
+  const char *const *st;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_string_array(cfg, "run.stages", &nst, &st));
+  for (i = 0; i < nst && strcmp(st[i], stage); i++)
+    if (!strcmp(st[i], maker)) made = 1;
+  if (i == nst) PetscFunctionReturn(PETSC_SUCCESS); /* the stage does not run */
+  PetscCall(sgm_config_get_string(cfg, "run.output", &out));
+  snprintf(def, sizeof def, "%s/%s", out, name);
+  PetscCall(sgm_config_is_set(cfg, key, &set));
+  if (set) {
+    PetscCall(sgm_config_get_string(cfg, key, &path));
+    /* named explicitly: readable now, or the file the earlier stage writes */
+    if (access(path, R_OK) && !(made && !strcmp(path, def)))
+      sgm_config_problem(pb, key, "cannot read %s: %s", path, strerror(errno));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
+  if (made || !dot) PetscFunctionReturn(PETSC_SUCCESS);
+  if (access(def, R_OK))
+    sgm_config_problem(pb, key,
+                       "unset, so the %s stage reads %s, which cannot be read (%s): run the %s "
+                       "stage before it or set [%.*s] %s",
+                       stage, def, strerror(errno), maker, (int)(dot - key), key, dot + 1);
+  PetscFunctionReturn(PETSC_SUCCESS);
 }
 
 /* Cross-key checks of registered tables, on a well-typed configuration. */

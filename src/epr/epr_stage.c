@@ -137,13 +137,29 @@ PetscErrorCode sgm_epr_config_check(SgmConfig cfg, SgmProblems pb)
   for (int i = 0; i < nst; i++)
     if (!strcmp(st[i], "epr")) epr = PETSC_TRUE;
   PetscCall(sgm_config_get_string(cfg, "epr.score", &score));
-  if (epr && !strcmp(score, "fpe_pair")) {
+  if (!epr) PetscFunctionReturn(PETSC_SUCCESS);
+  if (!strcmp(score, "fpe_pair")) {
     SgmAoupParams p;
     char why[256];
+    int64_t nh;
     PetscCall(sgm_aoup_params_from_config(cfg, 0, &p));
     PetscCall(sgm_score_fpe_pair_requirements(&p, why, sizeof why));
     if (why[0]) sgm_config_problem(pb, "epr.score", "score \"fpe_pair\" %s", why);
+    PetscCall(sgm_config_get_int(cfg, "epr.fpe_nh", &nh));
+    if (nh != 0 && nh < 8)
+      sgm_config_problem(pb, "epr.fpe_nh", "must be 0 (the default grid) or >= 8 (got %lld)",
+                         (long long)nh);
   }
+  double lo, hi;
+  PetscCall(sgm_config_get_real(cfg, "epr.phi_dilute", &lo));
+  PetscCall(sgm_config_get_real(cfg, "epr.phi_dense", &hi));
+  if (lo > hi)
+    sgm_config_problem(pb, "epr.phi_dilute", "%g must not exceed [epr] phi_dense = %g", lo, hi);
+  /* the files it reads, unless an earlier stage of this run writes them */
+  PetscCall(
+      sgm_config_check_input_file(cfg, pb, "epr.trajectory", "trajectory.h5", "epr", "simulate"));
+  if (!strcmp(score, "model"))
+    PetscCall(sgm_config_check_input_file(cfg, pb, "epr.model", "model.h5", "epr", "train"));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

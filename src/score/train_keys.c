@@ -261,6 +261,14 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   PetscCall(sgm_config_get_bool(cfg, "model.pair_gnorm", &gnm));
   needs_pair(pb, gnm, ph, "model.pair_gnorm", "|g_i|^2 and |g_j|^2 are inputs");
   if (!train) PetscFunctionReturn(PETSC_SUCCESS);
+  {
+    const char *mode, *init;
+    PetscCall(sgm_config_get_string(cfg, "train.mode", &mode));
+    PetscCall(sgm_config_get_string(cfg, "train.online_init", &init));
+    if (strcmp(mode, "online") || !strcmp(init, "trajectory")) /* as the stage (train.c) */
+      PetscCall(sgm_config_check_input_file(cfg, pb, "train.trajectory", "trajectory.h5", "train",
+                                            "simulate"));
+  }
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
   if (init_set) {
