@@ -45,6 +45,7 @@ import os
 
 import h5py
 import numpy as np
+import sgm_cli
 
 NAMES = ("dilute", "interface", "dense")
 
@@ -310,4 +311,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sgm_cli.run(main)

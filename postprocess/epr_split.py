@@ -31,6 +31,7 @@ Results also go to epr_split.json in each run directory.
 
 Usage: /usr/bin/python3 postprocess/epr_split.py [--reference REF] RUN_DIR [RUN_DIR ...]
 """
+import argparse
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ import tomllib
 
 import h5py
 import numpy as np
+import sgm_cli
 
 OVERLAP = 0.3  # a: nearest distances below this are overlaps
 BINS = [0.0, 1.6, 1.8, 1.9, 2.0, 2.1, 2.2, 2.4, 2.7, 3.0, 4.0, 6.0, np.inf]  # in units of a
@@ -187,14 +189,16 @@ def report(run, st, cmp):
 
 
 def main(argv):
-    ref = None
-    if len(argv) >= 2 and argv[0] == "--reference":
-        ref, argv = argv[1], argv[2:]
-    if not argv:
-        sys.exit(__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", metavar="RUN", help="output directories of epr runs")
+    ap.add_argument("--reference", metavar="REF",
+                    help="an epr run of the same frames with a reference score")
+    a = ap.parse_args(argv)
+    ref, runs = a.reference, a.runs
     rd = load(ref) if ref else None
-    todo = [(ref, False)] if ref and ref not in argv else []
-    todo += [(run, rd is not None) for run in argv]
+    todo = [(ref, False)] if ref and ref not in runs else []
+    todo += [(run, rd is not None) for run in runs]
     for run, against in todo:
         d = rd if run == ref else load(run)
         st = split_stats(d)
@@ -204,4 +208,4 @@ def main(argv):
             json.dump({"split": st, "against_reference": cmp, "reference": ref}, f, indent=1)
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sgm_cli.run(main, sys.argv[1:])

@@ -30,6 +30,7 @@ import tomllib
 
 import h5py
 import numpy as np
+import sgm_cli
 
 
 def batch_se(x, nb):
@@ -101,4 +102,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sgm_cli.run(main)

@@ -12,6 +12,7 @@ separated: a dilute gas peak and a dense-cluster peak near close packing). Needs
 import argparse
 import h5py
 import numpy as np
+import sgm_cli
 
 
 def pairs_within(x, L, rcut):
@@ -104,4 +105,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sgm_cli.run(main)

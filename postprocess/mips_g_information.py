@@ -37,6 +37,7 @@ import argparse
 import h5py
 import numpy as np
 from periodic_neighbours import count_within, knn, pairs_within
+import sgm_cli
 
 
 def forces(x, L, a, k):
@@ -137,4 +138,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sgm_cli.run(main)

@@ -18,6 +18,7 @@ import shutil
 
 import h5py
 import numpy as np
+import sgm_cli
 
 
 def main():
@@ -54,4 +55,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sgm_cli.run(main)

@@ -30,6 +30,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import sgm_cli  # noqa: E402
 
 
 def stats(y, nb):
@@ -145,4 +146,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sgm_cli.run(main)

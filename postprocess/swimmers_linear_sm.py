@@ -49,6 +49,7 @@ import tomllib
 
 import h5py
 import numpy as np
+import sgm_cli
 
 
 def geometry(x):
@@ -256,4 +257,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(sgm_cli.run(main))

@@ -35,6 +35,7 @@ Results also go to swimmers_stats.json in each run directory.
 
 Usage: /usr/bin/python3 postprocess/swimmers_spearman.py RUN_DIR [RUN_DIR ...]
 """
+import argparse
 import json
 import os
 import sys
@@ -43,6 +44,7 @@ import tomllib
 import h5py
 import numpy as np
 from swimmers_linear_sm import drift, geometry, map_means
+import sgm_cli
 
 
 def _ranks(x):
@@ -169,9 +171,11 @@ def analyse(run):
 
 
 def main():
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
-    for run in sys.argv[1:]:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", metavar="RUN",
+                    help="output directories of epr runs of the swimmers in a trap")
+    for run in ap.parse_args().runs:
         s = analyse(run)
         print(f"{run}: v0 = {s['v0']:g}, {s['frames']} frames x {s['n']} particles")
         print(f"  Spearman(|v_g|^2, r): pooled {s['spearman_vg2_radius_pooled']:+.3f}, per frame "
@@ -212,4 +216,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sgm_cli.run(main)

@@ -50,6 +50,13 @@ if(SGM_PYTHON)
     $<TARGET_FILE:sgm_hpc> ${SGM_PYTHON} ${CMAKE_SOURCE_DIR} ${MPIEXEC_EXE} ${SGM_MPIEXEC_FLAGS})
   set_tests_properties(e2e_epr_bound PROPERTIES LABELS "e2e" TIMEOUT 300 PROCESSORS 2)
 endif()
+# every postprocess/ script: --help, a usage error, and a missing run directory (exit 2, one
+# error line, no traceback)
+if(SGM_PYTHON)
+  add_test(NAME e2e_postprocess_cli COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e_postprocess_cli.sh
+    ${SGM_PYTHON} ${CMAKE_SOURCE_DIR})
+  set_tests_properties(e2e_postprocess_cli PROPERTIES LABELS "e2e" TIMEOUT 300)
+endif()
 # learned scores of two interacting AOUPs (the ring input; the 64-swimmer pair in a 1D trap)
 # against the exact "fpe_pair" score (label long, ~8 min on 2 cores)
 if(SGM_PYTHON)
