@@ -9,10 +9,12 @@
 #include "sgm/toml.h"
 
 #include <errno.h>
+#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int mkdir_p(const char *path)
 {
@@ -77,7 +79,15 @@ PetscErrorCode sgm_run_create(MPI_Comm comm, SgmConfig cfg, const char *restart,
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   if (rank == 0) {
     owner_of(outdir, owner, sizeof owner);
-    if (owner[0] && strcmp(owner, name) && !run->overwrite)
+    if (restart && access(restart, R_OK))
+      status = 2, snprintf(msg, sizeof msg, "--restart %s: %s", restart, strerror(errno));
+    else if (restart && H5Fis_hdf5(restart) <= 0)
+      status = 2,
+      snprintf(msg, sizeof msg,
+               "--restart %s: not an HDF5 file (give the checkpoint.h5 or train_checkpoint.h5 "
+               "of an earlier run)",
+               restart);
+    else if (owner[0] && strcmp(owner, name) && !run->overwrite)
       status = 2,
       snprintf(msg, sizeof msg,
                "%s: output directory %s holds the outputs of run \"%s\"; choose another "
