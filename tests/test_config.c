@@ -7,6 +7,7 @@
 #include "sgm/schema.h"
 #include "sgm/run.h"
 
+#include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,11 +372,20 @@ START_TEST(test_input_file_check)
   snprintf(path, sizeof path, "%s/data.h5", dir);
   ck_assert_int_eq(check_run("[\"make\", \"consume\"]", dir, path, msg, sizeof msg), 0);
   ck_assert_int_eq(check_run("[\"consume\"]", dir, path, msg, sizeof msg), 1);
-  /* once the files exist: accepted */
+  /* a file that is there but not HDF5: refused, set or by default */
   snprintf(path, sizeof path, "%s/data.h5", dir);
   FILE *f = fopen(path, "w");
   ck_assert_ptr_nonnull(f);
+  fputs("not hdf5\n", f);
   fclose(f);
+  ck_assert_int_eq(check_run("[\"consume\"]", dir, NULL, msg, sizeof msg), 1);
+  ck_assert_ptr_nonnull(strstr(msg, "data.h5, which is not an HDF5 file"));
+  ck_assert_int_eq(check_run("[\"consume\"]", dir, path, msg, sizeof msg), 1);
+  ck_assert_ptr_nonnull(strstr(msg, "data.h5 is not an HDF5 file"));
+  /* once it is an HDF5 file: accepted */
+  hid_t h = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  ck_assert_int_ge(h, 0);
+  H5Fclose(h);
   ck_assert_int_eq(check_run("[\"consume\"]", dir, NULL, msg, sizeof msg), 0);
   ck_assert_int_eq(check_run("[\"consume\"]", dir, path, msg, sizeof msg), 0);
   remove(path);

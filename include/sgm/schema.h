@@ -78,9 +78,9 @@ void sgm_config_problem(SgmProblems pb, const char *key, const char *fmt, ...)
 
 /// For a stage that reads a file named by `key` ("table.key"), or when `key` is unset by
 /// `name` in [run] output, which the stage `maker` writes: if `stage` is in [run] stages, reports
-/// a problem on `key` when the file cannot be read, unless `key` is unset and `maker` runs
-/// before `stage`. So a missing model or trajectory stops the run before its output directory
-/// is touched.
+/// a problem on `key` when the file cannot be read or is not HDF5, unless `key` is unset and
+/// `maker` runs before `stage`. So a missing model or trajectory stops the run before its output
+/// directory is touched.
 PetscErrorCode sgm_config_check_input_file(SgmConfig cfg, SgmProblems pb, const char *key,
                                            const char *name, const char *stage, const char *maker);
 

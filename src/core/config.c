@@ -19,6 +19,7 @@
 #include "sgm/toml.h"
 
 #include <errno.h>
+#include <hdf5.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -677,9 +678,12 @@ PetscErrorCode sgm_config_check_input_file(SgmConfig cfg, SgmProblems pb, const 
   PetscCall(sgm_config_is_set(cfg, key, &set));
   if (set) {
     PetscCall(sgm_config_get_string(cfg, key, &path));
-    /* named explicitly: readable now, or the file the earlier stage writes */
-    if (access(path, R_OK) && !(made && !strcmp(path, def)))
+    /* named explicitly: the file the earlier stage writes, or a readable HDF5 file now */
+    if (made && !strcmp(path, def)) PetscFunctionReturn(PETSC_SUCCESS);
+    if (access(path, R_OK))
       sgm_config_problem(pb, key, "cannot read %s: %s", path, strerror(errno));
+    else if (H5Fis_hdf5(path) <= 0)
+      sgm_config_problem(pb, key, "%s is not an HDF5 file", path);
     PetscFunctionReturn(PETSC_SUCCESS);
   }
   if (made || !dot) PetscFunctionReturn(PETSC_SUCCESS);
@@ -688,6 +692,9 @@ PetscErrorCode sgm_config_check_input_file(SgmConfig cfg, SgmProblems pb, const 
                        "unset, so the %s stage reads %s, which cannot be read (%s): run the %s "
                        "stage before it or set [%.*s] %s",
                        stage, def, strerror(errno), maker, (int)(dot - key), key, dot + 1);
+  else if (H5Fis_hdf5(def) <= 0)
+    sgm_config_problem(pb, key, "unset, so the %s stage reads %s, which is not an HDF5 file", stage,
+                       def);
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

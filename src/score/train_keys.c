@@ -3,10 +3,8 @@
  * checked on load); [train] the loss, optimiser and loop. */
 #include "sgm/train.h"
 
-#include <errno.h>
 #include <math.h>
 #include <string.h>
-#include <unistd.h>
 
 static const SgmKeySpec model_keys[] = {
     {"kind", SGM_KEY_STRING, "\"local_transformer\"", 0, -INFINITY, INFINITY,
@@ -271,17 +269,11 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   }
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
-  if (init_set) {
-    const char *init;
-    PetscCall(sgm_config_get_string(cfg, "train.init_model", &init));
-    if (access(init, R_OK))
-      sgm_config_problem(pb, "train.init_model", "cannot read %s: %s", init, strerror(errno));
-  }
+  if (init_set) /* no stage writes it: readable HDF5 now */
+    PetscCall(sgm_config_check_input_file(cfg, pb, "train.init_model", "", "train", ""));
   PetscBool val_set;
   PetscCall(sgm_config_is_set(cfg, "train.validate_trajectory", &val_set));
   if (val_set) {
-    const char *vp;
-    PetscCall(sgm_config_get_string(cfg, "train.validate_trajectory", &vp));
     PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
     if (!strcmp(kind, "local_transformer"))
       sgm_config_problem(
@@ -289,9 +281,8 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
           "validation is implemented for the full-state kinds (kind = \"mlp\" or "
           "\"transformer\"); for the local transformer run the epr stage on held-out "
           "frames (its score_error_* and sm_loss_* metrics)");
-    else if (access(vp, R_OK))
-      sgm_config_problem(pb, "train.validate_trajectory", "cannot read %s: %s", vp,
-                         strerror(errno));
+    else
+      PetscCall(sgm_config_check_input_file(cfg, pb, "train.validate_trajectory", "", "train", ""));
   }
   PetscCall(sgm_config_get_int(cfg, "model.d_e", &de));
   PetscCall(sgm_config_get_int(cfg, "model.heads", &heads));
