@@ -55,10 +55,10 @@ check "another run's directory: untouched" "[[ \"\$before\" == \"\$after\" ]]"
 "${mpi[@]}" -n 2 "$exe" --set run.overwrite=true "$tmp/other.toml" >"$tmp/o" 2>&1; rc=$?
 check "overwrite = true takes the directory" "[[ $rc -eq 0 ]] && grep -q 'name = \"other\"' $tmp/out/run.toml"
 
-# --restart FILE: a file that is not there, or not HDF5, is refused before the output directory
-# is made or touched (exit 2, one line naming it)
-"${mpi[@]}" -n 2 "$exe" --set run.output="\"$tmp/rs\"" --restart "$tmp/none.h5" "$tmp/in.toml" \
-  >"$tmp/o" 2>&1; rc=$?
+# --restart FILE: a file that is not HDF5, or one the simulate stage needs and is not there, is
+# refused before the output directory is made or touched (exit 2, one line naming it)
+"${mpi[@]}" -n 2 "$exe" --set run.output="\"$tmp/rs\"" --set 'run.stages=["simulate"]' \
+  --restart "$tmp/none.h5" "$tmp/in.toml" >"$tmp/o" 2>&1; rc=$?
 check "--restart of a missing file: exit 2, named, nothing made" \
   "[[ $rc -eq 2 && ! -e $tmp/rs ]] && grep -q -- '--restart $tmp/none.h5: No such file' $tmp/o"
 "${mpi[@]}" -n 2 "$exe" --set run.output="\"$tmp/rs\"" --restart "$tmp/in.toml" "$tmp/in.toml" \
@@ -66,8 +66,8 @@ check "--restart of a missing file: exit 2, named, nothing made" \
 check "--restart of a file that is not HDF5: exit 2, named, nothing made" \
   "[[ $rc -eq 2 && ! -e $tmp/rs ]] && grep -q -- '--restart $tmp/in.toml: not an HDF5 file' $tmp/o"
 before=$(cd "$tmp/out" && ls -A && stat -c "%n %Y %s" * && md5sum run.toml)
-"${mpi[@]}" -n 2 "$exe" --set run.overwrite=true --restart "$tmp/none.h5" "$tmp/other.toml" \
-  >"$tmp/o" 2>&1; rc=$?
+"${mpi[@]}" -n 2 "$exe" --set run.overwrite=true --set 'run.stages=["simulate"]' \
+  --restart "$tmp/none.h5" "$tmp/other.toml" >"$tmp/o" 2>&1; rc=$?
 after=$(cd "$tmp/out" && ls -A && stat -c "%n %Y %s" * && md5sum run.toml)
 check "--restart of a missing file into an existing directory: exit 2, untouched" \
   "[[ $rc -eq 2 && \"\$before\" == \"\$after\" ]]"

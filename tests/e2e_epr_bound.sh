@@ -6,7 +6,8 @@
 # its error; with the exact score of another system (v0 = 2 instead of 1, same frames) it is far
 # below the exact one and below that score's own |v_g|^2; an empty class is null. Also
 # postprocess/noise_frames.py (the frames of the sigma-smoothed density): the noise's size, the
-# untouched frames, the refusal to overwrite.
+# untouched frames, the refusal to overwrite. And the input check of a trajectory of another
+# particle count, or of a file that holds none.
 #   e2e_epr_bound.sh SGM_HPC PYTHON SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -uo pipefail
 exe=$1 py=$2 src=$3; shift 3
@@ -22,6 +23,17 @@ check "simulate + epr with the exact pair score exits 0" "[[ $? -eq 0 ]]"
   --set epr.trajectory="\"$tmp/a/trajectory.h5\"" --set system.v0=2.0 "${cls[@]}" "$in" \
   >"$tmp/b.log" 2>&1
 check "epr with the v0 = 2 pair's score on the same frames (2 ranks) exits 0" "[[ $? -eq 0 ]]"
+# the input check reads the trajectory's shape: another particle count, or a file that holds no
+# trajectory, is refused before the output directory is made (exit 2, the key named)
+"${mpi[@]}" -n 1 "$exe" --set run.output="\"$tmp/wrong\"" --set 'run.stages=["epr"]' \
+  --set epr.trajectory="\"$tmp/a/trajectory.h5\"" --set system.n=3 "${cls[@]}" "$in" \
+  >"$tmp/w.log" 2>&1
+check "epr on a trajectory of 2 particles with [system] n = 3: exit 2, named, no output" \
+  "[[ $? -eq 2 && ! -e $tmp/wrong ]] && grep -q '\[epr\] trajectory: .* holds 2 particles in 1 dimensions; \[system\] n = 3, dim = 1' '$tmp/w.log'"
+"${mpi[@]}" -n 1 "$exe" --set run.output="\"$tmp/wrong\"" --set 'run.stages=["epr"]' \
+  --set epr.trajectory="\"$tmp/a/epr.h5\"" "${cls[@]}" "$in" >"$tmp/w.log" 2>&1
+check "epr on an HDF5 file that holds no trajectory: exit 2, named, no output" \
+  "[[ $? -eq 2 && ! -e $tmp/wrong ]] && grep -q 'epr.h5 holds no trajectory of particle group \"all\"' '$tmp/w.log'"
 for r in a b; do
   "$py" "$src/postprocess/epr_regions.py" "$tmp/$r" --bound --no-figure --batches 10 \
     >"$tmp/$r.out" 2>&1

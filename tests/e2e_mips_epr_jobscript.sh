@@ -151,10 +151,22 @@ cat "$tmp/cmp.log"
 rc=$?
 check "--check swimmers64_paper.toml without the held-out trajectory: exit 2 (got $rc)" "[[ $rc -eq 2 ]]"
 check "  naming train.validate_trajectory" "grep -q 'validate_trajectory' '$tmp/sw.err'"
-"$exe" --check --set train.validate_trajectory="\"$tmp/run/trajectory.h5\"" \
-  --set epr.trajectory="\"$tmp/run/trajectory.h5\"" \
+# a short held-out trajectory as the input's header makes it (the input check reads its shape)
+"${mpi[@]}" -n 1 "$exe" --set run.seed=65 --set run.output="\"$tmp/held\"" \
+  --set 'run.stages=["simulate"]' --set simulate.n_equil=100 --set simulate.n_steps=200 \
+  --set simulate.frame_every=100 --set simulate.checkpoint_every=0 \
+  "$src/input/swimmers64_paper.toml" >"$tmp/held.log" 2>&1
+check "a short held-out trajectory for swimmers64_paper.toml" "[[ $? -eq 0 ]]"
+"$exe" --check --set train.validate_trajectory="\"$tmp/held/trajectory.h5\"" \
+  --set epr.trajectory="\"$tmp/held/trajectory.h5\"" \
   "$src/input/swimmers64_paper.toml" >/dev/null 2>"$tmp/sw.err"
 check "--check swimmers64_paper.toml with it" "[[ $? -eq 0 ]]"
+# the tiny MIPS run's trajectory is not of this system: refused, naming its particle count
+"$exe" --check --set train.validate_trajectory="\"$tmp/held/trajectory.h5\"" \
+  --set epr.trajectory="\"$tmp/run/trajectory.h5\"" \
+  "$src/input/swimmers64_paper.toml" >/dev/null 2>"$tmp/sw.err"
+check "--check swimmers64_paper.toml with another system's trajectory: exit 2" \
+  "[[ $? -eq 2 ]] && grep -q '\[epr\] trajectory: .* particles in 2 dimensions; \[system\] n = 64' '$tmp/sw.err'"
 
 # the transfer inputs read a trained model.h5: refused without it (a real run, not only --check:
 # exit 2 naming [epr] model, and no output directory made), accepted with one

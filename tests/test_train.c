@@ -133,7 +133,9 @@ START_TEST(test_config_check)
   snprintf(dir, sizeof dir, "%s", sgm_test_tmpdir("train_check"));
   const char *sets[2] = {"model.heads=3", "train.batch=300"};
   ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-  PetscErrorCode ierr = run_stages(sgm_test_comm(), dir, "[\"train\"]", 2, sets, NULL);
+  /* simulate first: the trajectory train would read is then not a problem too */
+  PetscErrorCode ierr =
+      run_stages(sgm_test_comm(), dir, "[\"simulate\", \"train\"]", 2, sets, NULL);
   ck_assert_int_eq(PetscPopErrorHandler(), 0);
   ck_assert_int_eq(ierr, SGM_ERR_USER);
 }

@@ -15,6 +15,8 @@
 #ifndef SGM_H5MD_H
 #define SGM_H5MD_H
 
+#include "sgm/schema.h"
+
 #include <petscsys.h>
 #include <stdint.h>
 
@@ -59,6 +61,15 @@ PetscErrorCode sgm_h5md_append_frames_fh(MPI_Comm comm, int64_t fh, const char *
 /// Collective: number of frames in the file.
 PetscErrorCode sgm_h5md_nframes(MPI_Comm comm, const char *path, const char *group,
                                 int64_t *nframes);
+/// Not collective, no MPI (the input check on rank 0): the shape of /particles/<group>/position/
+/// value, frames x particles x dimensions. Returns 0, or -1 (HDF5's error printing off) when the
+/// file does not hold such a dataset.
+int sgm_h5md_peek(const char *path, const char *group, int64_t *frames, int64_t *n, int *dim);
+/// The input check of a stage that reads a trajectory ([epr] or [train] trajectory and group):
+/// sgm_config_check_input_file, then, for a file that is there (not one an earlier stage of the
+/// run writes), its particle count and dimension against [system] n and dim. Rank 0 only.
+PetscErrorCode sgm_h5md_check_input(SgmConfig cfg, SgmProblems pb, const char *key,
+                                    const char *group_key, const char *stage);
 /// Collective: shrinks (or checks) the file to `nframes` frames (restart).
 PetscErrorCode sgm_h5md_truncate(MPI_Comm comm, const char *path, const char *group,
                                  int64_t nframes);

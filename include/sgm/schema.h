@@ -76,6 +76,9 @@ PetscErrorCode sgm_schema_register_check(const char *table, SgmConfigCheckFn fn)
 void sgm_config_problem(SgmProblems pb, const char *key, const char *fmt, ...)
     PETSC_ATTRIBUTE_FORMAT(3, 4);
 
+/// *order = -1 if `stage` is not in [run] stages, 1 if `maker` runs before it, else 0.
+PetscErrorCode sgm_config_stage_order(SgmConfig cfg, const char *maker, const char *stage,
+                                      int *order);
 /// For a stage that reads a file named by `key` ("table.key"), or when `key` is unset by
 /// `name` in [run] output, which the stage `maker` writes: if `stage` is in [run] stages, reports
 /// a problem on `key` when the file cannot be read or is not HDF5, unless `key` is unset and

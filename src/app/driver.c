@@ -77,11 +77,19 @@ PetscErrorCode sgm_run_create(MPI_Comm comm, SgmConfig cfg, const char *restart,
   }
   snprintf(run->outdir, sizeof run->outdir, "%s", outdir);
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  /* --restart: the simulate stage continues from the named checkpoint and needs it; train
+   * continues from its own train_checkpoint.h5 when there is one (a missing file is not an error
+   * there: a complete model.h5 means nothing is left to do) */
+  int nst, sim = 0;
+  const char *const *st;
+  PetscCall(sgm_config_get_string_array(cfg, "run.stages", &nst, &st));
+  for (int i = 0; i < nst; i++) sim |= !strcmp(st[i], "simulate");
   if (rank == 0) {
     owner_of(outdir, owner, sizeof owner);
-    if (restart && access(restart, R_OK))
+    const int missing = restart && access(restart, R_OK);
+    if (missing && sim)
       status = 2, snprintf(msg, sizeof msg, "--restart %s: %s", restart, strerror(errno));
-    else if (restart && H5Fis_hdf5(restart) <= 0)
+    else if (restart && !missing && H5Fis_hdf5(restart) <= 0)
       status = 2,
       snprintf(msg, sizeof msg,
                "--restart %s: not an HDF5 file (give the checkpoint.h5 or train_checkpoint.h5 "

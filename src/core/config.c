@@ -660,19 +660,29 @@ void sgm_config_problem(SgmProblems pb, const char *key, const char *fmt, ...)
   msg_add(pb->ms, line, "[%.*s] %s: %s", dot ? (int)(dot - key) : 0, key, dot ? dot + 1 : key, msg);
 }
 
-PetscErrorCode sgm_config_check_input_file(SgmConfig cfg, SgmProblems pb, const char *key,
-                                           const char *name, const char *stage, const char *maker)
+PetscErrorCode sgm_config_stage_order(SgmConfig cfg, const char *maker, const char *stage,
+                                      int *order)
 {
-  PetscBool set;
-  const char *path, *out, *dot = strchr(key, '.');
-  char def[PETSC_MAX_PATH_LEN];
   int nst, i, made = 0;
   const char *const *st;
   PetscFunctionBeginUser;
   PetscCall(sgm_config_get_string_array(cfg, "run.stages", &nst, &st));
   for (i = 0; i < nst && strcmp(st[i], stage); i++)
     if (!strcmp(st[i], maker)) made = 1;
-  if (i == nst) PetscFunctionReturn(PETSC_SUCCESS); /* the stage does not run */
+  *order = i == nst ? -1 : made;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_config_check_input_file(SgmConfig cfg, SgmProblems pb, const char *key,
+                                           const char *name, const char *stage, const char *maker)
+{
+  PetscBool set;
+  const char *path, *out, *dot = strchr(key, '.');
+  char def[PETSC_MAX_PATH_LEN];
+  int made;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_stage_order(cfg, maker, stage, &made));
+  if (made < 0) PetscFunctionReturn(PETSC_SUCCESS); /* the stage does not run */
   PetscCall(sgm_config_get_string(cfg, "run.output", &out));
   snprintf(def, sizeof def, "%s/%s", out, name);
   PetscCall(sgm_config_is_set(cfg, key, &set));

@@ -156,8 +156,7 @@ PetscErrorCode sgm_epr_config_check(SgmConfig cfg, SgmProblems pb)
   if (lo > hi)
     sgm_config_problem(pb, "epr.phi_dilute", "%g must not exceed [epr] phi_dense = %g", lo, hi);
   /* the files it reads, unless an earlier stage of this run writes them */
-  PetscCall(
-      sgm_config_check_input_file(cfg, pb, "epr.trajectory", "trajectory.h5", "epr", "simulate"));
+  PetscCall(sgm_h5md_check_input(cfg, pb, "epr.trajectory", "epr.group", "epr"));
   if (!strcmp(score, "model"))
     PetscCall(sgm_config_check_input_file(cfg, pb, "epr.model", "model.h5", "epr", "train"));
   PetscFunctionReturn(PETSC_SUCCESS);

@@ -13,6 +13,7 @@
 #include <hdf5.h>
 #include <inttypes.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef PETSC_SUCCESS
 #define PETSC_SUCCESS 0
@@ -249,6 +250,75 @@ PetscErrorCode sgm_h5md_nframes(MPI_Comm comm, const char *path, const char *gro
   PetscCall(dset_len(f, p, &n));
   SgmCallH5(H5Fclose(f));
   *nframes = (int64_t)n;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+int sgm_h5md_peek(const char *path, const char *group, int64_t *frames, int64_t *n, int *dim)
+{
+  char p[512];
+  hsize_t dims[3];
+  H5E_auto2_t fn;
+  void *data;
+  int ok = 0;
+  if ((size_t)snprintf(p, sizeof p, "/particles/%s/position/value", group) >= sizeof p) return -1;
+  H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f >= 0) {
+    hid_t d = H5Dopen2(f, p, H5P_DEFAULT);
+    if (d >= 0) {
+      hid_t fs = H5Dget_space(d);
+      ok = fs >= 0 && H5Sget_simple_extent_ndims(fs) == 3 &&
+           H5Sget_simple_extent_dims(fs, dims, NULL) == 3;
+      if (fs >= 0) H5Sclose(fs);
+      H5Dclose(d);
+    }
+    H5Fclose(f);
+  }
+  H5Eset_auto2(H5E_DEFAULT, fn, data);
+  if (!ok) return -1;
+  *frames = (int64_t)dims[0], *n = (int64_t)dims[1], *dim = (int)dims[2];
+  return 0;
+}
+
+PetscErrorCode sgm_h5md_check_input(SgmConfig cfg, SgmProblems pb, const char *key,
+                                    const char *group_key, const char *stage)
+{
+  PetscBool set;
+  const char *path, *group;
+  char def[PETSC_MAX_PATH_LEN];
+  int made, dim, want_dim;
+  int64_t frames, n, want_n;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_check_input_file(cfg, pb, key, "trajectory.h5", stage, "simulate"));
+  PetscCall(sgm_config_stage_order(cfg, "simulate", stage, &made));
+  PetscCall(sgm_config_is_set(cfg, key, &set));
+  if (made < 0 || (made && !set)) PetscFunctionReturn(PETSC_SUCCESS);
+  if (set)
+    PetscCall(sgm_config_get_string(cfg, key, &path));
+  else {
+    const char *out;
+    PetscCall(sgm_config_get_string(cfg, "run.output", &out));
+    snprintf(def, sizeof def, "%s/trajectory.h5", out);
+    path = def;
+  }
+  if (access(path, R_OK) || H5Fis_hdf5(path) <= 0) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(sgm_config_get_string(cfg, group_key, &group));
+  PetscCall(sgm_config_get_int(cfg, "system.n", &want_n));
+  {
+    int64_t d;
+    PetscCall(sgm_config_get_int(cfg, "system.dim", &d));
+    want_dim = (int)d;
+  }
+  if (sgm_h5md_peek(path, group, &frames, &n, &dim))
+    sgm_config_problem(pb, key,
+                       "%s holds no trajectory of particle group \"%s\" (H5MD "
+                       "/particles/%s/position/value)",
+                       path, group, group);
+  else if (n != want_n || dim != want_dim)
+    sgm_config_problem(pb, key,
+                       "%s holds %lld particles in %d dimensions; [system] n = %lld, dim = %d",
+                       path, (long long)n, dim, (long long)want_n, want_dim);
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

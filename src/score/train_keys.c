@@ -2,6 +2,7 @@
  * schema registry). [model] fixes the architecture (stored as /architecture in model.h5 and
  * checked on load); [train] the loss, optimiser and loop. */
 #include "sgm/train.h"
+#include "sgm/h5md.h"
 
 #include <math.h>
 #include <string.h>
@@ -264,8 +265,7 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
     PetscCall(sgm_config_get_string(cfg, "train.mode", &mode));
     PetscCall(sgm_config_get_string(cfg, "train.online_init", &init));
     if (strcmp(mode, "online") || !strcmp(init, "trajectory")) /* as the stage (train.c) */
-      PetscCall(sgm_config_check_input_file(cfg, pb, "train.trajectory", "trajectory.h5", "train",
-                                            "simulate"));
+      PetscCall(sgm_h5md_check_input(cfg, pb, "train.trajectory", "train.group", "train"));
   }
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
