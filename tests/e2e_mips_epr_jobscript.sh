@@ -167,6 +167,11 @@ check "--check swimmers64_paper.toml with it" "[[ $? -eq 0 ]]"
   "$src/input/swimmers64_paper.toml" >/dev/null 2>"$tmp/sw.err"
 check "--check swimmers64_paper.toml with another system's trajectory: exit 2" \
   "[[ $? -eq 2 ]] && grep -q '\[epr\] trajectory: .* particles in 2 dimensions; \[system\] n = 64' '$tmp/sw.err'"
+"$exe" --check --set train.validate_trajectory="\"$tmp/run/trajectory.h5\"" \
+  --set epr.trajectory="\"$tmp/held/trajectory.h5\"" \
+  "$src/input/swimmers64_paper.toml" >/dev/null 2>"$tmp/sw.err"
+check "  and as its validation trajectory: exit 2" \
+  "[[ $? -eq 2 ]] && grep -q '\[train\] validate_trajectory: .* particles in 2 dimensions; \[system\] n = 64' '$tmp/sw.err'"
 
 # the transfer inputs read a trained model.h5: refused without it (a real run, not only --check:
 # exit 2 naming [epr] model, and no output directory made), accepted with one

@@ -65,7 +65,8 @@ PetscErrorCode sgm_h5md_nframes(MPI_Comm comm, const char *path, const char *gro
 /// value, frames x particles x dimensions. Returns 0, or -1 (HDF5's error printing off) when the
 /// file does not hold such a dataset.
 int sgm_h5md_peek(const char *path, const char *group, int64_t *frames, int64_t *n, int *dim);
-/// The input check of a stage that reads a trajectory ([epr] or [train] trajectory and group):
+/// The input check of a stage that reads a trajectory ([epr] trajectory, [train] trajectory or
+/// validate_trajectory, and the table's group):
 /// sgm_config_check_input_file, then, for a file that is there (not one an earlier stage of the
 /// run writes), its particle count and dimension against [system] n and dim. Rank 0 only.
 PetscErrorCode sgm_h5md_check_input(SgmConfig cfg, SgmProblems pb, const char *key,

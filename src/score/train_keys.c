@@ -282,7 +282,7 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
           "\"transformer\"); for the local transformer run the epr stage on held-out "
           "frames (its score_error_* and sm_loss_* metrics)");
     else
-      PetscCall(sgm_config_check_input_file(cfg, pb, "train.validate_trajectory", "", "train", ""));
+      PetscCall(sgm_h5md_check_input(cfg, pb, "train.validate_trajectory", "train.group", "train"));
   }
   PetscCall(sgm_config_get_int(cfg, "model.d_e", &de));
   PetscCall(sgm_config_get_int(cfg, "model.heads", &heads));
