@@ -331,7 +331,8 @@ static const SgmTableSpec f_table = {"ftest", "input-file test table", f_keys, 0
 static PetscErrorCode f_check(SgmConfig cfg, SgmProblems pb)
 {
   PetscFunctionBeginUser;
-  PetscCall(sgm_config_check_input_file(cfg, pb, "ftest.file", "data.h5", "consume", "make"));
+  PetscCall(
+      sgm_config_check_input_file(cfg, pb, "ftest.file", "data.h5", "consume", "make", NULL, 0));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -81,11 +81,13 @@ PetscErrorCode sgm_config_stage_order(SgmConfig cfg, const char *maker, const ch
                                       int *order);
 /// For a stage that reads a file named by `key` ("table.key"), or when `key` is unset by
 /// `name` in [run] output, which the stage `maker` writes: if `stage` is in [run] stages, reports
-/// a problem on `key` when the file cannot be read or is not HDF5, unless `key` is unset and
-/// `maker` runs before `stage`. So a missing model or trajectory stops the run before its output
-/// directory is touched.
+/// a problem on `key` when the file cannot be read or is not HDF5, unless it is the file `maker`
+/// writes and `maker` runs before `stage`. So a missing model or trajectory stops the run before
+/// its output directory is touched. `there` (may be NULL) receives the path when the file is
+/// there now and HDF5, else "".
 PetscErrorCode sgm_config_check_input_file(SgmConfig cfg, SgmProblems pb, const char *key,
-                                           const char *name, const char *stage, const char *maker);
+                                           const char *name, const char *stage, const char *maker,
+                                           char *there, size_t len);
 
 /// Registers every table and every stage of the program (src/app/register.c). Idempotent.
 PetscErrorCode sgm_register_all(void);

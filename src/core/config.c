@@ -674,37 +674,41 @@ PetscErrorCode sgm_config_stage_order(SgmConfig cfg, const char *maker, const ch
 }
 
 PetscErrorCode sgm_config_check_input_file(SgmConfig cfg, SgmProblems pb, const char *key,
-                                           const char *name, const char *stage, const char *maker)
+                                           const char *name, const char *stage, const char *maker,
+                                           char *there, size_t len)
 {
   PetscBool set;
   const char *path, *out, *dot = strchr(key, '.');
   char def[PETSC_MAX_PATH_LEN];
   int made;
   PetscFunctionBeginUser;
+  if (there && len) there[0] = 0;
   PetscCall(sgm_config_stage_order(cfg, maker, stage, &made));
   if (made < 0) PetscFunctionReturn(PETSC_SUCCESS); /* the stage does not run */
   PetscCall(sgm_config_get_string(cfg, "run.output", &out));
   snprintf(def, sizeof def, "%s/%s", out, name);
   PetscCall(sgm_config_is_set(cfg, key, &set));
-  if (set) {
-    PetscCall(sgm_config_get_string(cfg, key, &path));
-    /* named explicitly: the file the earlier stage writes, or a readable HDF5 file now */
-    if (made && !strcmp(path, def)) PetscFunctionReturn(PETSC_SUCCESS);
-    if (access(path, R_OK))
+  path = set ? NULL : def;
+  if (set) PetscCall(sgm_config_get_string(cfg, key, &path));
+  /* the file the earlier stage writes: nothing to read yet */
+  if (made && !strcmp(path, def)) PetscFunctionReturn(PETSC_SUCCESS);
+  if (!set && !dot) PetscFunctionReturn(PETSC_SUCCESS);
+  if (access(path, R_OK)) {
+    if (set)
       sgm_config_problem(pb, key, "cannot read %s: %s", path, strerror(errno));
-    else if (H5Fis_hdf5(path) <= 0)
+    else
+      sgm_config_problem(pb, key,
+                         "unset, so the %s stage reads %s, which cannot be read (%s): run the %s "
+                         "stage before it or set [%.*s] %s",
+                         stage, def, strerror(errno), maker, (int)(dot - key), key, dot + 1);
+  } else if (H5Fis_hdf5(path) <= 0) {
+    if (set)
       sgm_config_problem(pb, key, "%s is not an HDF5 file", path);
-    PetscFunctionReturn(PETSC_SUCCESS);
-  }
-  if (made || !dot) PetscFunctionReturn(PETSC_SUCCESS);
-  if (access(def, R_OK))
-    sgm_config_problem(pb, key,
-                       "unset, so the %s stage reads %s, which cannot be read (%s): run the %s "
-                       "stage before it or set [%.*s] %s",
-                       stage, def, strerror(errno), maker, (int)(dot - key), key, dot + 1);
-  else if (H5Fis_hdf5(def) <= 0)
-    sgm_config_problem(pb, key, "unset, so the %s stage reads %s, which is not an HDF5 file", stage,
-                       def);
+    else
+      sgm_config_problem(pb, key, "unset, so the %s stage reads %s, which is not an HDF5 file",
+                         stage, def);
+  } else if (there && len)
+    snprintf(there, len, "%s", path);
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

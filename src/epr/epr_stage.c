@@ -158,7 +158,8 @@ PetscErrorCode sgm_epr_config_check(SgmConfig cfg, SgmProblems pb)
   /* the files it reads, unless an earlier stage of this run writes them */
   PetscCall(sgm_h5md_check_input(cfg, pb, "epr.trajectory", "epr.group", "epr"));
   if (!strcmp(score, "model"))
-    PetscCall(sgm_config_check_input_file(cfg, pb, "epr.model", "model.h5", "epr", "train"));
+    PetscCall(
+        sgm_config_check_input_file(cfg, pb, "epr.model", "model.h5", "epr", "train", NULL, 0));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

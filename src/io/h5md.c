@@ -13,7 +13,6 @@
 #include <hdf5.h>
 #include <inttypes.h>
 #include <string.h>
-#include <unistd.h>
 
 #ifndef PETSC_SUCCESS
 #define PETSC_SUCCESS 0
@@ -284,32 +283,17 @@ int sgm_h5md_peek(const char *path, const char *group, int64_t *frames, int64_t 
 PetscErrorCode sgm_h5md_check_input(SgmConfig cfg, SgmProblems pb, const char *key,
                                     const char *group_key, const char *stage)
 {
-  PetscBool set;
-  const char *path, *group;
-  char def[PETSC_MAX_PATH_LEN];
-  int made, dim, want_dim;
-  int64_t frames, n, want_n;
+  const char *group;
+  char path[PETSC_MAX_PATH_LEN];
+  int dim;
+  int64_t frames, n, want_n, want_dim;
   PetscFunctionBeginUser;
-  PetscCall(sgm_config_check_input_file(cfg, pb, key, "trajectory.h5", stage, "simulate"));
-  PetscCall(sgm_config_stage_order(cfg, "simulate", stage, &made));
-  PetscCall(sgm_config_is_set(cfg, key, &set));
-  if (made < 0 || (made && !set)) PetscFunctionReturn(PETSC_SUCCESS);
-  if (set)
-    PetscCall(sgm_config_get_string(cfg, key, &path));
-  else {
-    const char *out;
-    PetscCall(sgm_config_get_string(cfg, "run.output", &out));
-    snprintf(def, sizeof def, "%s/trajectory.h5", out);
-    path = def;
-  }
-  if (access(path, R_OK) || H5Fis_hdf5(path) <= 0) PetscFunctionReturn(PETSC_SUCCESS);
+  PetscCall(sgm_config_check_input_file(cfg, pb, key, "trajectory.h5", stage, "simulate", path,
+                                        sizeof path));
+  if (!path[0]) PetscFunctionReturn(PETSC_SUCCESS); /* reported, or written by this run */
   PetscCall(sgm_config_get_string(cfg, group_key, &group));
   PetscCall(sgm_config_get_int(cfg, "system.n", &want_n));
-  {
-    int64_t d;
-    PetscCall(sgm_config_get_int(cfg, "system.dim", &d));
-    want_dim = (int)d;
-  }
+  PetscCall(sgm_config_get_int(cfg, "system.dim", &want_dim));
   if (sgm_h5md_peek(path, group, &frames, &n, &dim))
     sgm_config_problem(pb, key,
                        "%s holds no trajectory of particle group \"%s\" (H5MD "
@@ -318,7 +302,7 @@ PetscErrorCode sgm_h5md_check_input(SgmConfig cfg, SgmProblems pb, const char *k
   else if (n != want_n || dim != want_dim)
     sgm_config_problem(pb, key,
                        "%s holds %lld particles in %d dimensions; [system] n = %lld, dim = %d",
-                       path, (long long)n, dim, (long long)want_n, want_dim);
+                       path, (long long)n, dim, (long long)want_n, (int)want_dim);
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -270,7 +270,7 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
   if (init_set) /* no stage writes it: readable HDF5 now */
-    PetscCall(sgm_config_check_input_file(cfg, pb, "train.init_model", "", "train", ""));
+    PetscCall(sgm_config_check_input_file(cfg, pb, "train.init_model", "", "train", "", NULL, 0));
   PetscBool val_set;
   PetscCall(sgm_config_is_set(cfg, "train.validate_trajectory", &val_set));
   if (val_set) {
