@@ -61,10 +61,10 @@ PetscErrorCode sgm_h5md_append_frames_fh(MPI_Comm comm, int64_t fh, const char *
 /// Collective: number of frames in the file.
 PetscErrorCode sgm_h5md_nframes(MPI_Comm comm, const char *path, const char *group,
                                 int64_t *nframes);
-/// Not collective, no MPI (the input check on rank 0): the shape of /particles/<group>/position/
-/// value, frames x particles x dimensions. Returns 0, or -1 (HDF5's error printing off) when the
-/// file does not hold such a dataset.
-int sgm_h5md_peek(const char *path, const char *group, int64_t *frames, int64_t *n, int *dim);
+/// Not collective, no MPI (the input check on rank 0): the particle count and dimension of
+/// /particles/<group>/position/value (frames x particles x dimensions). Returns 0, or -1 (HDF5's
+/// error printing off) when the file does not hold such a dataset.
+int sgm_h5md_peek(const char *path, const char *group, int64_t *n, int *dim);
 /// The input check of a stage that reads a trajectory ([epr] trajectory, [train] trajectory or
 /// validate_trajectory, and the table's group):
 /// sgm_config_check_input_file, then, for a file that is there (not one an earlier stage of the

@@ -80,14 +80,12 @@ PetscErrorCode sgm_run_create(MPI_Comm comm, SgmConfig cfg, const char *restart,
   /* --restart: the simulate stage continues from the named checkpoint and needs it; train
    * continues from its own train_checkpoint.h5 when there is one (a missing file is not an error
    * there: a complete model.h5 means nothing is left to do) */
-  int nst, sim = 0;
-  const char *const *st;
-  PetscCall(sgm_config_get_string_array(cfg, "run.stages", &nst, &st));
-  for (int i = 0; i < nst; i++) sim |= !strcmp(st[i], "simulate");
+  int sim; /* >= 0: the simulate stage runs */
+  PetscCall(sgm_config_stage_order(cfg, "", "simulate", &sim));
   if (rank == 0) {
     owner_of(outdir, owner, sizeof owner);
     const int missing = restart && access(restart, R_OK);
-    if (missing && sim)
+    if (missing && sim >= 0)
       status = 2, snprintf(msg, sizeof msg, "--restart %s: %s", restart, strerror(errno));
     else if (restart && !missing && H5Fis_hdf5(restart) <= 0)
       status = 2,

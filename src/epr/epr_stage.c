@@ -426,8 +426,7 @@ PetscErrorCode sgm_stage_epr(SgmRun *run)
   PetscCall(sgm_config_get_real(cfg, "epr.local_radius", &rloc_a));
   PetscCall(sgm_config_get_real(cfg, "epr.phi_dilute", &phi_lo));
   PetscCall(sgm_config_get_real(cfg, "epr.phi_dense", &phi_hi));
-  PetscCheck(phi_lo <= phi_hi, run->comm, SGM_ERR_USER,
-             "[epr] phi_dilute = %g must not exceed phi_dense = %g", phi_lo, phi_hi);
+  /* phi_dilute <= phi_dense: the input check (sgm_epr_config_check) */
   PetscCall(sgm_config_is_set(cfg, "epr.trajectory", &set));
   if (set) {
     const char *t;

@@ -252,7 +252,7 @@ PetscErrorCode sgm_h5md_nframes(MPI_Comm comm, const char *path, const char *gro
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-int sgm_h5md_peek(const char *path, const char *group, int64_t *frames, int64_t *n, int *dim)
+int sgm_h5md_peek(const char *path, const char *group, int64_t *n, int *dim)
 {
   char p[512];
   hsize_t dims[3];
@@ -276,7 +276,7 @@ int sgm_h5md_peek(const char *path, const char *group, int64_t *frames, int64_t 
   }
   H5Eset_auto2(H5E_DEFAULT, fn, data);
   if (!ok) return -1;
-  *frames = (int64_t)dims[0], *n = (int64_t)dims[1], *dim = (int)dims[2];
+  *n = (int64_t)dims[1], *dim = (int)dims[2];
   return 0;
 }
 
@@ -286,7 +286,7 @@ PetscErrorCode sgm_h5md_check_input(SgmConfig cfg, SgmProblems pb, const char *k
   const char *group;
   char path[PETSC_MAX_PATH_LEN];
   int dim;
-  int64_t frames, n, want_n, want_dim;
+  int64_t n, want_n, want_dim;
   PetscFunctionBeginUser;
   PetscCall(sgm_config_check_input_file(cfg, pb, key, "trajectory.h5", stage, "simulate", path,
                                         sizeof path));
@@ -294,7 +294,7 @@ PetscErrorCode sgm_h5md_check_input(SgmConfig cfg, SgmProblems pb, const char *k
   PetscCall(sgm_config_get_string(cfg, group_key, &group));
   PetscCall(sgm_config_get_int(cfg, "system.n", &want_n));
   PetscCall(sgm_config_get_int(cfg, "system.dim", &want_dim));
-  if (sgm_h5md_peek(path, group, &frames, &n, &dim))
+  if (sgm_h5md_peek(path, group, &n, &dim))
     sgm_config_problem(pb, key,
                        "%s holds no trajectory of particle group \"%s\" (H5MD "
                        "/particles/%s/position/value)",
