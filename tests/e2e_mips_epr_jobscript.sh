@@ -174,7 +174,14 @@ check "  and as its validation trajectory: exit 2" \
   "[[ $? -eq 2 ]] && grep -q '\[train\] validate_trajectory: .* particles in 2 dimensions; \[system\] n = 64' '$tmp/sw.err'"
 
 # the transfer inputs read a trained model.h5: refused without it (a real run, not only --check:
-# exit 2 naming [epr] model, and no output directory made), accepted with one
+# exit 2 naming [epr] model, and no output directory made), accepted with one of their [model]
+# (the network of input/mips_epr_validate.toml, trained for 2 steps on the tiny run's frames)
+"$exe" --set run.output="\"$tmp/xm\"" --set 'run.stages=["train"]' \
+  --set train.trajectory="\"$tmp/ref/trajectory.h5\"" --set train.steps=2 --set model.d_e=64 \
+  --set model.layers=2 --set model.K=16 --set model.mlp_hidden=128 --set model.embed_hidden=64 \
+  --set model.dec_hidden=64 --set model.boltzmann=true --set model.max_batch=128 \
+  "$tmp/tiny.toml" >"$tmp/xm.log" 2>&1
+check "a 2-step model of the transfer inputs' network" "[[ $? -eq 0 && -f $tmp/xm/model.h5 ]]"
 for f in "$src"/input/transfer_*.toml; do
   b=$(basename "$f" .toml)
   "$exe" --set run.output="\"$tmp/$b\"" --set epr.model="\"$tmp/none/model.h5\"" "$f" \
@@ -182,8 +189,19 @@ for f in "$src"/input/transfer_*.toml; do
   rc=$?
   check "$b without its model: exit 2 (got $rc), naming [epr] model, no output" \
     "[[ $rc -eq 2 && ! -e $tmp/$b ]] && grep -q '\[epr\] model: cannot read' '$tmp/xf.err'"
-  "$exe" --check --set epr.model="\"$tmp/ref/model.h5\"" "$f" >/dev/null 2>"$tmp/xf.err"
+  "$exe" --check --set epr.model="\"$tmp/xm/model.h5\"" "$f" >/dev/null 2>"$tmp/xf.err"
   check "--check $b with a model" "[[ $? -eq 0 ]]"
+done
+# a model trained as another network than [model] builds: refused before anything is made,
+# naming the [model] key (a real run), here d_e and the activation
+f="$src/input/transfer_n32768.toml"
+for kv in "model.d_e=32:d_e" 'model.activation="silu":activation'; do
+  rm -rf "$tmp/xa"
+  "$exe" --set run.output="\"$tmp/xa\"" --set epr.model="\"$tmp/xm/model.h5\"" \
+    --set "${kv%:*}" "$f" >/dev/null 2>"$tmp/xa.err"
+  rc=$?
+  check "transfer_n32768 with --set ${kv%:*}: exit 2 (got $rc), naming [model] ${kv##*:}, no output" \
+    "[[ $rc -eq 2 && ! -e $tmp/xa ]] && grep -q '\[model\] ${kv##*:}: .*xm/model.h5 (\[epr\] model) was trained as another network' '$tmp/xa.err'"
 done
 
 echo "$pass passed, $fail failed"

@@ -40,8 +40,10 @@
  *    restart identity (bitwise) online and offline; boltzmann_x with eps = 0 or with the local
  *    transformer is refused by the input check;
  *  - [train] init_model: 0 steps from another run's model.h5 leave its EMA weights (network and
- *    pair term) bit for bit; another architecture or a missing file is refused (exit 2), the
- *    latter before the output directory exists;
+ *    pair term) bit for bit; another architecture or a missing file is refused (exit 2) before
+ *    the output directory exists;
+ *  - a periodic box given by [system] phi: the MLP's period and the pair term's box are the
+ *    resolved edge (model.h5's x_period);
  *  - [train] validate_trajectory: the last validation's score error and sm losses equal the epr
  *    stage's on the same frames (1e-9; MLP with EMA weights, transformer with both Boltzmann
  *    shifts), train_log.h5 has them at the log steps only and restores them on --restart bit
@@ -896,8 +898,8 @@ END_TEST
 
 /* [train] init_model: the EMA weights of another run's model.h5 (network and pair term in one
  * slab) start the training; 0 steps from them leave exactly those weights in the new model.h5.
- * Another architecture, or a file that is not there, is an input error (exit 2) and the latter
- * is caught before the output directory is created. */
+ * Another architecture, or a file that is not there, is an input error (exit 2) caught before
+ * the output directory is created. */
 START_TEST(test_init_model)
 {
   MPI_Comm comm = sgm_test_comm();
@@ -944,15 +946,12 @@ START_TEST(test_init_model)
   ck_assert_int_gt(npair, 0);   /* the pair term's tensors came along */
   ck_assert_uint_gt(differ, 0); /* the EMA, not the raw weights, were taken */
   free(pa.v), free(pb.v);
-  /* another architecture: refused by the load's check */
-  const char *sc[4] = {traj, init, "model.pair_hidden=8", "model.pair_cutoff=2.0"};
-  ck_assert_int_eq(PetscPushErrorHandler(PetscReturnErrorHandler, NULL), 0);
-  PetscErrorCode ierr = run_text(comm, base, bad, "[\"train\"]", 4, sc, NULL);
-  ck_assert_int_eq(PetscPopErrorHandler(), 0);
-  ck_assert_int_eq(ierr, SGM_ERR_USER);
-  /* a file that is not there: refused by the input check, nothing created */
+  /* another architecture (the pair cutoff): refused by the input check, nothing created */
   char fresh[600], missing[700];
   snprintf(fresh, sizeof fresh, "%s/not_created", bad);
+  const char *sc[4] = {traj, init, "model.pair_hidden=8", "model.pair_cutoff=2.0"};
+  expect_refused(fresh, 4, sc);
+  /* a file that is not there: refused by the input check, nothing created */
   snprintf(missing, sizeof missing, "train.init_model=\"%s/no_such_model.h5\"", a);
   const char *sd[2] = {traj, missing};
   expect_refused(fresh, 2, sd);
@@ -1308,6 +1307,42 @@ START_TEST(test_pair_equilibrium)
 }
 END_TEST
 
+/* A periodic box given by [system] phi (L unset): the MLP's periodic position features and the
+ * pair term's box take the edge the engine resolves, sqrt(pi n a^2 / phi) (the model once read
+ * the unset L and stopped with an internal error). */
+START_TEST(test_box_from_phi)
+{
+  MPI_Comm comm = sgm_test_comm();
+  char text[sizeof base + 64], dir[512], path[600];
+  const char *from[2] = {"L = 6.0\n", "trap_A = 1.0\nboundary = \"open\"\n"};
+  const char *to[2] = {"phi = 0.2\n", "boundary = \"periodic\"\n"};
+  snprintf(text, sizeof text, "%s", base);
+  for (int k = 0; k < 2; k++) {
+    char *at = strstr(text, from[k]), rest[sizeof base];
+    ck_assert_ptr_nonnull(at);
+    snprintf(rest, sizeof rest, "%s", at + strlen(from[k]));
+    snprintf(at, sizeof text - (size_t)(at - text), "%s%s", to[k], rest);
+  }
+  snprintf(dir, sizeof dir, "%s", sgm_test_tmpdir("full_phi"));
+  const char *sets[3] = {"model.pair_hidden=8", "model.pair_cutoff=2.0", "train.steps=2"};
+  ck_assert_int_eq(run_text(comm, text, dir, "[\"simulate\", \"train\"]", 3, sets, NULL), 0);
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) {
+    double L = 0.0;
+    snprintf(path, sizeof path, "%s/model.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    hid_t a = H5Aopen_by_name(f, "architecture", "x_period", H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ge(H5Aread(a, H5T_NATIVE_DOUBLE, &L), 0);
+    H5Aclose(a);
+    H5Fclose(f);
+    ck_assert_double_eq_tol(L, sqrt(M_PI * 4.0 / 0.2), 1e-12);
+  }
+}
+END_TEST
+
 static Suite *suite(void)
 {
   Suite *s = suite_create("train_full");
@@ -1326,6 +1361,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_init_model);
     tcase_add_test(tc, test_validate);
     tcase_add_test(tc, test_periodic_x);
+    tcase_add_test(tc, test_box_from_phi);
   } else {
     tcase_add_test(tc, test_trap);
     if (!long_run) tcase_add_test(tc, test_pair_equilibrium);

@@ -61,4 +61,11 @@ PetscErrorCode sgm_nn_load_ema(MPI_Comm comm, const char *path, SgmParams *p, in
 PetscErrorCode sgm_nn_load_auto(MPI_Comm comm, const char *path, SgmParams *p, int narch,
                                 const SgmNNAttr *arch, int *ema);
 
+/// Compares the /architecture attributes of the model file `path` with `arch` as sgm_nn_load
+/// does, on the calling rank alone and printing nothing (for the input check): 0 when they are
+/// the same; 1 with the first difference in msg[len] and the name of its attribute in
+/// which[wlen]; -1 when the file or its attributes cannot be read (msg says which).
+int sgm_nn_arch_differs(const char *path, int narch, const SgmNNAttr *arch, char *which,
+                        size_t wlen, char *msg, size_t len);
+
 #endif

@@ -28,6 +28,7 @@
 #include "sgm/config.h"
 #include "sgm/nn_io.h"
 #include "sgm/nn_models.h"
+#include "sgm/schema.h"
 #include "sgm/score_provider.h"
 
 typedef enum { SGM_SCORE_LOCAL = 0, SGM_SCORE_MLP = 1, SGM_SCORE_TRANSFORMER = 2 } SgmScoreKind;
@@ -58,6 +59,15 @@ PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim
 /// sgm_score_model_from_config). Not collective (errors on comm).
 PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int64_t n,
                                      uint64_t seed, SgmScoreModelSpec *ms);
+/// The architecture attributes (arch, narch) and the settings of the network of any [model] kind
+/// that sgm_score_model_build would build, without building it or checking the keys (no
+/// network: ms->m and ms->fs stay NULL). Not collective.
+PetscErrorCode sgm_score_model_arch(SgmConfig cfg, int dim, int64_t n, SgmScoreModelSpec *ms);
+/// Input check (rank 0, schema.h): the model file `path`, read by the key `key` ("epr.model",
+/// "train.init_model"), must hold the architecture the [model] and [system] keys build; a
+/// difference is reported at the [model] (or [system]) key its attribute comes from.
+PetscErrorCode sgm_score_model_check_file(SgmConfig cfg, SgmProblems pb, const char *key,
+                                          const char *path);
 /// The parameter slab of the spec's network.
 SgmParams *sgm_score_model_params(SgmScoreModelSpec *ms);
 /// Destroys the spec's network (either kind); accepts a spec without one.

@@ -16,6 +16,9 @@ extern const SgmTableSpec sgm_table_system, sgm_table_simulate;
 /// Collective: the `simulate` stage.
 PetscErrorCode sgm_stage_simulate(SgmRun *run);
 
+/// Not collective: the box edge, [system] L, or when unset the edge that holds n particles of
+/// radius a at packing fraction phi (d = 2: pi n a^2 / L^2 = phi; d = 1: 2 n a / L = phi).
+PetscErrorCode sgm_system_box_edge(SgmConfig cfg, double *L);
 /// Not collective: engine parameters from [system] and [simulate] (L resolved from phi).
 PetscErrorCode sgm_aoup_params_from_config(SgmConfig cfg, uint64_t seed, SgmAoupParams *p);
 

@@ -17,6 +17,25 @@
 
 static PetscLogEvent ev_write;
 
+PetscErrorCode sgm_system_box_edge(SgmConfig cfg, double *L)
+{
+  PetscBool set;
+  int64_t dim, n;
+  double a, phi;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_is_set(cfg, "system.L", &set));
+  if (set) {
+    PetscCall(sgm_config_get_real(cfg, "system.L", L));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
+  PetscCall(sgm_config_get_int(cfg, "system.dim", &dim));
+  PetscCall(sgm_config_get_int(cfg, "system.n", &n));
+  PetscCall(sgm_config_get_real(cfg, "system.a", &a));
+  PetscCall(sgm_config_get_real(cfg, "system.phi", &phi));
+  *L = dim == 2 ? sqrt((double)n * M_PI * a * a / phi) : 2.0 * (double)n * a / phi;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 PetscErrorCode sgm_aoup_params_from_config(SgmConfig cfg, uint64_t seed, SgmAoupParams *p)
 {
   int64_t v;
@@ -40,15 +59,7 @@ PetscErrorCode sgm_aoup_params_from_config(SgmConfig cfg, uint64_t seed, SgmAoup
   PetscCall(sgm_config_get_real(cfg, "system.trap_A", &p->trap_A));
   PetscCall(sgm_config_get_string(cfg, "system.potential", &s));
   PetscCall(PetscStrncpy(p->potential, s, sizeof p->potential));
-  PetscCall(sgm_config_is_set(cfg, "system.L", &set));
-  if (set)
-    PetscCall(sgm_config_get_real(cfg, "system.L", &p->L));
-  else {
-    double phi;
-    PetscCall(sgm_config_get_real(cfg, "system.phi", &phi));
-    p->L = p->dim == 2 ? sqrt((double)p->n * M_PI * p->a * p->a / phi)
-                       : 2.0 * (double)p->n * p->a / phi;
-  }
+  PetscCall(sgm_system_box_edge(cfg, &p->L));
   PetscCall(sgm_config_get_real(cfg, "simulate.dt", &p->dt));
   PetscCall(sgm_config_get_string(cfg, "simulate.g_update", &s));
   p->g_exact = !strcmp(s, "exact");

@@ -26,6 +26,7 @@
 #include "sgm/epr.h"
 #include "sgm/epr_io.h"
 #include "sgm/score_provider.h"
+#include "sgm/score_model.h"
 #include "sgm/simulate.h"
 #include "sgm/h5md.h"
 #include "sgm/observables.h"
@@ -157,9 +158,38 @@ PetscErrorCode sgm_epr_config_check(SgmConfig cfg, SgmProblems pb)
     sgm_config_problem(pb, "epr.phi_dilute", "%g must not exceed [epr] phi_dense = %g", lo, hi);
   /* the files it reads, unless an earlier stage of this run writes them */
   PetscCall(sgm_h5md_check_input(cfg, pb, "epr.trajectory", "epr.group", "epr"));
-  if (!strcmp(score, "model"))
-    PetscCall(
-        sgm_config_check_input_file(cfg, pb, "epr.model", "model.h5", "epr", "train", NULL, 0));
+  int nid;
+  const int64_t *ids;
+  PetscCall(sgm_config_get_int_array(cfg, "epr.attention_ids", &nid, &ids));
+  if (nid > 0) { /* the rollout of the local transformer, whatever the score */
+    const char *kind, *bnd;
+    int64_t n;
+    PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+    PetscCall(sgm_config_get_string(cfg, "system.boundary", &bnd));
+    PetscCall(sgm_config_get_int(cfg, "system.n", &n));
+    if (strcmp(kind, "local_transformer"))
+      sgm_config_problem(pb, "epr.attention_ids",
+                         "the attention rollout is of the local transformer; [model] kind is "
+                         "\"%s\"",
+                         kind);
+    if (strcmp(bnd, "periodic"))
+      sgm_config_problem(pb, "epr.attention_ids",
+                         "the local transformer's windows need a periodic box ([system] boundary "
+                         "is \"%s\")",
+                         bnd);
+    for (int k = 0; k < nid; k++)
+      if (ids[k] < 0 || ids[k] >= n) {
+        sgm_config_problem(pb, "epr.attention_ids", "id %lld is outside [0, %lld) ([system] n)",
+                           (long long)ids[k], (long long)n);
+        break;
+      }
+  }
+  if (!strcmp(score, "model") || nid > 0) {
+    char path[PETSC_MAX_PATH_LEN];
+    PetscCall(sgm_config_check_input_file(cfg, pb, "epr.model", "model.h5", "epr", "train", path,
+                                          sizeof path));
+    if (path[0]) PetscCall(sgm_score_model_check_file(cfg, pb, "epr.model", path));
+  }
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #define MSG_LEN            1024
+#define ATTR_LEN           256 /* an attribute name */
 #define SGM_MODEL_FORMAT   "sgm_hpc model"
 #define SGM_MODEL_FORMAT_V 1
 #define BCAST_CHUNK        ((size_t)1 << 28)
@@ -274,7 +275,7 @@ static void attr_value_str(const SgmNNAttr *a, char *buf, size_t len)
 typedef struct {
   int n;
   const SgmNNAttr *a;
-  char extra[256];
+  char extra[ATTR_LEN];
 } ExtraAttrCtx;
 
 static herr_t find_extra_attr(hid_t loc, const char *name, const H5A_info_t *info, void *vctx)
@@ -288,13 +289,16 @@ static herr_t find_extra_attr(hid_t loc, const char *name, const H5A_info_t *inf
   return 1; /* stop */
 }
 
+/* The first difference between the file's /architecture and arch, as a message in msg (empty:
+ * none) naming the attribute, which also goes to which[ATTR_LEN] (may be NULL). */
 static PetscErrorCode check_arch(hid_t file, const char *path, int narch, const SgmNNAttr *arch,
-                                 char *msg)
+                                 char *msg, char *which)
 {
   hid_t g;
   htri_t ex;
   PetscFunctionBeginUser;
   SgmCallH5H(ex, H5Lexists(file, "architecture", H5P_DEFAULT));
+  if (which) which[0] = 0;
   if (!ex) {
     if (narch > 0)
       msgf(msg, "%s has no /architecture group, the model has %d attributes", path, narch);
@@ -331,6 +335,7 @@ static PetscErrorCode check_arch(hid_t file, const char *path, int narch, const 
              path, want->key, a, b);
       }
     }
+    if (msg[0] && which) snprintf(which, ATTR_LEN, "%s", want->key);
   }
   if (!msg[0]) {
     ExtraAttrCtx ctx = {narch, arch, ""};
@@ -341,9 +346,39 @@ static PetscErrorCode check_arch(hid_t file, const char *path, int narch, const 
            "%s: the file has architecture attribute '%s' that the model built from the input "
            "does not have",
            path, ctx.extra);
+    if (ctx.extra[0] && which) snprintf(which, ATTR_LEN, "%s", ctx.extra);
   }
   SgmCallH5(H5Gclose(g));
   PetscFunctionReturn(0);
+}
+
+int sgm_nn_arch_differs(const char *path, int narch, const SgmNNAttr *arch, char *which,
+                        size_t wlen, char *msg, size_t len)
+{
+  char m[MSG_LEN] = "", w[ATTR_LEN] = "";
+  int r = -1;
+  H5E_auto2_t fn;
+  void *data;
+  H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0)
+    snprintf(m, sizeof m, "%s cannot be opened as an HDF5 file", path);
+  else {
+    /* a damaged file makes check_arch return an error: say so, print nothing */
+    (void)PetscPushErrorHandler(PetscReturnErrorHandler, NULL);
+    const PetscErrorCode ierr = check_arch(f, path, narch, arch, m, w);
+    (void)PetscPopErrorHandler();
+    if (ierr)
+      snprintf(m, sizeof m, "%s: its /architecture attributes cannot be read", path);
+    else
+      r = m[0] != 0;
+    H5Fclose(f);
+  }
+  H5Eset_auto2(H5E_DEFAULT, fn, data);
+  snprintf(msg, len, "%s", m);
+  snprintf(which, wlen, "%s", r == 1 ? w : "");
+  return r;
 }
 
 typedef struct {
@@ -513,7 +548,7 @@ static PetscErrorCode load_rank0(const char *path, SgmParams *p, int narch, cons
     PetscFunctionReturn(0);
   }
   SgmCallH5H(f, H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT));
-  PetscCall(check_arch(f, path, narch, arch, msg));
+  PetscCall(check_arch(f, path, narch, arch, msg, NULL));
   if (!msg[0]) PetscCall(check_tensors(f, path, "params", p, msg));
   if (!msg[0] && (opt || ema_weights))
     PetscCall(check_optimizer(f, path, p, opt, ema_weights, step, &has_ema, msg));

@@ -183,75 +183,82 @@ typedef struct {
   int narch, nhyper;
 } Trainer;
 
-PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim, uint64_t seed,
-                                           SgmScoreModelSpec *ms)
+static SgmNnAct act_from_name(const char *act)
+{
+  return !strcmp(act, "silu")   ? SGM_NN_ACT_SILU
+         : !strcmp(act, "relu") ? SGM_NN_ACT_RELU
+                                : SGM_NN_ACT_GELU;
+}
+
+/* The transformer keys of [model] (both the local and the full-state transformer). */
+static PetscErrorCode transformer_keys(SgmConfig cfg, SgmNnTransformerConfig *c)
 {
   int64_t v;
-  const char *s;
-  PetscBool b;
-  SgmNnTransformerConfig c;
+  const char *act;
   PetscFunctionBeginUser;
-  memset(&c, 0, sizeof c);
+  PetscCall(sgm_config_get_string(cfg, "model.activation", &act));
+  c->act = act_from_name(act);
+  PetscCall(sgm_config_get_int(cfg, "model.d_e", &v));
+  c->d_model = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.layers", &v));
+  c->n_layers = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.heads", &v));
+  c->n_heads = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.mlp_hidden", &v));
+  c->mlp_hidden = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.embed_hidden", &v));
+  c->embed_hidden = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.embed_depth", &v));
+  c->embed_depth = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.dec_hidden", &v));
+  c->dec_hidden = (int)v;
+  PetscCall(sgm_config_get_int(cfg, "model.dec_depth", &v));
+  c->dec_depth = (int)v;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+/* Appends the transformer's architecture attributes d_e ... dec_depth. */
+static int transformer_arch(const SgmNnTransformerConfig *c, SgmNNAttr *arch, int n)
+{
+  arch[n++] = SGM_NN_ATTR_I("d_e", c->d_model);
+  arch[n++] = SGM_NN_ATTR_I("layers", c->n_layers);
+  arch[n++] = SGM_NN_ATTR_I("heads", c->n_heads);
+  arch[n++] = SGM_NN_ATTR_I("mlp_hidden", c->mlp_hidden);
+  arch[n++] = SGM_NN_ATTR_I("embed_hidden", c->embed_hidden);
+  arch[n++] = SGM_NN_ATTR_I("embed_depth", c->embed_depth);
+  arch[n++] = SGM_NN_ATTR_I("dec_hidden", c->dec_hidden);
+  arch[n++] = SGM_NN_ATTR_I("dec_depth", c->dec_depth);
+  return n;
+}
+
+/* The local transformer's configuration (ms->cfg, K, max_batch, learn_x, boltzmann) and
+ * architecture attributes from the [model] keys, checking nothing and building nothing. */
+static PetscErrorCode local_spec(SgmConfig cfg, int dim, SgmScoreModelSpec *ms)
+{
+  int64_t v;
+  const char *s, *act;
+  PetscBool b;
+  SgmNnTransformerConfig *c = &ms->cfg;
+  PetscFunctionBeginUser;
   memset(ms, 0, sizeof *ms);
-  PetscCall(sgm_config_get_string(cfg, "model.kind", &s));
-  PetscCheck(!strcmp(s, "local_transformer"), comm, SGM_ERR_USER,
-             "[model] kind = \"%s\": this needs the local transformer (kind = "
-             "\"local_transformer\")",
-             s);
-  c.dim = dim, c.gdim = dim;
+  c->dim = dim, c->gdim = dim;
   PetscCall(sgm_config_get_string(cfg, "model.learn", &s));
   ms->learn_x = !strcmp(s, "xg");
-  c.out_dim = c.dim * (ms->learn_x + 1);
-  PetscCall(sgm_config_get_int(cfg, "model.d_e", &v));
-  c.d_model = (int)v;
-  PetscCall(sgm_config_get_int(cfg, "model.layers", &v));
-  c.n_layers = (int)v;
-  PetscCall(sgm_config_get_int(cfg, "model.heads", &v));
-  c.n_heads = (int)v;
-  PetscCall(sgm_config_get_int(cfg, "model.mlp_hidden", &v));
-  c.mlp_hidden = (int)v;
-  PetscCall(sgm_config_get_int(cfg, "model.embed_hidden", &v));
-  c.embed_hidden = (int)v;
-  PetscCall(sgm_config_get_int(cfg, "model.embed_depth", &v));
-  c.embed_depth = (int)v;
-  PetscCall(sgm_config_get_int(cfg, "model.dec_hidden", &v));
-  c.dec_hidden = (int)v;
-  PetscCall(sgm_config_get_int(cfg, "model.dec_depth", &v));
-  c.dec_depth = (int)v;
+  c->out_dim = c->dim * (ms->learn_x + 1);
+  PetscCall(transformer_keys(cfg, c));
   PetscCall(sgm_config_get_int(cfg, "model.K", &v));
   ms->K = (int)v;
   PetscCall(sgm_config_get_int(cfg, "model.max_batch", &v));
   ms->max_batch = (int)v;
   PetscCall(sgm_config_get_bool(cfg, "model.boltzmann", &b));
   ms->boltzmann = (int)b;
-  PetscCall(sgm_config_get_bool(cfg, "model.boltzmann_x", &b));
-  PetscCheck(!b, comm, SGM_ERR_USER,
-             "[model] boltzmann_x = true is implemented for the full-state kinds (kind = \"mlp\" "
-             "or \"transformer\") only (docs/training.md)");
-  const char *act;
   PetscCall(sgm_config_get_string(cfg, "model.activation", &act));
-  c.act = !strcmp(act, "silu")   ? SGM_NN_ACT_SILU
-          : !strcmp(act, "relu") ? SGM_NN_ACT_RELU
-                                 : SGM_NN_ACT_GELU;
-  PetscCheck(c.d_model % 2 == 0, comm, SGM_ERR_USER, "[model] d_e must be even (got %d)",
-             c.d_model);
-  PetscCheck(c.d_model % c.n_heads == 0, comm, SGM_ERR_USER,
-             "[model] heads = %d must divide d_e = %d", c.n_heads, c.d_model);
-  PetscCall(sgm_nn_transformer_create_local(&c, ms->K, ms->max_batch, c.dim, seed, &ms->m));
-  ms->cfg = c;
   int n = 0;
   ms->arch[n++] = SGM_NN_ATTR_S("kind", "local_transformer");
-  ms->arch[n++] = SGM_NN_ATTR_I("dim", c.dim);
-  ms->arch[n++] = SGM_NN_ATTR_I("gdim", c.gdim);
-  ms->arch[n++] = SGM_NN_ATTR_I("out_dim", c.out_dim);
-  ms->arch[n++] = SGM_NN_ATTR_I("d_e", c.d_model);
-  ms->arch[n++] = SGM_NN_ATTR_I("layers", c.n_layers);
-  ms->arch[n++] = SGM_NN_ATTR_I("heads", c.n_heads);
-  ms->arch[n++] = SGM_NN_ATTR_I("mlp_hidden", c.mlp_hidden);
-  ms->arch[n++] = SGM_NN_ATTR_I("embed_hidden", c.embed_hidden);
-  ms->arch[n++] = SGM_NN_ATTR_I("embed_depth", c.embed_depth);
-  ms->arch[n++] = SGM_NN_ATTR_I("dec_hidden", c.dec_hidden);
-  ms->arch[n++] = SGM_NN_ATTR_I("dec_depth", c.dec_depth);
+  ms->arch[n++] = SGM_NN_ATTR_I("dim", c->dim);
+  ms->arch[n++] = SGM_NN_ATTR_I("gdim", c->gdim);
+  ms->arch[n++] = SGM_NN_ATTR_I("out_dim", c->out_dim);
+  n = transformer_arch(c, ms->arch, n);
   ms->arch[n++] = SGM_NN_ATTR_S("activation", act);
   ms->arch[n++] = SGM_NN_ATTR_I("K", ms->K);
   ms->arch[n++] = SGM_NN_ATTR_S("learn", ms->learn_x ? "xg" : "g");
@@ -260,45 +267,56 @@ PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-static SgmNnAct act_from_name(const char *act)
+PetscErrorCode sgm_score_model_from_config(MPI_Comm comm, SgmConfig cfg, int dim, uint64_t seed,
+                                           SgmScoreModelSpec *ms)
 {
-  return !strcmp(act, "silu")   ? SGM_NN_ACT_SILU
-         : !strcmp(act, "relu") ? SGM_NN_ACT_RELU
-                                : SGM_NN_ACT_GELU;
+  const char *s;
+  PetscBool b;
+  PetscFunctionBeginUser;
+  memset(ms, 0, sizeof *ms);
+  PetscCall(sgm_config_get_string(cfg, "model.kind", &s));
+  PetscCheck(!strcmp(s, "local_transformer"), comm, SGM_ERR_USER,
+             "[model] kind = \"%s\": this needs the local transformer (kind = "
+             "\"local_transformer\")",
+             s);
+  PetscCall(local_spec(cfg, dim, ms));
+  PetscCall(sgm_config_get_bool(cfg, "model.boltzmann_x", &b));
+  PetscCheck(!b, comm, SGM_ERR_USER,
+             "[model] boltzmann_x = true is implemented for the full-state kinds (kind = \"mlp\" "
+             "or \"transformer\") only (docs/training.md)");
+  const SgmNnTransformerConfig *c = &ms->cfg;
+  PetscCheck(c->d_model % 2 == 0, comm, SGM_ERR_USER, "[model] d_e must be even (got %d)",
+             c->d_model);
+  PetscCheck(c->d_model % c->n_heads == 0, comm, SGM_ERR_USER,
+             "[model] heads = %d must divide d_e = %d", c->n_heads, c->d_model);
+  PetscCall(sgm_nn_transformer_create_local(c, ms->K, ms->max_batch, c->dim, seed, &ms->m));
+  PetscFunctionReturn(PETSC_SUCCESS);
 }
 
-PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int64_t n,
-                                     uint64_t seed, SgmScoreModelSpec *ms)
+/* A full-state network's configuration (fc) and the spec's architecture attributes from the
+ * [model] keys, checking nothing and building nothing. */
+static PetscErrorCode full_spec(SgmConfig cfg, const char *kind, int dim, int64_t n,
+                                SgmScoreModelSpec *ms, SgmFullScoreConfig *fc)
 {
-  const char *kind, *learn, *act;
+  const char *learn, *act, *bnd;
   int64_t v;
   PetscBool b;
-  SgmFullScoreConfig fc;
   PetscFunctionBeginUser;
-  PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
-  if (!strcmp(kind, "local_transformer")) {
-    PetscCall(sgm_score_model_from_config(comm, cfg, dim, seed, ms));
-    PetscFunctionReturn(PETSC_SUCCESS);
-  }
   memset(ms, 0, sizeof *ms);
-  memset(&fc, 0, sizeof fc);
-  PetscCheck(n >= 1 && n <= 1 << 20, comm, SGM_ERR_USER,
-             "[model] kind = \"%s\" works on the full state: N = %lld is out of range", kind,
-             (long long)n);
-  fc.n = (int)n, fc.dim = dim;
+  memset(fc, 0, sizeof *fc);
+  fc->n = (int)n, fc->dim = dim;
   PetscCall(sgm_config_get_string(cfg, "model.learn", &learn));
-  fc.learn_x = ms->learn_x = !strcmp(learn, "xg");
+  fc->learn_x = ms->learn_x = !strcmp(learn, "xg");
   PetscCall(sgm_config_get_bool(cfg, "model.boltzmann", &b));
-  fc.boltzmann = ms->boltzmann = (int)b;
+  fc->boltzmann = ms->boltzmann = (int)b;
   PetscCall(sgm_config_get_bool(cfg, "model.boltzmann_x", &b));
-  fc.boltzmann_x = ms->boltzmann_x = (int)b;
-  PetscCall(sgm_config_get_real(cfg, "system.eps", &fc.eps));
-  PetscCall(sgm_config_get_real(cfg, "model.x_scale", &fc.x_scale));
-  PetscCheck(!fc.boltzmann_x || fc.eps > 0.0, comm, SGM_ERR_USER,
-             "[model] boltzmann_x = true (s_x = mu F / eps + N_x) needs [system] eps > 0");
+  fc->boltzmann_x = ms->boltzmann_x = (int)b;
+  PetscCall(sgm_config_get_real(cfg, "system.eps", &fc->eps));
+  PetscCall(sgm_config_get_real(cfg, "model.x_scale", &fc->x_scale));
   PetscCall(sgm_config_get_int(cfg, "model.max_batch", &v));
-  fc.max_batch = ms->max_batch = (int)v;
+  fc->max_batch = ms->max_batch = (int)v;
   PetscCall(sgm_config_get_string(cfg, "model.activation", &act));
+  PetscCall(sgm_config_get_string(cfg, "system.boundary", &bnd));
   int na = 0;
   ms->arch[na++] = SGM_NN_ATTR_S("kind", kind);
   ms->arch[na++] = SGM_NN_ATTR_I("dim", dim);
@@ -310,100 +328,105 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
    * into boltzmann_x = false; a mismatch either way is refused by the architecture check */
   if (ms->boltzmann_x) ms->arch[na++] = SGM_NN_ATTR_I("boltzmann_x", 1);
   PetscCall(sgm_config_get_bool(cfg, "model.separate", &b));
-  fc.separate = (int)b; /* with learn = "g" refused by the input check and by the create */
-  if (fc.separate) ms->arch[na++] = SGM_NN_ATTR_I("separate", 1); /* likewise, only when set */
+  fc->separate = (int)b; /* with learn = "g" refused by the input check and by the create */
+  if (fc->separate) ms->arch[na++] = SGM_NN_ATTR_I("separate", 1); /* likewise, only when set */
   /* periodic position features (MLP in a periodic box): the period, written only when in use */
-  {
-    const char *bnd;
-    PetscCall(sgm_config_get_string(cfg, "system.boundary", &bnd));
-    PetscCall(sgm_config_get_bool(cfg, "model.periodic_x", &b));
-    if (b && !strcmp(bnd, "periodic")) {
-      PetscCheck(!strcmp(kind, "mlp"), comm, SGM_ERR_USER,
-                 "[model] periodic_x: periodic position features are implemented for kind = "
-                 "\"mlp\"; set periodic_x = false for the %s (raw positions)",
-                 kind);
-      PetscCall(sgm_config_get_real(cfg, "system.L", &fc.x_period));
-      ms->arch[na++] = SGM_NN_ATTR_R("x_period", fc.x_period);
-    }
+  PetscCall(sgm_config_get_bool(cfg, "model.periodic_x", &b));
+  if (b && !strcmp(bnd, "periodic")) {
+    PetscCall(sgm_system_box_edge(cfg, &fc->x_period));
+    ms->arch[na++] = SGM_NN_ATTR_R("x_period", fc->x_period);
   }
   /* likewise x_scale, written only when it is not 1 (and not used with x_period) */
-  if (fc.x_scale != 1.0 && fc.x_period == 0.0)
-    ms->arch[na++] = SGM_NN_ATTR_R("x_scale", fc.x_scale);
+  if (fc->x_scale != 1.0 && fc->x_period == 0.0)
+    ms->arch[na++] = SGM_NN_ATTR_R("x_scale", fc->x_scale);
   PetscCall(sgm_config_get_int(cfg, "model.pair_hidden", &v));
-  fc.pair_hidden = (int)v;
-  if (fc.pair_hidden > 0) {
-    const char *bnd;
+  fc->pair_hidden = (int)v;
+  if (fc->pair_hidden > 0) {
     double a;
     PetscCall(sgm_config_get_int(cfg, "model.pair_depth", &v));
-    fc.pair_depth = (int)v;
-    PetscCall(sgm_config_get_real(cfg, "model.pair_cutoff", &fc.pair_cutoff));
+    fc->pair_depth = (int)v;
+    PetscCall(sgm_config_get_real(cfg, "model.pair_cutoff", &fc->pair_cutoff));
     PetscCall(sgm_config_get_real(cfg, "system.a", &a));
-    if (fc.pair_cutoff <= 0.0) fc.pair_cutoff = 4.0 * a;
-    PetscCheck(fc.pair_cutoff > 0.0, comm, SGM_ERR_USER,
-               "[model] pair_cutoff: the default 4 a needs [system] a > 0");
-    PetscCall(sgm_config_get_string(cfg, "system.boundary", &bnd));
-    if (!strcmp(bnd, "periodic")) PetscCall(sgm_config_get_real(cfg, "system.L", &fc.box));
-    ms->arch[na++] = SGM_NN_ATTR_I("pair_hidden", fc.pair_hidden);
-    ms->arch[na++] = SGM_NN_ATTR_I("pair_depth", fc.pair_depth);
-    ms->arch[na++] = SGM_NN_ATTR_R("pair_cutoff", fc.pair_cutoff);
+    if (fc->pair_cutoff <= 0.0) fc->pair_cutoff = 4.0 * a;
+    if (!strcmp(bnd, "periodic")) PetscCall(sgm_system_box_edge(cfg, &fc->box));
+    ms->arch[na++] = SGM_NN_ATTR_I("pair_hidden", fc->pair_hidden);
+    ms->arch[na++] = SGM_NN_ATTR_I("pair_depth", fc->pair_depth);
+    ms->arch[na++] = SGM_NN_ATTR_R("pair_cutoff", fc->pair_cutoff);
     PetscBool contact;
     PetscCall(sgm_config_get_bool(cfg, "model.pair_contact", &contact));
     if (contact) { /* written only when on: pair models from before the key load unchanged */
-      PetscCall(sgm_config_get_real(cfg, "system.beta", &fc.pair_contact_beta));
-      fc.pair_contact_r = 2.0 * a;
-      ms->arch[na++] = SGM_NN_ATTR_R("pair_contact_beta", fc.pair_contact_beta);
-      ms->arch[na++] = SGM_NN_ATTR_R("pair_contact_r", fc.pair_contact_r);
+      PetscCall(sgm_config_get_real(cfg, "system.beta", &fc->pair_contact_beta));
+      fc->pair_contact_r = 2.0 * a;
+      ms->arch[na++] = SGM_NN_ATTR_R("pair_contact_beta", fc->pair_contact_beta);
+      ms->arch[na++] = SGM_NN_ATTR_R("pair_contact_r", fc->pair_contact_r);
     }
     PetscBool gn;
     PetscCall(sgm_config_get_bool(cfg, "model.pair_gnorm", &gn));
-    fc.pair_gnorm = (int)gn;
+    fc->pair_gnorm = (int)gn;
     if (gn) ms->arch[na++] = SGM_NN_ATTR_I("pair_gnorm", 1); /* likewise, only when on */
   }
   if (!strcmp(kind, "mlp")) {
-    ms->kind = fc.kind = SGM_SCORE_MLP;
-    fc.mlp.act = act_from_name(act);
+    ms->kind = fc->kind = SGM_SCORE_MLP;
+    fc->mlp.act = act_from_name(act);
     PetscCall(sgm_config_get_int(cfg, "model.hidden", &v));
-    fc.mlp.hidden = (int)v;
+    fc->mlp.hidden = (int)v;
     PetscCall(sgm_config_get_int(cfg, "model.depth", &v));
-    fc.mlp.depth = (int)v;
-    ms->arch[na++] = SGM_NN_ATTR_I("hidden", fc.mlp.hidden);
-    ms->arch[na++] = SGM_NN_ATTR_I("depth", fc.mlp.depth);
+    fc->mlp.depth = (int)v;
+    ms->arch[na++] = SGM_NN_ATTR_I("hidden", fc->mlp.hidden);
+    ms->arch[na++] = SGM_NN_ATTR_I("depth", fc->mlp.depth);
   } else {
-    SgmNnTransformerConfig *c = &fc.tf;
-    ms->kind = fc.kind = SGM_SCORE_TRANSFORMER;
-    c->act = act_from_name(act);
-    PetscCall(sgm_config_get_int(cfg, "model.d_e", &v));
-    c->d_model = (int)v;
-    PetscCall(sgm_config_get_int(cfg, "model.layers", &v));
-    c->n_layers = (int)v;
-    PetscCall(sgm_config_get_int(cfg, "model.heads", &v));
-    c->n_heads = (int)v;
-    PetscCall(sgm_config_get_int(cfg, "model.mlp_hidden", &v));
-    c->mlp_hidden = (int)v;
-    PetscCall(sgm_config_get_int(cfg, "model.embed_hidden", &v));
-    c->embed_hidden = (int)v;
-    PetscCall(sgm_config_get_int(cfg, "model.embed_depth", &v));
-    c->embed_depth = (int)v;
-    PetscCall(sgm_config_get_int(cfg, "model.dec_hidden", &v));
-    c->dec_hidden = (int)v;
-    PetscCall(sgm_config_get_int(cfg, "model.dec_depth", &v));
-    c->dec_depth = (int)v;
-    PetscCheck(c->d_model % 2 == 0, comm, SGM_ERR_USER, "[model] d_e must be even (got %d)",
-               c->d_model);
-    PetscCheck(c->d_model % c->n_heads == 0, comm, SGM_ERR_USER,
-               "[model] heads = %d must divide d_e = %d", c->n_heads, c->d_model);
-    ms->arch[na++] = SGM_NN_ATTR_I("d_e", c->d_model);
-    ms->arch[na++] = SGM_NN_ATTR_I("layers", c->n_layers);
-    ms->arch[na++] = SGM_NN_ATTR_I("heads", c->n_heads);
-    ms->arch[na++] = SGM_NN_ATTR_I("mlp_hidden", c->mlp_hidden);
-    ms->arch[na++] = SGM_NN_ATTR_I("embed_hidden", c->embed_hidden);
-    ms->arch[na++] = SGM_NN_ATTR_I("embed_depth", c->embed_depth);
-    ms->arch[na++] = SGM_NN_ATTR_I("dec_hidden", c->dec_hidden);
-    ms->arch[na++] = SGM_NN_ATTR_I("dec_depth", c->dec_depth);
-    ms->cfg = *c;
+    ms->kind = fc->kind = SGM_SCORE_TRANSFORMER;
+    PetscCall(transformer_keys(cfg, &fc->tf));
+    na = transformer_arch(&fc->tf, ms->arch, na);
+    ms->cfg = fc->tf;
   }
   ms->narch = na;
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int64_t n,
+                                     uint64_t seed, SgmScoreModelSpec *ms)
+{
+  const char *kind;
+  SgmFullScoreConfig fc;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+  if (!strcmp(kind, "local_transformer")) {
+    PetscCall(sgm_score_model_from_config(comm, cfg, dim, seed, ms));
+    PetscFunctionReturn(PETSC_SUCCESS);
+  }
+  PetscCheck(n >= 1 && n <= 1 << 20, comm, SGM_ERR_USER,
+             "[model] kind = \"%s\" works on the full state: N = %lld is out of range", kind,
+             (long long)n);
+  PetscCall(full_spec(cfg, kind, dim, n, ms, &fc));
+  PetscCheck(!fc.boltzmann_x || fc.eps > 0.0, comm, SGM_ERR_USER,
+             "[model] boltzmann_x = true (s_x = mu F / eps + N_x) needs [system] eps > 0");
+  PetscCheck(fc.x_period == 0.0 || fc.kind == SGM_SCORE_MLP, comm, SGM_ERR_USER,
+             "[model] periodic_x: periodic position features are implemented for kind = "
+             "\"mlp\"; set periodic_x = false for the %s (raw positions)",
+             kind);
+  PetscCheck(fc.pair_hidden <= 0 || fc.pair_cutoff > 0.0, comm, SGM_ERR_USER,
+             "[model] pair_cutoff: the default 4 a needs [system] a > 0");
+  if (fc.kind == SGM_SCORE_TRANSFORMER) {
+    PetscCheck(fc.tf.d_model % 2 == 0, comm, SGM_ERR_USER, "[model] d_e must be even (got %d)",
+               fc.tf.d_model);
+    PetscCheck(fc.tf.d_model % fc.tf.n_heads == 0, comm, SGM_ERR_USER,
+               "[model] heads = %d must divide d_e = %d", fc.tf.n_heads, fc.tf.d_model);
+  }
   PetscCall(sgm_full_score_create(&fc, seed, &ms->fs));
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_score_model_arch(SgmConfig cfg, int dim, int64_t n, SgmScoreModelSpec *ms)
+{
+  const char *kind;
+  SgmFullScoreConfig fc;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
+  if (!strcmp(kind, "local_transformer"))
+    PetscCall(local_spec(cfg, dim, ms));
+  else
+    PetscCall(full_spec(cfg, kind, dim, n, ms, &fc));
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 

@@ -3,6 +3,8 @@
  * checked on load); [train] the loss, optimiser and loop. */
 #include "sgm/train.h"
 #include "sgm/h5md.h"
+#include "sgm/nn_io.h"
+#include "sgm/score_model.h"
 
 #include <math.h>
 #include <string.h>
@@ -171,6 +173,53 @@ const SgmTableSpec sgm_table_train = {
 
 /* A [model] key that is on (set) but implemented for the full-state kinds only: a problem
  * "key: <what> ... only<tail>" when kind = "local_transformer". Returns whether it was one. */
+/* The input key an architecture attribute of model.h5 comes from (NULL: none). */
+static const char *arch_key(const char *attr, char *buf, size_t len)
+{
+  static const char *const derived[][2] = {{"dim", "system.dim"},
+                                           {"gdim", "system.dim"},
+                                           {"n", "system.n"},
+                                           {"out_dim", "model.learn"},
+                                           {"x_period", "model.periodic_x"},
+                                           {"pair_contact_beta", "model.pair_contact"},
+                                           {"pair_contact_r", "model.pair_contact"}};
+  for (size_t k = 0; k < sizeof derived / sizeof derived[0]; k++)
+    if (!strcmp(attr, derived[k][0])) return derived[k][1];
+  for (const SgmKeySpec *k = model_keys; k->name; k++)
+    if (!strcmp(attr, k->name)) {
+      snprintf(buf, len, "model.%s", attr);
+      return buf;
+    }
+  return NULL;
+}
+
+PetscErrorCode sgm_score_model_check_file(SgmConfig cfg, SgmProblems pb, const char *key,
+                                          const char *path)
+{
+  SgmScoreModelSpec ms;
+  int64_t n, dim;
+  char which[256], msg[1024], kbuf[sizeof which + 8];
+  const char *dot = strchr(key, '.');
+  PetscFunctionBeginUser;
+  PetscCall(sgm_config_get_int(cfg, "system.n", &n));
+  PetscCall(sgm_config_get_int(cfg, "system.dim", &dim));
+  PetscCall(sgm_score_model_arch(cfg, (int)dim, n, &ms));
+  const int r = sgm_nn_arch_differs(path, ms.narch, ms.arch, which, sizeof which, msg, sizeof msg);
+  if (r < 0)
+    sgm_config_problem(pb, key, "%s", msg);
+  else if (r > 0) {
+    const size_t lp = strlen(path);
+    const char *what = !strncmp(msg, path, lp) && msg[lp] == ':' ? msg + lp + 2 : msg;
+    const char *at = arch_key(which, kbuf, sizeof kbuf);
+    sgm_config_problem(pb, at ? at : key,
+                       "%s ([%.*s] %s) was trained as another network: %s; set [model] (and "
+                       "[system]) as in the input that trained it (run.toml beside its run's "
+                       "outputs)",
+                       path, (int)(dot - key), key, dot + 1, what);
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static PetscErrorCode local_refused(SgmConfig cfg, SgmProblems pb, PetscBool set, const char *key,
                                     const char *what, const char *tail, PetscBool *refused)
 {
@@ -269,8 +318,12 @@ PetscErrorCode sgm_train_config_check(SgmConfig cfg, SgmProblems pb)
   }
   PetscBool init_set;
   PetscCall(sgm_config_is_set(cfg, "train.init_model", &init_set));
-  if (init_set) /* no stage writes it: readable HDF5 now */
-    PetscCall(sgm_config_check_input_file(cfg, pb, "train.init_model", "", "train", "", NULL, 0));
+  if (init_set) { /* no stage writes it: readable HDF5 now, and the network [model] builds */
+    char path[PETSC_MAX_PATH_LEN];
+    PetscCall(sgm_config_check_input_file(cfg, pb, "train.init_model", "", "train", "", path,
+                                          sizeof path));
+    if (path[0]) PetscCall(sgm_score_model_check_file(cfg, pb, "train.init_model", path));
+  }
   PetscBool val_set;
   PetscCall(sgm_config_is_set(cfg, "train.validate_trajectory", &val_set));
   if (val_set) {
