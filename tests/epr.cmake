@@ -33,9 +33,9 @@ endif()
 # the "fpe_pair" score (two AOUPs in d = 1 from their stationary FPE on a grid): the free pair
 # against exact_trap, the pointwise FPE of interacting pairs (ring, 64-swimmer trap), exchange
 # symmetry, the gather over ranks, refusals and the input check, the epr stage on a ring
-sgm_mpi_test(test_score_fpe SOURCES test_score_fpe.c RANKS 1 2 4 TIMEOUT 300)
+sgm_mpi_test(test_score_fpe SOURCES test_score_fpe.c epr_util.c RANKS 1 2 4 TIMEOUT 300)
 # the d = 2 pair (score_fpe2.c)
-sgm_mpi_test(test_score_fpe2 SOURCES test_score_fpe2.c RANKS 1 2 4 TIMEOUT 300)
+sgm_mpi_test(test_score_fpe2 SOURCES test_score_fpe2.c epr_util.c RANKS 1 2 4 TIMEOUT 300)
 # postprocess/epr_split.py with the "fpe_pair" score on two grids (grid error, self-comparison,
 # refusal of different frames)
 if(SGM_PYTHON)

@@ -12,6 +12,7 @@
  *    errors and the pointwise FPE residual far below the spread of ∇·v;
  *  - systems the provider does not solve are refused (create and the input check). */
 #include "testutil.h"
+#include "epr_util.h"
 #include "sgm/app.h"
 #include "sgm/core.h"
 #include "sgm/epr.h"
@@ -64,37 +65,6 @@ static SgmConfig grid_config(double dr, int nh)
   return cfg;
 }
 
-/* Evaluates the provider with particle 0 on rank 0 and particle 1 on the last rank. */
-static void eval_pair(SgmScoreProvider sp, const double x[2], const double g[2], double sx[2],
-                      double sg[2], double dx[2], double dg[2])
-{
-  int rank, size;
-  MPI_Comm_rank(sgm_test_comm(), &rank);
-  MPI_Comm_size(sgm_test_comm(), &size);
-  SgmParticles P;
-  memset(&P, 0, sizeof P);
-  P.dim = 1;
-  ck_assert_int_eq(sgm_particles_reserve(&P, 2), 0);
-  int n = 0;
-  for (int id = 0; id < 2; id++)
-    if ((id == 0 && rank == 0) || (id == 1 && rank == size - 1)) {
-      P.id[n] = id, P.x[n] = x[id], P.g[n] = g[id];
-      n++;
-    }
-  P.nlocal = n;
-  double a[2], b[2], c[2], d[2];
-  ck_assert_int_eq(sgm_score_provider_eval(sp, &P, 0, n, a, b, c, d), 0);
-  double all[8] = {0};
-  for (int u = 0; u < n; u++) {
-    const int64_t id = P.id[u];
-    all[id] = a[u], all[2 + id] = b[u], all[4 + id] = c[u], all[6 + id] = d[u];
-  }
-  MPI_Allreduce(MPI_IN_PLACE, all, 8, MPI_DOUBLE, MPI_SUM, sgm_test_comm());
-  for (int i = 0; i < 2; i++)
-    sx[i] = all[i], sg[i] = all[2 + i], dx[i] = all[4 + i], dg[i] = all[6 + i];
-  sgm_particles_free(&P);
-}
-
 START_TEST(test_free_trap)
 {
   /* k = 0: every particle is the Gaussian of exact_trap (Σ per component) */
@@ -111,7 +81,7 @@ START_TEST(test_free_trap)
   for (int c = 0; c < 5; c++) {
     const double *x = conf[c], *g = conf[c] + 2;
     double sx[2], sg[2], dx[2], dg[2], ex_sx[2], ex_sg[2], ex_dx[2], ex_dg[2];
-    eval_pair(fp, x, g, sx, sg, dx, dg);
+    sgm_test_eval_pair(fp, 1, x, g, sx, sg, dx, dg);
     SgmParticles P;
     memset(&P, 0, sizeof P);
     P.dim = 1;
@@ -186,7 +156,7 @@ static void check_interacting(SgmAoupParams p, SgmConfig cfg, double rlo, double
         const double x[2] = {X + 0.5 * sgn * r, X - 0.5 * sgn * r};
         const double g[2] = {G + sgn * h, G - sgn * h};
         double sx[2], sg[2], dx[2], dg[2], sc;
-        eval_pair(sp, x, g, sx, sg, dx, dg);
+        sgm_test_eval_pair(sp, 1, x, g, sx, sg, dx, dg);
         const double res = fpe_residual(&p, x, g, sx, sg, dx, dg, &sc);
         if (getenv("SGM_FPE_TEST_VERBOSE"))
           printf("r %g h %g G %g X %g: residual %g (terms %g)\n", r, h, G, X, res, sc);
@@ -196,7 +166,7 @@ static void check_interacting(SgmAoupParams p, SgmConfig cfg, double rlo, double
          * mirrored interpolation) */
         const double xs[2] = {x[1], x[0]}, gs[2] = {g[1], g[0]};
         double tx[2], tg[2], ux[2], ug[2];
-        eval_pair(sp, xs, gs, tx, tg, ux, ug);
+        sgm_test_eval_pair(sp, 1, xs, gs, tx, tg, ux, ug);
         for (int i = 0; i < 2; i++) {
           ck_assert_double_eq_tol(tx[i], sx[1 - i], 1e-5 * (1 + fabs(sx[1 - i])));
           ck_assert_double_eq_tol(tg[i], sg[1 - i], 1e-5 * (1 + fabs(sg[1 - i])));

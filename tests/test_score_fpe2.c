@@ -14,6 +14,7 @@
  *  - the epr stage on a short trajectory: the per-frame FPE residual far below the spread of ∇·v;
  *  - systems the d = 2 solver does not take are refused. */
 #include "testutil.h"
+#include "epr_util.h"
 #include "sgm/app.h"
 #include "sgm/core.h"
 #include "sgm/epr.h"
@@ -67,40 +68,6 @@ static SgmConfig grid_config(double dr, int nh, int nphi, double rmax)
   return cfg;
 }
 
-/* Evaluates with particle 0 on rank 0 and particle 1 on the last rank; x, g, s: (particle,
- * component) = 2 x 2. */
-static void eval_pair(SgmScoreProvider sp, const double x[4], const double g[4], double sx[4],
-                      double sg[4], double dx[2], double dg[2])
-{
-  int rank, size;
-  MPI_Comm_rank(sgm_test_comm(), &rank);
-  MPI_Comm_size(sgm_test_comm(), &size);
-  SgmParticles P;
-  memset(&P, 0, sizeof P);
-  P.dim = 2;
-  ck_assert_int_eq(sgm_particles_reserve(&P, 2), 0);
-  int n = 0;
-  for (int id = 0; id < 2; id++)
-    if ((id == 0 && rank == 0) || (id == 1 && rank == size - 1)) {
-      P.id[n] = id;
-      for (int d = 0; d < 2; d++) P.x[2 * n + d] = x[2 * id + d], P.g[2 * n + d] = g[2 * id + d];
-      n++;
-    }
-  P.nlocal = n;
-  double a[4], b[4], c[2], e[2];
-  ck_assert_int_eq(sgm_score_provider_eval(sp, &P, 0, n, a, b, c, e), 0);
-  double all[12] = {0};
-  for (int u = 0; u < n; u++) {
-    const int64_t id = P.id[u];
-    for (int d = 0; d < 2; d++) all[2 * id + d] = a[2 * u + d], all[4 + 2 * id + d] = b[2 * u + d];
-    all[8 + id] = c[u], all[10 + id] = e[u];
-  }
-  MPI_Allreduce(MPI_IN_PLACE, all, 12, MPI_DOUBLE, MPI_SUM, sgm_test_comm());
-  for (int k = 0; k < 4; k++) sx[k] = all[k], sg[k] = all[4 + k];
-  for (int i = 0; i < 2; i++) dx[i] = all[8 + i], dg[i] = all[10 + i];
-  sgm_particles_free(&P);
-}
-
 /* A configuration from the relative and centre coordinates in polar form. */
 static void make_conf(double rho, double th, double eta, double phi, double X0, double X1,
                       double G0, double G1, double x[4], double g[4])
@@ -132,7 +99,7 @@ START_TEST(test_free_trap)
     const double *q = conf[c];
     double x[4], g[4], sx[4], sg[4], dx[2], dg[2], ex_sx[4], ex_sg[4], ex_dx[2], ex_dg[2];
     make_conf(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], x, g);
-    eval_pair(fp, x, g, sx, sg, dx, dg);
+    sgm_test_eval_pair(fp, 2, x, g, sx, sg, dx, dg);
     SgmParticles P;
     memset(&P, 0, sizeof P);
     P.dim = 2;
@@ -237,7 +204,7 @@ START_TEST(test_interacting)
         const double phi = -2.9 + 1.9 * c, th = 0.7 * a - 1.1 * b + 0.3 * c;
         double x[4], g[4], sx[4], sg[4], dx[2], dg[2], sc;
         make_conf(rho, th, eta, phi, -2.0 + c, 1.5 - b, 0.3 * c - 0.5, 0.2 * b - 0.4, x, g);
-        eval_pair(sp, x, g, sx, sg, dx, dg);
+        sgm_test_eval_pair(sp, 2, x, g, sx, sg, dx, dg);
         const double res = fpe_residual(&p, x, g, sx, sg, dx, dg, &sc);
         if (getenv("SGM_FPE_TEST_VERBOSE"))
           printf("rho %g eta %g phi %g: residual %g (terms %g)\n", rho, eta, phi, res, sc);
@@ -246,7 +213,7 @@ START_TEST(test_interacting)
         /* symmetries: rotation by 1.3, reflection y -> -y, exchange */
         double xr[4], gr[4], tx[4], tg[4], ux[2], ug[2], want[4];
         rotate(1.3, x, xr), rotate(1.3, g, gr);
-        eval_pair(sp, xr, gr, tx, tg, ux, ug);
+        sgm_test_eval_pair(sp, 2, xr, gr, tx, tg, ux, ug);
         rotate(1.3, sx, want);
         for (int k = 0; k < 4; k++)
           ck_assert_double_eq_tol(tx[k], want[k], 1e-6 * (1 + fabs(want[k])));
@@ -258,14 +225,14 @@ START_TEST(test_interacting)
           ck_assert_double_eq_tol(ug[i], dg[i], 1e-6 * (1 + fabs(dg[i])));
         }
         const double xm[4] = {x[0], -x[1], x[2], -x[3]}, gm[4] = {g[0], -g[1], g[2], -g[3]};
-        eval_pair(sp, xm, gm, tx, tg, ux, ug);
+        sgm_test_eval_pair(sp, 2, xm, gm, tx, tg, ux, ug);
         for (int k = 0; k < 4; k++) {
           const double s = k % 2 ? -1.0 : 1.0;
           ck_assert_double_eq_tol(tx[k], s * sx[k], 1e-6 * (1 + fabs(sx[k])));
           ck_assert_double_eq_tol(tg[k], s * sg[k], 1e-6 * (1 + fabs(sg[k])));
         }
         const double xs[4] = {x[2], x[3], x[0], x[1]}, gs[4] = {g[2], g[3], g[0], g[1]};
-        eval_pair(sp, xs, gs, tx, tg, ux, ug);
+        sgm_test_eval_pair(sp, 2, xs, gs, tx, tg, ux, ug);
         for (int k = 0; k < 4; k++) {
           ck_assert_double_eq_tol(tx[k], sx[(k + 2) % 4], 1e-6 * (1 + fabs(sx[k])));
           ck_assert_double_eq_tol(tg[k], sg[(k + 2) % 4], 1e-6 * (1 + fabs(sg[k])));
