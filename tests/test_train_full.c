@@ -53,10 +53,11 @@
  *    must bring the relative L2 error of the learned score below half that of the initial
  *    network and below 0.45; with --long (ctest label `long`) the particle transformer of
  *    input/trap_transformer.toml must reach the targets of issue 4 (error < 5%, total EPR within
- *    5% of the exact value, E[div v] within 3 batch-means standard errors of its value for the
- *    score of the simulated scheme's stationary law: -0.0166 at dt = 0.01, where the continuum
- *    value is 0) and the MLP of input/trap_mlp.toml an error below 15% (measured 8%: variance-
- *    limited at this data budget, docs/validation.md). */
+ *    5% of the exact value, |E[div v]| within 3 batch-means standard errors of 0, the continuum
+ *    value; the composite loss's FPE residual holds the score to the continuum b and D, while
+ *    the data's own law, at dt = 0.01, would give -0.0166: printed for reference) and the MLP of
+ *    input/trap_mlp.toml an error below 15% (measured 8%: variance-limited at this data budget,
+ *    docs/validation.md). */
 #include "testutil.h"
 #include "train_util.h"
 #include "sgm/app.h"
@@ -1055,10 +1056,11 @@ typedef struct {
 } TrapResult;
 
 /* E[div v] per particle under the stationary law of the SIMULATED scheme (x Euler-Maruyama with
- * g_n, g exact OU or Euler), with b and D of the continuum: the learned score can only be the
- * score of the data, whose covariance differs from the continuum Lyapunov one by O(dt) (0.4 % at
- * dt = 0.01), which moves E[div v] = d (-mu A - gamma + eps (S^-1)_xx + gamma (S^-1)_gg) from 0
- * to -0.0166 there (docs/validation.md). S solves S = M S M^T + Q (iterated to convergence). */
+ * g_n, g exact OU or Euler), with b and D of the continuum: the score of the data, whose
+ * covariance differs from the continuum Lyapunov one by O(dt) (0.4 % at dt = 0.01), gives
+ * E[div v] = d (-mu A - gamma + eps (S^-1)_xx + gamma (S^-1)_gg) = -0.0166 there, not 0
+ * (docs/validation.md); printed beside the measured value. S solves S = M S M^T + Q (iterated to
+ * convergence). */
 static double divv_discrete(const SgmAoupParams *p)
 {
   const double a = p->mu * p->trap_A, dt = p->dt, ga = p->gamma;
@@ -1177,9 +1179,8 @@ static void trap_case(const char *input, int nshort, const char **shortset, cons
                max_err);
     else if (full_targets && !(fabs(r.epr / r.epr_exact - 1) < 0.05))
       snprintf(msg, 256, "%s: EPR %g vs exact %g", input, r.epr, r.epr_exact);
-    else if (full_targets && !(fabs(r.divv - r.divv_dt) < 3 * r.divv_se))
-      snprintf(msg, 256, "%s: E[div v] %g beyond 3 se %g of %g", input, r.divv, r.divv_se,
-               r.divv_dt);
+    else if (full_targets && !(fabs(r.divv) < 3 * r.divv_se))
+      snprintf(msg, 256, "%s: E[div v] %g beyond 3 se %g of 0", input, r.divv, r.divv_se);
   }
   MPI_Bcast(msg, 256, MPI_CHAR, 0, comm);
   free(text);
@@ -1191,8 +1192,7 @@ START_TEST(test_trap)
   if (long_run) {
     /* the inputs as they are; independent test trajectory of 2 x 10^5 steps (T = 2000). Both
      * run before the verdict. Issue 4's targets for the transformer (error < 5 %, EPR within 5 %,
-     * E[div v] within 3 se of its value under the simulated scheme's stationary law: -0.0166 at
-     * dt = 0.01, not 0; see divv_discrete); an error below 15 % for the MLP. */
+     * |E[div v]| within 3 se of 0); an error below 15 % for the MLP. */
     trap_case(SGM_SOURCE_DIR "/input/trap_transformer.toml", 0, NULL, "simulate.n_steps=200000",
               0.05, 1, m1);
     trap_case(SGM_SOURCE_DIR "/input/trap_mlp.toml", 0, NULL, "simulate.n_steps=200000", 0.15, 0,
