@@ -167,16 +167,11 @@ PetscErrorCode sgm_epr_config_check(SgmConfig cfg, SgmProblems pb)
     PetscCall(sgm_config_get_string(cfg, "model.kind", &kind));
     PetscCall(sgm_config_get_string(cfg, "system.boundary", &bnd));
     PetscCall(sgm_config_get_int(cfg, "system.n", &n));
-    if (strcmp(kind, "local_transformer"))
+    if (strcmp(kind, "local_transformer") || strcmp(bnd, "periodic"))
       sgm_config_problem(pb, "epr.attention_ids",
-                         "the attention rollout is of the local transformer; [model] kind is "
-                         "\"%s\"",
-                         kind);
-    if (strcmp(bnd, "periodic"))
-      sgm_config_problem(pb, "epr.attention_ids",
-                         "the local transformer's windows need a periodic box ([system] boundary "
-                         "is \"%s\")",
-                         bnd);
+                         "the attention rollout is of the local transformer in a periodic box "
+                         "([model] kind is \"%s\", [system] boundary \"%s\")",
+                         kind, bnd);
     for (int k = 0; k < nid; k++)
       if (ids[k] < 0 || ids[k] >= n) {
         sgm_config_problem(pb, "epr.attention_ids", "id %lld is outside [0, %lld) ([system] n)",
