@@ -107,6 +107,15 @@ check "chunk 2 continued the simulation" "grep -q 'restarting from' $tmp/c2.log"
 check "chunk 2 requeued" "requeued"
 check "chunk 2 left train_checkpoint.h5 and no model.h5" "[[ -f $tmp/run/train_checkpoint.h5 && ! -f $tmp/run/model.h5 ]]"
 
+# a restart with another [model] than the network it continues: refused before anything is
+# written (exit 2, the difference named, run.toml of the run untouched)
+cp "$tmp/run/run.toml" "$tmp/run.toml.c2"
+"$exe" --set 'run.stages=["train", "epr"]' --set model.d_e=32 \
+  --restart "$tmp/run/train_checkpoint.h5" "$tmp/tiny.toml" >/dev/null 2>"$tmp/rn.err"
+rc=$?
+check "--restart with [model] d_e = 32: exit 2 (got $rc), naming d_e, run.toml kept" \
+  "[[ $rc -eq 2 ]] && grep -q -- \"--restart: .*train_checkpoint.h5: architecture attribute 'd_e' is 16 in the file but 32\" '$tmp/rn.err' && cmp -s '$tmp/run/run.toml' '$tmp/run.toml.c2'"
+
 chunk c3 ''
 check "chunk 3 exits 0" "[[ $? -eq 0 ]]"
 check "chunk 3 ran train and epr only, from the checkpoint" "grep -q 'train: restarting from' $tmp/c3.log && ! grep -q 'stage simulate' $tmp/c3.log"

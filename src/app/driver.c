@@ -6,6 +6,8 @@
  */
 #include "sgm/app.h"
 #include "sgm/core.h"
+#include "sgm/nn_io.h"
+#include "sgm/score_model.h"
 #include "sgm/toml.h"
 
 #include <errno.h>
@@ -32,6 +34,33 @@ static int mkdir_p(const char *path)
 }
 
 /* Name of the run that owns `dir` (from its run.toml), or "" when none. */
+/* --restart with the train stage: the network the run continues (train_checkpoint.h5, or a
+ * finished model.h5 that the later stages read) must be the one [model] builds. On rank 0 before
+ * anything is written: msg gets the difference, empty when none or when there is no such file. */
+static PetscErrorCode restart_model_check(SgmConfig cfg, const char *outdir, char *msg, size_t len)
+{
+  const char *files[2] = {"train_checkpoint.h5", "model.h5"};
+  char path[PETSC_MAX_PATH_LEN], which[256], diff[PETSC_MAX_PATH_LEN + 512];
+  int64_t n, dim;
+  SgmScoreModelSpec ms;
+  PetscFunctionBeginUser;
+  msg[0] = 0;
+  for (int k = 0; k < 2; k++) {
+    snprintf(path, sizeof path, "%s/%s", outdir, files[k]);
+    if (access(path, R_OK)) continue;
+    PetscCall(sgm_config_get_int(cfg, "system.n", &n));
+    PetscCall(sgm_config_get_int(cfg, "system.dim", &dim));
+    PetscCall(sgm_score_model_arch(cfg, (int)dim, n, &ms));
+    if (sgm_nn_arch_differs(path, ms.narch, ms.arch, which, sizeof which, diff, sizeof diff) > 0)
+      snprintf(msg, len,
+               "--restart: %s; the run continues that network, so set [model] as in its "
+               "run.toml",
+               diff);
+    break;
+  }
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
 static void owner_of(const char *dir, char *name, size_t len)
 {
   char path[PETSC_MAX_PATH_LEN + 16], err[256];
@@ -58,7 +87,7 @@ PetscErrorCode sgm_run_create(MPI_Comm comm, SgmConfig cfg, const char *restart,
   int rank, status = 0;
   const char *outdir, *name;
   int64_t seed;
-  char owner[256] = "", msg[PETSC_MAX_PATH_LEN + 512] = "";
+  char owner[256] = "", msg[PETSC_MAX_PATH_LEN + 1536] = "";
   PetscFunctionBeginUser;
   SgmRun *run = calloc(1, sizeof *run);
   PetscCheck(run, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory");
@@ -80,9 +109,12 @@ PetscErrorCode sgm_run_create(MPI_Comm comm, SgmConfig cfg, const char *restart,
   /* --restart: the simulate stage continues from the named checkpoint and needs it; train
    * continues from its own train_checkpoint.h5 when there is one (a missing file is not an error
    * there: a complete model.h5 means nothing is left to do) */
-  int sim; /* >= 0: the simulate stage runs */
+  int sim, train; /* >= 0: the simulate / train stage runs */
   PetscCall(sgm_config_stage_order(cfg, "", "simulate", &sim));
+  PetscCall(sgm_config_stage_order(cfg, "", "train", &train));
   if (rank == 0) {
+    char netmsg[sizeof msg] = "";
+    if (restart && train >= 0) PetscCall(restart_model_check(cfg, outdir, netmsg, sizeof netmsg));
     owner_of(outdir, owner, sizeof owner);
     const int missing = restart && access(restart, R_OK);
     if (missing && sim >= 0)
@@ -93,6 +125,8 @@ PetscErrorCode sgm_run_create(MPI_Comm comm, SgmConfig cfg, const char *restart,
                "--restart %s: not an HDF5 file (give the checkpoint.h5 or train_checkpoint.h5 "
                "of an earlier run)",
                restart);
+    else if (netmsg[0])
+      status = 2, snprintf(msg, sizeof msg, "%s", netmsg);
     else if (owner[0] && strcmp(owner, name) && !run->overwrite)
       status = 2,
       snprintf(msg, sizeof msg,
