@@ -63,6 +63,12 @@ PetscErrorCode sgm_score_model_build(MPI_Comm comm, SgmConfig cfg, int dim, int6
 /// that sgm_score_model_build would build, without building it or checking the keys (no
 /// network: ms->m and ms->fs stay NULL). Not collective.
 PetscErrorCode sgm_score_model_arch(SgmConfig cfg, int dim, int64_t n, SgmScoreModelSpec *ms);
+/// Whether the model file `path` holds another network than the [model] and [system] keys build
+/// (sgm_score_model_arch against its /architecture, sgm_nn_arch_differs): *differs 0 (the same),
+/// 1 (the first difference in msg[len], its attribute in which[wlen]) or -1 (unreadable, msg
+/// says why). The calling rank alone, printing nothing.
+PetscErrorCode sgm_score_model_file_differs(SgmConfig cfg, const char *path, char *which,
+                                            size_t wlen, char *msg, size_t len, int *differs);
 /// Input check (rank 0, schema.h): the model file `path`, read by the key `key` ("epr.model",
 /// "train.init_model"), must hold the architecture the [model] and [system] keys build; a
 /// difference is reported at the [model] (or [system]) key its attribute comes from.

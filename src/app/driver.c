@@ -6,7 +6,6 @@
  */
 #include "sgm/app.h"
 #include "sgm/core.h"
-#include "sgm/nn_io.h"
 #include "sgm/score_model.h"
 #include "sgm/toml.h"
 
@@ -41,17 +40,15 @@ static PetscErrorCode restart_model_check(SgmConfig cfg, const char *outdir, cha
 {
   const char *files[2] = {"train_checkpoint.h5", "model.h5"};
   char path[PETSC_MAX_PATH_LEN], which[256], diff[PETSC_MAX_PATH_LEN + 512];
-  int64_t n, dim;
-  SgmScoreModelSpec ms;
+  int differs;
   PetscFunctionBeginUser;
   msg[0] = 0;
   for (int k = 0; k < 2; k++) {
     snprintf(path, sizeof path, "%s/%s", outdir, files[k]);
     if (access(path, R_OK)) continue;
-    PetscCall(sgm_config_get_int(cfg, "system.n", &n));
-    PetscCall(sgm_config_get_int(cfg, "system.dim", &dim));
-    PetscCall(sgm_score_model_arch(cfg, (int)dim, n, &ms));
-    if (sgm_nn_arch_differs(path, ms.narch, ms.arch, which, sizeof which, diff, sizeof diff) > 0)
+    PetscCall(
+        sgm_score_model_file_differs(cfg, path, which, sizeof which, diff, sizeof diff, &differs));
+    if (differs > 0)
       snprintf(msg, len,
                "--restart: %s; the run continues that network, so set [model] as in its "
                "run.toml",

@@ -171,8 +171,6 @@ const SgmTableSpec sgm_table_train = {
     "train", "Offline data-parallel training of the score network on trajectory frames", train_keys,
     0};
 
-/* A [model] key that is on (set) but implemented for the full-state kinds only: a problem
- * "key: <what> ... only<tail>" when kind = "local_transformer". Returns whether it was one. */
 /* The input key an architecture attribute of model.h5 comes from (NULL: none). */
 static const char *arch_key(const char *attr, char *buf, size_t len)
 {
@@ -193,18 +191,27 @@ static const char *arch_key(const char *attr, char *buf, size_t len)
   return NULL;
 }
 
-PetscErrorCode sgm_score_model_check_file(SgmConfig cfg, SgmProblems pb, const char *key,
-                                          const char *path)
+PetscErrorCode sgm_score_model_file_differs(SgmConfig cfg, const char *path, char *which,
+                                            size_t wlen, char *msg, size_t len, int *differs)
 {
   SgmScoreModelSpec ms;
   int64_t n, dim;
-  char which[256], msg[1024], kbuf[sizeof which + 8];
-  const char *dot = strchr(key, '.');
   PetscFunctionBeginUser;
   PetscCall(sgm_config_get_int(cfg, "system.n", &n));
   PetscCall(sgm_config_get_int(cfg, "system.dim", &dim));
   PetscCall(sgm_score_model_arch(cfg, (int)dim, n, &ms));
-  const int r = sgm_nn_arch_differs(path, ms.narch, ms.arch, which, sizeof which, msg, sizeof msg);
+  *differs = sgm_nn_arch_differs(path, ms.narch, ms.arch, which, wlen, msg, len);
+  PetscFunctionReturn(PETSC_SUCCESS);
+}
+
+PetscErrorCode sgm_score_model_check_file(SgmConfig cfg, SgmProblems pb, const char *key,
+                                          const char *path)
+{
+  char which[256], msg[1024], kbuf[sizeof which + 8];
+  const char *dot = strchr(key, '.');
+  int r;
+  PetscFunctionBeginUser;
+  PetscCall(sgm_score_model_file_differs(cfg, path, which, sizeof which, msg, sizeof msg, &r));
   if (r < 0)
     sgm_config_problem(pb, key, "%s", msg);
   else if (r > 0) {
@@ -220,6 +227,8 @@ PetscErrorCode sgm_score_model_check_file(SgmConfig cfg, SgmProblems pb, const c
   PetscFunctionReturn(PETSC_SUCCESS);
 }
 
+/* A [model] key that is on (set) but implemented for the full-state kinds only: a problem
+ * "key: <what> ... only<tail>" when kind = "local_transformer". Returns whether it was one. */
 static PetscErrorCode local_refused(SgmConfig cfg, SgmProblems pb, PetscBool set, const char *key,
                                     const char *what, const char *tail, PetscBool *refused)
 {
